@@ -1,0 +1,669 @@
+#!/usr/bin/env python3
+"""Benchmark rgunicorn against Gunicorn (sync worker) and Granian (WSGI) with wrk.
+
+For every app and in alternating rounds, each server is started with the same worker count
+on a free 127.0.0.1 port, polled until it answers correctly, warmed up, then driven by
+``wrk -t2 -c32 -d<N>s --latency`` (keep-alive). Measured per run:
+
+* requests/s and p99 latency (parsed from wrk's output),
+* CPU time per response: utime+stime of the server's whole process tree (master + workers,
+  from /proc/<pid>/stat, including reaped children) over the wrk run / responses,
+* memory: PSS sum over the process tree (from /proc/<pid>/smaps_rollup) after the load.
+
+The medians over rounds go into a Markdown table; raw numbers go to results/latest.json.
+Only the Python standard library is used here. See README.md beside this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+APPS_DIR = BENCH / "apps"
+VENV = BENCH / ".venv"
+RESULTS = BENCH / "results"
+LOGS = RESULTS / "logs"
+POST_LUA = BENCH / "post16k.lua"
+PIP_PACKAGES = ["gunicorn", "granian", "flask"]
+
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVERS = ["rgunicorn", "gunicorn", "granian"]
+
+
+# --------------------------------------------------------------------------- apps
+
+def _check_exact(expected: bytes):
+    def check(status: int, body: bytes) -> str | None:
+        if status != 200:
+            return f"status {status}"
+        if body != expected:
+            return f"body of {len(body)} bytes, expected {len(expected)} bytes"
+        return None
+    return check
+
+
+def _check_flask(status: int, body: bytes) -> str | None:
+    if status != 200:
+        return f"status {status}"
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return f"not JSON: {body[:80]!r}"
+    if data != {"message": "Hello, World!", "items": [1, 2, 3]}:
+        return f"unexpected JSON {data!r}"
+    return None
+
+
+POST_BODY = b"a" * 16384  # must match post16k.lua
+
+APPS = {
+    # name: (APP spec for the servers, URL path, HTTP method, request body, response check)
+    "hello": ("apps:hello", "/", "GET", None, _check_exact(b"Hello, World!")),
+    "big": ("apps:big", "/", "GET", None, _check_exact(b"x" * 65536)),
+    "stream": ("apps:stream", "/", "GET", None, _check_exact(b"y" * 102400)),
+    "echo": ("apps:echo", "/", "POST", POST_BODY, _check_exact(POST_BODY)),
+    "flask_json": ("flask_json:app", "/json", "GET", None, _check_flask),
+}
+
+
+# --------------------------------------------------------------------------- setup
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_checked(cmd: list[str], **kw) -> None:
+    log("+ " + " ".join(cmd))
+    subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk:
+        return wrk
+    log("wrk not found: installing the Debian package")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    run_checked(sudo + ["apt-get", "update", "-qq"])
+    run_checked(sudo + ["apt-get", "install", "-y", "-qq", "wrk"],
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    wrk = shutil.which("wrk")
+    if not wrk:
+        sys.exit("wrk is still missing after apt-get install")
+    return wrk
+
+
+def ensure_venv(upgrade: bool) -> dict[str, str]:
+    """bench/.venv made with this python3, holding gunicorn, granian and flask."""
+    py = VENV / "bin" / "python"
+    want = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if py.exists():
+        have = subprocess.run(
+            [str(py), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True).stdout.strip()
+        if have != want:
+            log(f"{VENV.relative_to(REPO)} has Python {have}, this python3 is {want}: recreating it")
+            shutil.rmtree(VENV)
+    if not py.exists():
+        run_checked([sys.executable, "-m", "venv", str(VENV)])
+        upgrade = True
+    missing = subprocess.run([str(py), "-c", "import gunicorn, granian, flask"],
+                             capture_output=True).returncode != 0
+    if missing or upgrade:
+        run_checked([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip", *PIP_PACKAGES])
+    out = subprocess.run(
+        [str(py), "-c",
+         "import importlib.metadata as m, json, sys;"
+         "print(json.dumps({p: m.version(p) for p in sys.argv[1:]}))", *PIP_PACKAGES],
+        capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def build_rgunicorn(skip: bool) -> Path | None:
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    if not target.is_absolute():
+        target = REPO / target
+    binary = target / "release" / "rgunicorn"
+    if not skip:
+        log("+ cargo build --release")
+        rc = subprocess.run(["cargo", "build", "--release"], cwd=REPO).returncode
+        if rc != 0:
+            log("cargo build --release failed: rgunicorn is left out of this run")
+            return None
+    if not binary.exists():
+        log(f"no binary at {binary}: rgunicorn is left out of this run")
+        return None
+    return binary
+
+
+# --------------------------------------------------------------------------- /proc
+
+def read_stat(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, utime+stime+cutime+cstime in ticks, starttime) or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode("ascii", "replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    rest = raw[raw.rfind(")") + 2:].split()
+    # rest[0] is field 3 (state); field n is rest[n - 3]
+    ppid = int(rest[1])
+    cpu = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+    return ppid, cpu, int(rest[19])
+
+
+def process_tree(root: int) -> dict[int, tuple[int, int, int]]:
+    """The root and all its descendants, found by walking the ppid of every /proc entry."""
+    stats: dict[int, tuple[int, int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = read_stat(int(entry))
+            if st is not None:
+                stats[int(entry)] = st
+    if root not in stats:
+        return {}
+    children: dict[int, list[int]] = {}
+    for pid, st in stats.items():
+        children.setdefault(st[0], []).append(pid)
+    tree, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        tree[pid] = stats[pid]
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def tree_cpu_ticks(root: int) -> int:
+    # cutime/cstime make the time of children that exited (and were reaped) count too.
+    return sum(st[1] for st in process_tree(root).values())
+
+
+def pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def tree_pss(root: int) -> tuple[int, int]:
+    """(PSS in KiB summed over the tree, number of processes)."""
+    tree = process_tree(root)
+    return sum(pss_kib(pid) for pid in tree), len(tree)
+
+
+# --------------------------------------------------------------------------- servers
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def server_command(server: str, app_spec: str, port: int, workers: int,
+                   rgunicorn: Path | None) -> list[str]:
+    vbin = VENV / "bin"
+    if server == "rgunicorn":
+        return [str(rgunicorn), "-w", str(workers), "-b", f"{HOST}:{port}",
+                "--log-level", "warning", app_spec]
+    if server == "gunicorn":
+        return [str(vbin / "gunicorn"), "-w", str(workers), "-b", f"{HOST}:{port}",
+                "--log-level", "warning", "--no-control-socket", app_spec]
+    if server == "granian":
+        # Threads: granian's defaults (runtime threads, blocking threads) on purpose.
+        return [str(vbin / "granian"), "--interface", "wsgi", "--workers", str(workers),
+                "--host", HOST, "--port", str(port), "--log-level", "warning", app_spec]
+    raise ValueError(server)
+
+
+def server_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("GRANIAN_") or k in (
+               "GUNICORN_CMD_ARGS", "PYTHONPATH", "PYTHONHOME", "WEB_CONCURRENCY"))}
+    env["VIRTUAL_ENV"] = str(VENV)
+    env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def http_probe(port: int, app: str, timeout: float) -> str | None:
+    """One request; None when the answer is right, else what was wrong."""
+    _, path, method, body, check = APPS[app]
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/octet-stream"} if body else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return check(resp.status, resp.read())
+    finally:
+        conn.close()
+
+
+class Server:
+    def __init__(self, name: str, cmd: list[str], logfile: Path):
+        self.name = name
+        self.cmd = cmd
+        self.logfile = logfile
+        self._log = open(logfile, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=APPS_DIR, env=server_env(),
+                                     stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+
+    def wait_ready(self, port: int, app: str, deadline_s: float) -> None:
+        """Poll with a deadline until the server answers the app's request correctly."""
+        deadline = time.monotonic() + deadline_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode} "
+                                   f"before answering")
+            try:
+                err = http_probe(port, app, timeout=min(2.0, deadline_s))
+                if err is None:
+                    return
+                raise RuntimeError(f"{self.name} answered wrongly: {err}")
+            except (OSError, http.client.HTTPException) as e:
+                last = f"{type(e).__name__}: {e}"
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not answer within {deadline_s:.0f}s ({last})")
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM to the master we started, wait, SIGKILL fallback; then any leftover of
+        the process tree we saw (same pid and start time) is killed by pid."""
+        tree = process_tree(self.pid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                log(f"  {self.name} (pid {self.pid}) ignored SIGTERM for {grace_s:.0f}s: SIGKILL")
+                self.proc.kill()
+                self.proc.wait()
+        deadline = time.monotonic() + grace_s
+        leftovers = [(pid, st[2]) for pid, st in tree.items() if pid != self.pid]
+        while leftovers and time.monotonic() < deadline:
+            leftovers = [(p, s) for p, s in leftovers if (read_stat(p) or (0, 0, -1))[2] == s]
+            if leftovers:
+                time.sleep(0.05)
+        for pid, _ in leftovers:
+            log(f"  {self.name}: pid {pid} outlived its master: SIGKILL")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+    def log_tail(self, n: int = 15) -> str:
+        self._log.flush()
+        try:
+            lines = self.logfile.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join("    | " + line for line in lines[-n:])
+
+
+# --------------------------------------------------------------------------- wrk
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(f"unparsable latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict:
+    def grab(pattern: str) -> re.Match | None:
+        return re.search(pattern, out, re.MULTILINE)
+
+    m = grab(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h), ([\d.]+)([KMGT]?B) read")
+    if not m:
+        raise ValueError("no 'requests in' line in wrk output:\n" + out)
+    res = {
+        "requests": int(m.group(1)),
+        "seconds": _ms(m.group(2) + m.group(3)) / 1e3,
+        "rps": float(grab(r"^Requests/sec:\s+([\d.]+)").group(1)),
+        "read_bytes": int(float(m.group(4)) * 1024 ** "BKMGT".index(m.group(5)[0])),
+        "errors": 0,
+        "non_2xx": 0,
+    }
+    for pct in ("50", "75", "90", "99"):
+        p = grab(rf"^\s+{pct}%\s+(\S+)")
+        res[f"p{pct}_ms"] = _ms(p.group(1)) if p else None
+    s = grab(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+    if s:
+        res["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"),
+                                        map(int, s.groups())))
+        res["errors"] = sum(res["socket_errors"].values())
+    n = grab(r"Non-2xx or 3xx responses: (\d+)")
+    if n:
+        res["non_2xx"] = int(n.group(1))
+    return res
+
+
+def wrk_cmd(wrk: str, args, app: str, port: int, duration: int) -> list[str]:
+    _, path, method, _, _ = APPS[app]
+    cmd = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s",
+           "--timeout", "5s", "--latency"]
+    if method == "POST":
+        cmd += ["-s", str(POST_LUA)]
+    return cmd + [f"http://{HOST}:{port}{path}"]
+
+
+def run_wrk(cmd: list[str], duration: int) -> str:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+    if p.returncode != 0:
+        raise RuntimeError(f"wrk exited with code {p.returncode}: {(p.stderr or p.stdout).strip()}")
+    return p.stdout
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+# --------------------------------------------------------------------------- one run
+
+def bench_once(server: str, app: str, rnd: int, args, wrk: str,
+               rgunicorn: Path | None) -> dict:
+    port = free_port()
+    cmd = server_command(server, APPS[app][0], port, args.workers, rgunicorn)
+    logfile = LOGS / f"{app}-{server}-r{rnd}.log"
+    t0 = time.monotonic()
+    srv = Server(server, cmd, logfile)
+    phase = "start"
+    try:
+        srv.wait_ready(port, app, args.start_timeout)
+        startup = time.monotonic() - t0
+        phase = "run"
+        if args.warmup > 0:
+            run_wrk(wrk_cmd(wrk, args, app, port, args.warmup), args.warmup)
+        cpu0, wrk_cpu0 = tree_cpu_ticks(srv.pid), children_cpu()
+        out = run_wrk(wrk_cmd(wrk, args, app, port, args.duration), args.duration)
+        cpu1, wrk_cpu1 = tree_cpu_ticks(srv.pid), children_cpu()
+        if srv.proc.poll() is not None:
+            raise RuntimeError(f"{server} exited with code {srv.proc.returncode} during the run")
+        pss, nproc = tree_pss(srv.pid)
+        res = parse_wrk(out)
+        cpu_s = (cpu1 - cpu0) / CLK_TCK
+        res.update({
+            "server": server, "app": app, "round": rnd, "ok": True,
+            "startup_s": round(startup, 3),
+            "cpu_s": cpu_s,
+            "cpu_us_per_resp": cpu_s / res["requests"] * 1e6 if res["requests"] else None,
+            "wrk_cpu_us_per_resp": ((wrk_cpu1 - wrk_cpu0) / res["requests"] * 1e6
+                                    if res["requests"] else None),
+            "bytes_per_resp": res["read_bytes"] / res["requests"] if res["requests"] else None,
+            "pss_kib": pss, "processes": nproc,
+            "command": [c if not c.startswith(str(REPO)) else os.path.relpath(c, REPO)
+                        for c in cmd],
+        })
+        if server == "granian":
+            # Granian warns about how many Python threads its defaults allow; keep the number.
+            m = re.search(r"spawning up to (\d+) Python threads",
+                          logfile.read_text(errors="replace"))
+            res["granian_python_threads"] = int(m.group(1)) if m else None
+        return res
+    except Exception as e:  # noqa: BLE001 - a failed run is recorded, the bench goes on
+        tail = srv.log_tail()
+        log(f"  FAILED {server} {app} round {rnd}: {e}" + ("\n" + tail if tail else ""))
+        return {"server": server, "app": app, "round": rnd, "ok": False, "phase": phase,
+                "error": str(e)}
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------- report
+
+def med(runs: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in runs if r.get("ok") and r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v: float | None, spec: str, suffix: str = "") -> str:
+    return "—" if v is None else format(v, spec) + suffix
+
+
+def summarize(results: list[dict], apps: list[str], servers: list[str]) -> dict:
+    summary: dict = {}
+    for app in apps:
+        summary[app] = {}
+        for srv in servers:
+            runs = [r for r in results if r["app"] == app and r["server"] == srv]
+            summary[app][srv] = {
+                "rps": med(runs, "rps"), "p99_ms": med(runs, "p99_ms"),
+                "cpu_us_per_resp": med(runs, "cpu_us_per_resp"),
+                "pss_mib": (None if med(runs, "pss_kib") is None
+                            else med(runs, "pss_kib") / 1024),
+                "processes": med(runs, "processes"),
+                "ok_rounds": sum(1 for r in runs if r.get("ok")),
+                "rounds": len(runs),
+                "errors": sum(r.get("errors", 0) + r.get("non_2xx", 0)
+                              for r in runs if r.get("ok")),
+            }
+    return summary
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def markdown(summary: dict, apps: list[str], servers: list[str]) -> str:
+    others = [s for s in servers if s != "rgunicorn"] if "rgunicorn" in servers else []
+    head = ["app"] + [f"{s} req/s" for s in servers]
+    head += [f"rg/{s}" for s in others]
+    head += [f"{s} p99 ms" for s in servers] + [f"{s} CPU µs/resp" for s in servers]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for app in apps:
+        row = [app]
+        s = summary[app]
+        row += [fmt(s[v]["rps"], ",.0f") for v in servers]
+        row += [fmt(ratio(s["rgunicorn"]["rps"], s[o]["rps"]), ".2f", "×") for o in others]
+        row += [fmt(s[v]["p99_ms"], ".2f") for v in servers]
+        row += [fmt(s[v]["cpu_us_per_resp"], ".1f") for v in servers]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Memory: PSS of master + workers after the load, MiB (processes in the tree)", "",
+              "| app | " + " | ".join(servers) + " |",
+              "|---|" + "|".join(["---:"] * len(servers)) + "|"]
+    for app in apps:
+        cells = []
+        for v in servers:
+            c = summary[app][v]
+            cells.append("—" if c["pss_mib"] is None
+                         else f"{c['pss_mib']:.1f} ({c['processes']:.0f})")
+        lines.append(f"| {app} | " + " | ".join(cells) + " |")
+    notes = []
+    for app in apps:
+        for v in servers:
+            c = summary[app][v]
+            if c["ok_rounds"] < c["rounds"]:
+                notes.append(f"{app}/{v}: {c['rounds'] - c['ok_rounds']} of {c['rounds']} "
+                             f"rounds failed (see results/logs/)")
+            if c["errors"]:
+                notes.append(f"{app}/{v}: {c['errors']} wrk socket errors or non-2xx responses")
+    if notes:
+        lines += [""] + ["- " + n for n in notes]
+    return "\n".join(lines)
+
+
+def requirement_checks(summary: dict, apps: list[str], servers: list[str]) -> list[tuple[bool, str]]:
+    """The targets from the issue, checked against the medians."""
+    if "rgunicorn" not in servers:
+        return []
+    checks = []
+    rg = {a: summary[a]["rgunicorn"] for a in apps}
+    if "gunicorn" in servers and "hello" in apps:
+        r = ratio(rg["hello"]["rps"], summary["hello"]["gunicorn"]["rps"])
+        checks.append((r is not None and r >= 5.0,
+                       f"hello: rgunicorn >= 5x gunicorn req/s ({fmt(r, '.2f', 'x')})"))
+    for other in [s for s in servers if s != "rgunicorn"]:
+        for a in apps:
+            o = summary[a][other]
+            if other == "granian":
+                r = ratio(rg[a]["rps"], o["rps"])
+                checks.append((r is not None and r > 1.0,
+                               f"{a}: rgunicorn req/s > granian ({fmt(r, '.2f', 'x')})"))
+            ok = rg[a]["p99_ms"] is not None and o["p99_ms"] is not None \
+                and rg[a]["p99_ms"] < o["p99_ms"]
+            checks.append((ok, f"{a}: rgunicorn p99 < {other} "
+                               f"({fmt(rg[a]['p99_ms'], '.2f')} vs {fmt(o['p99_ms'], '.2f')} ms)"))
+    if "gunicorn" in servers:
+        for a in apps:
+            m_rg, m_gu = rg[a]["pss_mib"], summary[a]["gunicorn"]["pss_mib"]
+            ok = m_rg is not None and m_gu is not None and m_rg <= m_gu
+            checks.append((ok, f"{a}: rgunicorn PSS <= gunicorn "
+                               f"({fmt(m_rg, '.1f')} vs {fmt(m_gu, '.1f')} MiB)"))
+    return checks
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_list(text: str, allowed, what: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if x not in allowed]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {','.join(bad) or '(none)'}; choose from {','.join(allowed)}")
+    return items
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5, help="seconds of each measured wrk run")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="seconds of wrk before measuring (0: none)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per app")
+    ap.add_argument("--apps", default=",".join(APPS),
+                    type=lambda t: parse_list(t, list(APPS), "app"))
+    ap.add_argument("--servers", default=",".join(SERVERS),
+                    type=lambda t: parse_list(t, SERVERS, "server"))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=32, help="wrk -c")
+    ap.add_argument("--threads", type=int, default=2, help="wrk -t")
+    ap.add_argument("--start-timeout", type=float, default=30.0,
+                    help="seconds a server gets to answer its first request")
+    ap.add_argument("--no-build", action="store_true",
+                    help="use the existing target/release/rgunicorn, skip cargo build")
+    ap.add_argument("--upgrade", action="store_true",
+                    help="pip install --upgrade gunicorn, granian, flask in bench/.venv")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 when rgunicorn misses a target from the issue")
+    args = ap.parse_args()
+
+    started = time.monotonic()
+    wrk = ensure_wrk()
+    versions = ensure_venv(args.upgrade)
+    servers = list(args.servers)
+    rgunicorn = None
+    if "rgunicorn" in servers:
+        rgunicorn = build_rgunicorn(args.no_build)
+        if rgunicorn is None:
+            servers.remove("rgunicorn")
+        else:
+            v = subprocess.run([str(rgunicorn), "--version"], capture_output=True, text=True,
+                               timeout=30)
+            versions["rgunicorn"] = (v.stdout or v.stderr).strip() or f"exit {v.returncode}"
+    if not servers:
+        log("no server left to benchmark")
+        return 1
+    versions["wrk"] = subprocess.run([wrk, "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout \
+        .splitlines()[0:1]
+    versions["wrk"] = versions["wrk"][0].split(" [")[0].removeprefix("wrk ") \
+        if versions["wrk"] else "?"
+    versions["python"] = platform.python_version()
+    LOGS.mkdir(parents=True, exist_ok=True)
+
+    runs_total = len(args.apps) * args.rounds * len(servers)
+    log(f"{runs_total} runs: apps {','.join(args.apps)}; servers {','.join(servers)}; "
+        f"{args.rounds} rounds x {args.duration:g}s (+{args.warmup:g}s warm-up); "
+        f"{args.workers} workers; wrk -t{args.threads} -c{args.connections}")
+    results: list[dict] = []
+    for app in args.apps:
+        no_start: set[str] = set()  # servers that could not start this app: not retried
+        for rnd in range(1, args.rounds + 1):
+            for server in servers:
+                if server in no_start:
+                    results.append({"server": server, "app": app, "round": rnd, "ok": False,
+                                    "phase": "skipped", "error": "did not start in round 1"})
+                    continue
+                r = bench_once(server, app, rnd, args, wrk, rgunicorn)
+                if not r["ok"] and r["phase"] == "start" and rnd == 1:
+                    no_start.add(server)
+                results.append(r)
+                if r["ok"]:
+                    err = f"  errors {r['errors'] + r['non_2xx']}" if r["errors"] or r["non_2xx"] else ""
+                    log(f"  {app:<10} r{rnd} {server:<9} {r['rps']:>10,.0f} req/s  "
+                        f"p99 {r['p99_ms']:7.2f} ms  {r['cpu_us_per_resp']:7.1f} µs/resp  "
+                        f"PSS {r['pss_kib'] / 1024:6.1f} MiB ({r['processes']} procs){err}")
+
+    summary = summarize(results, args.apps, servers)
+    table = markdown(summary, args.apps, servers)
+    checks = requirement_checks(summary, args.apps, servers)
+    elapsed = time.monotonic() - started
+
+    header = [
+        f"## rgunicorn benchmark — {args.workers} workers, wrk -t{args.threads} "
+        f"-c{args.connections} keep-alive, {args.duration:g}s x {args.rounds} rounds (median)",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        f"Machine: {os.cpu_count()} CPUs, Linux {platform.release()}",
+    ]
+    if "granian" in servers:
+        threads = sorted({r["granian_python_threads"] for r in results
+                          if r.get("ok") and r.get("granian_python_threads")})
+        header.append("Granian: --interface wsgi with its default threads (1 runtime thread, "
+                      "blocking threads = backpressure/2"
+                      + (f": it allows up to {', '.join(map(str, threads))} Python threads"
+                         if threads else "") + ") and its default keep-alive.")
+    if "gunicorn" in servers:
+        header.append("Gunicorn: default sync worker (closes the connection after each "
+                      "response, so wrk reconnects).")
+    report = "\n".join(header) + "\n\n" + table
+    if checks:
+        report += "\n\nTargets from the issue:\n\n" + "\n".join(
+            f"- [{'x' if ok else ' '}] {text}" for ok, text in checks)
+    print(report)
+    log(f"\nwall time {elapsed:.0f}s; raw numbers in "
+        f"{(RESULTS / 'latest.json').relative_to(REPO)}")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.md").write_text(report + "\n")
+    (RESULTS / "latest.json").write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "args": {k: v for k, v in vars(args).items()},
+        "servers": servers, "versions": versions,
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
+        "wall_time_s": round(elapsed, 1),
+        "summary": summary,
+        "checks": [{"ok": ok, "check": text} for ok, text in checks],
+        "runs": results,
+    }, indent=2) + "\n")
+    if args.check and checks and not all(ok for ok, _ in checks):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+//! The command line: a clap `Command` built at run time from the settings table, and the
+//! extraction of the values a command line (or `GUNICORN_CMD_ARGS`) gave.
+
+use std::collections::BTreeMap;
+
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::defs::SETTINGS;
+use super::setting::{Action, Value};
+use super::ConfigError;
+
+/// `usage: rgunicorn [OPTIONS] [APP_MODULE]`, as Gunicorn words it.
+const USAGE: &str = "rgunicorn [OPTIONS] [APP_MODULE]";
+
+/// Builds the parser: one argument per flagged setting, plus `APP_MODULE` and `--version`.
+pub fn command() -> Command {
+    let mut cmd = Command::new("rgunicorn")
+        .override_usage(USAGE)
+        .disable_version_flag(true)
+        .arg(
+            Arg::new("version")
+                .short('v')
+                .long("version")
+                .action(ArgAction::SetTrue)
+                .help("Show program's version number and exit."),
+        )
+        .arg(Arg::new("APP_MODULE").num_args(1).required(false));
+    for setting in SETTINGS.iter().filter(|s| !s.flags.is_empty()) {
+        let mut arg = Arg::new(setting.name).help(setting.help);
+        for flag in setting.flags {
+            if let Some(long) = flag.strip_prefix("--") {
+                arg = if arg.get_long().is_none() {
+                    arg.long(long)
+                } else {
+                    arg.visible_alias(long)
+                };
+            } else if let Some(short) = flag.strip_prefix('-').and_then(|s| s.chars().next()) {
+                arg = arg.short(short);
+            }
+        }
+        arg = match setting.action {
+            Action::Set => arg.action(ArgAction::Set).num_args(1),
+            Action::Append => arg.action(ArgAction::Append).num_args(1),
+            Action::SetTrue => arg.action(ArgAction::SetTrue),
+        };
+        if !setting.meta.is_empty() {
+            arg = arg.value_name(setting.meta);
+        }
+        cmd = cmd.arg(arg);
+    }
+    cmd
+}
+
+/// What one command line said: the settings it gave explicitly and the app module.
+#[derive(Default, Debug)]
+pub struct Given {
+    pub values: BTreeMap<&'static str, Value>,
+    pub app_module: Option<String>,
+    pub version: bool,
+}
+
+/// Parses `args` (without the program name) into the settings they set explicitly.
+///
+/// # Errors
+/// A clap usage error (exit 2) or a value a setting's parser refuses (exit 1).
+pub fn parse(args: &[String]) -> Result<Given, ConfigError> {
+    let argv = std::iter::once("rgunicorn".to_string()).chain(args.iter().cloned());
+    let matches = command()
+        .try_get_matches_from(argv)
+        .map_err(ConfigError::Usage)?;
+    extract(&matches)
+}
+
+fn extract(matches: &ArgMatches) -> Result<Given, ConfigError> {
+    let mut given = Given {
+        app_module: matches.get_one::<String>("APP_MODULE").cloned(),
+        version: matches.get_flag("version"),
+        ..Given::default()
+    };
+    for setting in SETTINGS.iter().filter(|s| !s.flags.is_empty()) {
+        if matches.value_source(setting.name) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        let flag = setting.flags.join("/");
+        let bad = |text: &str, why: String| {
+            if why.starts_with("invalid literal") {
+                ConfigError::BadArgument(format!("argument {flag}: invalid int value: '{text}'"))
+            } else {
+                ConfigError::Invalid(why)
+            }
+        };
+        let value = match setting.action {
+            Action::SetTrue => Value::Bool(true),
+            Action::Set => {
+                let text = matches
+                    .get_one::<String>(setting.name)
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                (setting.parse)(text).map_err(|why| bad(text, why))?
+            }
+            Action::Append => {
+                let mut items = Vec::new();
+                for text in matches
+                    .get_many::<String>(setting.name)
+                    .into_iter()
+                    .flatten()
+                {
+                    match (setting.parse)(text).map_err(|why| bad(text, why))? {
+                        Value::Str(s) => items.push(s),
+                        other => items.push(other.to_string()),
+                    }
+                }
+                Value::List(items)
+            }
+        };
+        given.values.insert(setting.name, value);
+    }
+    Ok(given)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_set_settings_and_the_positional_is_the_app() {
+        let given = parse(&args(&["-w", "3", "-b", "a:1", "--bind", "b:2", "app:x"])).unwrap();
+        assert_eq!(given.values["workers"], Value::Int(3));
+        assert_eq!(
+            given.values["bind"],
+            Value::List(vec!["a:1".into(), "b:2".into()])
+        );
+        assert_eq!(given.app_module.as_deref(), Some("app:x"));
+    }
+
+    #[test]
+    fn log_file_is_an_alias_of_error_logfile() {
+        let given = parse(&args(&["--log-file", "-"])).unwrap();
+        assert_eq!(given.values["errorlog"], Value::Str("-".into()));
+    }
+
+    #[test]
+    fn underscore_flag_spelling_is_kept() {
+        let given = parse(&args(&["--limit-request-field_size", "100"])).unwrap();
+        assert_eq!(given.values["limit_request_field_size"], Value::Int(100));
+    }
+
+    #[test]
+    fn unknown_flag_is_a_usage_error() {
+        assert!(matches!(
+            parse(&args(&["--nope"])),
+            Err(ConfigError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn non_integer_is_a_usage_error_and_negative_is_invalid() {
+        assert!(matches!(
+            parse(&args(&["-w", "abc"])),
+            Err(ConfigError::BadArgument(_))
+        ));
+        assert!(matches!(
+            parse(&args(&["-t", "-1"])),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

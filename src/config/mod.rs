@@ -1,0 +1,321 @@
+//! Settings: the table (`defs`), its row type (`setting`), the command line (`cli`) and the
+//! environment (`env`), resolved by precedence into one typed [`Config`].
+//!
+//! Precedence, lowest first, as Gunicorn: defaults (some read the environment), then
+//! `GUNICORN_CMD_ARGS`, then the command line.
+
+pub mod cli;
+pub mod defs;
+pub mod env;
+pub mod setting;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::http::request::Limits;
+use crate::sock::BindAddress;
+use setting::Value;
+
+/// Why the settings could not be resolved; `main` maps each kind to Gunicorn's exit code.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// Clap's own usage error (unknown flag, missing value): printed by clap, exit 2.
+    Usage(clap::Error),
+    /// An argument of the wrong type (argparse's `invalid int value`): exit 2.
+    BadArgument(String),
+    /// A value a setting refuses: `Error: <msg>`, exit 1.
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Usage(e) => write!(f, "{e}"),
+            ConfigError::BadArgument(msg) | ConfigError::Invalid(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Log verbosity, Gunicorn's five levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug = 10,
+    Info = 20,
+    Warning = 30,
+    Error = 40,
+    Critical = 50,
+}
+
+impl LogLevel {
+    fn from_name(name: &str) -> LogLevel {
+        match name {
+            "debug" => LogLevel::Debug,
+            "warning" => LogLevel::Warning,
+            "error" => LogLevel::Error,
+            "critical" => LogLevel::Critical,
+            _ => LogLevel::Info,
+        }
+    }
+}
+
+/// Peers whose proxy headers (`X-Forwarded-Proto`, `SCRIPT_NAME`) are believed.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedPeers {
+    everyone: bool,
+    networks: Vec<(IpAddr, u8)>,
+}
+
+impl TrustedPeers {
+    /// Parses Gunicorn's `forwarded_allow_ips`: comma-separated IPs or CIDRs, or `*`.
+    pub fn parse(text: &str) -> Result<TrustedPeers, String> {
+        let mut peers = TrustedPeers::default();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item == "*" {
+                peers.everyone = true;
+                continue;
+            }
+            let (addr, bits) = match item.split_once('/') {
+                Some((a, b)) => (a, Some(b)),
+                None => (item, None),
+            };
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("'{item}' is not a valid IP address or network"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                Some(b) => b
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|&b| b <= max)
+                    .ok_or_else(|| format!("'{item}' is not a valid IP address or network"))?,
+                None => max,
+            };
+            peers.networks.push((ip, bits));
+        }
+        Ok(peers)
+    }
+
+    /// Whether `peer` (None for a unix-socket peer, always trusted) may send proxy headers.
+    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        let Some(ip) = peer else { return true };
+        if self.everyone {
+            return true;
+        }
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.networks.iter().any(|&(net, bits)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), bits),
+            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), bits),
+            _ => false,
+        })
+    }
+}
+
+fn prefix_eq(net: &[u8], addr: &[u8], bits: u8) -> bool {
+    let full = usize::from(bits / 8);
+    if net[..full] != addr[..full] {
+        return false;
+    }
+    let rest = bits % 8;
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        net[full] & mask == addr[full] & mask
+    }
+}
+
+/// Every resolved setting, typed. Built once in the master and inherited by the workers.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub app_module: Option<String>,
+    pub binds: Vec<BindAddress>,
+    pub backlog: i32,
+    pub workers: usize,
+    pub worker_connections: usize,
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    pub timeout: u64,
+    pub graceful_timeout: u64,
+    pub keepalive: u64,
+    pub limits: Limits,
+    pub check_config: bool,
+    pub sendfile: bool,
+    pub chdir: PathBuf,
+    pub raw_env: Vec<(String, String)>,
+    pub forwarded_allow_ips: TrustedPeers,
+    pub accesslog: Option<String>,
+    pub access_log_format: String,
+    pub errorlog: String,
+    pub loglevel: LogLevel,
+    pub proc_name: String,
+    pub pythonpath: Vec<String>,
+    /// The raw value of every setting, by name (for `--print-config` and hooks' `cfg`).
+    pub values: BTreeMap<&'static str, Value>,
+}
+
+/// What the command line asked for.
+pub enum Invocation {
+    Run(Box<Config>),
+    Version,
+}
+
+/// Resolves the settings from the command line `args` (without the program name) and the
+/// environment.
+///
+/// # Errors
+/// Gunicorn's usage and validation errors; see [`ConfigError`].
+pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
+    let cli = cli::parse(args)?;
+    if cli.version {
+        return Ok(Invocation::Version);
+    }
+    let env_args = match std::env::var("GUNICORN_CMD_ARGS") {
+        Ok(text) if !text.trim().is_empty() => {
+            let words = env::shell_split(&text).map_err(ConfigError::Invalid)?;
+            cli::parse(&words)?.values
+        }
+        _ => BTreeMap::new(),
+    };
+    let mut values = BTreeMap::new();
+    for setting in defs::SETTINGS {
+        let value = cli
+            .values
+            .get(setting.name)
+            .or_else(|| env_args.get(setting.name))
+            .cloned()
+            .unwrap_or_else(setting.default);
+        values.insert(setting.name, value);
+    }
+    Config::from_values(cli.app_module, values).map(|c| Invocation::Run(Box::new(c)))
+}
+
+fn int(values: &BTreeMap<&'static str, Value>, name: &str) -> i64 {
+    match values.get(name) {
+        Some(Value::Int(n)) => *n,
+        _ => 0,
+    }
+}
+
+fn text(values: &BTreeMap<&'static str, Value>, name: &str) -> Option<String> {
+    match values.get(name) {
+        Some(Value::Str(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn list(values: &BTreeMap<&'static str, Value>, name: &str) -> Vec<String> {
+    match values.get(name) {
+        Some(Value::List(items)) => items.clone(),
+        Some(Value::Str(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn flag(values: &BTreeMap<&'static str, Value>, name: &str) -> bool {
+    matches!(values.get(name), Some(Value::Bool(true)))
+}
+
+impl Config {
+    /// The typed view of resolved raw values (cross-setting checks happen here).
+    ///
+    /// # Errors
+    /// A value that parsed but cannot be used (a malformed bind address, an `-e` without `=`).
+    pub fn from_values(
+        app_module: Option<String>,
+        values: BTreeMap<&'static str, Value>,
+    ) -> Result<Config, ConfigError> {
+        let binds = list(&values, "bind")
+            .iter()
+            .map(|b| BindAddress::parse(b).map_err(ConfigError::Invalid))
+            .collect::<Result<Vec<_>, _>>()?;
+        let raw_env = list(&values, "raw_env")
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(ConfigError::Invalid(format!(
+                    "Invalid value for raw_env: {kv}"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let forwarded = text(&values, "forwarded_allow_ips").unwrap_or_default();
+        let forwarded_allow_ips = TrustedPeers::parse(&forwarded).map_err(ConfigError::Invalid)?;
+        let pythonpath = text(&values, "pythonpath")
+            .map(|p| {
+                p.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        // `--no-sendfile` switches it off; otherwise the SENDFILE environment variable decides.
+        let sendfile = if flag(&values, "sendfile") {
+            false
+        } else {
+            match std::env::var("SENDFILE") {
+                Ok(v) => matches!(v.to_ascii_lowercase().as_str(), "y" | "1" | "yes" | "true"),
+                Err(_) => true,
+            }
+        };
+        let proc_name = text(&values, "proc_name")
+            .or_else(|| app_module.clone())
+            .unwrap_or_else(|| "rgunicorn".to_string());
+        Ok(Config {
+            binds,
+            backlog: i32::try_from(int(&values, "backlog")).unwrap_or(i32::MAX),
+            workers: usize::try_from(int(&values, "workers")).unwrap_or(1).max(1),
+            worker_connections: usize::try_from(int(&values, "worker_connections"))
+                .unwrap_or(1000)
+                .max(1),
+            max_requests: int(&values, "max_requests").unsigned_abs(),
+            max_requests_jitter: int(&values, "max_requests_jitter").unsigned_abs(),
+            timeout: int(&values, "timeout").unsigned_abs(),
+            graceful_timeout: int(&values, "graceful_timeout").unsigned_abs(),
+            keepalive: int(&values, "keepalive").unsigned_abs(),
+            limits: Limits::from_settings(
+                int(&values, "limit_request_line"),
+                int(&values, "limit_request_fields"),
+                int(&values, "limit_request_field_size"),
+            ),
+            check_config: flag(&values, "check_config"),
+            sendfile,
+            chdir: PathBuf::from(text(&values, "chdir").unwrap_or_else(|| ".".to_string())),
+            raw_env,
+            forwarded_allow_ips,
+            accesslog: text(&values, "accesslog"),
+            access_log_format: text(&values, "access_log_format").unwrap_or_default(),
+            errorlog: text(&values, "errorlog").unwrap_or_else(|| "-".to_string()),
+            loglevel: LogLevel::from_name(&text(&values, "loglevel").unwrap_or_default()),
+            proc_name,
+            pythonpath,
+            app_module,
+            values,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_peers_match_ips_and_networks() {
+        let peers = TrustedPeers::parse("127.0.0.1, 10.0.0.0/8,::1").unwrap();
+        assert!(peers.trusts(Some("127.0.0.1".parse().unwrap())));
+        assert!(peers.trusts(Some("10.2.3.4".parse().unwrap())));
+        assert!(peers.trusts(Some("::1".parse().unwrap())));
+        assert!(peers.trusts(Some("::ffff:127.0.0.1".parse().unwrap())));
+        assert!(!peers.trusts(Some("192.168.1.1".parse().unwrap())));
+        assert!(peers.trusts(None), "unix peers are always trusted");
+        assert!(TrustedPeers::parse("*")
+            .unwrap()
+            .trusts(Some("8.8.8.8".parse().unwrap())));
+        assert!(TrustedPeers::parse("nonsense").is_err());
+    }
+}

@@ -1,0 +1,679 @@
+//! Request body decoding over bytes already read: `Content-Length` and chunked.
+//!
+//! Owns [`BodyDecoder`], a state machine fed with whatever the socket produced; it
+//! strips chunk framing (RFC 9112 §7.1), checks the chunk grammar and the trailer
+//! section, and never consumes a byte past the end of the body, so what follows
+//! (a pipelined request) stays in the caller's buffer. Trailers are validated and
+//! dropped: Gunicorn does not expose them.
+//!
+//! Does not own reading, timeouts, or the `wsgi.input` buffering policy. A
+//! request without `Content-Length`/`Transfer-Encoding` has no body (RFC 9112
+//! §6.3 rule 7), and a short `Content-Length` body at EOF is the caller's call
+//! (Gunicorn hands the app what arrived).
+
+use super::error::{echo, ParseError};
+use super::request::BodyKind;
+use super::syntax::{is_field_value_byte, is_ows, is_tchar, split_field_line};
+
+/// Longest chunk-size line (size, extensions and CRLF) accepted; Gunicorn 26.2
+/// bounds it too, so a client cannot stream an endless extension.
+pub const MAX_CHUNK_SIZE_LINE_BYTES: usize = 4096;
+
+/// Largest trailer section (all trailer lines with their CRLFs) accepted.
+pub const MAX_TRAILER_SECTION_BYTES: usize = 16384;
+
+/// Trailer fields a client must not send (RFC 9110 §6.5.1; Gunicorn 26.0's list).
+const FORBIDDEN_TRAILERS: [&[u8]; 6] = [
+    b"host",
+    b"content-length",
+    b"transfer-encoding",
+    b"trailer",
+    b"authorization",
+    b"te",
+];
+
+/// Decodes one request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyDecoder {
+    /// No body at all.
+    Empty,
+    /// `Content-Length` framing: this many bytes are still to come.
+    Length(u64),
+    /// Chunked framing.
+    Chunked(ChunkedDecoder),
+}
+
+/// State of a chunked body (RFC 9112 §7.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    /// The size line or trailer line being collected (they may span reads).
+    line: Vec<u8>,
+    /// Trailer bytes seen so far, for [`MAX_TRAILER_SECTION_BYTES`].
+    trailer_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Collecting `chunk-size [chunk-ext] CRLF`.
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting the CR after chunk data.
+    DataCr,
+    /// Expecting the LF after chunk data.
+    DataLf,
+    /// Collecting trailer lines until the empty one.
+    Trailer,
+    /// The whole body, trailers included, has been consumed.
+    Done,
+}
+
+impl BodyDecoder {
+    /// The decoder for a body framed as `kind`.
+    pub fn new(kind: &BodyKind) -> BodyDecoder {
+        match *kind {
+            BodyKind::Empty => BodyDecoder::Empty,
+            BodyKind::Length(n) => BodyDecoder::length(n),
+            BodyKind::Chunked => BodyDecoder::chunked(),
+        }
+    }
+
+    /// A decoder for exactly `n` bytes.
+    pub fn length(n: u64) -> BodyDecoder {
+        BodyDecoder::Length(n)
+    }
+
+    /// A decoder for a chunked body.
+    pub fn chunked() -> BodyDecoder {
+        BodyDecoder::Chunked(ChunkedDecoder {
+            state: ChunkState::Size,
+            line: Vec::new(),
+            trailer_bytes: 0,
+        })
+    }
+
+    /// Decodes from `input`, appending at most `max` body bytes to `out`, and
+    /// returns how many bytes of `input` were consumed. Framing is consumed as far
+    /// as it goes even once `max` bytes were appended, so `is_done` turns true as
+    /// soon as the last chunk and trailers are in. Returns `Ok(0)` with nothing
+    /// appended only when more input is needed, the body is done, or `max` is 0
+    /// inside data.
+    ///
+    /// # Errors
+    ///
+    /// A chunked-framing violation; the connection must not be reused after it.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<usize, ParseError> {
+        match self {
+            BodyDecoder::Empty => Ok(0),
+            BodyDecoder::Length(remaining) => {
+                let n = take(*remaining, input.len(), max);
+                out.extend_from_slice(&input[..n]);
+                *remaining -= n as u64;
+                Ok(n)
+            }
+            BodyDecoder::Chunked(chunked) => chunked.decode(input, out, max),
+        }
+    }
+
+    /// True once the whole body (and for chunked, the trailer section) was consumed.
+    pub fn is_done(&self) -> bool {
+        match self {
+            BodyDecoder::Empty => true,
+            BodyDecoder::Length(remaining) => *remaining == 0,
+            BodyDecoder::Chunked(chunked) => chunked.state == ChunkState::Done,
+        }
+    }
+
+    /// For known-length bodies, the bytes still to come (lets the caller read
+    /// straight into the application's buffer); `None` for chunked.
+    pub fn remaining_len(&self) -> Option<u64> {
+        match self {
+            BodyDecoder::Empty => Some(0),
+            BodyDecoder::Length(remaining) => Some(*remaining),
+            BodyDecoder::Chunked(_) => None,
+        }
+    }
+
+    /// What end-of-stream means here: an error for an unfinished chunked body
+    /// (Gunicorn 26.1 refuses a truncated chunked body); `Ok` otherwise, a short
+    /// `Content-Length` body being passed to the app as is, as Gunicorn does.
+    ///
+    /// # Errors
+    ///
+    /// [`ParseError::ChunkedBodyTruncated`] when chunked and not done.
+    pub fn check_eof(&self) -> Result<(), ParseError> {
+        match self {
+            BodyDecoder::Chunked(chunked) if chunked.state != ChunkState::Done => {
+                Err(ParseError::ChunkedBodyTruncated)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How many body bytes to move now: bounded by what is left, what arrived and what fits.
+fn take(remaining: u64, available: usize, max: usize) -> usize {
+    let n = available.min(max);
+    usize::try_from(remaining).map_or(n, |r| r.min(n))
+}
+
+impl ChunkedDecoder {
+    fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, max: usize) -> Result<usize, ParseError> {
+        let mut pos = 0;
+        let mut budget = max;
+        loop {
+            match self.state {
+                ChunkState::Done => break,
+                ChunkState::Data(0) => self.state = ChunkState::DataCr,
+                ChunkState::Data(remaining) => {
+                    let n = take(remaining, input.len() - pos, budget);
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&input[pos..pos + n]);
+                    pos += n;
+                    budget -= n;
+                    self.state = ChunkState::Data(remaining - n as u64);
+                }
+                ChunkState::DataCr | ChunkState::DataLf => {
+                    let Some(&b) = input.get(pos) else { break };
+                    let expected = if self.state == ChunkState::DataCr {
+                        b'\r'
+                    } else {
+                        b'\n'
+                    };
+                    if b != expected {
+                        // Report the two bytes found where CRLF belonged, as Gunicorn does.
+                        let found = if expected == b'\r' {
+                            input[pos..input.len().min(pos + 2)].to_vec()
+                        } else {
+                            vec![b'\r', b]
+                        };
+                        return Err(ParseError::ChunkMissingTerminator { found });
+                    }
+                    pos += 1;
+                    self.state = if expected == b'\r' {
+                        ChunkState::DataLf
+                    } else {
+                        ChunkState::Size
+                    };
+                }
+                ChunkState::Size | ChunkState::Trailer => {
+                    if pos == input.len() {
+                        break;
+                    }
+                    let (used, complete) = self.collect_line(&input[pos..])?;
+                    pos += used;
+                    if complete {
+                        self.finish_line()?;
+                    }
+                }
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Appends input to the current line up to and including its LF. Returns the
+    /// bytes used and whether the line is complete. Bounds the line and refuses a
+    /// bare CR as soon as it is seen.
+    fn collect_line(&mut self, input: &[u8]) -> Result<(usize, bool), ParseError> {
+        let (used, complete) = match input.iter().position(|&b| b == b'\n') {
+            Some(lf) => (lf + 1, true),
+            None => (input.len(), false),
+        };
+        let start = self.line.len();
+        self.line.extend_from_slice(&input[..used]);
+        let in_size_line = self.state == ChunkState::Size;
+        if in_size_line && self.line.len() > MAX_CHUNK_SIZE_LINE_BYTES {
+            return Err(ParseError::ChunkSizeLineTooLong);
+        }
+        if !in_size_line {
+            self.trailer_bytes += used;
+            if self.trailer_bytes > MAX_TRAILER_SECTION_BYTES {
+                return Err(ParseError::TrailerSectionTooLarge);
+            }
+        }
+        // A CR anywhere but right before the LF is bare (RFC 9112 §2.2); check only new bytes
+        // (and the byte before them, which may have been a CR awaiting its LF).
+        let check_from = start.saturating_sub(1);
+        let content_end = self.line.len().saturating_sub(if complete { 2 } else { 1 });
+        let bare_cr = self
+            .line
+            .get(check_from..content_end.max(check_from))
+            .is_some_and(|s| s.contains(&b'\r'));
+        let bare_lf = complete && (self.line.len() < 2 || self.line[self.line.len() - 2] != b'\r');
+        if bare_cr || bare_lf {
+            return Err(self.line_error());
+        }
+        Ok((used, complete))
+    }
+
+    /// The error for a malformed current line, by state.
+    fn line_error(&self) -> ParseError {
+        // Drop a proper CRLF; keep a bare LF visible in the message.
+        let line = self.line.strip_suffix(b"\r\n").unwrap_or(&self.line);
+        if self.state == ChunkState::Trailer {
+            return ParseError::InvalidTrailer { line: echo(line) };
+        }
+        // Blame the size when the damage is in the hex digits, else the extension.
+        let hex_end = line
+            .iter()
+            .position(|b| !b.is_ascii_hexdigit())
+            .unwrap_or(line.len());
+        if hex_end == 0 || !matches!(line.get(hex_end), Some(b';' | b' ' | b'\t')) {
+            ParseError::InvalidChunkSize { line: echo(line) }
+        } else {
+            ParseError::InvalidChunkExtension { line: echo(line) }
+        }
+    }
+
+    /// Handles a complete line (ending in CRLF) in the Size or Trailer state.
+    fn finish_line(&mut self) -> Result<(), ParseError> {
+        let content = &self.line[..self.line.len() - 2];
+        if self.state == ChunkState::Size {
+            let size = parse_chunk_size_line(content)?;
+            self.state = if size == 0 {
+                ChunkState::Trailer
+            } else {
+                ChunkState::Data(size)
+            };
+        } else if content.is_empty() {
+            self.state = ChunkState::Done;
+        } else {
+            check_trailer_line(content)?;
+        }
+        self.line.clear();
+        Ok(())
+    }
+}
+
+/// Parses `chunk-size [ chunk-ext ]` (no CRLF):
+/// `chunk-size = 1*HEXDIG`,
+/// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`,
+/// `chunk-ext-val = token / quoted-string` (RFC 9112 §7.1.1). Leading zeros are fine.
+fn parse_chunk_size_line(line: &[u8]) -> Result<u64, ParseError> {
+    let hex_end = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let ext = &line[hex_end..];
+    if hex_end == 0 || !(ext.is_empty() || matches!(ext[0], b';' | b' ' | b'\t')) {
+        return Err(ParseError::InvalidChunkSize { line: echo(line) });
+    }
+    let mut size: u64 = 0;
+    for &b in &line[..hex_end] {
+        let digit = char::from(b).to_digit(16).unwrap_or(0);
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(u64::from(digit)))
+            .ok_or_else(|| ParseError::ChunkSizeOverflow { line: echo(line) })?;
+    }
+    if !is_valid_chunk_ext(ext) {
+        return Err(ParseError::InvalidChunkExtension { line: echo(line) });
+    }
+    Ok(size)
+}
+
+/// Checks `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`.
+fn is_valid_chunk_ext(mut s: &[u8]) -> bool {
+    let skip_bws = |s: &[u8]| -> usize { s.iter().position(|&b| !is_ows(b)).unwrap_or(s.len()) };
+    let token_len = |s: &[u8]| -> usize { s.iter().position(|&b| !is_tchar(b)).unwrap_or(s.len()) };
+    loop {
+        // Whitespace is only allowed before a ';' (BWS ";"), never at the end.
+        let ws = skip_bws(s);
+        match s.get(ws) {
+            None => return ws == 0,
+            Some(b';') => s = &s[ws + 1..],
+            Some(_) => return false,
+        }
+        s = &s[skip_bws(s)..];
+        let name = token_len(s);
+        if name == 0 {
+            return false;
+        }
+        s = &s[name..];
+        let after_ws = skip_bws(s);
+        if s.get(after_ws) != Some(&b'=') {
+            continue;
+        }
+        s = &s[after_ws + 1..];
+        s = &s[skip_bws(s)..];
+        let value = if s.first() == Some(&b'"') {
+            quoted_string_len(s)
+        } else {
+            Some(token_len(s)).filter(|&n| n > 0)
+        };
+        let Some(value) = value else { return false };
+        s = &s[value..];
+    }
+}
+
+/// Length of the `quoted-string` at the start of `s` (RFC 9110 §5.6.4), if valid:
+/// `DQUOTE *( qdtext / quoted-pair ) DQUOTE`, qdtext being HTAB/SP/VCHAR except
+/// `"` and `\`, or obs-text.
+fn quoted_string_len(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while let Some(&b) = s.get(i) {
+        match b {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                let escaped = *s.get(i + 1)?;
+                if !is_field_value_byte(escaped) {
+                    return None;
+                }
+                i += 2;
+            }
+            _ if is_field_value_byte(b) => i += 1,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Checks one trailer field line (no CRLF): field-line grammar, no obs-fold, not a
+/// forbidden name.
+fn check_trailer_line(line: &[u8]) -> Result<(), ParseError> {
+    if is_ows(line[0]) {
+        return Err(ParseError::InvalidTrailer { line: echo(line) });
+    }
+    match split_field_line(line) {
+        Ok((name, _)) => {
+            if FORBIDDEN_TRAILERS
+                .iter()
+                .any(|forbidden| name.eq_ignore_ascii_case(forbidden))
+            {
+                return Err(ParseError::ForbiddenTrailer {
+                    name: name.to_ascii_uppercase(),
+                });
+            }
+            Ok(())
+        }
+        Err(_) => Err(ParseError::InvalidTrailer { line: echo(line) }),
+    }
+}
+
+/// Decodes a whole chunked body at once: for tests.
+#[cfg(test)]
+pub(crate) fn decode_all(
+    decoder: &mut BodyDecoder,
+    input: &[u8],
+) -> Result<(Vec<u8>, usize), ParseError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    loop {
+        let used = decoder.decode(&input[pos..], &mut out, usize::MAX)?;
+        pos += used;
+        if used == 0 {
+            return Ok((out, pos));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn chunked(input: &[u8]) -> Result<(Vec<u8>, usize, bool), ParseError> {
+        let mut d = BodyDecoder::chunked();
+        let (out, used) = decode_all(&mut d, input)?;
+        Ok((out, used, d.is_done()))
+    }
+
+    fn chunked_err(input: &[u8]) -> ParseError {
+        chunked(input).unwrap_err()
+    }
+
+    #[test]
+    fn length_body_stops_at_its_end() {
+        let mut d = BodyDecoder::new(&BodyKind::Length(5));
+        assert_eq!(d.remaining_len(), Some(5));
+        let mut out = Vec::new();
+        assert_eq!(d.decode(b"hel", &mut out, 100).unwrap(), 3);
+        assert_eq!(d.remaining_len(), Some(2));
+        assert_eq!(d.decode(b"loGET /", &mut out, 100).unwrap(), 2);
+        assert_eq!(out, b"hello");
+        assert!(d.is_done());
+        assert_eq!(d.decode(b"GET /", &mut out, 100).unwrap(), 0);
+    }
+
+    #[test]
+    fn length_body_respects_max() {
+        let mut d = BodyDecoder::length(10);
+        let mut out = Vec::new();
+        assert_eq!(d.decode(b"0123456789", &mut out, 4).unwrap(), 4);
+        assert_eq!(out, b"0123");
+        assert!(!d.is_done());
+    }
+
+    #[test]
+    fn empty_body_is_done_at_once() {
+        let mut d = BodyDecoder::new(&BodyKind::Empty);
+        assert!(d.is_done());
+        assert_eq!(d.decode(b"xyz", &mut Vec::new(), 10).unwrap(), 0);
+        assert_eq!(d.remaining_len(), Some(0));
+        assert!(BodyDecoder::new(&BodyKind::Length(0)).is_done());
+    }
+
+    #[test]
+    fn chunked_body_is_decoded_and_nothing_after_it_consumed() {
+        let input = b"5\r\nhello\r\n6;name=value\r\n world\r\n0\r\n\r\nNEXT";
+        let (out, used, done) = chunked(input).unwrap();
+        assert_eq!(out, b"hello world");
+        assert_eq!(used, input.len() - 4);
+        assert!(done);
+    }
+
+    #[test]
+    fn chunked_body_fed_one_byte_at_a_time_gives_the_same_result() {
+        let input = b"4;a=\"q\\\"x\"\r\nWiki\r\n00005\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: ok\r\n\r\n";
+        let mut d = BodyDecoder::chunked();
+        let mut out = Vec::new();
+        for (i, b) in input.iter().enumerate() {
+            assert!(!d.is_done(), "done early at {i}");
+            assert_eq!(
+                d.decode(std::slice::from_ref(b), &mut out, usize::MAX)
+                    .unwrap(),
+                1
+            );
+        }
+        assert!(d.is_done());
+        assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.");
+        assert_eq!(d.remaining_len(), None);
+    }
+
+    #[test]
+    fn chunked_max_limits_appended_bytes_and_resumes() {
+        let input = b"A\r\n0123456789\r\n0\r\n\r\n";
+        let mut d = BodyDecoder::chunked();
+        let mut out = Vec::new();
+        let used = d.decode(input, &mut out, 4).unwrap();
+        assert_eq!((used, out.as_slice()), (7, &b"0123"[..]));
+        let used2 = d.decode(&input[used..], &mut out, 100).unwrap();
+        assert_eq!(used + used2, input.len());
+        assert_eq!(out, b"0123456789");
+        assert!(d.is_done());
+    }
+
+    #[test]
+    fn chunked_size_must_be_plain_hex() {
+        for bad in [
+            &b"\r\n"[..],
+            b"+5\r\nhello\r\n0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5_0\r\n",
+            b"0x5\r\n",
+            b"g\r\n",
+        ] {
+            assert!(
+                matches!(chunked_err(bad), ParseError::InvalidChunkSize { .. }),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            chunked(b"0000000000000000000000005\r\nhello\r\n0\r\n\r\n")
+                .unwrap()
+                .0,
+            b"hello"
+        );
+        assert_eq!(
+            chunked(b"a\r\n0123456789\r\n0\r\n\r\n").unwrap().0,
+            b"0123456789"
+        );
+    }
+
+    #[test]
+    fn chunked_size_overflow_is_rejected() {
+        assert!(matches!(
+            chunked_err(b"10000000000000000\r\n"),
+            ParseError::ChunkSizeOverflow { .. }
+        ));
+        let mut d = BodyDecoder::chunked();
+        let used = d
+            .decode(b"FFFFFFFFFFFFFFFF\r\nab", &mut Vec::new(), 10)
+            .unwrap();
+        assert_eq!(used, 20);
+    }
+
+    #[test]
+    fn chunk_extensions_follow_the_grammar() {
+        for good in [
+            &b"5;a\r\nhello\r\n0\r\n\r\n"[..],
+            b"5 ; a = b\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"b c\";d\r\nhello\r\n0;z=1\r\n\r\n",
+            b"5;a=\"\\\"\"\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(chunked(good).unwrap().0, b"hello", "{good:?}");
+        }
+        for bad in [
+            &b"5;\r\n"[..],
+            b"5;=b\r\n",
+            b"5;a=\r\n",
+            b"5;a=\"b\r\n",
+            b"5;a=b c\r\n",
+            b"5;a=(b)\r\n",
+            b"5 \r\n",
+            b"5;a\rb\r\n",
+        ] {
+            assert!(
+                matches!(chunked_err(bad), ParseError::InvalidChunkExtension { .. }),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bare_cr_in_chunk_extension_is_rejected_before_the_line_ends() {
+        let mut d = BodyDecoder::chunked();
+        let e = d.decode(b"5;a\rb", &mut Vec::new(), 10).unwrap_err();
+        assert!(matches!(e, ParseError::InvalidChunkExtension { .. }));
+        let mut d = BodyDecoder::chunked();
+        assert_eq!(d.decode(b"5;a\r", &mut Vec::new(), 10).unwrap(), 4);
+        assert!(d.decode(b"x", &mut Vec::new(), 10).is_err());
+    }
+
+    #[test]
+    fn bare_lf_in_chunked_framing_is_rejected() {
+        assert!(matches!(
+            chunked_err(b"5\nhello\r\n0\r\n\r\n"),
+            ParseError::InvalidChunkSize { .. }
+        ));
+        assert!(matches!(
+            chunked_err(b"5\r\nhello\n0\r\n\r\n"),
+            ParseError::ChunkMissingTerminator { .. }
+        ));
+        assert!(matches!(
+            chunked_err(b"0\r\nA: b\n\r\n"),
+            ParseError::InvalidTrailer { .. }
+        ));
+        assert!(matches!(
+            chunked_err(b"0\r\n\n"),
+            ParseError::InvalidTrailer { .. }
+        ));
+    }
+
+    #[test]
+    fn chunk_data_must_be_followed_by_crlf() {
+        let e = chunked_err(b"5\r\nhelloXX0\r\n\r\n");
+        assert_eq!(
+            e,
+            ParseError::ChunkMissingTerminator {
+                found: b"XX".to_vec()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "Invalid chunk terminator is not '\\r\\n': b'XX'"
+        );
+        assert!(matches!(
+            chunked_err(b"5\r\nhello\rX"),
+            ParseError::ChunkMissingTerminator { .. }
+        ));
+    }
+
+    #[test]
+    fn size_line_length_is_bounded() {
+        let mut line = b"5;a=".to_vec();
+        line.extend(std::iter::repeat_n(b'b', MAX_CHUNK_SIZE_LINE_BYTES));
+        assert_eq!(chunked_err(&line), ParseError::ChunkSizeLineTooLong);
+    }
+
+    #[test]
+    fn trailer_section_is_bounded() {
+        let mut body = b"0\r\n".to_vec();
+        for i in 0..2000 {
+            body.extend_from_slice(format!("X-T{i}: value\r\n").as_bytes());
+        }
+        assert_eq!(chunked_err(&body), ParseError::TrailerSectionTooLarge);
+    }
+
+    #[test]
+    fn trailers_are_checked_but_not_exposed() {
+        let (out, _, done) = chunked(b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\nX-B:\r\n\r\n").unwrap();
+        assert_eq!((out.as_slice(), done), (&b"abc"[..], true));
+        for name in [
+            "Host",
+            "content-length",
+            "Transfer-Encoding",
+            "TRAILER",
+            "Authorization",
+            "te",
+        ] {
+            let body = format!("0\r\n{name}: x\r\n\r\n");
+            assert_eq!(
+                chunked_err(body.as_bytes()),
+                ParseError::ForbiddenTrailer {
+                    name: name.to_ascii_uppercase().into_bytes()
+                },
+            );
+        }
+        for bad in [
+            &b"0\r\nNoColon\r\n\r\n"[..],
+            b"0\r\nA B: c\r\n\r\n",
+            b"0\r\nA: \x01\r\n\r\n",
+            b"0\r\nA: b\r\n c\r\n\r\n",
+        ] {
+            assert!(
+                matches!(chunked_err(bad), ParseError::InvalidTrailer { .. }),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_chunked_body_is_an_error_at_eof() {
+        let mut d = BodyDecoder::chunked();
+        let (out, _) = decode_all(&mut d, b"5\r\nhello\r\n0\r\n").unwrap();
+        assert_eq!(out, b"hello");
+        assert!(!d.is_done());
+        assert_eq!(d.check_eof(), Err(ParseError::ChunkedBodyTruncated));
+        assert_eq!(BodyDecoder::length(5).check_eof(), Ok(()));
+    }
+}

@@ -1,0 +1,177 @@
+//! rgunicorn: a Gunicorn-compatible, pre-fork WSGI HTTP server.
+//!
+//! # Layout
+//! - [`config`]: the settings table, command line and `GUNICORN_CMD_ARGS` → [`config::Config`].
+//! - [`sock`]: bind addresses and listening sockets.
+//! - [`master`]: the arbiter — forks workers, supervises them with signals and heartbeats.
+//! - [`worker`]: one process — a mio event loop for connection I/O, one request at a time.
+//! - [`http`]: HTTP/1.1 bytes → request heads and bodies, response heads, error pages (no I/O).
+//! - [`wsgi`]: PEP 3333 — app loading, `environ`, `wsgi.input`, `start_response`, responses.
+//! - [`python`]: the embedded interpreter — start, virtualenv, fork protocol, log bridge.
+//! - [`log`]: Gunicorn's error log and access log formats.
+//!
+//! Start-up order matters and is spelled out in [`run`].
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod log;
+pub mod master;
+pub mod python;
+pub mod sock;
+pub mod worker;
+pub mod wsgi;
+
+use pyo3::Python;
+use tracing::{error, info};
+
+use config::{ConfigError, Invocation};
+use error::{EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
+
+/// rgunicorn's version, as `Starting rgunicorn X.Y.Z`, `SERVER_SOFTWARE` and `--version` show it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Prints `Error: <msg>` as Gunicorn does for a setting it refuses, and returns exit status 1.
+fn config_error(msg: &str) -> i32 {
+    eprintln!("Error: {msg}");
+    EXIT_CONFIG
+}
+
+/// Runs rgunicorn with the process arguments (`argv[0]` included); returns the exit status.
+pub fn run(argv: &[String]) -> i32 {
+    let args = argv.get(1..).unwrap_or_default();
+    let config = match config::load(args) {
+        Ok(Invocation::Run(config)) => *config,
+        Ok(Invocation::Version) => return print_version(argv),
+        Err(ConfigError::Usage(e)) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+        Err(ConfigError::BadArgument(msg)) => {
+            eprintln!("usage: rgunicorn [OPTIONS] [APP_MODULE]\nrgunicorn: error: {msg}");
+            return EXIT_USAGE;
+        }
+        Err(ConfigError::Invalid(msg)) => return config_error(&msg),
+    };
+    let Some(app_module) = config.app_module.clone() else {
+        return config_error("No application module specified.");
+    };
+
+    // Environment first: `-e` variables and SERVER_SOFTWARE must be in os.environ of the
+    // master (hooks, config) and of every worker, before the interpreter copies environ.
+    for (key, value) in &config.raw_env {
+        std::env::set_var(key, value);
+    }
+    std::env::set_var("SERVER_SOFTWARE", format!("rgunicorn/{VERSION}"));
+    if let Err(e) = std::env::set_current_dir(&config.chdir) {
+        return config_error(&format!("can't chdir to '{}': {e}", config.chdir.display()));
+    }
+    if let Err(e) = log::init(&config.errorlog, config.loglevel) {
+        return config_error(&format!("can't open error log '{}': {e}", config.errorlog));
+    }
+    if let Some(path) = config.accesslog.as_deref().filter(|p| *p != "-") {
+        if let Err(e) = log::Sink::open(path, log::Sink::Stdout) {
+            return config_error(&format!("can't open access log '{path}': {e}"));
+        }
+    }
+    // Our handlers go in before Python starts, so it never claims SIGINT for itself.
+    let signals = match master::signals::SignalQueue::install() {
+        Ok(s) => s,
+        Err(e) => return config_error(&format!("can't install signal handlers: {e}")),
+    };
+    if let Err(msg) = python::interpreter::initialize(argv) {
+        return config_error(&msg);
+    }
+    if let Err(msg) = Python::attach(|py| prepare_interpreter(py, &config)) {
+        return config_error(&msg);
+    }
+
+    if config.check_config {
+        // Load the app in this process, as Gunicorn does, and report.
+        return Python::attach(|py| match wsgi::app::load(py, &app_module) {
+            Ok(_) => EXIT_OK,
+            Err(e) => {
+                eprintln!("{}", e.message(py));
+                EXIT_CONFIG
+            }
+        });
+    }
+
+    info!("Starting rgunicorn {VERSION}");
+    let listeners = match bind_all(&config) {
+        Ok(l) => l,
+        Err(msg) => {
+            error!("{msg}");
+            return EXIT_CONFIG;
+        }
+    };
+    let shown: Vec<String> = listeners.iter().map(|l| l.addr.to_string()).collect();
+    info!("Listening at: {} ({})", shown.join(","), std::process::id());
+    info!("Using worker: sync");
+    match master::Master::new(config, listeners, signals) {
+        Ok(m) => m.run(),
+        Err(e) => {
+            error!("can't set up worker heartbeats: {e}");
+            EXIT_CONFIG
+        }
+    }
+}
+
+/// `sys.path` gets `--pythonpath` entries and the working directory first; the
+/// `gunicorn.error` logger is routed to our error log.
+fn prepare_interpreter(py: Python<'_>, config: &config::Config) -> Result<(), String> {
+    use pyo3::types::{PyAnyMethods, PyListMethods};
+    let setup = || -> pyo3::PyResult<()> {
+        let path = py.import("sys")?.getattr("path")?;
+        let path = path.cast::<pyo3::types::PyList>()?;
+        let cwd = std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| ".".to_string());
+        let mut first: Vec<String> = config.pythonpath.clone();
+        first.push(cwd);
+        for entry in first.iter().rev() {
+            path.insert(0, entry)?;
+        }
+        python::install_bridge(py, config.loglevel)
+    };
+    setup().map_err(|e| format!("can't prepare the Python interpreter: {e}"))
+}
+
+/// Binds every address, retrying a busy one as Gunicorn does (5 tries, 1 s apart).
+fn bind_all(config: &config::Config) -> Result<Vec<sock::Listener>, String> {
+    let mut listeners = Vec::new();
+    for address in &config.binds {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match sock::bind_one(address, config.backlog) {
+                Ok(l) => {
+                    listeners.push(l);
+                    break;
+                }
+                Err(sock::BindError::InUse(msg)) | Err(sock::BindError::Other(msg)) => {
+                    error!("{msg}");
+                    if attempt >= sock::BIND_ATTEMPTS {
+                        return Err(sock::cannot_connect(address));
+                    }
+                    error!("Retrying in 1 second.");
+                    std::thread::sleep(sock::BIND_RETRY_DELAY);
+                }
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+/// `rgunicorn (version X.Y.Z)` and the Python in use.
+fn print_version(argv: &[String]) -> i32 {
+    println!("rgunicorn (version {VERSION})");
+    match python::interpreter::initialize(argv) {
+        Ok(()) => println!("{}", Python::attach(python::interpreter::describe)),
+        Err(msg) => println!(
+            "Python {} (not usable: {msg})",
+            python::interpreter::BUILD_PYTHON
+        ),
+    }
+    EXIT_OK
+}

@@ -1,0 +1,91 @@
+//! Worker heartbeats in shared memory: one atomic monotonic timestamp (milliseconds) per
+//! worker slot, in an anonymous shared mapping created by the master before the first fork.
+//!
+//! Gunicorn touches a temp file per worker; on a disk-backed `/tmp` that `utime` can stall
+//! and cause spurious timeouts (its issue #1863). A store to shared memory cannot.
+
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+use nix::time::{clock_gettime, ClockId};
+
+/// How many workers can exist at once (TTIN beyond this is refused); 64 KiB of memory.
+pub const MAX_WORKER_SLOTS: usize = 8192;
+
+/// Milliseconds on the system-wide monotonic clock (comparable across processes).
+pub fn monotonic_ms() -> u64 {
+    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => {
+            let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
+            let nanos = u64::try_from(ts.tv_nsec()).unwrap_or(0);
+            secs * 1000 + nanos / 1_000_000
+        }
+        Err(_) => 0,
+    }
+}
+
+/// The shared table of heartbeat slots. Copyable: the mapping lives as long as the process.
+#[derive(Clone, Copy, Debug)]
+pub struct Heartbeat {
+    slots: NonNull<AtomicU64>,
+}
+
+impl Heartbeat {
+    /// Maps the table, shared with every process forked afterwards.
+    ///
+    /// # Errors
+    /// `mmap` failed.
+    pub fn new() -> nix::Result<Heartbeat> {
+        let len = NonZeroUsize::new(MAX_WORKER_SLOTS * std::mem::size_of::<AtomicU64>())
+            .ok_or(nix::Error::EINVAL)?;
+        // SAFETY: an anonymous shared mapping of fresh zeroed memory; nothing else aliases it.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )?
+        };
+        Ok(Heartbeat { slots: ptr.cast() })
+    }
+
+    fn slot(&self, index: usize) -> &AtomicU64 {
+        let index = index % MAX_WORKER_SLOTS;
+        // SAFETY: `index` is within the mapping, which is never unmapped, and AtomicU64 has
+        // the same layout as the zero-initialised u64 cells of the page.
+        unsafe { &*self.slots.as_ptr().add(index) }
+    }
+
+    /// Records that the worker in `index` is alive now.
+    pub fn beat(&self, index: usize) {
+        self.slot(index).store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    /// The last beat of `index`, in `monotonic_ms` units.
+    pub fn last(&self, index: usize) -> u64 {
+        self.slot(index).load(Ordering::Relaxed)
+    }
+}
+
+// SAFETY: the table is only accessed through atomics.
+unsafe impl Send for Heartbeat {}
+// SAFETY: as above.
+unsafe impl Sync for Heartbeat {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beats_are_visible_through_a_copy() {
+        let hb = Heartbeat::new().unwrap();
+        let copy = hb;
+        hb.beat(3);
+        assert!(copy.last(3) > 0);
+        assert_eq!(copy.last(4), 0);
+    }
+}

@@ -1,0 +1,366 @@
+//! The master (Gunicorn's arbiter): binds the listeners, forks the workers, and supervises
+//! them from a loop of named steps — wait for a signal or a second, `reap_workers`, handle
+//! the pending signals, `murder_workers` (heartbeat timeouts), `manage_workers` (respawn or
+//! trim). It never touches HTTP.
+
+pub mod heartbeat;
+pub mod signals;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use pyo3::Python;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::critical;
+use crate::error::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+use crate::python::fork::{fork, Forked};
+use crate::sock::Listener;
+use heartbeat::{monotonic_ms, Heartbeat, MAX_WORKER_SLOTS};
+use signals::{signal_name, SignalQueue};
+
+/// What the master knows of one worker.
+#[derive(Debug)]
+struct WorkerRecord {
+    /// Spawn order; the oldest workers are the first to go when trimming.
+    age: u64,
+    slot: usize,
+    /// SIGABRT was sent for a timeout; the next late check sends SIGKILL.
+    aborted: bool,
+    /// Sent SIGTERM to trim the pool (TTOU, HUP): finishing its request, no longer counted.
+    retiring: bool,
+}
+
+/// Why the master stops.
+enum Stop {
+    Graceful,
+    Quick,
+    Halt { reason: &'static str, code: i32 },
+}
+
+/// Everything a forked worker starts from.
+pub struct WorkerSeed<'a> {
+    pub config: &'a Config,
+    pub listeners: &'a [Listener],
+    pub heartbeat: Heartbeat,
+    pub slot: usize,
+    pub age: u64,
+    pub max_requests: u64,
+    pub master_pid: Pid,
+}
+
+/// The arbiter's state.
+pub struct Master {
+    config: Config,
+    listeners: Vec<Listener>,
+    signals: SignalQueue,
+    heartbeat: Heartbeat,
+    workers: BTreeMap<Pid, WorkerRecord>,
+    num_workers: usize,
+    next_age: u64,
+    rng: u64,
+    pid: Pid,
+}
+
+impl Master {
+    pub fn new(
+        config: Config,
+        listeners: Vec<Listener>,
+        signals: SignalQueue,
+    ) -> nix::Result<Master> {
+        let pid = nix::unistd::getpid();
+        Ok(Master {
+            num_workers: config.workers,
+            heartbeat: Heartbeat::new()?,
+            workers: BTreeMap::new(),
+            next_age: 0,
+            rng: monotonic_ms() ^ (u64::from(pid.as_raw().unsigned_abs()) << 32) | 1,
+            config,
+            listeners,
+            signals,
+            pid,
+        })
+    }
+
+    /// Runs until stopped; returns the process exit status.
+    pub fn run(mut self) -> i32 {
+        self.manage_workers();
+        let stop = loop {
+            self.signals.wait(Duration::from_secs(1));
+            if let Some(stop) = self.reap_workers() {
+                break stop;
+            }
+            let mut stop = None;
+            for sig in self.signals.drain() {
+                if sig == Signal::SIGCHLD {
+                    debug!("Handling signal: chld");
+                    if let Some(s) = self.reap_workers() {
+                        stop = Some(s);
+                        break;
+                    }
+                    continue;
+                }
+                info!("Handling signal: {}", signal_name(sig));
+                if let Some(s) = self.handle_signal(sig) {
+                    stop = Some(s);
+                    break;
+                }
+            }
+            if let Some(stop) = stop {
+                break stop;
+            }
+            self.murder_workers();
+            self.manage_workers();
+        };
+        self.stop(stop)
+    }
+
+    fn handle_signal(&mut self, sig: Signal) -> Option<Stop> {
+        match sig {
+            Signal::SIGTERM => Some(Stop::Graceful),
+            Signal::SIGINT | Signal::SIGQUIT => Some(Stop::Quick),
+            Signal::SIGHUP => {
+                info!("Hang up: Master");
+                // New workers first, then the oldest extras are stopped gracefully by
+                // manage_workers: the service never stops answering.
+                for _ in 0..self.config.workers {
+                    self.spawn_worker();
+                }
+                self.num_workers = self.config.workers;
+                None
+            }
+            Signal::SIGTTIN => {
+                if self.num_workers < MAX_WORKER_SLOTS {
+                    self.num_workers += 1;
+                }
+                None
+            }
+            Signal::SIGTTOU => {
+                self.num_workers = self.num_workers.saturating_sub(1).max(1);
+                None
+            }
+            Signal::SIGUSR1 => {
+                crate::log::reopen();
+                self.kill_all(Signal::SIGUSR1);
+                None
+            }
+            Signal::SIGWINCH => {
+                debug!("SIGWINCH ignored. Not daemonized");
+                None
+            }
+            other => {
+                debug!("Ignoring signal: {}", signal_name(other));
+                None
+            }
+        }
+    }
+
+    /// Collects exited children and logs why each one went; a boot or app-load failure
+    /// halts the server with Gunicorn's exit code.
+    fn reap_workers(&mut self) -> Option<Stop> {
+        let mut halt = None;
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => status,
+            };
+            let Some(pid) = status.pid() else { break };
+            if self.workers.remove(&pid).is_none() {
+                // Not one of ours (an orphan reparented to a PID-1 master): reaped, no effect.
+                debug!("Reaped unknown child (pid:{pid})");
+                continue;
+            }
+            match status {
+                WaitStatus::Exited(_, 0) => {}
+                WaitStatus::Exited(_, code) => {
+                    error!("Worker (pid:{pid}) exited with code {code}.");
+                    if code == WORKER_BOOT_ERROR && halt.is_none() {
+                        halt = Some(Stop::Halt {
+                            reason: "Worker failed to boot.",
+                            code,
+                        });
+                    } else if code == APP_LOAD_ERROR && halt.is_none() {
+                        halt = Some(Stop::Halt {
+                            reason: "App failed to load.",
+                            code,
+                        });
+                    }
+                }
+                WaitStatus::Signaled(_, Signal::SIGKILL, _) => {
+                    error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?");
+                }
+                WaitStatus::Signaled(_, Signal::SIGTERM, _) => {
+                    info!("Worker (pid:{pid}) was sent SIGTERM!");
+                }
+                WaitStatus::Signaled(_, sig, _) => {
+                    warn!("Worker (pid:{pid}) was sent {}!", sig.as_str());
+                }
+                _ => {}
+            }
+        }
+        halt
+    }
+
+    /// Sends SIGABRT to a worker whose heartbeat is older than `timeout`, then SIGKILL on
+    /// the next pass if it is still there.
+    fn murder_workers(&mut self) {
+        if self.config.timeout == 0 {
+            return;
+        }
+        let now = monotonic_ms();
+        let limit_ms = self.config.timeout * 1000;
+        for (pid, record) in self.workers.iter_mut() {
+            if now.saturating_sub(self.heartbeat.last(record.slot)) <= limit_ms {
+                continue;
+            }
+            if record.aborted {
+                let _ = kill(*pid, Signal::SIGKILL);
+            } else {
+                critical!("WORKER TIMEOUT (pid:{pid})");
+                record.aborted = true;
+                let _ = kill(*pid, Signal::SIGABRT);
+            }
+        }
+    }
+
+    /// Spawns missing workers and stops the oldest extras.
+    fn manage_workers(&mut self) {
+        let active = |m: &Master| m.workers.values().filter(|r| !r.retiring).count();
+        while active(self) < self.num_workers {
+            if !self.spawn_worker() {
+                break;
+            }
+        }
+        while active(self) > self.num_workers {
+            let oldest = self
+                .workers
+                .iter_mut()
+                .filter(|(_, r)| !r.retiring)
+                .min_by_key(|(_, r)| r.age);
+            let Some((&pid, record)) = oldest else { break };
+            record.retiring = true;
+            let _ = kill(pid, Signal::SIGTERM);
+        }
+    }
+
+    fn random_below(&mut self, bound: u64) -> u64 {
+        // xorshift64*: jitter needs spread, not cryptographic quality.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        if bound == 0 {
+            0
+        } else {
+            r % bound
+        }
+    }
+
+    fn free_slot(&self) -> Option<usize> {
+        let used: std::collections::BTreeSet<usize> =
+            self.workers.values().map(|r| r.slot).collect();
+        (0..MAX_WORKER_SLOTS).find(|s| !used.contains(s))
+    }
+
+    /// Forks one worker; the child never returns from here.
+    fn spawn_worker(&mut self) -> bool {
+        let Some(slot) = self.free_slot() else {
+            error!("No free worker slot; not spawning more than {MAX_WORKER_SLOTS} workers");
+            return false;
+        };
+        self.heartbeat.beat(slot);
+        self.next_age += 1;
+        let max_requests = if self.config.max_requests == 0 {
+            0
+        } else {
+            self.config.max_requests + self.random_below(self.config.max_requests_jitter + 1)
+        };
+        let forked = Python::attach(fork);
+        match forked {
+            Ok(Forked::Parent(pid)) => {
+                self.workers.insert(
+                    pid,
+                    WorkerRecord {
+                        age: self.next_age,
+                        slot,
+                        aborted: false,
+                        retiring: false,
+                    },
+                );
+                true
+            }
+            Ok(Forked::Child) => {
+                let seed = WorkerSeed {
+                    config: &self.config,
+                    listeners: &self.listeners,
+                    heartbeat: self.heartbeat,
+                    slot,
+                    age: self.next_age,
+                    max_requests,
+                    master_pid: self.pid,
+                };
+                crate::worker::run(seed)
+            }
+            Err(e) => {
+                error!("Unable to fork a worker: {e}");
+                false
+            }
+        }
+    }
+
+    fn kill_all(&self, sig: Signal) {
+        for pid in self.workers.keys() {
+            let _ = kill(*pid, sig);
+        }
+    }
+
+    /// Closes the listeners, stops the workers (TERM for graceful, QUIT for quick), waits up
+    /// to `graceful_timeout`, kills what is left, and says goodbye.
+    fn stop(mut self, how: Stop) -> i32 {
+        for listener in std::mem::take(&mut self.listeners) {
+            if let (true, crate::sock::ListenAddr::Unix(path)) =
+                (listener.owns_path, &listener.addr)
+            {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        let (mut sig, code, reason) = match how {
+            Stop::Graceful => (Signal::SIGTERM, 0, None),
+            Stop::Quick => (Signal::SIGQUIT, 0, None),
+            Stop::Halt { reason, code } => (Signal::SIGTERM, code, Some(reason)),
+        };
+        self.kill_all(sig);
+        let mut deadline = Instant::now() + Duration::from_secs(self.config.graceful_timeout);
+        while !self.workers.is_empty() && Instant::now() < deadline {
+            self.reap_workers();
+            for s in self.signals.drain() {
+                if matches!(s, Signal::SIGINT | Signal::SIGQUIT) && sig == Signal::SIGTERM {
+                    info!("Quick shutdown requested");
+                    sig = Signal::SIGQUIT;
+                    self.kill_all(sig);
+                    deadline = deadline.min(Instant::now() + Duration::from_secs(2));
+                }
+            }
+            if self.workers.is_empty() {
+                break;
+            }
+            self.signals.wait(Duration::from_millis(100));
+        }
+        self.kill_all(Signal::SIGKILL);
+        for pid in std::mem::take(&mut self.workers).into_keys() {
+            let _ = waitpid(pid, None);
+        }
+        match reason {
+            Some(reason) => {
+                error!("Shutting down: Master");
+                error!("Reason: {reason}");
+            }
+            None => info!("Shutting down: Master"),
+        }
+        code
+    }
+}

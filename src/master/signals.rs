@@ -1,0 +1,96 @@
+//! The master's signal queue: handlers only count the signal and poke a self-pipe; the
+//! main loop wakes on the pipe and handles each pending signal by name (Gunicorn: "NO
+//! LOGGING, just queue the signal").
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+
+/// The signals the master handles, in the order a burst of them is processed.
+pub const MASTER_SIGNALS: [Signal; 10] = [
+    Signal::SIGQUIT,
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCHLD,
+];
+
+/// Pending-signal counters plus the pipe that wakes the loop.
+pub struct SignalQueue {
+    counts: Arc<[AtomicUsize; 10]>,
+    wake_read: UnixStream,
+}
+
+impl SignalQueue {
+    /// Installs the handlers. Call before the interpreter starts, so Python never sees
+    /// SIGINT at its default disposition (it would install its KeyboardInterrupt handler).
+    ///
+    /// # Errors
+    /// A handler could not be installed.
+    pub fn install() -> std::io::Result<SignalQueue> {
+        let (wake_read, wake_write) = UnixStream::pair()?;
+        wake_read.set_nonblocking(true)?;
+        let counts: Arc<[AtomicUsize; 10]> = Arc::new(Default::default());
+        for (i, sig) in MASTER_SIGNALS.iter().enumerate() {
+            let counts = Arc::clone(&counts);
+            // SAFETY: the action only does an atomic increment, which is async-signal-safe.
+            unsafe {
+                signal_hook::low_level::register(*sig as i32, move || {
+                    counts[i].fetch_add(1, Ordering::SeqCst);
+                })?;
+            }
+            signal_hook::low_level::pipe::register(*sig as i32, wake_write.try_clone()?)?;
+        }
+        Ok(SignalQueue { counts, wake_read })
+    }
+
+    /// The read end of the wake-up pipe (closed in workers).
+    pub fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.wake_read.as_fd()
+    }
+
+    /// Waits until a signal arrives or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.wake_read.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+        let mut sink = [0u8; 64];
+        while nix::unistd::read(&self.wake_read, &mut sink).is_ok_and(|n| n > 0) {}
+    }
+
+    /// Takes every pending signal, once per delivery, in `MASTER_SIGNALS` order.
+    pub fn drain(&self) -> Vec<Signal> {
+        let mut out = Vec::new();
+        for (i, sig) in MASTER_SIGNALS.iter().enumerate() {
+            let n = self.counts[i].swap(0, Ordering::SeqCst);
+            // CHLD bursts collapse into one reap pass; others keep their count (TTIN x3 = 3).
+            let n = if *sig == Signal::SIGCHLD {
+                n.min(1)
+            } else {
+                n.min(16)
+            };
+            out.extend(std::iter::repeat_n(*sig, n));
+        }
+        out
+    }
+
+    /// Gives up the wake-up pipe's read end (a worker has no use for it).
+    pub fn into_fd(self) -> OwnedFd {
+        self.wake_read.into()
+    }
+}
+
+/// Gunicorn's lowercase signal names for `Handling signal: <name>`.
+pub fn signal_name(sig: Signal) -> String {
+    sig.as_str().trim_start_matches("SIG").to_ascii_lowercase()
+}

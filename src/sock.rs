@@ -1,0 +1,329 @@
+//! Listening sockets: parsing Gunicorn's bind addresses and creating the listeners the
+//! master binds once and every worker inherits.
+//!
+//! Kinds: TCP over IPv4 or IPv6 (`HOST`, `HOST:PORT`, `[V6]:PORT`, `tcp://HOST:PORT`),
+//! unix sockets (`unix:PATH`) and inherited descriptors (`fd://N`).
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    bind, getsockname, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag,
+    SockType, SockaddrIn, SockaddrIn6, SockaddrLike, SockaddrStorage, UnixAddr,
+};
+
+/// One `bind` entry as the user wrote it, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BindAddress {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+    Fd(RawFd),
+}
+
+impl BindAddress {
+    /// Parses `HOST`, `HOST:PORT`, `[V6]:PORT`, `tcp://HOST:PORT`, `unix:PATH`, `fd://N`.
+    ///
+    /// # Errors
+    /// A malformed address, in Gunicorn's words where it has them.
+    pub fn parse(text: &str) -> Result<BindAddress, String> {
+        if let Some(path) = text
+            .strip_prefix("unix://")
+            .or_else(|| text.strip_prefix("unix:"))
+        {
+            if path.is_empty() {
+                return Err(format!(
+                    "invalid bind address '{text}': empty unix socket path"
+                ));
+            }
+            return Ok(BindAddress::Unix(PathBuf::from(path)));
+        }
+        if let Some(fd) = text.strip_prefix("fd://") {
+            return fd
+                .parse::<RawFd>()
+                .ok()
+                .filter(|&n| n >= 0)
+                .map(BindAddress::Fd)
+                .ok_or_else(|| format!("invalid bind address '{text}': fd must be a number"));
+        }
+        let rest = text.strip_prefix("tcp://").unwrap_or(text);
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("invalid bind address '{text}': unclosed '['"))?;
+            match after.strip_prefix(':') {
+                Some(port) => (host.to_string(), port),
+                None if after.is_empty() => (host.to_string(), "8000"),
+                None => return Err(format!("invalid bind address '{text}'")),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), port),
+                None => (rest.to_string(), "8000"),
+            }
+        };
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("'{port}' is not a valid port number."))?;
+        Ok(BindAddress::Tcp { host, port })
+    }
+}
+
+/// What a listener is bound to; shown in `Listening at:` and used for `SERVER_NAME`/`SERVER_PORT`.
+#[derive(Clone, Debug)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(SocketAddr::V4(a)) => write!(f, "http://{a}"),
+            ListenAddr::Tcp(SocketAddr::V6(a)) => write!(f, "http://[{}]:{}", a.ip(), a.port()),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A bound, listening, non-blocking socket.
+#[derive(Debug)]
+pub struct Listener {
+    pub fd: OwnedFd,
+    pub addr: ListenAddr,
+    /// A unix socket file this process created (and so unlinks on stop).
+    pub owns_path: bool,
+}
+
+impl Listener {
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Why a bind failed; `Connection in use` is retried, the rest are not.
+#[derive(Debug)]
+pub enum BindError {
+    InUse(String),
+    Other(String),
+}
+
+fn describe(addr: &SocketAddr) -> String {
+    // Gunicorn prints Python's tuple repr of the address.
+    format!("('{}', {})", addr.ip(), addr.port())
+}
+
+fn tcp_listener(addr: SocketAddr, backlog: i32) -> Result<Listener, BindError> {
+    let other =
+        |e: nix::Error| BindError::Other(format!("connection to {} failed: {e}", describe(&addr)));
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK, None).map_err(other)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(other)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(other)?;
+    }
+    setsockopt(&fd, sockopt::TcpNoDelay, &true).map_err(other)?;
+    let bound = match addr {
+        SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => bind(fd.as_raw_fd(), &SockaddrIn6::from(a)),
+    };
+    match bound {
+        Ok(()) => {}
+        Err(nix::Error::EADDRINUSE) => {
+            return Err(BindError::InUse(format!(
+                "Connection in use: {}",
+                describe(&addr)
+            )))
+        }
+        Err(e) => return Err(other(e)),
+    }
+    listen(&fd, backlog_of(backlog)).map_err(other)?;
+    let local = local_tcp_addr(fd.as_raw_fd()).unwrap_or(addr);
+    Ok(Listener {
+        fd,
+        addr: ListenAddr::Tcp(local),
+        owns_path: false,
+    })
+}
+
+fn backlog_of(n: i32) -> Backlog {
+    Backlog::new(n.clamp(1, i32::MAX)).unwrap_or(Backlog::MAXCONN)
+}
+
+fn local_tcp_addr(fd: RawFd) -> Option<SocketAddr> {
+    let storage: SockaddrStorage = getsockname(fd).ok()?;
+    if let Some(v4) = storage.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    storage
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+fn unix_listener(path: &PathBuf, backlog: i32) -> Result<Listener, BindError> {
+    let shown = path.display().to_string();
+    let other = |e: String| BindError::Other(format!("connection to {shown} failed: {e}"));
+    // An old socket file from a previous run is replaced; anything else is not ours to delete.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path).map_err(|e| other(e.to_string()))?;
+        } else {
+            return Err(BindError::Other(format!("{shown} is not a socket file")));
+        }
+    }
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| other(e.to_string()))?;
+    let addr = UnixAddr::new(path).map_err(|e| other(e.to_string()))?;
+    bind(fd.as_raw_fd(), &addr).map_err(|e| other(e.to_string()))?;
+    listen(&fd, backlog_of(backlog)).map_err(|e| other(e.to_string()))?;
+    Ok(Listener {
+        fd,
+        addr: ListenAddr::Unix(path.clone()),
+        owns_path: true,
+    })
+}
+
+fn inherited_listener(fd: RawFd) -> Result<Listener, BindError> {
+    // SAFETY: `fd://N` names a descriptor the launcher passed us; we take ownership of it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let storage: SockaddrStorage =
+        getsockname(fd).map_err(|e| BindError::Other(format!("fd://{fd} is not a socket: {e}")))?;
+    let addr = if let Some(un) = storage.as_unix_addr() {
+        ListenAddr::Unix(un.path().map(PathBuf::from).unwrap_or_default())
+    } else {
+        ListenAddr::Tcp(local_tcp_addr(fd).ok_or_else(|| {
+            BindError::Other(format!(
+                "fd://{fd}: unsupported socket family {:?}",
+                storage.family()
+            ))
+        })?)
+    };
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| BindError::Other(format!("fd://{fd}: {e}")))?;
+    Ok(Listener {
+        fd: owned,
+        addr,
+        owns_path: false,
+    })
+}
+
+/// Creates one listener per bind address (a host name may stand for several addresses; like
+/// Gunicorn we bind the first one it resolves to).
+///
+/// # Errors
+/// The first address that could not be bound.
+pub fn bind_one(address: &BindAddress, backlog: i32) -> Result<Listener, BindError> {
+    match address {
+        BindAddress::Tcp { host, port } => {
+            let addr = (host.as_str(), *port)
+                .to_socket_addrs()
+                .map_err(|e| BindError::Other(format!("Invalid address: ('{host}', {port}): {e}")))?
+                .next()
+                .ok_or_else(|| BindError::Other(format!("Invalid address: ('{host}', {port})")))?;
+            tcp_listener(addr, backlog)
+        }
+        BindAddress::Unix(path) => unix_listener(path, backlog),
+        BindAddress::Fd(fd) => inherited_listener(*fd),
+    }
+}
+
+/// How many times, and how far apart, a busy address is retried (Gunicorn: 5 x 1 s).
+pub const BIND_ATTEMPTS: u32 = 5;
+pub const BIND_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// The text Gunicorn logs when it gives up on an address.
+pub fn cannot_connect(address: &BindAddress) -> String {
+    match address {
+        BindAddress::Tcp { host, port } => format!("Can't connect to ('{host}', {port})"),
+        BindAddress::Unix(p) => format!("Can't connect to {}", p.display()),
+        BindAddress::Fd(fd) => format!("Can't connect to fd://{fd}"),
+    }
+}
+
+/// The peer of an accepted connection, as the environ and the access log need it.
+#[derive(Clone, Debug)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
+impl Peer {
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Unix => None,
+        }
+    }
+}
+
+/// The address as a `sockaddr` type nix can hand to `connect` (for tests and tools).
+pub fn family_of(addr: &SockaddrStorage) -> Option<AddressFamily> {
+    addr.family()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addresses_parse_like_gunicorn() {
+        assert_eq!(
+            BindAddress::parse("127.0.0.1:9000").unwrap(),
+            BindAddress::Tcp {
+                host: "127.0.0.1".into(),
+                port: 9000
+            }
+        );
+        assert_eq!(
+            BindAddress::parse("localhost").unwrap(),
+            BindAddress::Tcp {
+                host: "localhost".into(),
+                port: 8000
+            }
+        );
+        assert_eq!(
+            BindAddress::parse("[::1]:9000").unwrap(),
+            BindAddress::Tcp {
+                host: "::1".into(),
+                port: 9000
+            }
+        );
+        assert_eq!(
+            BindAddress::parse("tcp://0.0.0.0:80").unwrap(),
+            BindAddress::Tcp {
+                host: "0.0.0.0".into(),
+                port: 80
+            }
+        );
+        assert_eq!(
+            BindAddress::parse("unix:/tmp/x.sock").unwrap(),
+            BindAddress::Unix("/tmp/x.sock".into())
+        );
+        assert_eq!(BindAddress::parse("fd://3").unwrap(), BindAddress::Fd(3));
+        assert!(BindAddress::parse("host:notaport").is_err());
+        assert!(BindAddress::parse("[::1:80").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_display_as_gunicorn_logs_them() {
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(ListenAddr::Tcp(v6).to_string(), "http://[::1]:80");
+        assert_eq!(ListenAddr::Unix("/tmp/a".into()).to_string(), "unix:/tmp/a");
+    }
+}

@@ -1,0 +1,567 @@
+//! The worker's event loop: accepts connections, reads request heads with a deadline each,
+//! and hands every complete head to the WSGI runtime, one at a time.
+//!
+//! Readiness is edge-triggered (mio), so every read runs until `EAGAIN`, and after a request
+//! is served the socket is read again before the connection goes idle.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    accept4, getpeername, setsockopt, shutdown, sockopt, Shutdown, SockFlag, SockaddrStorage,
+};
+use pyo3::prelude::*;
+use pyo3::types::{IntoPyDict, PyString};
+use tracing::{debug, error, info, warn};
+
+use crate::http::error::error_page;
+use crate::http::request::{parse_head, Limits};
+use crate::master::WorkerSeed;
+use crate::sock::{ListenAddr, Peer};
+use crate::wsgi::environ::ConnEnv;
+use crate::wsgi::{Exchange, Outcome, Runtime};
+
+const WAKE: Token = Token(usize::MAX);
+/// Connection tokens start here; listener tokens are their index below it.
+const CONN_BASE: usize = 1 << 16;
+/// Read size per `read(2)` while waiting for a request head.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// A head larger than this is refused even when the configured limits are unlimited.
+const MAX_HEAD_BYTES: usize = 1024 * 1024;
+/// How long a closing connection may take to send us its last bytes (Gunicorn: 2 s).
+const LINGER: Duration = Duration::from_secs(2);
+
+struct ListenerState {
+    fd: RawFd,
+    addr: ListenAddr,
+    /// The kernel may have a connection queued for us.
+    ready: bool,
+    registered: bool,
+    server: Option<(Py<PyString>, Py<PyString>)>,
+}
+
+#[derive(PartialEq, Eq)]
+enum Phase {
+    /// Between requests: waiting up to `keepalive` for the next one.
+    Idle,
+    /// Some bytes of a head arrived: the rest must come before the head deadline.
+    Head,
+    /// Our side is shut down; discarding the client's last bytes before closing.
+    Closing,
+}
+
+struct Conn {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    phase: Phase,
+    deadline: Instant,
+    env: ConnEnv,
+}
+
+pub struct EventLoop<'a> {
+    seed: &'a WorkerSeed<'a>,
+    runtime: Runtime,
+    poll: Poll,
+    listeners: Vec<ListenerState>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    open: usize,
+    _wake: OwnedFd,
+    limits: Limits,
+    served: u64,
+    head_timeout: Duration,
+    keepalive: Duration,
+    last_parent_check: Instant,
+}
+
+fn ip_and_port(addr: &ListenAddr) -> Option<(String, String)> {
+    match addr {
+        ListenAddr::Tcp(sa) => Some((sa.ip().to_string(), sa.port().to_string())),
+        ListenAddr::Unix(_) => None,
+    }
+}
+
+impl<'a> EventLoop<'a> {
+    pub fn new(
+        seed: &'a WorkerSeed<'a>,
+        runtime: Runtime,
+        wake: OwnedFd,
+    ) -> std::io::Result<EventLoop<'a>> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut SourceFd(&wake.as_raw_fd()), WAKE, Interest::READABLE)?;
+        let listeners = Python::attach(|py| {
+            seed.listeners
+                .iter()
+                .map(|l| ListenerState {
+                    fd: l.raw_fd(),
+                    addr: l.addr.clone(),
+                    ready: true,
+                    registered: false,
+                    server: ip_and_port(&l.addr).map(|(ip, port)| {
+                        (
+                            PyString::new(py, &ip).unbind(),
+                            PyString::new(py, &port).unbind(),
+                        )
+                    }),
+                })
+                .collect()
+        });
+        let timeout = if seed.config.timeout == 0 {
+            30
+        } else {
+            seed.config.timeout
+        };
+        let mut lp = EventLoop {
+            seed,
+            runtime,
+            poll,
+            listeners,
+            conns: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            _wake: wake,
+            limits: seed.config.limits,
+            served: 0,
+            head_timeout: Duration::from_secs(timeout),
+            keepalive: Duration::from_secs(seed.config.keepalive),
+            last_parent_check: Instant::now(),
+        };
+        for i in 0..lp.listeners.len() {
+            lp.set_listening(i, true)?;
+        }
+        Ok(lp)
+    }
+
+    fn set_listening(&mut self, i: usize, on: bool) -> std::io::Result<()> {
+        let l = &mut self.listeners[i];
+        if l.registered == on {
+            return Ok(());
+        }
+        let registry = self.poll.registry();
+        if on {
+            registry.register(&mut SourceFd(&l.fd), Token(i), Interest::READABLE)?;
+            // A connection may have been queued while we were not listening.
+            l.ready = true;
+        } else {
+            registry.deregister(&mut SourceFd(&l.fd))?;
+        }
+        l.registered = on;
+        Ok(())
+    }
+
+    /// Serves until told to stop; returns the worker's exit status.
+    pub fn run(&mut self, py: Python<'_>) -> i32 {
+        let mut events = Events::with_capacity(256);
+        let mut ready: Vec<usize> = Vec::with_capacity(64);
+        loop {
+            self.seed.heartbeat.beat(self.seed.slot);
+            if super::take_reopen_request() {
+                crate::log::reopen();
+                self.runtime.reopen_logs();
+            }
+            self.check_parent();
+            if !super::is_alive() {
+                self.wind_down();
+                if self.open == 0 {
+                    return 0;
+                }
+            }
+            let timeout = self.poll_timeout();
+            let poll = &mut self.poll;
+            if let Err(e) = py.detach(|| poll.poll(&mut events, Some(timeout))) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    error!("poll failed: {e}");
+                    return 1;
+                }
+            }
+            let mut woke = false;
+            ready.clear();
+            for event in events.iter() {
+                match event.token() {
+                    WAKE => woke = true,
+                    Token(i) if i < CONN_BASE => {
+                        if let Some(l) = self.listeners.get_mut(i) {
+                            l.ready = true;
+                        }
+                    }
+                    Token(t) => ready.push(t - CONN_BASE),
+                }
+            }
+            if woke {
+                super::io::drain_wake_fd();
+                if let Err(e) = py.check_signals() {
+                    return exit_status(py, &e);
+                }
+            }
+            for &idx in &ready {
+                if let Some(code) = self.on_readable(py, idx) {
+                    return code;
+                }
+            }
+            self.accept(py);
+            self.expire();
+        }
+    }
+
+    fn check_parent(&mut self) {
+        if self.last_parent_check.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_parent_check = Instant::now();
+        if nix::unistd::getppid() != self.seed.master_pid && super::is_alive() {
+            info!(
+                "Parent changed, shutting down: <Worker {}>",
+                std::process::id()
+            );
+            super::stop_gracefully();
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let can_accept = super::is_alive() && self.open < self.seed.config.worker_connections;
+        if can_accept && self.listeners.iter().any(|l| l.ready) {
+            return Duration::ZERO;
+        }
+        // Wake at least every half timeout (heartbeat) and every second (parent check).
+        let beat = Duration::from_millis((self.seed.config.timeout * 500).clamp(100, 1000));
+        let now = Instant::now();
+        let next = self.conns.iter().flatten().map(|c| c.deadline).min();
+        match next {
+            Some(d) => d.saturating_duration_since(now).min(beat),
+            None => beat,
+        }
+    }
+
+    /// Stopping: no new connections; idle ones are closed now, the rest finish.
+    fn wind_down(&mut self) {
+        for i in 0..self.listeners.len() {
+            let _ = self.set_listening(i, false);
+        }
+        for idx in 0..self.conns.len() {
+            if self.conns[idx]
+                .as_ref()
+                .is_some_and(|c| c.phase == Phase::Idle && c.buf.is_empty())
+            {
+                self.close(idx);
+            }
+        }
+    }
+
+    /// Accepts at most one connection per listener per turn, so workers sharing a listener
+    /// take turns instead of one of them grabbing a whole burst.
+    fn accept(&mut self, py: Python<'_>) {
+        if !super::is_alive() {
+            return;
+        }
+        for i in 0..self.listeners.len() {
+            if self.open >= self.seed.config.worker_connections {
+                let _ = self.set_listening(i, false);
+                continue;
+            }
+            let _ = self.set_listening(i, true);
+            if !self.listeners[i].ready {
+                continue;
+            }
+            let fd = self.listeners[i].fd;
+            match accept4(fd, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+                Ok(raw) => {
+                    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    if let Err(e) = self.add_conn(py, i, owned) {
+                        debug!("dropping a new connection: {e}");
+                    }
+                }
+                Err(Errno::EAGAIN) => self.listeners[i].ready = false,
+                Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => {}
+                Err(e) => {
+                    // EMFILE and friends: try again on the next turn rather than spin.
+                    error!("accept error: {e}");
+                    self.listeners[i].ready = false;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, py: Python<'_>, listener: usize, fd: OwnedFd) -> PyResult<()> {
+        let l = &self.listeners[listener];
+        let peer = match &l.addr {
+            ListenAddr::Tcp(_) => {
+                let _ = setsockopt(&fd, sockopt::TcpNoDelay, &true);
+                let sa: SockaddrStorage = getpeername(fd.as_raw_fd())
+                    .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+                let addr = sa
+                    .as_sockaddr_in()
+                    .map(|a| std::net::SocketAddr::V4((*a).into()))
+                    .or_else(|| {
+                        sa.as_sockaddr_in6()
+                            .map(|a| std::net::SocketAddr::V6((*a).into()))
+                    })
+                    .ok_or_else(|| {
+                        pyo3::exceptions::PyOSError::new_err("unknown peer address family")
+                    })?;
+                Peer::Tcp(addr)
+            }
+            ListenAddr::Unix(_) => Peer::Unix,
+        };
+        let dup = nix::unistd::dup(&fd)
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        let socket = py
+            .import(pyo3::intern!(py, "socket"))?
+            .getattr(pyo3::intern!(py, "socket"))?
+            .call((), Some(&[("fileno", dup.as_raw_fd())].into_py_dict(py)?))?;
+        std::mem::forget(dup); // the Python socket object owns the duplicate now
+        let (remote_ip, remote_port) = match &peer {
+            Peer::Tcp(a) => (a.ip().to_string(), Some(a.port().to_string())),
+            Peer::Unix => (String::new(), None),
+        };
+        let env = ConnEnv {
+            remote_addr: PyString::new(py, &remote_ip).unbind(),
+            remote_port: remote_port.map(|p| PyString::new(py, &p).unbind()),
+            remote_ip,
+            server: l
+                .server
+                .as_ref()
+                .map(|(a, b)| (a.clone_ref(py), b.clone_ref(py))),
+            unix_path: match &l.addr {
+                ListenAddr::Unix(p) => p.display().to_string(),
+                ListenAddr::Tcp(_) => String::new(),
+            },
+            socket: socket.unbind(),
+            trusted: self.seed.config.forwarded_allow_ips.trusts(peer.ip()),
+        };
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        self.poll
+            .registry()
+            .register(
+                &mut SourceFd(&fd.as_raw_fd()),
+                Token(CONN_BASE + idx),
+                Interest::READABLE,
+            )
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        self.conns[idx] = Some(Conn {
+            fd,
+            buf: Vec::new(),
+            phase: Phase::Idle,
+            deadline: Instant::now() + self.head_timeout,
+            env,
+        });
+        self.open += 1;
+        Ok(())
+    }
+
+    fn close(&mut self, idx: usize) {
+        if let Some(conn) = self.conns.get_mut(idx).and_then(Option::take) {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&conn.fd.as_raw_fd()));
+            self.free.push(idx);
+            self.open -= 1;
+        }
+    }
+
+    /// Half-closes our side and lingers briefly, so unread client bytes do not make the
+    /// kernel answer with a RST that would destroy the response in flight.
+    fn close_gracefully(&mut self, idx: usize) {
+        if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+            if shutdown(conn.fd.as_raw_fd(), Shutdown::Write).is_err() {
+                self.close(idx);
+                return;
+            }
+            conn.phase = Phase::Closing;
+            conn.buf = Vec::new();
+            conn.deadline = Instant::now() + LINGER;
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        for idx in 0..self.conns.len() {
+            if self.conns[idx].as_ref().is_some_and(|c| c.deadline <= now) {
+                self.close(idx);
+            }
+        }
+    }
+
+    /// Reads what arrived and serves every complete request in it.
+    fn on_readable(&mut self, py: Python<'_>, idx: usize) -> Option<i32> {
+        loop {
+            let conn = self.conns.get_mut(idx)?.as_mut()?;
+            if conn.phase == Phase::Closing {
+                let mut sink = [0u8; 4096];
+                loop {
+                    match nix::unistd::read(&conn.fd, &mut sink) {
+                        Ok(0) => {
+                            self.close(idx);
+                            return None;
+                        }
+                        Ok(_) | Err(Errno::EINTR) => {}
+                        Err(Errno::EAGAIN) => return None,
+                        Err(_) => {
+                            self.close(idx);
+                            return None;
+                        }
+                    }
+                }
+            }
+            let limit = MAX_HEAD_BYTES + READ_CHUNK_BYTES;
+            let mut drained = false;
+            let mut eof = false;
+            while conn.buf.len() < limit {
+                let start = conn.buf.len();
+                conn.buf.resize(start + READ_CHUNK_BYTES, 0);
+                match nix::unistd::read(&conn.fd, &mut conn.buf[start..]) {
+                    Ok(0) => {
+                        conn.buf.truncate(start);
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => conn.buf.truncate(start + n),
+                    Err(Errno::EINTR) => conn.buf.truncate(start),
+                    Err(Errno::EAGAIN) => {
+                        conn.buf.truncate(start);
+                        drained = true;
+                        break;
+                    }
+                    Err(_) => {
+                        conn.buf.truncate(start);
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+            if conn.phase == Phase::Idle && !conn.buf.is_empty() {
+                conn.phase = Phase::Head;
+                conn.deadline = Instant::now() + self.head_timeout;
+            }
+            let served_before = self.served;
+            if let Some(code) = self.serve_buffered(py, idx) {
+                return Some(code);
+            }
+            let conn = self.conns.get_mut(idx).and_then(Option::as_mut)?;
+            if eof {
+                // The client finished sending; whatever is left is an incomplete head.
+                if conn.phase != Phase::Closing {
+                    self.close(idx);
+                }
+                return None;
+            }
+            if drained && self.served == served_before {
+                return None;
+            }
+        }
+    }
+
+    /// Serves the complete heads in the connection's buffer, in order (pipelining).
+    fn serve_buffered(&mut self, py: Python<'_>, idx: usize) -> Option<i32> {
+        loop {
+            let conn = self.conns.get_mut(idx)?.as_mut()?;
+            if conn.phase == Phase::Closing || conn.buf.is_empty() {
+                return None;
+            }
+            let head = match parse_head(&conn.buf, &self.limits) {
+                Ok(Some(head)) => head,
+                Ok(None) if conn.buf.len() >= MAX_HEAD_BYTES => {
+                    let page = error_page(
+                        431,
+                        "Request Header Fields Too Large",
+                        "Request header section too large",
+                    );
+                    warn!("Invalid request from ip={}: request head larger than {MAX_HEAD_BYTES} bytes", conn.env.remote_ip);
+                    let _ = nix::unistd::write(&conn.fd, &page);
+                    self.close_gracefully(idx);
+                    return None;
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    warn!("Invalid request from ip={}: {e}", conn.env.remote_ip);
+                    let page = error_page(e.status(), e.reason(), &e.to_string());
+                    let _ = super::io::write_all(
+                        py,
+                        conn.fd.as_raw_fd(),
+                        &mut [std::io::IoSlice::new(&page)],
+                        self.head_timeout,
+                    );
+                    self.close_gracefully(idx);
+                    return None;
+                }
+            };
+            conn.buf.drain(..head.head_len);
+            let max_requests = self.seed.max_requests;
+            let may_keep_alive = super::is_alive()
+                && !self.keepalive.is_zero()
+                && (max_requests == 0 || self.served + 1 < max_requests);
+            let fd = conn.fd.as_raw_fd();
+            let mut exchange = Exchange {
+                fd,
+                buf: &mut conn.buf,
+                conn: &conn.env,
+                may_keep_alive,
+            };
+            let outcome = self.runtime.handle(py, &mut exchange, &head);
+            self.served += 1;
+            self.seed.heartbeat.beat(self.seed.slot);
+            if max_requests > 0 && self.served >= max_requests && super::is_alive() {
+                info!("Autorestarting worker after current request.");
+                super::stop_gracefully();
+            }
+            match outcome {
+                Outcome::KeepAlive => {
+                    let conn = self.conns.get_mut(idx)?.as_mut()?;
+                    conn.phase = if conn.buf.is_empty() {
+                        Phase::Idle
+                    } else {
+                        Phase::Head
+                    };
+                    conn.deadline = Instant::now()
+                        + if conn.buf.is_empty() {
+                            self.keepalive
+                        } else {
+                            self.head_timeout
+                        };
+                }
+                Outcome::Close => {
+                    self.close_gracefully(idx);
+                    return None;
+                }
+                Outcome::Exit(code) => {
+                    self.close(idx);
+                    return Some(code);
+                }
+            }
+        }
+    }
+}
+
+fn exit_status(py: Python<'_>, e: &PyErr) -> i32 {
+    if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) {
+        e.value(py)
+            .getattr("code")
+            .ok()
+            .and_then(|c| {
+                if c.is_none() {
+                    Some(0)
+                } else {
+                    c.extract::<i32>().ok()
+                }
+            })
+            .unwrap_or(1)
+    } else {
+        crate::log::error_log(
+            crate::config::LogLevel::Error,
+            "Exception in worker process",
+            Some(&crate::python::format_exception(py, e)),
+        );
+        1
+    }
+}

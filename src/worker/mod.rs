@@ -1,0 +1,190 @@
+//! A worker process: boots (signals, app import), then serves connections from a mio loop,
+//! one request at a time through the app (the sync contract: `wsgi.multithread = False`).
+//!
+//! Connection I/O happens outside Python: idle keep-alive connections and slow clients cost
+//! a buffer, not the worker. Only a complete request head reaches the app.
+
+mod event_loop;
+pub mod io;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::signal::{signal, SigHandler, Signal};
+use pyo3::exceptions::PySystemExit;
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+use tracing::{debug, info};
+
+use crate::log::access::{AccessFormat, AccessLog};
+use crate::log::Sink;
+use crate::master::WorkerSeed;
+use crate::wsgi::app::AppError;
+
+/// Cleared by SIGTERM: finish the request in hand, then leave.
+static ALIVE: AtomicBool = AtomicBool::new(true);
+/// Set by SIGUSR1: reopen log files at the next loop turn.
+static REOPEN_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Whether the worker should keep accepting and serving.
+pub fn is_alive() -> bool {
+    ALIVE.load(Ordering::Relaxed)
+}
+
+/// Stops the worker after the current request (TERM, max_requests, parent gone).
+pub fn stop_gracefully() {
+    ALIVE.store(false, Ordering::Relaxed);
+}
+
+#[pyfunction]
+fn on_term(_signum: i32, _frame: &Bound<'_, PyAny>) {
+    stop_gracefully();
+}
+
+/// QUIT/INT: leave at once, interrupting the request in progress (Gunicorn: `sys.exit(0)`).
+#[pyfunction]
+fn on_quit(_signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
+    stop_gracefully();
+    Err(PySystemExit::new_err(0))
+}
+
+/// ABRT: the master timed us out. SystemExit(1) unwinds the app; the request gets a 500.
+#[pyfunction]
+fn on_abort(_signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
+    stop_gracefully();
+    Err(PySystemExit::new_err(1))
+}
+
+#[pyfunction]
+fn on_usr1(_signum: i32, _frame: &Bound<'_, PyAny>) {
+    REOPEN_LOGS.store(true, Ordering::Relaxed);
+}
+
+#[pyfunction]
+fn on_winch(_signum: i32, _frame: &Bound<'_, PyAny>) {
+    debug!("worker: SIGWINCH ignored.");
+}
+
+/// Installs the worker's signal handling through Python's `signal` module, so a handler can
+/// raise into the app, and returns the read end of the wakeup pipe the event loop polls.
+fn install_signals(py: Python<'_>) -> PyResult<OwnedFd> {
+    // The master's own dispositions do not apply here; HUP/USR2/TTIN/TTOU/CHLD sent to a
+    // worker get the default action, as in Gunicorn.
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGUSR2,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGCHLD,
+    ] {
+        // SAFETY: restoring the default disposition installs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
+    let module = PyModule::new(py, "_rgunicorn_signals")?;
+    let sigmod = py.import("signal")?;
+    let handlers = [
+        (Signal::SIGTERM, wrap_pyfunction!(on_term, &module)?),
+        (Signal::SIGINT, wrap_pyfunction!(on_quit, &module)?),
+        (Signal::SIGQUIT, wrap_pyfunction!(on_quit, &module)?),
+        (Signal::SIGABRT, wrap_pyfunction!(on_abort, &module)?),
+        (Signal::SIGUSR1, wrap_pyfunction!(on_usr1, &module)?),
+        (Signal::SIGWINCH, wrap_pyfunction!(on_winch, &module)?),
+    ];
+    for (sig, handler) in handlers {
+        sigmod.call_method1("signal", (sig as i32, handler))?;
+    }
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("warn_on_full_buffer", false)?;
+    sigmod.call_method("set_wakeup_fd", (write.as_raw_fd(),), Some(&kwargs))?;
+    // Python keeps using the raw fd number; the write end must stay open for our lifetime.
+    std::mem::forget(write);
+    io::set_wake_fd(read.as_raw_fd());
+    Ok(read)
+}
+
+/// The worker's life after fork; never returns.
+pub fn run(seed: WorkerSeed<'_>) -> ! {
+    let code = Python::attach(|py| {
+        let code = boot_and_serve(py, &seed);
+        info!("Worker exiting (pid: {})", std::process::id());
+        crate::python::run_exit_handlers(py);
+        code
+    });
+    // SAFETY: _exit skips Rust and C atexit machinery inherited from the master (its
+    // listeners and heartbeat map are the master's to clean up); Python's atexit ran above.
+    unsafe { nix::libc::_exit(code) }
+}
+
+fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
+    info!("Booting worker with pid: {}", std::process::id());
+    let wake = match install_signals(py) {
+        Ok(fd) => fd,
+        Err(e) => {
+            crate::log::error_log(
+                crate::config::LogLevel::Error,
+                "Exception in worker process",
+                Some(&crate::python::format_exception(py, &e)),
+            );
+            return crate::error::WORKER_BOOT_ERROR;
+        }
+    };
+    let app_module = seed.config.app_module.clone().unwrap_or_default();
+    let app = match crate::wsgi::app::load(py, &app_module) {
+        Ok(app) => app,
+        Err(e) => return report_boot_failure(py, e),
+    };
+    let access_log = seed.config.accesslog.as_deref().and_then(|path| {
+        Sink::open(path, Sink::Stdout).ok().map(|sink| AccessLog {
+            format: AccessFormat::compile(&seed.config.access_log_format),
+            sink,
+        })
+    });
+    let runtime = match crate::wsgi::Runtime::new(py, app, seed.config, access_log) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::log::error_log(
+                crate::config::LogLevel::Error,
+                "Exception in worker process",
+                Some(&crate::python::format_exception(py, &e)),
+            );
+            return crate::error::WORKER_BOOT_ERROR;
+        }
+    };
+    match event_loop::EventLoop::new(seed, runtime, wake) {
+        Ok(mut lp) => lp.run(py),
+        Err(e) => {
+            crate::log::error_log(
+                crate::config::LogLevel::Error,
+                &format!("Exception in worker process: {e}"),
+                None,
+            );
+            crate::error::WORKER_BOOT_ERROR
+        }
+    }
+}
+
+/// Logs a failed app import the way Gunicorn does and returns the exit status for it.
+fn report_boot_failure(py: Python<'_>, e: AppError) -> i32 {
+    match &e {
+        AppError::Import(err) => {
+            crate::log::error_log(
+                crate::config::LogLevel::Error,
+                "Exception in worker process",
+                Some(&crate::python::format_exception(py, err)),
+            );
+        }
+        AppError::Load(msg) => {
+            debug!("Exception while loading the application");
+            eprintln!("{msg}");
+        }
+    }
+    e.exit_code()
+}
+
+/// Consumes the SIGUSR1 flag.
+pub(crate) fn take_reopen_request() -> bool {
+    REOPEN_LOGS.swap(false, Ordering::Relaxed)
+}

@@ -1,0 +1,172 @@
+//! Loading the app: `module`, `module:name`, `module:factory()` or
+//! `module:factory('x', k=1)` (literal arguments only), with Gunicorn's messages.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use crate::error::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+
+/// Why the app could not be loaded.
+pub enum AppError {
+    /// An exception while importing the module (including ModuleNotFoundError): exit 3.
+    Import(PyErr),
+    /// The module imported but the app is not there or not usable: exit 4.
+    Load(String),
+}
+
+impl AppError {
+    /// Gunicorn's exit status for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Import(_) => WORKER_BOOT_ERROR,
+            AppError::Load(_) => APP_LOAD_ERROR,
+        }
+    }
+
+    /// The one-line message (for an import error, the exception's own text).
+    pub fn message(&self, py: Python<'_>) -> String {
+        match self {
+            AppError::Import(e) => e.value(py).to_string(),
+            AppError::Load(msg) => msg.clone(),
+        }
+    }
+}
+
+/// Positional and keyword arguments of a `module:factory(...)` app spec.
+type FactoryArgs<'py> = (Bound<'py, PyTuple>, Bound<'py, PyDict>);
+
+fn py_repr(text: &str) -> String {
+    crate::config::setting::Value::Str(text.to_string()).to_string()
+}
+
+/// Imports the module and finds (or builds) the WSGI callable.
+///
+/// # Errors
+/// See [`AppError`]; the messages are Gunicorn's.
+pub fn load(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, AppError> {
+    let (module_name, expr) = match spec.split_once(':') {
+        Some((m, e)) => (m, e),
+        None => (spec, "application"),
+    };
+    let module = match py.import(module_name) {
+        Ok(m) => m,
+        Err(e) => {
+            if e.is_instance_of::<pyo3::exceptions::PyImportError>(py)
+                && module_name.ends_with(".py")
+                && std::path::Path::new(module_name).exists()
+            {
+                let stem = module_name.trim_end_matches(".py");
+                return Err(AppError::Import(pyo3::exceptions::PyImportError::new_err(
+                    format!("Failed to find application, did you mean '{stem}:{expr}'?"),
+                )));
+            }
+            return Err(AppError::Import(e));
+        }
+    };
+    let unparsable = || {
+        AppError::Load(format!(
+            "Failed to parse {} as an attribute name or function call.",
+            py_repr(expr)
+        ))
+    };
+    // Parse the attribute part with Python's own grammar, as Gunicorn does.
+    let ast = py.import("ast").map_err(AppError::Import)?;
+    let parsed = ast
+        .call_method1("parse", (expr, "<string>", "eval"))
+        .map_err(|_| unparsable())?;
+    let body = parsed.getattr("body").map_err(AppError::Import)?;
+    let node_type = body
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let (name, call): (String, Option<FactoryArgs<'_>>) =
+        match node_type.as_str() {
+            "Name" => (
+                body.getattr("id")
+                    .and_then(|v| v.extract())
+                    .map_err(|_| unparsable())?,
+                None,
+            ),
+            "Call" => {
+                let func = body.getattr("func").map_err(|_| unparsable())?;
+                let is_name = func
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+                    == "Name";
+                if !is_name {
+                    return Err(AppError::Load(format!(
+                        "Function reference must be a simple name: {}",
+                        py_repr(expr)
+                    )));
+                }
+                let name: String = func
+                    .getattr("id")
+                    .and_then(|v| v.extract())
+                    .map_err(|_| unparsable())?;
+                let bad_args = || {
+                    AppError::Load(format!(
+                        "Failed to parse arguments as literal values: {}",
+                        py_repr(expr)
+                    ))
+                };
+                let literal_eval = ast.getattr("literal_eval").map_err(AppError::Import)?;
+                let args = PyList::empty(py);
+                for arg in body
+                    .getattr("args")
+                    .and_then(|a| a.try_iter())
+                    .map_err(|_| bad_args())?
+                {
+                    let arg = arg.map_err(|_| bad_args())?;
+                    args.append(literal_eval.call1((arg,)).map_err(|_| bad_args())?)
+                        .map_err(AppError::Import)?;
+                }
+                let kwargs = PyDict::new(py);
+                for kw in body
+                    .getattr("keywords")
+                    .and_then(|a| a.try_iter())
+                    .map_err(|_| bad_args())?
+                {
+                    let kw = kw.map_err(|_| bad_args())?;
+                    let key = kw.getattr("arg").map_err(|_| bad_args())?;
+                    let value = literal_eval
+                        .call1((kw.getattr("value").map_err(|_| bad_args())?,))
+                        .map_err(|_| bad_args())?;
+                    kwargs.set_item(key, value).map_err(AppError::Import)?;
+                }
+                (name, Some((args.to_tuple(), kwargs)))
+            }
+            _ => return Err(unparsable()),
+        };
+    let attr = module.getattr(name.as_str()).map_err(|_| {
+        AppError::Load(format!(
+            "Failed to find attribute {} in {}.",
+            py_repr(&name),
+            py_repr(module_name)
+        ))
+    })?;
+    let app = match call {
+        None => attr,
+        Some((args, kwargs)) => attr.call(args, Some(&kwargs)).map_err(|e| {
+            if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py) {
+                AppError::Load(format!("Error in calling factory: {}", e.value(py)))
+            } else {
+                AppError::Import(e)
+            }
+        })?,
+    };
+    if app.is_none() {
+        return Err(AppError::Load(format!(
+            "Failed to find application object: {}",
+            py_repr(expr)
+        )));
+    }
+    if !app.is_callable() {
+        return Err(AppError::Load(
+            "Application object must be callable.".to_string(),
+        ));
+    }
+    Ok(app.unbind())
+}

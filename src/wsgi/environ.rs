@@ -1,0 +1,345 @@
+//! The WSGI `environ` (PEP 3333 plus Gunicorn's extra keys), built per request by copying a
+//! template dict of the constant keys and setting the rest with interned key strings.
+//!
+//! Proxy policy lives here too: scheme headers and `SCRIPT_NAME` are believed only from
+//! trusted peers (`forwarded_allow_ips`; unix-socket peers are always trusted), and header
+//! names with an underscore are dropped (they could spoof `HTTP_X_FOO` from `X-Foo`).
+
+use std::collections::HashMap;
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
+
+use crate::http::request::RequestHead;
+
+/// Gunicorn's default `secure_scheme_headers`: header (upper case) → value meaning HTTPS.
+const SECURE_SCHEME_HEADERS: [(&str, &str); 3] = [
+    ("X-FORWARDED-PROTOCOL", "ssl"),
+    ("X-FORWARDED-PROTO", "https"),
+    ("X-FORWARDED-SSL", "on"),
+];
+
+/// Gunicorn's default `forwarder_headers`: underscore names a trusted proxy may send.
+const FORWARDER_HEADERS: [&str; 2] = ["SCRIPT_NAME", "PATH_INFO"];
+
+/// Header-name → environ-key cache bound (names beyond it are converted every time).
+const MAX_CACHED_HEADER_KEYS: usize = 512;
+
+/// Per-connection values, converted to Python once per connection, not per request.
+pub struct ConnEnv {
+    pub remote_addr: Py<PyString>,
+    pub remote_port: Option<Py<PyString>>,
+    /// For the access log's `%(h)s`.
+    pub remote_ip: String,
+    /// TCP: the listener's address and port; unix: None (taken from Host per request).
+    pub server: Option<(Py<PyString>, Py<PyString>)>,
+    /// Unix socket path (SERVER_NAME when there is no Host header).
+    pub unix_path: String,
+    /// `gunicorn.socket`.
+    pub socket: Py<PyAny>,
+    /// The peer may set scheme headers and forwarder headers.
+    pub trusted: bool,
+}
+
+/// Why no environ could be built for a request.
+pub enum EnvironError {
+    /// The client's fault: 400 with this message.
+    BadRequest(String),
+    /// A deployment problem (SCRIPT_NAME mismatch): 500 with this message.
+    Config(String),
+}
+
+/// Builds environ dicts for one worker.
+pub struct EnvironBuilder {
+    template: Py<PyDict>,
+    script_name: String,
+    header_keys: HashMap<String, Py<PyString>>,
+}
+
+/// Decodes bytes as latin-1 (PEP 3333's "native strings").
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if bytes.is_ascii() => PyString::new(py, s),
+        _ => {
+            let text: String = bytes.iter().map(|&b| char::from(b)).collect();
+            PyString::new(py, &text)
+        }
+    }
+}
+
+/// Percent-decodes a path to bytes (invalid escapes are kept as they are).
+fn percent_decode(path: &str) -> Vec<u8> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+fn header_key(name: &str) -> String {
+    let mut key = String::with_capacity(name.len() + 5);
+    key.push_str("HTTP_");
+    for c in name.chars() {
+        key.push(if c == '-' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        });
+    }
+    key
+}
+
+impl EnvironBuilder {
+    /// Prepares the constant part of every environ.
+    ///
+    /// # Errors
+    /// A Python error while creating the template (a broken interpreter).
+    pub fn new(py: Python<'_>, multiprocess: bool) -> PyResult<EnvironBuilder> {
+        let t = PyDict::new(py);
+        t.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
+        t.set_item("wsgi.url_scheme", "http")?;
+        t.set_item("wsgi.errors", Bound::new(py, super::errors::ErrorStream)?)?;
+        t.set_item("wsgi.multithread", PyBool::new(py, false))?;
+        t.set_item("wsgi.multiprocess", PyBool::new(py, multiprocess))?;
+        t.set_item("wsgi.run_once", PyBool::new(py, false))?;
+        t.set_item(
+            "wsgi.file_wrapper",
+            py.get_type::<super::file_wrapper::FileWrapper>(),
+        )?;
+        t.set_item("wsgi.input_terminated", PyBool::new(py, true))?;
+        t.set_item("SERVER_SOFTWARE", format!("rgunicorn/{}", crate::VERSION))?;
+        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+        t.set_item("SCRIPT_NAME", &script_name)?;
+        Ok(EnvironBuilder {
+            template: t.unbind(),
+            script_name,
+            header_keys: HashMap::new(),
+        })
+    }
+
+    fn key_for<'py>(&mut self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+        if let Some(k) = self.header_keys.get(name) {
+            return k.bind(py).clone();
+        }
+        let key = PyString::intern(py, &header_key(name));
+        if self.header_keys.len() < MAX_CACHED_HEADER_KEYS {
+            self.header_keys
+                .insert(name.to_string(), key.clone().unbind());
+        }
+        key
+    }
+
+    /// The environ for `head` on a connection described by `conn`.
+    ///
+    /// # Errors
+    /// See [`EnvironError`]; a Python failure becomes `Config`.
+    pub fn build<'py>(
+        &mut self,
+        py: Python<'py>,
+        head: &RequestHead,
+        conn: &ConnEnv,
+    ) -> Result<Bound<'py, PyDict>, EnvironError> {
+        self.try_build(py, head, conn).map_err(|e| match e {
+            BuildError::Env(e) => e,
+            BuildError::Py(e) => EnvironError::Config(e.to_string()),
+        })
+    }
+
+    fn try_build<'py>(
+        &mut self,
+        py: Python<'py>,
+        head: &RequestHead,
+        conn: &ConnEnv,
+    ) -> Result<Bound<'py, PyDict>, BuildError> {
+        let env = self.template.bind(py).copy()?;
+        let method = match head.method.as_str() {
+            "GET" => intern!(py, "GET").clone(),
+            "POST" => intern!(py, "POST").clone(),
+            "HEAD" => intern!(py, "HEAD").clone(),
+            other => PyString::new(py, other),
+        };
+        env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
+        env.set_item(intern!(py, "RAW_URI"), &head.target)?;
+        env.set_item(intern!(py, "QUERY_STRING"), &head.query)?;
+        let protocol = match head.version {
+            (1, 1) => intern!(py, "HTTP/1.1").clone(),
+            (1, 0) => intern!(py, "HTTP/1.0").clone(),
+            (major, minor) => PyString::new(py, &format!("HTTP/{major}.{minor}")),
+        };
+        env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+        env.set_item(intern!(py, "REMOTE_ADDR"), conn.remote_addr.bind(py))?;
+        if let Some(port) = &conn.remote_port {
+            env.set_item(intern!(py, "REMOTE_PORT"), port.bind(py))?;
+        }
+        env.set_item(intern!(py, "gunicorn.socket"), conn.socket.bind(py))?;
+
+        let mut script_name: Option<String> = None;
+        let mut host: Option<String> = None;
+        let mut scheme: Option<&'static str> = None;
+        for header in &head.headers {
+            let upper = header.name.to_ascii_uppercase();
+            if upper.contains('_') && !(conn.trusted && FORWARDER_HEADERS.contains(&upper.as_str()))
+            {
+                continue;
+            }
+            if conn.trusted {
+                if let Some((_, secure)) = SECURE_SCHEME_HEADERS.iter().find(|(n, _)| *n == upper) {
+                    let this = if header.value == secure.as_bytes() {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    match scheme {
+                        Some(s) if s != this => {
+                            return Err(BuildError::Env(EnvironError::BadRequest(
+                                "Contradictory scheme headers".to_string(),
+                            )))
+                        }
+                        _ => scheme = Some(this),
+                    }
+                }
+            }
+            match upper.as_str() {
+                "CONTENT-TYPE" => {
+                    env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, &header.value))?;
+                    continue;
+                }
+                "CONTENT-LENGTH" => {
+                    env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, &header.value))?;
+                    continue;
+                }
+                "HOST" => host = Some(header.value.iter().map(|&b| char::from(b)).collect()),
+                "SCRIPT_NAME" => {
+                    script_name = Some(header.value.iter().map(|&b| char::from(b)).collect())
+                }
+                _ => {}
+            }
+            let key = self.key_for(py, &header.name);
+            let value = latin1(py, &header.value);
+            match env.get_item(&key)? {
+                // Repeated headers are joined with a bare comma, in arrival order.
+                Some(prev) => env.set_item(
+                    &key,
+                    format!("{},{}", prev.extract::<String>()?, value.to_str()?),
+                )?,
+                None => env.set_item(&key, value)?,
+            }
+        }
+        // RFC 9112 §3.2.2: an absolute-form target's authority replaces Host.
+        if let Some(authority) = &head.authority {
+            if head.target.contains("://") {
+                env.set_item(intern!(py, "HTTP_HOST"), authority)?;
+                host = Some(authority.clone());
+            }
+        }
+        let scheme = scheme.unwrap_or("http");
+        if scheme == "https" {
+            env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+        }
+
+        match &conn.server {
+            Some((name, port)) => {
+                env.set_item(intern!(py, "SERVER_NAME"), name.bind(py))?;
+                env.set_item(intern!(py, "SERVER_PORT"), port.bind(py))?;
+            }
+            None => {
+                let (name, port) = match &host {
+                    Some(h) => split_host(h, scheme),
+                    None => (conn.unix_path.clone(), String::new()),
+                };
+                env.set_item(intern!(py, "SERVER_NAME"), name)?;
+                env.set_item(intern!(py, "SERVER_PORT"), port)?;
+            }
+        }
+
+        let script_name = match script_name {
+            Some(s) => {
+                env.set_item(intern!(py, "SCRIPT_NAME"), &s)?;
+                s
+            }
+            None => self.script_name.clone(),
+        };
+        let mut path = head.path.as_str();
+        if !script_name.is_empty() && path != "*" {
+            match path.strip_prefix(script_name.as_str()) {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => path = rest,
+                _ => {
+                    return Err(BuildError::Env(EnvironError::Config(format!(
+                        "Request path '{path}' does not start with SCRIPT_NAME '{script_name}'"
+                    ))))
+                }
+            }
+        }
+        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &percent_decode(path)))?;
+        Ok(env)
+    }
+}
+
+enum BuildError {
+    Env(EnvironError),
+    Py(PyErr),
+}
+
+impl From<PyErr> for BuildError {
+    fn from(e: PyErr) -> BuildError {
+        BuildError::Py(e)
+    }
+}
+
+/// `host[:port]` → (name, port), the port defaulting by scheme (unix-socket listeners).
+fn split_host(host: &str, scheme: &str) -> (String, String) {
+    let default = if scheme == "https" { "443" } else { "80" };
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((v6, after)) = rest.split_once(']') {
+            let port = after.strip_prefix(':').unwrap_or(default);
+            return (format!("[{v6}]"), port.to_string());
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) => (name.to_string(), port.to_string()),
+        None => (host.to_string(), default.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_percent_decoded_to_bytes() {
+        assert_eq!(percent_decode("/a%20b/%e9"), b"/a b/\xe9".to_vec());
+        assert_eq!(percent_decode("/100%"), b"/100%".to_vec());
+        assert_eq!(percent_decode("/%zz"), b"/%zz".to_vec());
+        assert_eq!(percent_decode("/%4"), b"/%4".to_vec());
+    }
+
+    #[test]
+    fn header_keys_follow_cgi() {
+        assert_eq!(header_key("X-Forwarded-For"), "HTTP_X_FORWARDED_FOR");
+    }
+
+    #[test]
+    fn host_splits_with_scheme_default_port() {
+        assert_eq!(
+            split_host("example.com", "http"),
+            ("example.com".into(), "80".into())
+        );
+        assert_eq!(
+            split_host("example.com:8080", "https"),
+            ("example.com".into(), "8080".into())
+        );
+        assert_eq!(split_host("[::1]", "https"), ("[::1]".into(), "443".into()));
+    }
+}

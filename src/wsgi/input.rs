@@ -1,0 +1,239 @@
+//! `wsgi.input`: the request body, streamed from the connection as the app reads it.
+//!
+//! The object owns the connection's read buffer for the duration of the request (bytes past
+//! the head that already arrived) and pulls more from the socket only when the app asks, so
+//! memory stays bounded by what the app requests, and bytes past the body's end (a pipelined
+//! next request) are never consumed. After the app returns, the worker takes the buffer back.
+
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use pyo3::exceptions::PyIOError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::http::body::BodyDecoder;
+use crate::http::error::ParseError;
+use crate::worker::io::{read_some, IoError};
+
+/// How much is read from the socket per system call.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What the worker hands over to, and gets back from, [`WsgiInput`].
+pub struct BodySource {
+    pub fd: RawFd,
+    /// Received bytes not consumed yet: body bytes first, then possibly a pipelined request.
+    pub buf: Vec<u8>,
+    pub decoder: BodyDecoder,
+    /// How long one wait for client bytes may last.
+    pub timeout: Duration,
+}
+
+/// The body reader the app sees as `environ['wsgi.input']`.
+#[pyclass(unsendable, module = "_rgunicorn", name = "Body")]
+pub struct WsgiInput {
+    source: Option<BodySource>,
+    /// Decoded body bytes not handed to the app yet.
+    pending: Vec<u8>,
+    /// A framing error found while reading (a malformed chunk): the request gets a 400.
+    pub(crate) error: Option<ParseError>,
+    /// The client went away or stalled mid-body.
+    pub(crate) broken: bool,
+    /// A signal handler raised while we waited (SystemExit): re-raised to the app.
+    pub(crate) interrupted: bool,
+}
+
+impl WsgiInput {
+    pub fn new(source: BodySource) -> WsgiInput {
+        WsgiInput {
+            source: Some(source),
+            pending: Vec::new(),
+            error: None,
+            broken: false,
+            interrupted: false,
+        }
+    }
+
+    /// Takes the connection state back once the request is done (`None` if already taken).
+    pub fn take_source(&mut self) -> Option<BodySource> {
+        self.source.take()
+    }
+
+    /// Whether the whole body has been consumed from the connection.
+    pub fn is_done(&self) -> bool {
+        self.source.as_ref().is_none_or(|s| s.decoder.is_done())
+    }
+
+    /// Decodes until `pending` holds at least `want` bytes (or a newline, when `line`), or the
+    /// body ends.
+    fn fill(&mut self, py: Python<'_>, want: usize, line: bool) -> PyResult<()> {
+        loop {
+            let have_line = line && self.pending.contains(&b'\n');
+            if self.pending.len() >= want || have_line {
+                return Ok(());
+            }
+            let Some(src) = self.source.as_mut() else {
+                return Ok(());
+            };
+            if src.decoder.is_done() {
+                return Ok(());
+            }
+            let room = want.saturating_sub(self.pending.len()).max(1);
+            let before = self.pending.len();
+            match src.decoder.decode(&src.buf, &mut self.pending, room) {
+                Ok(consumed) => {
+                    src.buf.drain(..consumed);
+                    if consumed > 0 || self.pending.len() > before {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    return Err(PyIOError::new_err(msg));
+                }
+            }
+            if src.decoder.is_done() {
+                return Ok(());
+            }
+            // Need more bytes from the client. For a known length, ask only for what is left
+            // so a pipelined request behind the body stays in the kernel.
+            let max = match src.decoder.remaining_len() {
+                Some(left) => usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, READ_CHUNK_BYTES),
+                None => READ_CHUNK_BYTES,
+            };
+            match read_some(py, src.fd, &mut src.buf, max, src.timeout) {
+                Ok(0) => {
+                    self.broken = true;
+                    return Err(PyIOError::new_err(
+                        "client disconnected before the end of the request body",
+                    ));
+                }
+                Ok(_) => {}
+                Err(IoError::Signal(e)) => {
+                    self.interrupted = true;
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.broken = true;
+                    return Err(PyIOError::new_err(format!(
+                        "error reading the request body: {e}"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, py: Python<'_>, n: usize) -> Py<PyBytes> {
+        let n = n.min(self.pending.len());
+        let bytes = PyBytes::new(py, &self.pending[..n]).unbind();
+        self.pending.drain(..n);
+        bytes
+    }
+
+    /// Reads up to `limit` bytes (`None`: everything) through the end of a line.
+    fn read_line(&mut self, py: Python<'_>, limit: Option<usize>) -> PyResult<Py<PyBytes>> {
+        let want = limit.unwrap_or(usize::MAX);
+        self.fill(py, want, true)?;
+        let end = match self.pending.iter().position(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None => self.pending.len(),
+        };
+        Ok(self.take(py, end.min(want)))
+    }
+
+    /// Discards the rest of the body (bounded by `max_bytes`) so the connection can carry the
+    /// next request. Returns whether the body was fully consumed.
+    pub fn drain(&mut self, py: Python<'_>, max_bytes: usize) -> bool {
+        let mut left = max_bytes;
+        while !self.is_done() && left > 0 {
+            self.pending.clear();
+            let step = left.min(READ_CHUNK_BYTES);
+            if self.fill(py, step, false).is_err() {
+                // The exception is dropped: this is our cleanup, not the app's read.
+                return false;
+            }
+            left = left.saturating_sub(self.pending.len().max(1));
+        }
+        self.pending.clear();
+        self.is_done()
+    }
+}
+
+fn size_arg(size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    match size {
+        None => Ok(None),
+        Some(obj) if obj.is_none() => Ok(None),
+        Some(obj) => {
+            let n: i64 = obj.extract()?;
+            Ok(usize::try_from(n).ok())
+        }
+    }
+}
+
+#[pymethods]
+impl WsgiInput {
+    /// `read([size])`: up to `size` bytes, or the rest of the body.
+    #[pyo3(signature = (size = None))]
+    fn read(&mut self, py: Python<'_>, size: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyBytes>> {
+        let want = size_arg(size)?;
+        match want {
+            Some(n) => {
+                self.fill(py, n, false)?;
+                Ok(self.take(py, n))
+            }
+            None => {
+                self.fill(py, usize::MAX, false)?;
+                let n = self.pending.len();
+                Ok(self.take(py, n))
+            }
+        }
+    }
+
+    /// `readline([size])`: one line, at most `size` bytes.
+    #[pyo3(signature = (size = None))]
+    fn readline(
+        &mut self,
+        py: Python<'_>,
+        size: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyBytes>> {
+        let limit = size_arg(size)?;
+        self.read_line(py, limit)
+    }
+
+    /// `readlines([hint])`: lines until the body ends or `hint` bytes were returned.
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let hint = size_arg(hint)?.filter(|&h| h > 0);
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.read_line(py, None)?;
+            let len = line.bind(py).as_bytes().len();
+            if len == 0 {
+                break;
+            }
+            lines.append(line)?;
+            total += len;
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        let line = self.read_line(py, None)?;
+        Ok((!line.bind(py).as_bytes().is_empty()).then_some(line))
+    }
+}

@@ -1,0 +1,468 @@
+//! PEP 3333: app loading (`app`), `environ` (`environ`), `wsgi.input` (`input`),
+//! `start_response` and response writing (`response`), `wsgi.file_wrapper`, `wsgi.errors`,
+//! and [`Runtime::handle`], which runs one request through the app.
+
+pub mod app;
+pub mod environ;
+pub mod errors;
+pub mod file_wrapper;
+pub mod input;
+pub mod response;
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PySystemExit, PyTypeError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyTuple};
+use tracing::{debug, error, warn};
+
+use crate::http::body::BodyDecoder;
+use crate::http::error::error_page;
+use crate::http::request::RequestHead;
+use crate::log::access::{AccessLog, AccessRecord};
+use crate::worker::io::{write_all, IoError};
+use environ::{ConnEnv, EnvironBuilder, EnvironError};
+use file_wrapper::FileWrapper;
+use input::{BodySource, WsgiInput};
+use response::{RequestFacts, ResponseWriter, SendError, StartResponse};
+
+/// How much of an unread request body is discarded to keep a connection alive.
+const MAX_DRAIN_BYTES: usize = 1024 * 1024;
+
+/// Adds our Python classes to the `_rgunicorn` module.
+///
+/// # Errors
+/// A Python error while registering (a broken interpreter).
+pub fn register_types(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<WsgiInput>()?;
+    module.add_class::<StartResponse>()?;
+    module.add_class::<FileWrapper>()?;
+    module.add_class::<errors::ErrorStream>()?;
+    Ok(())
+}
+
+/// What the connection should do after a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    KeepAlive,
+    Close,
+    /// A signal handler raised SystemExit (QUIT/INT/ABRT): the worker exits with this code.
+    Exit(i32),
+}
+
+/// The connection a request arrived on, as the runtime needs it.
+pub struct Exchange<'a> {
+    pub fd: RawFd,
+    /// Bytes received after the head (body, maybe a pipelined request); given back after.
+    pub buf: &'a mut Vec<u8>,
+    pub conn: &'a ConnEnv,
+    /// The worker is willing to keep this connection open (not stopping, under limits).
+    pub may_keep_alive: bool,
+}
+
+/// Everything a worker needs to run requests through the app.
+pub struct Runtime {
+    app: Py<PyAny>,
+    environ: EnvironBuilder,
+    access_log: Option<AccessLog>,
+    /// How long one wait for the client may last when reading or writing.
+    io_timeout: Duration,
+    sendfile: bool,
+}
+
+/// How a request went wrong.
+enum Failure {
+    /// The app (or its iterable) raised.
+    App(PyErr),
+    /// SystemExit from a signal handler (or the app): exit the worker after answering.
+    Exit(PyErr),
+    /// The app's status, headers or body type are invalid.
+    Invalid(String),
+    /// The client went away or stalled.
+    Io,
+}
+
+fn classify(py: Python<'_>, e: PyErr) -> Failure {
+    if e.is_instance_of::<PySystemExit>(py) {
+        Failure::Exit(e)
+    } else {
+        Failure::App(e)
+    }
+}
+
+fn exit_code(py: Python<'_>, e: &PyErr) -> i32 {
+    e.value(py)
+        .getattr("code")
+        .ok()
+        .and_then(|c| {
+            if c.is_none() {
+                Some(0)
+            } else {
+                c.extract::<i32>().ok()
+            }
+        })
+        .unwrap_or(1)
+}
+
+impl Runtime {
+    pub fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        config: &crate::config::Config,
+        access_log: Option<AccessLog>,
+    ) -> PyResult<Runtime> {
+        Ok(Runtime {
+            app,
+            environ: EnvironBuilder::new(py, config.workers > 1)?,
+            access_log,
+            io_timeout: Duration::from_secs(if config.timeout == 0 {
+                30
+            } else {
+                config.timeout
+            }),
+            sendfile: config.sendfile,
+        })
+    }
+
+    /// Reopens the access log file (USR1).
+    pub fn reopen_logs(&mut self) {
+        if let Some(log) = self.access_log.as_mut() {
+            log.sink.reopen();
+        }
+    }
+
+    /// Runs one request through the app and writes its response.
+    pub fn handle(&mut self, py: Python<'_>, ex: &mut Exchange<'_>, head: &RequestHead) -> Outcome {
+        let start = Instant::now();
+        let facts = RequestFacts {
+            version: head.version,
+            is_head: head.method == "HEAD",
+            keep_alive: ex.may_keep_alive && head.keep_alive && !head.must_close,
+        };
+        if head.expect_continue {
+            let mut slices = [std::io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
+            if write_all(py, ex.fd, &mut slices, self.io_timeout).is_err() {
+                return Outcome::Close;
+            }
+        }
+        let environ = match self.environ.build(py, head, ex.conn) {
+            Ok(env) => env,
+            Err(EnvironError::BadRequest(msg)) => {
+                warn!("Invalid request from ip={}: {msg}", ex.conn.remote_ip);
+                self.send_error(py, ex, head, start, 400, "Bad Request", &msg);
+                return Outcome::Close;
+            }
+            Err(EnvironError::Config(msg)) => {
+                error!(
+                    "Error handling request {} {}: Configuration problem: {msg}",
+                    head.method, head.target
+                );
+                self.send_error(
+                    py,
+                    ex,
+                    head,
+                    start,
+                    500,
+                    "Internal Server Error",
+                    &format!("Configuration problem: {msg}"),
+                );
+                return Outcome::Close;
+            }
+        };
+        let source = BodySource {
+            fd: ex.fd,
+            buf: std::mem::take(ex.buf),
+            decoder: BodyDecoder::new(&head.body),
+            timeout: self.io_timeout,
+        };
+        let made = Bound::new(py, WsgiInput::new(source)).and_then(|input| {
+            environ.set_item(intern!(py, "wsgi.input"), &input)?;
+            let writer = ResponseWriter::new(ex.fd, facts, self.io_timeout);
+            Ok((input, Bound::new(py, StartResponse::new(writer))?))
+        });
+        let (input, start_response) = match made {
+            Ok(pair) => pair,
+            Err(e) => {
+                error!(
+                    "Error handling request {} {}: {e}",
+                    head.method, head.target
+                );
+                return Outcome::Close;
+            }
+        };
+
+        let mut failure = match self.app.bind(py).call1((&environ, &start_response)) {
+            Ok(iterable) => {
+                let mut failure = self.write_body(py, &iterable, &start_response).err();
+                // close() exactly once, whatever happened while iterating.
+                if let Ok(true) = iterable.hasattr(intern!(py, "close")) {
+                    if let Err(e) = iterable.call_method0(intern!(py, "close")) {
+                        failure.get_or_insert(classify(py, e));
+                    }
+                }
+                failure
+            }
+            Err(e) => Some(classify(py, e)),
+        };
+
+        let mut input_ref = input.borrow_mut();
+        let body_error = input_ref.error.take();
+        let mut sr = start_response.borrow_mut();
+        if sr.io_failed.is_some() || input_ref.broken {
+            // The app saw the exception from write()/read(); the client is gone either way.
+            failure = Some(Failure::Io);
+        }
+        let headers_sent = sr.writer.headers_sent();
+        let mut outcome = Outcome::Close;
+        let mut status_code = sr.writer.status_code;
+        match failure {
+            None => {
+                if input_ref.drain(py, MAX_DRAIN_BYTES) && sr.writer.keep_alive() {
+                    outcome = Outcome::KeepAlive;
+                }
+            }
+            Some(_) if body_error.is_some() && !headers_sent => {
+                let msg = body_error.map(|e| e.to_string()).unwrap_or_default();
+                warn!("Invalid request from ip={}: {msg}", ex.conn.remote_ip);
+                let _ = sr
+                    .writer
+                    .send_raw(py, &error_page(400, "Bad Request", &msg));
+                status_code = 400;
+            }
+            Some(Failure::Exit(e)) => {
+                if !headers_sent {
+                    error!("Error handling request {} {}", head.method, head.target);
+                    crate::log::error_log_raw(&crate::python::format_exception(py, &e));
+                    let _ = sr
+                        .writer
+                        .send_raw(py, &error_page(500, "Internal Server Error", ""));
+                    status_code = 500;
+                }
+                outcome = Outcome::Exit(exit_code(py, &e));
+            }
+            Some(Failure::App(e)) => {
+                let tb = crate::python::format_exception(py, &e);
+                crate::log::error_log(
+                    crate::config::LogLevel::Error,
+                    &format!("Error handling request {} {}", head.method, head.target),
+                    Some(&tb),
+                );
+                if !headers_sent {
+                    let _ = sr
+                        .writer
+                        .send_raw(py, &error_page(500, "Internal Server Error", ""));
+                    status_code = 500;
+                }
+            }
+            Some(Failure::Invalid(msg)) => {
+                error!(
+                    "Error handling request {} {}: {msg}",
+                    head.method, head.target
+                );
+                if !headers_sent {
+                    let _ = sr
+                        .writer
+                        .send_raw(py, &error_page(500, "Internal Server Error", ""));
+                    status_code = 500;
+                }
+            }
+            Some(Failure::Io) => {
+                debug!("Ignored premature client disconnection.");
+            }
+        }
+        if let Some(source) = input_ref.take_source() {
+            *ex.buf = source.buf;
+        }
+        let body_bytes = if status_code == sr.writer.status_code {
+            sr.writer.body_bytes
+        } else {
+            0
+        };
+        let status_text = match (&sr.status, status_code == sr.writer.status_code) {
+            (Some(s), true) => s.split(' ').next().unwrap_or("").to_string(),
+            _ => status_code.to_string(),
+        };
+        let sent_headers = std::mem::take(&mut sr.writer.sent_headers);
+        drop(sr);
+        drop(input_ref);
+        self.log_access(
+            py,
+            head,
+            ex.conn,
+            &environ,
+            &status_text,
+            body_bytes,
+            &sent_headers,
+            start,
+        );
+        outcome
+    }
+
+    /// Iterates the app's response and writes it; sendfile for a wrapped real file.
+    fn write_body(
+        &self,
+        py: Python<'_>,
+        iterable: &Bound<'_, PyAny>,
+        sr: &Bound<'_, StartResponse>,
+    ) -> Result<(), Failure> {
+        if self.sendfile {
+            if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
+                if let Some(done) = self.try_sendfile(py, &wrapper.borrow(), sr) {
+                    return done;
+                }
+            }
+        }
+        let send = |item: Bound<'_, PyAny>| -> Result<(), Failure> {
+            let bytes = item.cast::<PyBytes>().map_err(|_| {
+                Failure::App(PyTypeError::new_err(format!(
+                    "{} is not a byte",
+                    item.repr().map(|r| r.to_string()).unwrap_or_default()
+                )))
+            })?;
+            let mut guard = sr.borrow_mut();
+            let StartResponse {
+                status,
+                headers,
+                writer,
+                ..
+            } = &mut *guard;
+            writer
+                .send(py, status.as_deref(), headers, bytes.as_bytes())
+                .map_err(|e| send_failure(py, e))
+        };
+        // Lists and tuples (the common `return [body]`) are walked without an iterator object.
+        if let Ok(list) = iterable.cast::<PyList>() {
+            for item in list.iter() {
+                send(item)?;
+            }
+        } else if let Ok(tuple) = iterable.cast::<PyTuple>() {
+            for item in tuple.iter() {
+                send(item)?;
+            }
+        } else {
+            for item in iterable.try_iter().map_err(|e| classify(py, e))? {
+                send(item.map_err(|e| classify(py, e))?)?;
+            }
+        }
+        let mut guard = sr.borrow_mut();
+        let StartResponse {
+            status,
+            headers,
+            writer,
+            ..
+        } = &mut *guard;
+        writer
+            .finish(py, status.as_deref(), headers)
+            .map_err(|e| send_failure(py, e))
+    }
+
+    /// The zero-copy path; `None` when the wrapped object is not a real file.
+    fn try_sendfile(
+        &self,
+        py: Python<'_>,
+        wrapper: &FileWrapper,
+        sr: &Bound<'_, StartResponse>,
+    ) -> Option<Result<(), Failure>> {
+        let (file_fd, offset, available) = file_wrapper::sendfile_source(py, wrapper)?;
+        let mut guard = sr.borrow_mut();
+        let StartResponse {
+            status,
+            headers,
+            writer,
+            ..
+        } = &mut *guard;
+        let result = (|| {
+            writer.send(py, status.as_deref(), headers, b"")?;
+            let count = writer.body_allowance(available);
+            if count > 0 {
+                writer.send_file(py, file_fd, offset, count)?;
+            }
+            writer.finish(py, status.as_deref(), headers)
+        })();
+        Some(result.map_err(|e| send_failure(py, e)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_error(
+        &mut self,
+        py: Python<'_>,
+        ex: &mut Exchange<'_>,
+        head: &RequestHead,
+        start: Instant,
+        code: u16,
+        reason: &str,
+        msg: &str,
+    ) {
+        let page = error_page(code, reason, msg);
+        let _ = write_all(
+            py,
+            ex.fd,
+            &mut [std::io::IoSlice::new(&page)],
+            self.io_timeout,
+        );
+        let environ = PyDict::new(py);
+        self.log_access(
+            py,
+            head,
+            ex.conn,
+            &environ,
+            &code.to_string(),
+            msg.len() as u64,
+            &[],
+            start,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_access(
+        &mut self,
+        py: Python<'_>,
+        head: &RequestHead,
+        conn: &ConnEnv,
+        environ: &Bound<'_, PyDict>,
+        status: &str,
+        body_bytes: u64,
+        response_headers: &[(String, String)],
+        start: Instant,
+    ) {
+        let Some(log) = self.access_log.as_mut() else {
+            return;
+        };
+        let path_info: String = environ
+            .get_item(intern!(py, "PATH_INFO"))
+            .ok()
+            .flatten()
+            .and_then(|v| v.extract().ok())
+            .unwrap_or_else(|| head.path.clone());
+        let lookup = |key: &str| -> Option<String> {
+            let value = environ.get_item(key).ok().flatten()?;
+            value.str().ok().map(|s| s.to_string())
+        };
+        let protocol = format!("HTTP/{}.{}", head.version.0, head.version.1);
+        let record = AccessRecord {
+            remote_addr: &conn.remote_ip,
+            method: &head.method,
+            raw_uri: &head.target,
+            protocol: &protocol,
+            path_info: &path_info,
+            query: &head.query,
+            status,
+            body_bytes,
+            request_headers: &head.headers,
+            response_headers,
+            duration: start.elapsed(),
+            environ: &lookup,
+        };
+        log.write(&record);
+    }
+}
+
+fn send_failure(py: Python<'_>, e: SendError) -> Failure {
+    match e {
+        SendError::App(msg) => Failure::Invalid(msg),
+        SendError::Io(IoError::Signal(e)) => classify(py, e),
+        SendError::Io(_) => Failure::Io,
+    }
+}

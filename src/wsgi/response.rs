@@ -1,0 +1,381 @@
+//! `start_response` and the response writer behind it (and behind `write()`).
+//!
+//! Headers are sent with the first body chunk in one `writev`, borrowing the bytes of the
+//! app's `bytes` objects (no copy). The head is validated by `http::response` first, so an
+//! invalid status or header from the app becomes a 500 and a CR/LF is never emitted.
+
+use std::io::IoSlice;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyAssertionError, PyIOError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::http::date;
+use crate::http::error::ResponseError;
+use crate::http::response::{chunk_size_line, encode_head, Framing, ResponsePlan, ResponseSpec};
+use crate::worker::io::{write_all, IoError};
+
+/// The facts about the request that shape the response.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts {
+    pub version: (u8, u8),
+    pub is_head: bool,
+    /// The client asked for keep-alive and the worker is willing.
+    pub keep_alive: bool,
+}
+
+/// Why the response could not be (fully) sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// The app's status or headers are invalid (or missing): 500 if nothing was sent yet.
+    App(String),
+    /// Writing to the client failed.
+    Io(IoError),
+}
+
+impl From<ResponseError> for SendError {
+    fn from(e: ResponseError) -> SendError {
+        SendError::App(e.to_string())
+    }
+}
+
+/// The state of one response on the wire.
+pub struct ResponseWriter {
+    fd: RawFd,
+    facts: RequestFacts,
+    timeout: Duration,
+    head: Vec<u8>,
+    plan: Option<ResponsePlan>,
+    /// Body bytes still allowed by the app's Content-Length.
+    remaining: Option<u64>,
+    pub body_bytes: u64,
+    /// A body was given for HEAD/204/304/1xx and dropped (warned once).
+    warned_no_body: bool,
+    /// Sent headers, as the access log's `%({name}o)s` shows them.
+    pub sent_headers: Vec<(String, String)>,
+    pub status_code: u16,
+}
+
+impl ResponseWriter {
+    pub fn new(fd: RawFd, facts: RequestFacts, timeout: Duration) -> ResponseWriter {
+        ResponseWriter {
+            fd,
+            facts,
+            timeout,
+            head: Vec::with_capacity(256),
+            plan: None,
+            remaining: None,
+            body_bytes: 0,
+            warned_no_body: false,
+            sent_headers: Vec::new(),
+            status_code: 0,
+        }
+    }
+
+    pub fn headers_sent(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// Whether the connection may carry another request after this response.
+    pub fn keep_alive(&self) -> bool {
+        match &self.plan {
+            Some(plan) => plan.keep_alive && self.remaining.is_none_or(|r| r == 0),
+            None => false,
+        }
+    }
+
+    fn prepare_head(
+        &mut self,
+        status: &str,
+        headers: &[(String, String)],
+    ) -> Result<(), SendError> {
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let spec = ResponseSpec {
+            version: self.facts.version,
+            is_head: self.facts.is_head,
+            keep_alive: self.facts.keep_alive,
+            status,
+            headers: &pairs,
+        };
+        self.head.clear();
+        let plan = encode_head(&mut self.head, &spec, &date::now())?;
+        self.remaining = match plan.framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        };
+        self.status_code = plan.code;
+        self.sent_headers = headers
+            .iter()
+            .filter(|(n, _)| !crate::http::response::is_hop_by_hop(n))
+            .cloned()
+            .collect();
+        self.plan = Some(plan);
+        Ok(())
+    }
+
+    /// Sends `data` as body bytes, with the head first if it has not gone out yet.
+    pub fn send(
+        &mut self,
+        py: Python<'_>,
+        status: Option<&str>,
+        headers: &[(String, String)],
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        let first = self.plan.is_none();
+        if first {
+            let status = status
+                .ok_or_else(|| SendError::App("write() before start_response()".to_string()))?;
+            self.prepare_head(status, headers)?;
+        }
+        let framing = match &self.plan {
+            Some(plan) => plan.framing,
+            None => return Err(SendError::App("response head missing".to_string())),
+        };
+        let mut body = data;
+        match framing {
+            Framing::NoBody => {
+                if !body.is_empty() && !self.warned_no_body {
+                    self.warned_no_body = true;
+                    crate::log::error_log_raw(&format!(
+                        "WSGI app sent body bytes on a no-body response (method={} status={}); dropping per RFC 9110.\n",
+                        if self.facts.is_head { "HEAD" } else { "-" },
+                        self.status_code
+                    ));
+                }
+                body = &[];
+            }
+            Framing::Length(_) => {
+                let left = self.remaining.unwrap_or(0);
+                let take = usize::try_from(left).unwrap_or(usize::MAX).min(body.len());
+                body = &body[..take];
+                self.remaining = Some(left - take as u64);
+            }
+            Framing::Chunked | Framing::CloseDelimited => {}
+        }
+        let chunked = matches!(framing, Framing::Chunked) && !body.is_empty();
+        let mut size_buf = [0u8; 20];
+        let size_line: &[u8] = if chunked {
+            chunk_size_line(body.len(), &mut size_buf)
+        } else {
+            &[]
+        };
+        let head: &[u8] = if first { &self.head } else { &[] };
+        let mut slices = [
+            IoSlice::new(head),
+            IoSlice::new(size_line),
+            IoSlice::new(body),
+            IoSlice::new(if chunked { b"\r\n" } else { b"" }),
+        ];
+        if slices.iter().all(|s| s.is_empty()) {
+            return Ok(());
+        }
+        write_all(py, self.fd, &mut slices, self.timeout).map_err(SendError::Io)?;
+        self.body_bytes += body.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the body: the head if nothing was sent, the last chunk when chunked.
+    pub fn finish(
+        &mut self,
+        py: Python<'_>,
+        status: Option<&str>,
+        headers: &[(String, String)],
+    ) -> Result<(), SendError> {
+        if self.plan.is_none() {
+            self.send(py, status, headers, b"")?;
+        }
+        if matches!(
+            self.plan.as_ref().map(|p| &p.framing),
+            Some(Framing::Chunked)
+        ) {
+            write_all(py, self.fd, &mut [IoSlice::new(b"0\r\n\r\n")], self.timeout)
+                .map_err(SendError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// How many of `available` file bytes the body may still carry.
+    pub fn body_allowance(&self, available: u64) -> u64 {
+        match self.plan.as_ref().map(|p| &p.framing) {
+            Some(Framing::NoBody) | None => 0,
+            Some(Framing::Length(_)) => self.remaining.unwrap_or(0).min(available),
+            Some(_) => available,
+        }
+    }
+
+    /// Sends `count` bytes of a file with sendfile(2), framed like any other body chunk.
+    pub fn send_file(
+        &mut self,
+        py: Python<'_>,
+        file_fd: RawFd,
+        offset: i64,
+        count: u64,
+    ) -> Result<(), SendError> {
+        let chunked = matches!(
+            self.plan.as_ref().map(|p| &p.framing),
+            Some(Framing::Chunked)
+        );
+        if chunked {
+            let mut size_buf = [0u8; 20];
+            let line = chunk_size_line(usize::try_from(count).unwrap_or(usize::MAX), &mut size_buf);
+            write_all(py, self.fd, &mut [IoSlice::new(line)], self.timeout)
+                .map_err(SendError::Io)?;
+        }
+        let sent = crate::worker::io::send_file(py, self.fd, file_fd, offset, count, self.timeout)
+            .map_err(SendError::Io)?;
+        if sent < count {
+            // The file shrank under us: the framing promised more bytes than exist.
+            return Err(SendError::Io(IoError::Closed(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            )));
+        }
+        if chunked {
+            write_all(py, self.fd, &mut [IoSlice::new(b"\r\n")], self.timeout)
+                .map_err(SendError::Io)?;
+        }
+        if let Some(left) = self.remaining.as_mut() {
+            *left -= sent.min(*left);
+        }
+        self.body_bytes += sent;
+        Ok(())
+    }
+
+    /// Sends a whole ready-made response (an error page) when nothing was sent yet.
+    pub fn send_raw(&mut self, py: Python<'_>, bytes: &[u8]) -> Result<(), SendError> {
+        write_all(py, self.fd, &mut [IoSlice::new(bytes)], self.timeout).map_err(SendError::Io)
+    }
+}
+
+/// The `start_response` callable handed to the app; its bound `write` is the write callable.
+#[pyclass(unsendable, module = "_rgunicorn", name = "StartResponse")]
+pub struct StartResponse {
+    pub status: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub writer: ResponseWriter,
+    /// A write() failed on the socket: the connection is finished.
+    pub io_failed: Option<IoError>,
+}
+
+impl StartResponse {
+    pub fn new(writer: ResponseWriter) -> StartResponse {
+        StartResponse {
+            status: None,
+            headers: Vec::new(),
+            writer,
+            io_failed: None,
+        }
+    }
+}
+
+fn extract_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    let list = headers.cast::<PyList>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "Invalid headers: {} (must be a list)",
+            headers.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let mut out = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        let pair = item
+            .cast::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "Invalid header: {} (must be a (name, value) tuple)",
+                    item.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?;
+        let name = pair.get_item(0)?;
+        let value = pair.get_item(1)?;
+        let name = name.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{} is not a string",
+                name.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let value = value.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "Header value {} is not a string",
+                value.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+        out.push((name.to_str()?.to_owned(), value.to_str()?.to_owned()));
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl StartResponse {
+    /// `start_response(status, response_headers, exc_info=None)` (PEP 3333).
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let mut this = slf.borrow_mut();
+            match exc_info {
+                Some(info) if this.writer.headers_sent() => {
+                    // PEP 3333: too late to change the response; re-raise the app's error.
+                    let exc = info.get_item(1)?;
+                    let tb = info.get_item(2)?;
+                    drop(this);
+                    let exc = exc.call_method1("with_traceback", (tb,))?;
+                    return Err(PyErr::from_value(exc));
+                }
+                Some(_) => {}
+                None if this.status.is_some() => {
+                    return Err(PyAssertionError::new_err("Response headers already set!"));
+                }
+                None => {}
+            }
+            let status = status.cast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "{} is not a string",
+                    status.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?;
+            this.status = Some(status.to_str()?.to_owned());
+            this.headers = extract_headers(headers)?;
+        }
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
+    }
+
+    /// The legacy `write(data)` callable.
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = data.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "write() argument must be bytes, not {}",
+                data.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        let status = self.status.clone();
+        let headers = std::mem::take(&mut self.headers);
+        let result = self
+            .writer
+            .send(py, status.as_deref(), &headers, bytes.as_bytes());
+        self.headers = headers;
+        match result {
+            Ok(()) => Ok(()),
+            Err(SendError::App(msg)) => Err(PyAssertionError::new_err(msg)),
+            Err(SendError::Io(IoError::Signal(e))) => Err(e),
+            Err(SendError::Io(e)) => {
+                let msg = e.to_string();
+                self.io_failed = Some(e);
+                Err(PyIOError::new_err(msg))
+            }
+        }
+    }
+}
