@@ -40,8 +40,15 @@ pub fn command() -> Command {
             }
         }
         arg = match setting.action {
-            Action::Set => arg.action(ArgAction::Set).num_args(1),
-            Action::Append => arg.action(ArgAction::Append).num_args(1),
+            // argparse accepts `-t -1` (then the validator refuses it); so must we.
+            Action::Set => arg
+                .action(ArgAction::Set)
+                .num_args(1)
+                .allow_negative_numbers(true),
+            Action::Append => arg
+                .action(ArgAction::Append)
+                .num_args(1)
+                .allow_negative_numbers(true),
             Action::SetTrue => arg.action(ArgAction::SetTrue),
         };
         if !setting.meta.is_empty() {

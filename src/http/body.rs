@@ -227,18 +227,19 @@ impl ChunkedDecoder {
             Some(lf) => (lf + 1, true),
             None => (input.len(), false),
         };
+        // Bound before copying, so one big read cannot grow the line buffer.
         let start = self.line.len();
-        self.line.extend_from_slice(&input[..used]);
-        let in_size_line = self.state == ChunkState::Size;
-        if in_size_line && self.line.len() > MAX_CHUNK_SIZE_LINE_BYTES {
-            return Err(ParseError::ChunkSizeLineTooLong);
-        }
-        if !in_size_line {
+        if self.state == ChunkState::Size {
+            if start + used > MAX_CHUNK_SIZE_LINE_BYTES {
+                return Err(ParseError::ChunkSizeLineTooLong);
+            }
+        } else {
             self.trailer_bytes += used;
             if self.trailer_bytes > MAX_TRAILER_SECTION_BYTES {
                 return Err(ParseError::TrailerSectionTooLarge);
             }
         }
+        self.line.extend_from_slice(&input[..used]);
         // A CR anywhere but right before the LF is bare (RFC 9112 §2.2); check only new bytes
         // (and the byte before them, which may have been a CR awaiting its LF).
         let check_from = start.saturating_sub(1);

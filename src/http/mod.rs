@@ -11,9 +11,15 @@
 //!   place), [`ResponseError`], and Gunicorn's byte-exact [`error_page`].
 //! - [`date`]: the cached IMF-fixdate for `Date`.
 //!
-//! The rules are Gunicorn 27.0.1's (GUNICORN.md §6.2-6.5) with RFC 9112 citations;
-//! where we are stricter (mandatory valid `Host`, chunk-extension whitespace) the
-//! item says so.
+//! The rules are Gunicorn 27.0.1's (GUNICORN.md §6.2-6.5) with RFC 9112 citations.
+//! Where we are stricter than Gunicorn, on purpose:
+//!
+//! - HTTP/1.1+ needs exactly one `Host`, and it must be `uri-host[:port]` (RFC 9110 §7.2);
+//! - absolute-form needs a valid scheme and a non-empty valid host, CONNECT's
+//!   authority-form a valid `host:port` (Gunicorn only looks for `://`);
+//! - a chunk-size line may not end in whitespace without an extension (RFC 9112
+//!   §7.1.1 grammar), is at most 4 KiB, and trailers at most 16 KiB;
+//! - an `Expect` other than `100-continue` gets 417 on HTTP/1.0 too.
 //!
 //! Not here: sockets, timeouts, keep-alive loops (the worker), the PROXY
 //! protocol, `header_map`/forwarded headers/`SCRIPT_NAME` and the WSGI environ
@@ -34,5 +40,5 @@ pub use error::{error_page, ParseError, ResponseError};
 pub use request::{parse_head, BodyKind, Header, Limits, RequestHead};
 pub use response::{
     chunk_size_line, encode_head, is_hop_by_hop, validate_status, Framing, ResponsePlan,
-    ResponseSpec,
+    ResponseSpec, CHUNKED_TERMINATOR, CONTINUE_100,
 };

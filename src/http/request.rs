@@ -272,7 +272,7 @@ fn check_partial_request_line(rest: &[u8], limits: &Limits) -> Result<(), ParseE
     Ok(())
 }
 
-/// Walks the header lines from `pos`: refuses bare LF, obs-fold, too many or too
+/// Walks the header lines from `section_start`: refuses bare LF, obs-fold, too many or too
 /// long lines, and (while incomplete) a section past `max_header_section`.
 /// Returns the end of the head (after the empty line) and the number of header
 /// lines, or `None` when the empty line has not arrived yet.
@@ -421,8 +421,8 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine, ParseError> {
         });
     }
 
-    // Both are ASCII (token / 0x21-0x7E), checked above.
-    let ascii = |s: &[u8]| s.iter().map(|&b| char::from(b)).collect::<String>();
+    // Method and target were checked to be ASCII above, so this is a plain copy.
+    let ascii = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
     Ok(RequestLine {
         method: ascii(method),
         target: ascii(target),
@@ -648,7 +648,8 @@ fn apply_header_semantics(
         return Err(ParseError::MissingHost);
     }
     if head.authority.is_none() {
-        head.authority = host.map(|h| h.iter().map(|&b| char::from(b)).collect());
+        // A valid Host is ASCII, so this is a plain copy.
+        head.authority = host.map(|h| String::from_utf8_lossy(h).into_owned());
     }
 
     head.keep_alive = if head.version >= (1, 1) {
@@ -844,7 +845,7 @@ mod tests {
         ));
         assert!(matches!(
             err(b"GET foo/bar HTTP/1.1\r\nHost: h\r\n\r\n"),
-            ParseError::AuthorityFormNotConnect { .. }
+            ParseError::InvalidTarget { .. }
         ));
     }
 

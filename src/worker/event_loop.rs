@@ -485,7 +485,7 @@ impl<'a> EventLoop<'a> {
                 Ok(None) => return None,
                 Err(e) => {
                     warn!("Invalid request from ip={}: {e}", conn.env.remote_ip);
-                    let page = error_page(e.status(), e.reason(), &e.to_string());
+                    let page = e.to_error_page();
                     let _ = super::io::write_all(
                         py,
                         conn.fd.as_raw_fd(),

@@ -80,66 +80,65 @@ pub fn load(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, AppError> {
         .name()
         .map(|n| n.to_string())
         .unwrap_or_default();
-    let (name, call): (String, Option<FactoryArgs<'_>>) =
-        match node_type.as_str() {
-            "Name" => (
-                body.getattr("id")
-                    .and_then(|v| v.extract())
-                    .map_err(|_| unparsable())?,
-                None,
-            ),
-            "Call" => {
-                let func = body.getattr("func").map_err(|_| unparsable())?;
-                let is_name = func
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-                    == "Name";
-                if !is_name {
-                    return Err(AppError::Load(format!(
-                        "Function reference must be a simple name: {}",
-                        py_repr(expr)
-                    )));
-                }
-                let name: String = func
-                    .getattr("id")
-                    .and_then(|v| v.extract())
-                    .map_err(|_| unparsable())?;
-                let bad_args = || {
-                    AppError::Load(format!(
-                        "Failed to parse arguments as literal values: {}",
-                        py_repr(expr)
-                    ))
-                };
-                let literal_eval = ast.getattr("literal_eval").map_err(AppError::Import)?;
-                let args = PyList::empty(py);
-                for arg in body
-                    .getattr("args")
-                    .and_then(|a| a.try_iter())
-                    .map_err(|_| bad_args())?
-                {
-                    let arg = arg.map_err(|_| bad_args())?;
-                    args.append(literal_eval.call1((arg,)).map_err(|_| bad_args())?)
-                        .map_err(AppError::Import)?;
-                }
-                let kwargs = PyDict::new(py);
-                for kw in body
-                    .getattr("keywords")
-                    .and_then(|a| a.try_iter())
-                    .map_err(|_| bad_args())?
-                {
-                    let kw = kw.map_err(|_| bad_args())?;
-                    let key = kw.getattr("arg").map_err(|_| bad_args())?;
-                    let value = literal_eval
-                        .call1((kw.getattr("value").map_err(|_| bad_args())?,))
-                        .map_err(|_| bad_args())?;
-                    kwargs.set_item(key, value).map_err(AppError::Import)?;
-                }
-                (name, Some((args.to_tuple(), kwargs)))
+    let (name, call): (String, Option<FactoryArgs<'_>>) = match node_type.as_str() {
+        "Name" => (
+            body.getattr("id")
+                .and_then(|v| v.extract())
+                .map_err(|_| unparsable())?,
+            None,
+        ),
+        "Call" => {
+            let func = body.getattr("func").map_err(|_| unparsable())?;
+            let is_name = func
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+                == "Name";
+            if !is_name {
+                return Err(AppError::Load(format!(
+                    "Function reference must be a simple name: {}",
+                    py_repr(expr)
+                )));
             }
-            _ => return Err(unparsable()),
-        };
+            let name: String = func
+                .getattr("id")
+                .and_then(|v| v.extract())
+                .map_err(|_| unparsable())?;
+            let bad_args = || {
+                AppError::Load(format!(
+                    "Failed to parse arguments as literal values: {}",
+                    py_repr(expr)
+                ))
+            };
+            let literal_eval = ast.getattr("literal_eval").map_err(AppError::Import)?;
+            let args = PyList::empty(py);
+            for arg in body
+                .getattr("args")
+                .and_then(|a| a.try_iter())
+                .map_err(|_| bad_args())?
+            {
+                let arg = arg.map_err(|_| bad_args())?;
+                args.append(literal_eval.call1((arg,)).map_err(|_| bad_args())?)
+                    .map_err(AppError::Import)?;
+            }
+            let kwargs = PyDict::new(py);
+            for kw in body
+                .getattr("keywords")
+                .and_then(|a| a.try_iter())
+                .map_err(|_| bad_args())?
+            {
+                let kw = kw.map_err(|_| bad_args())?;
+                let key = kw.getattr("arg").map_err(|_| bad_args())?;
+                let value = literal_eval
+                    .call1((kw.getattr("value").map_err(|_| bad_args())?,))
+                    .map_err(|_| bad_args())?;
+                kwargs.set_item(key, value).map_err(AppError::Import)?;
+            }
+            (name, Some((args.to_tuple(), kwargs)))
+        }
+        _ => return Err(unparsable()),
+    };
     let attr = module.getattr(name.as_str()).map_err(|_| {
         AppError::Load(format!(
             "Failed to find attribute {} in {}.",

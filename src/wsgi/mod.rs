@@ -224,12 +224,11 @@ impl Runtime {
                 }
             }
             Some(_) if body_error.is_some() && !headers_sent => {
-                let msg = body_error.map(|e| e.to_string()).unwrap_or_default();
-                warn!("Invalid request from ip={}: {msg}", ex.conn.remote_ip);
-                let _ = sr
-                    .writer
-                    .send_raw(py, &error_page(400, "Bad Request", &msg));
-                status_code = 400;
+                if let Some(e) = body_error {
+                    warn!("Invalid request from ip={}: {e}", ex.conn.remote_ip);
+                    let _ = sr.writer.send_raw(py, &e.to_error_page());
+                    status_code = e.status();
+                }
             }
             Some(Failure::Exit(e)) => {
                 if !headers_sent {
