@@ -23,7 +23,7 @@ pub mod worker;
 pub mod wsgi;
 
 use pyo3::Python;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use config::{ConfigError, Invocation};
 use error::{EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
@@ -98,6 +98,7 @@ pub fn run(argv: &[String]) -> i32 {
     }
 
     info!("Starting rgunicorn {VERSION}");
+    debug!("Arbiter booted");
     let listeners = match bind_all(&config) {
         Ok(l) => l,
         Err(msg) => {

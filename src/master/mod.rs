@@ -62,6 +62,8 @@ pub struct Master {
     workers: BTreeMap<Pid, WorkerRecord>,
     num_workers: usize,
     next_age: u64,
+    /// The worker count last logged (`N workers`, at debug, when it changes).
+    logged_count: usize,
     rng: u64,
     pid: Pid,
 }
@@ -78,6 +80,7 @@ impl Master {
             heartbeat: Heartbeat::new()?,
             workers: BTreeMap::new(),
             next_age: 0,
+            logged_count: 0,
             rng: monotonic_ms() ^ (u64::from(pid.as_raw().unsigned_abs()) << 32) | 1,
             config,
             listeners,
@@ -244,6 +247,11 @@ impl Master {
             let Some((&pid, record)) = oldest else { break };
             record.retiring = true;
             let _ = kill(pid, Signal::SIGTERM);
+        }
+        let count = active(self);
+        if count != self.logged_count {
+            self.logged_count = count;
+            debug!("{count} workers");
         }
     }
 

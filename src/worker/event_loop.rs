@@ -69,7 +69,6 @@ pub struct EventLoop<'a> {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     open: usize,
-    _wake: OwnedFd,
     limits: Limits,
     served: u64,
     head_timeout: Duration,
@@ -88,11 +87,11 @@ impl<'a> EventLoop<'a> {
     pub fn new(
         seed: &'a WorkerSeed<'a>,
         runtime: Runtime,
-        wake: OwnedFd,
+        wake: RawFd,
     ) -> std::io::Result<EventLoop<'a>> {
         let poll = Poll::new()?;
         poll.registry()
-            .register(&mut SourceFd(&wake.as_raw_fd()), WAKE, Interest::READABLE)?;
+            .register(&mut SourceFd(&wake), WAKE, Interest::READABLE)?;
         let listeners = Python::attach(|py| {
             seed.listeners
                 .iter()
@@ -123,7 +122,6 @@ impl<'a> EventLoop<'a> {
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
-            _wake: wake,
             limits: seed.config.limits,
             served: 0,
             head_timeout: Duration::from_secs(timeout),

@@ -153,7 +153,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
             return crate::error::WORKER_BOOT_ERROR;
         }
     };
-    match event_loop::EventLoop::new(seed, runtime, wake) {
+    let code = match event_loop::EventLoop::new(seed, runtime, wake.as_raw_fd()) {
         Ok(mut lp) => lp.run(py),
         Err(e) => {
             crate::log::error_log(
@@ -163,7 +163,14 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
             );
             crate::error::WORKER_BOOT_ERROR
         }
+    };
+    // A signal arriving while exit handlers run must not write into a pipe nobody reads
+    // (Python would print "Exception ignored ... BrokenPipeError"): detach it first.
+    if let Ok(sigmod) = py.import("signal") {
+        let _ = sigmod.call_method1("set_wakeup_fd", (-1,));
     }
+    drop(wake);
+    code
 }
 
 /// Logs a failed app import the way Gunicorn does and returns the exit status for it.

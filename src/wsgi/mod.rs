@@ -136,9 +136,12 @@ impl Runtime {
     /// Runs one request through the app and writes its response.
     pub fn handle(&mut self, py: Python<'_>, ex: &mut Exchange<'_>, head: &RequestHead) -> Outcome {
         let start = Instant::now();
+        // Gunicorn's default pre_request hook.
+        debug!("{} {}", head.method, head.path);
         let facts = RequestFacts {
             version: head.version,
             is_head: head.method == "HEAD",
+            method: common_method(&head.method),
             keep_alive: ex.may_keep_alive && head.keep_alive && !head.must_close,
         };
         if head.expect_continue {
@@ -180,7 +183,12 @@ impl Runtime {
         let made = Bound::new(py, WsgiInput::new(source)).and_then(|input| {
             environ.set_item(intern!(py, "wsgi.input"), &input)?;
             let writer = ResponseWriter::new(ex.fd, facts, self.io_timeout);
-            Ok((input, Bound::new(py, StartResponse::new(writer))?))
+            let start_response = Bound::new(py, StartResponse::new(writer))?;
+            environ.set_item(
+                intern!(py, "wsgi.early_hints"),
+                start_response.getattr(intern!(py, "early_hints"))?,
+            )?;
+            Ok((input, start_response))
         });
         let (input, start_response) = match made {
             Ok(pair) => pair,
@@ -456,6 +464,14 @@ impl Runtime {
         };
         log.write(&record);
     }
+}
+
+/// The method as a static string for the few places that name it (others become `-`).
+fn common_method(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN.iter().find(|m| **m == method).copied().unwrap_or("-")
 }
 
 fn send_failure(py: Python<'_>, e: SendError) -> Failure {

@@ -14,7 +14,9 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::http::date;
 use crate::http::error::ResponseError;
-use crate::http::response::{chunk_size_line, encode_head, Framing, ResponsePlan, ResponseSpec};
+use crate::http::response::{
+    chunk_size_line, encode_early_hints, encode_head, Framing, ResponsePlan, ResponseSpec,
+};
 use crate::worker::io::{write_all, IoError};
 
 /// The facts about the request that shape the response.
@@ -22,6 +24,8 @@ use crate::worker::io::{write_all, IoError};
 pub struct RequestFacts {
     pub version: (u8, u8),
     pub is_head: bool,
+    /// `HEAD`, `GET`, ...: named in the dropped-body warning.
+    pub method: &'static str,
     /// The client asked for keep-alive and the worker is willing.
     pub keep_alive: bool,
 }
@@ -143,7 +147,7 @@ impl ResponseWriter {
                     self.warned_no_body = true;
                     crate::log::error_log_raw(&format!(
                         "WSGI app sent body bytes on a no-body response (method={} status={}); dropping per RFC 9110.\n",
-                        if self.facts.is_head { "HEAD" } else { "-" },
+                        self.facts.method,
                         self.status_code
                     ));
                 }
@@ -243,6 +247,24 @@ impl ResponseWriter {
         }
         self.body_bytes += sent;
         Ok(())
+    }
+
+    /// Sends a `103 Early Hints` interim response (HTTP/1.1+ clients, before the final head).
+    pub fn send_early_hints(
+        &mut self,
+        py: Python<'_>,
+        headers: &[(String, String)],
+    ) -> Result<(), SendError> {
+        if self.headers_sent() || self.facts.version < (1, 1) {
+            return Ok(());
+        }
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let mut out = Vec::with_capacity(128);
+        encode_early_hints(&mut out, &pairs)?;
+        write_all(py, self.fd, &mut [IoSlice::new(&out)], self.timeout).map_err(SendError::Io)
     }
 
     /// Sends a whole ready-made response (an error page) when nothing was sent yet.
@@ -348,6 +370,21 @@ impl StartResponse {
             this.headers = extract_headers(headers)?;
         }
         slf.getattr(pyo3::intern!(slf.py(), "write"))
+    }
+
+    /// `environ['wsgi.early_hints'](headers)`: a `103 Early Hints` before the response.
+    fn early_hints(&mut self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let headers = extract_headers(headers)?;
+        match self.writer.send_early_hints(py, &headers) {
+            Ok(()) => Ok(()),
+            Err(SendError::App(msg)) => Err(pyo3::exceptions::PyValueError::new_err(msg)),
+            Err(SendError::Io(IoError::Signal(e))) => Err(e),
+            Err(SendError::Io(e)) => {
+                let msg = e.to_string();
+                self.io_failed = Some(e);
+                Err(PyIOError::new_err(msg))
+            }
+        }
     }
 
     /// The legacy `write(data)` callable.
