@@ -1,1 +1,16 @@
+//! rgunicorn's integration suite: the built binary, real sockets, raw bytes.
+//!
+//! Run it with `tests/run` (it creates the Flask/Django virtualenv the framework tests
+//! need and sets `RGUNICORN_TEST_VENV`). One module per area; `support` holds the
+//! server fixture and the raw HTTP client.
 
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod cli;
+mod frameworks;
+mod http;
+mod logging;
+mod process;
+mod wsgi;

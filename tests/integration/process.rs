@@ -1,0 +1,445 @@
+//! Master and workers (GUNICORN.md §4; issue 2 point 4): booting N workers, replacing dead
+//! ones, the heartbeat timeout, max-requests recycling, TERM/INT/QUIT shutdown.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    describe, is_alive, log_lines_with, number_after, poll_until, wait_for_file, Conn, Server,
+    LOG_DEADLINE,
+};
+
+/// The pid a `/pid` request was served by.
+fn served_by(s: &Server) -> u32 {
+    let r = s.get("/pid");
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body_str().trim().parse().expect("pid body")
+}
+
+/// `-w 2` boots two workers, each logging `Booting worker with pid: N` under its own pid.
+#[test]
+fn two_workers_boot() {
+    let mut s = Server::start("two-workers", &["-w", "2", "app"]);
+    let log = s.wait_for_log_count("Booting worker with pid: ", 2, LOG_DEADLINE);
+    let mut workers = s.wait_workers(2, LOG_DEADLINE);
+    workers.sort_unstable();
+    let mut booted: Vec<u32> = log_lines_with(&log, "Booting worker with pid: ")
+        .into_iter()
+        .map(|(pid, level, msg)| {
+            assert_eq!(level, "INFO");
+            let n = number_after(&msg, "Booting worker with pid:").expect("pid in message");
+            assert_eq!(pid, n, "the worker logs its own boot line");
+            n
+        })
+        .collect();
+    booted.sort_unstable();
+    assert_eq!(
+        booted, workers,
+        "boot lines name the master's children\n{log}"
+    );
+}
+
+/// A worker killed with SIGKILL is reported as Gunicorn does and replaced.
+#[test]
+fn killed_worker_is_reported_and_replaced() {
+    let mut s = Server::start("kill-worker", &["-w", "2", "app"]);
+    s.wait_for_log_count("Booting worker with pid: ", 2, LOG_DEADLINE);
+    let before = s.wait_workers(2, LOG_DEADLINE);
+    let victim = before[0];
+    assert!(crate::support::send_signal_to(victim, "KILL"));
+    let log = s.wait_for_log(
+        &format!("Worker (pid:{victim}) was sent SIGKILL! Perhaps out of memory?"),
+        LOG_DEADLINE,
+    );
+    let line = log_lines_with(&log, &format!("Worker (pid:{victim}) was sent SIGKILL!"));
+    assert_eq!(line.first().map(|l| l.1.as_str()), Some("ERROR"), "{log}");
+    assert_eq!(
+        line.first().map(|l| l.0),
+        Some(s.pid()),
+        "logged by the master: {log}"
+    );
+    s.wait_for_log_count("Booting worker with pid: ", 3, LOG_DEADLINE);
+    let after = poll_until(LOG_DEADLINE, || {
+        let now: Vec<u32> = s
+            .worker_pids()
+            .into_iter()
+            .filter(|p| is_alive(*p))
+            .collect();
+        (now.len() == 2 && !now.contains(&victim)).then_some(now)
+    })
+    .unwrap_or_else(|| panic!("no replacement worker\n{}", s.stderr()));
+    assert!(
+        after.contains(&before[1]),
+        "the other worker was left alone"
+    );
+    assert_eq!(s.get("/after").status, 200);
+}
+
+/// A worker that exits with a non-zero code is reported and replaced.
+#[test]
+fn worker_exit_code_is_reported_and_replaced() {
+    let mut s = Server::start("exit-worker", &["-w", "1", "app"]);
+    let first = s.wait_workers(1, LOG_DEADLINE)[0];
+    let mut c = s.connect();
+    c.send("GET /exit?code=7 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = c.read_to_end();
+    s.wait_for_log(
+        &format!("Worker (pid:{first}) exited with code 7."),
+        LOG_DEADLINE,
+    );
+    s.wait_for_log_count("Booting worker with pid: ", 2, LOG_DEADLINE);
+    let second = served_by(&s);
+    assert_ne!(first, second);
+}
+
+/// `--timeout 2` with a request that sleeps 30 s: `WORKER TIMEOUT (pid:N)`, the client
+/// gets a 500, and the next request is served by a new worker.
+#[test]
+fn hung_request_is_killed_by_timeout() {
+    let mut s = Server::start("timeout", &["-w", "1", "--timeout", "2", "app"]);
+    let first = s.wait_workers(1, LOG_DEADLINE)[0];
+    let started = Instant::now();
+    let r = s.get("/sleep?s=30");
+    let took = started.elapsed();
+    assert_eq!(r.status, 500, "a timed-out request gets 500: {r:?}");
+    assert!(
+        took < Duration::from_secs(25),
+        "the worker was not killed early: {took:?}"
+    );
+    let log = s.wait_for_log(&format!("WORKER TIMEOUT (pid:{first})"), LOG_DEADLINE);
+    let lines = log_lines_with(&log, "WORKER TIMEOUT");
+    assert_eq!(
+        lines.first().map(|l| l.1.as_str()),
+        Some("CRITICAL"),
+        "{log}"
+    );
+    let next = poll_until(LOG_DEADLINE, || {
+        let pid = served_by(&s);
+        (pid != first).then_some(pid)
+    });
+    assert!(
+        next.is_some(),
+        "a new worker serves after the timeout\n{}",
+        s.stderr()
+    );
+    assert!(!is_alive(first) || !s.worker_pids().contains(&first));
+}
+
+/// `--max-requests 3`: after its third request the worker logs
+/// `Autorestarting worker after current request.` and a new worker serves.
+#[test]
+fn max_requests_recycles_worker() {
+    let mut s = Server::start("maxreq", &["-w", "1", "--max-requests", "3", "app"]);
+    let first = s.wait_workers(1, LOG_DEADLINE)[0];
+    for i in 0..3 {
+        assert_eq!(
+            served_by(&s),
+            first,
+            "request {i} is served by the first worker"
+        );
+    }
+    let log = s.wait_for_log("Autorestarting worker after current request.", LOG_DEADLINE);
+    let lines = log_lines_with(&log, "Autorestarting worker after current request.");
+    assert_eq!(
+        lines.first().map(|l| (l.0, l.1.as_str())),
+        Some((first, "INFO")),
+        "{log}"
+    );
+    let second = served_by(&s);
+    assert_ne!(
+        second, first,
+        "the fourth request is served by a new worker"
+    );
+    for _ in 0..2 {
+        assert_eq!(served_by(&s), second);
+    }
+}
+
+/// `--max-requests 2 --max-requests-jitter 2`: a worker serves between 2 and 4 requests.
+#[test]
+fn max_requests_jitter_bounds_the_limit() {
+    let mut s = Server::start(
+        "jitter",
+        &[
+            "-w",
+            "1",
+            "--max-requests",
+            "2",
+            "--max-requests-jitter",
+            "2",
+            "app",
+        ],
+    );
+    let first = s.wait_workers(1, LOG_DEADLINE)[0];
+    let mut served = 0;
+    loop {
+        let pid = served_by(&s);
+        if pid != first {
+            break;
+        }
+        served += 1;
+        assert!(
+            served <= 4,
+            "the worker served more than max_requests + jitter"
+        );
+    }
+    assert!(
+        served >= 2,
+        "the worker was recycled after {served} < max_requests requests"
+    );
+}
+
+/// Keep-alive connections count towards `--max-requests` too, and the recycled worker
+/// closes the connection after the last request it serves.
+#[test]
+fn max_requests_counts_keep_alive_requests() {
+    let s = Server::start("maxreq-ka", &["-w", "1", "--max-requests", "2", "app"]);
+    let mut c = s.connect();
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.status, 200);
+        pids.push(r.body_str());
+    }
+    assert_eq!(pids[0], pids[1]);
+    assert!(
+        c.closed_within(Duration::from_secs(10)),
+        "connection closed after the limit"
+    );
+    s.wait_for_log("Autorestarting worker after current request.", LOG_DEADLINE);
+}
+
+/// SIGTERM while a 2 s request is in flight: the request completes with 200, workers log
+/// `Worker exiting`, the master logs `Shutting down: Master` and exits 0.
+#[test]
+fn sigterm_is_graceful_for_in_flight_request() {
+    let mut s = Server::start("term", &["-w", "1", "app"]);
+    let marker = s.dir.join("sleep-started");
+    let port = s.port;
+    let path = format!("/sleep?s=2&marker={}", marker.display());
+    let client = thread::spawn(move || {
+        let mut c = Conn::tcp(port);
+        c.send(format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ));
+        c.read_response()
+    });
+    wait_for_file(&marker, "\n", LOG_DEADLINE);
+    s.send_signal("TERM");
+    let r = client.join().expect("client thread");
+    assert_eq!(r.status, 200, "the in-flight request completes: {r:?}");
+    assert_eq!(r.body_str(), "slept");
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "master exit {}\n{}",
+        describe(&status),
+        s.stderr()
+    );
+    let log = s.stderr();
+    assert!(log.contains("Handling signal: term"), "{log}");
+    assert!(log.contains("Worker exiting (pid: "), "{log}");
+    assert!(log.contains("Shutting down: Master"), "{log}");
+}
+
+/// SIGTERM with a request longer than `--graceful-timeout 2`: the master does not wait
+/// for it; it kills the worker and exits well before the request would end.
+#[test]
+fn sigterm_is_bounded_by_graceful_timeout() {
+    let mut s = Server::start("graceful", &["-w", "1", "--graceful-timeout", "2", "app"]);
+    let marker = s.dir.join("sleep-started");
+    let port = s.port;
+    let path = format!("/sleep?s=60&marker={}", marker.display());
+    let client = thread::spawn(move || {
+        let mut c = Conn::tcp(port);
+        c.send(format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ));
+        c.read_to_end()
+    });
+    wait_for_file(&marker, "\n", LOG_DEADLINE);
+    let sent = Instant::now();
+    s.send_signal("TERM");
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "graceful timeout not enforced: {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        status.success(),
+        "exit {}\n{}",
+        describe(&status),
+        s.stderr()
+    );
+    let _ = client.join();
+}
+
+/// SIGINT stops quickly, even with a long request in flight.
+#[test]
+fn sigint_exits_quickly() {
+    let mut s = Server::start("int", &["-w", "2", "app"]);
+    s.wait_for_log_count("Booting worker with pid: ", 2, LOG_DEADLINE);
+    let workers = s.wait_workers(2, LOG_DEADLINE);
+    let marker = s.dir.join("sleep-started");
+    let port = s.port;
+    let path = format!("/sleep?s=60&marker={}", marker.display());
+    let client = thread::spawn(move || {
+        let mut c = Conn::tcp(port);
+        c.send(format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ));
+        c.read_to_end()
+    });
+    wait_for_file(&marker, "\n", LOG_DEADLINE);
+    let sent = Instant::now();
+    s.send_signal("INT");
+    let status = s.wait_exit(Duration::from_secs(20));
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "SIGINT took {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        status.success(),
+        "exit {}\n{}",
+        describe(&status),
+        s.stderr()
+    );
+    assert!(
+        s.stderr().contains("Shutting down: Master"),
+        "{}",
+        s.stderr()
+    );
+    let _ = client.join();
+    let gone = poll_until(Duration::from_secs(10), || {
+        workers.iter().all(|p| !is_alive(*p)).then_some(())
+    });
+    assert!(gone.is_some(), "workers outlived the master");
+}
+
+/// SIGQUIT is a quick stop as well.
+#[test]
+fn sigquit_exits_quickly() {
+    let mut s = Server::start("quit", &["-w", "1", "app"]);
+    s.wait_for_log("Booting worker with pid: ", LOG_DEADLINE);
+    let sent = Instant::now();
+    s.send_signal("QUIT");
+    let status = s.wait_exit(Duration::from_secs(20));
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "SIGQUIT took {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        status.success(),
+        "exit {}\n{}",
+        describe(&status),
+        s.stderr()
+    );
+}
+
+/// With `-w 2` two slow requests run at the same time, in two different workers.
+#[test]
+fn two_workers_serve_concurrently() {
+    let s = Server::start("concurrent", &["-w", "2", "app"]);
+    s.wait_for_log_count("Booting worker with pid: ", 2, LOG_DEADLINE);
+    let marker = s.dir.join("concurrent");
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let port = s.port;
+            let path = format!("/sleep?s=4&marker={}", marker.display());
+            thread::spawn(move || {
+                let mut c = Conn::tcp(port);
+                c.send(format!(
+                    "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                ));
+                c.read_response()
+            })
+        })
+        .collect();
+    // Both requests reach the app while both are still sleeping.
+    let text = crate::support::wait_for_file(&marker, "\n", LOG_DEADLINE);
+    let both = poll_until(LOG_DEADLINE, || {
+        let text = std::fs::read_to_string(&marker).unwrap_or_default();
+        (text.lines().count() == 2).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("only one request in the app at a time: {text:?}"));
+    let pids: Vec<&str> = both.lines().collect();
+    assert_ne!(pids[0], pids[1], "served by two workers");
+    for c in clients {
+        assert_eq!(c.join().expect("client").status, 200);
+    }
+}
+
+/// If the master dies abruptly (SIGKILL), its workers notice and exit.
+#[test]
+fn workers_exit_when_master_dies() {
+    let mut s = Server::start("orphans", &["-w", "2", "app"]);
+    s.wait_for_log_count("Booting worker with pid: ", 2, LOG_DEADLINE);
+    let workers = s.wait_workers(2, LOG_DEADLINE);
+    s.send_signal("KILL");
+    s.wait_exit(LOG_DEADLINE);
+    let gone = poll_until(Duration::from_secs(20), || {
+        workers.iter().all(|p| !is_alive(*p)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "workers {workers:?} outlived a killed master"
+    );
+}
+
+/// SIGTERM does not wait for idle keep-alive connections: with `--keep-alive 60` and an
+/// idle connection open, the master still exits promptly and the connection is closed.
+#[test]
+fn sigterm_closes_idle_keep_alive_connections() {
+    let mut s = Server::start("term-idle", &["-w", "1", "--keep-alive", "60", "app"]);
+    let mut c = s.connect();
+    c.send("GET /k HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+    let sent = Instant::now();
+    s.send_signal("TERM");
+    let status = s.wait_exit(Duration::from_secs(40));
+    assert!(status.success(), "{}", describe(&status));
+    assert!(
+        sent.elapsed() < Duration::from_secs(15),
+        "an idle keep-alive connection held the shutdown for {:?}",
+        sent.elapsed()
+    );
+    assert!(c.closed_within(Duration::from_secs(5)));
+}
+
+/// A client that sends half a head and stalls is dropped after a deadline (`--timeout 3`),
+/// and the worker keeps serving others meanwhile.
+#[test]
+fn stalled_client_is_dropped_after_deadline() {
+    let s = Server::start("stalled", &["-w", "1", "--timeout", "3", "app"]);
+    let mut stalled = s.connect();
+    stalled.send("GET /stall HTTP/1.1\r\nHost: x\r\n");
+    assert_eq!(s.get("/other").status, 200);
+    assert!(
+        stalled.closed_within(Duration::from_secs(30)),
+        "a stalled head keeps its connection forever"
+    );
+}
+
+/// A client that never reads a large response does not wedge the worker forever: after
+/// the write deadline (`--timeout 3`) other clients are served again.
+#[test]
+fn non_reading_client_does_not_wedge_worker() {
+    let s = Server::start("slow-reader", &["-w", "1", "--timeout", "3", "app"]);
+    let mut hog = s.connect();
+    hog.send("GET /big?size=67108864&cl=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let port = s.port;
+    let other = thread::spawn(move || {
+        let mut c = Conn::tcp(port);
+        c.send("GET /after-hog HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        c.read_response()
+    });
+    let r = other.join().expect("other client");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_str(), "hello /after-hog");
+    drop(hog);
+}
