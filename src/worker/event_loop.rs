@@ -59,6 +59,10 @@ struct Conn {
     phase: Phase,
     deadline: Instant,
     env: ConnEnv,
+    /// The client shut down its sending side.
+    eof: bool,
+    /// Already in `pending` for the next turn.
+    queued: bool,
 }
 
 pub struct EventLoop<'a> {
@@ -68,6 +72,8 @@ pub struct EventLoop<'a> {
     listeners: Vec<ListenerState>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
+    /// Connections with buffered bytes to serve on the next turn (round-robin).
+    pending: Vec<usize>,
     open: usize,
     limits: Limits,
     served: u64,
@@ -121,6 +127,7 @@ impl<'a> EventLoop<'a> {
             listeners,
             conns: Vec::new(),
             free: Vec::new(),
+            pending: Vec::new(),
             open: 0,
             limits: seed.config.limits,
             served: 0,
@@ -178,6 +185,14 @@ impl<'a> EventLoop<'a> {
             }
             let mut woke = false;
             ready.clear();
+            // Last turn's leftovers go first, then the connections that became readable.
+            for idx in std::mem::take(&mut self.pending) {
+                if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                    conn.queued = false;
+                    ready.push(idx);
+                }
+            }
+            let leftovers = ready.len();
             for event in events.iter() {
                 match event.token() {
                     WAKE => woke = true,
@@ -186,7 +201,10 @@ impl<'a> EventLoop<'a> {
                             l.ready = true;
                         }
                     }
-                    Token(t) => ready.push(t - CONN_BASE),
+                    Token(t) if !ready[..leftovers].contains(&(t - CONN_BASE)) => {
+                        ready.push(t - CONN_BASE)
+                    }
+                    Token(_) => {}
                 }
             }
             if woke {
@@ -221,7 +239,7 @@ impl<'a> EventLoop<'a> {
 
     fn poll_timeout(&self) -> Duration {
         let can_accept = super::is_alive() && self.open < self.seed.config.worker_connections;
-        if can_accept && self.listeners.iter().any(|l| l.ready) {
+        if !self.pending.is_empty() || (can_accept && self.listeners.iter().any(|l| l.ready)) {
             return Duration::ZERO;
         }
         // Wake at least every half timeout (heartbeat) and every second (parent check).
@@ -352,6 +370,8 @@ impl<'a> EventLoop<'a> {
             phase: Phase::Idle,
             deadline: Instant::now() + self.head_timeout,
             env,
+            eof: false,
+            queued: false,
         });
         self.open += 1;
         Ok(())
@@ -391,154 +411,183 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    /// Reads what arrived and serves every complete request in it.
+    /// Reads what arrived and serves at most one request from it. A connection with more
+    /// buffered (pipelined) requests is requeued for the next turn, so one fast client
+    /// cannot monopolise the worker while other connections wait.
     fn on_readable(&mut self, py: Python<'_>, idx: usize) -> Option<i32> {
-        loop {
-            let conn = self.conns.get_mut(idx)?.as_mut()?;
-            if conn.phase == Phase::Closing {
-                let mut sink = [0u8; 4096];
-                loop {
-                    match nix::unistd::read(&conn.fd, &mut sink) {
-                        Ok(0) => {
-                            self.close(idx);
-                            return None;
-                        }
-                        Ok(_) | Err(Errno::EINTR) => {}
-                        Err(Errno::EAGAIN) => return None,
-                        Err(_) => {
-                            self.close(idx);
-                            return None;
-                        }
-                    }
-                }
-            }
-            let limit = MAX_HEAD_BYTES + READ_CHUNK_BYTES;
-            let mut drained = false;
-            let mut eof = false;
-            while conn.buf.len() < limit {
-                let start = conn.buf.len();
-                conn.buf.resize(start + READ_CHUNK_BYTES, 0);
-                match nix::unistd::read(&conn.fd, &mut conn.buf[start..]) {
+        let conn = self.conns.get_mut(idx)?.as_mut()?;
+        if conn.phase == Phase::Closing {
+            let mut sink = [0u8; 4096];
+            loop {
+                match nix::unistd::read(&conn.fd, &mut sink) {
                     Ok(0) => {
-                        conn.buf.truncate(start);
-                        eof = true;
-                        break;
+                        self.close(idx);
+                        return None;
                     }
-                    Ok(n) => conn.buf.truncate(start + n),
-                    Err(Errno::EINTR) => conn.buf.truncate(start),
-                    Err(Errno::EAGAIN) => {
-                        conn.buf.truncate(start);
-                        drained = true;
-                        break;
-                    }
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(Errno::EAGAIN) => return None,
                     Err(_) => {
-                        conn.buf.truncate(start);
-                        eof = true;
-                        break;
+                        self.close(idx);
+                        return None;
                     }
                 }
             }
-            if conn.phase == Phase::Idle && !conn.buf.is_empty() {
-                conn.phase = Phase::Head;
-                conn.deadline = Instant::now() + self.head_timeout;
-            }
-            let served_before = self.served;
-            if let Some(code) = self.serve_buffered(py, idx) {
-                return Some(code);
-            }
-            let conn = self.conns.get_mut(idx).and_then(Option::as_mut)?;
-            if eof {
-                // The client finished sending; whatever is left is an incomplete head.
-                if conn.phase != Phase::Closing {
-                    self.close(idx);
+        }
+        // Edge-triggered: read until EAGAIN (or the buffer bound, then come back next turn).
+        let limit = MAX_HEAD_BYTES + READ_CHUNK_BYTES;
+        let mut drained = conn.eof;
+        while !drained && conn.buf.len() < limit {
+            let start = conn.buf.len();
+            conn.buf.resize(start + READ_CHUNK_BYTES, 0);
+            match nix::unistd::read(&conn.fd, &mut conn.buf[start..]) {
+                Ok(0) => {
+                    conn.buf.truncate(start);
+                    conn.eof = true;
+                    drained = true;
                 }
-                return None;
+                Ok(n) => conn.buf.truncate(start + n),
+                Err(Errno::EINTR) => conn.buf.truncate(start),
+                Err(Errno::EAGAIN) => {
+                    conn.buf.truncate(start);
+                    drained = true;
+                }
+                Err(_) => {
+                    conn.buf.truncate(start);
+                    conn.eof = true;
+                    drained = true;
+                }
             }
-            if drained && self.served == served_before {
-                return None;
+        }
+        if conn.phase == Phase::Idle && !conn.buf.is_empty() {
+            conn.phase = Phase::Head;
+            conn.deadline = Instant::now() + self.head_timeout;
+        }
+        let served = match self.serve_one(py, idx) {
+            Served::Exit(code) => return Some(code),
+            Served::Closed => return None,
+            Served::Request => true,
+            Served::Incomplete => false,
+        };
+        let conn = self.conns.get_mut(idx)?.as_mut()?;
+        if conn.eof && (conn.buf.is_empty() || !served) {
+            // The client finished sending; nothing complete is left to answer.
+            self.close(idx);
+        } else if (served && !conn.buf.is_empty()) || !drained {
+            self.requeue(idx);
+        }
+        None
+    }
+
+    fn requeue(&mut self, idx: usize) {
+        if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+            if !conn.queued {
+                conn.queued = true;
+                self.pending.push(idx);
             }
         }
     }
 
-    /// Serves the complete heads in the connection's buffer, in order (pipelining).
-    fn serve_buffered(&mut self, py: Python<'_>, idx: usize) -> Option<i32> {
-        loop {
-            let conn = self.conns.get_mut(idx)?.as_mut()?;
-            if conn.phase == Phase::Closing || conn.buf.is_empty() {
-                return None;
+    /// Parses the head at the start of the connection's buffer and serves that request.
+    fn serve_one(&mut self, py: Python<'_>, idx: usize) -> Served {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return Served::Closed;
+        };
+        if conn.phase == Phase::Closing || conn.buf.is_empty() {
+            return Served::Incomplete;
+        }
+        let head = match parse_head(&conn.buf, &self.limits) {
+            Ok(Some(head)) => head,
+            Ok(None) if conn.buf.len() >= MAX_HEAD_BYTES => {
+                warn!(
+                    "Invalid request from ip={}: request head larger than {MAX_HEAD_BYTES} bytes",
+                    conn.env.remote_ip
+                );
+                let page = error_page(
+                    431,
+                    "Request Header Fields Too Large",
+                    "Request header section too large",
+                );
+                let _ = super::io::write_all(
+                    py,
+                    conn.fd.as_raw_fd(),
+                    &mut [std::io::IoSlice::new(&page)],
+                    self.head_timeout,
+                );
+                self.close_gracefully(idx);
+                return Served::Closed;
             }
-            let head = match parse_head(&conn.buf, &self.limits) {
-                Ok(Some(head)) => head,
-                Ok(None) if conn.buf.len() >= MAX_HEAD_BYTES => {
-                    let page = error_page(
-                        431,
-                        "Request Header Fields Too Large",
-                        "Request header section too large",
-                    );
-                    warn!("Invalid request from ip={}: request head larger than {MAX_HEAD_BYTES} bytes", conn.env.remote_ip);
-                    let _ = nix::unistd::write(&conn.fd, &page);
-                    self.close_gracefully(idx);
-                    return None;
-                }
-                Ok(None) => return None,
-                Err(e) => {
-                    warn!("Invalid request from ip={}: {e}", conn.env.remote_ip);
-                    let page = e.to_error_page();
-                    let _ = super::io::write_all(
-                        py,
-                        conn.fd.as_raw_fd(),
-                        &mut [std::io::IoSlice::new(&page)],
-                        self.head_timeout,
-                    );
-                    self.close_gracefully(idx);
-                    return None;
-                }
-            };
-            conn.buf.drain(..head.head_len);
-            let max_requests = self.seed.max_requests;
-            let may_keep_alive = super::is_alive()
-                && !self.keepalive.is_zero()
-                && (max_requests == 0 || self.served + 1 < max_requests);
-            let fd = conn.fd.as_raw_fd();
-            let mut exchange = Exchange {
-                fd,
-                buf: &mut conn.buf,
-                conn: &conn.env,
-                may_keep_alive,
-            };
-            let outcome = self.runtime.handle(py, &mut exchange, &head);
-            self.served += 1;
-            self.seed.heartbeat.beat(self.seed.slot);
-            if max_requests > 0 && self.served >= max_requests && super::is_alive() {
-                info!("Autorestarting worker after current request.");
-                super::stop_gracefully();
+            Ok(None) => return Served::Incomplete,
+            Err(e) => {
+                warn!("Invalid request from ip={}: {e}", conn.env.remote_ip);
+                let page = e.to_error_page();
+                let _ = super::io::write_all(
+                    py,
+                    conn.fd.as_raw_fd(),
+                    &mut [std::io::IoSlice::new(&page)],
+                    self.head_timeout,
+                );
+                self.close_gracefully(idx);
+                return Served::Closed;
             }
-            match outcome {
-                Outcome::KeepAlive => {
-                    let conn = self.conns.get_mut(idx)?.as_mut()?;
-                    conn.phase = if conn.buf.is_empty() {
-                        Phase::Idle
-                    } else {
-                        Phase::Head
-                    };
+        };
+        conn.buf.drain(..head.head_len);
+        let max_requests = self.seed.max_requests;
+        let may_keep_alive = super::is_alive()
+            && !self.keepalive.is_zero()
+            && (max_requests == 0 || self.served + 1 < max_requests);
+        let fd = conn.fd.as_raw_fd();
+        let mut exchange = Exchange {
+            fd,
+            buf: &mut conn.buf,
+            conn: &conn.env,
+            may_keep_alive,
+        };
+        let outcome = self.runtime.handle(py, &mut exchange, &head);
+        self.served += 1;
+        self.seed.heartbeat.beat(self.seed.slot);
+        if max_requests > 0 && self.served >= max_requests && super::is_alive() {
+            info!("Autorestarting worker after current request.");
+            super::stop_gracefully();
+        }
+        match outcome {
+            Outcome::KeepAlive => {
+                if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                    let idle = conn.buf.is_empty();
+                    conn.phase = if idle { Phase::Idle } else { Phase::Head };
                     conn.deadline = Instant::now()
-                        + if conn.buf.is_empty() {
+                        + if idle {
                             self.keepalive
                         } else {
                             self.head_timeout
                         };
                 }
-                Outcome::Close => {
-                    self.close_gracefully(idx);
-                    return None;
-                }
-                Outcome::Exit(code) => {
-                    self.close(idx);
-                    return Some(code);
-                }
+                Served::Request
+            }
+            Outcome::Close => {
+                self.close_gracefully(idx);
+                Served::Closed
+            }
+            Outcome::Exit(_) => {
+                // Like Gunicorn's sync worker: an abort or quit that interrupted a request
+                // was answered (500) and the worker leaves with status 0, so the master has
+                // nothing more to report.
+                self.close(idx);
+                Served::Exit(0)
             }
         }
     }
+}
+
+/// What serving from a connection's buffer did.
+enum Served {
+    /// One request was answered; the connection stays open.
+    Request,
+    /// No complete head yet.
+    Incomplete,
+    /// The connection was closed (or is closing).
+    Closed,
+    /// The worker must exit with this status.
+    Exit(i32),
 }
 
 fn exit_status(py: Python<'_>, e: &PyErr) -> i32 {
