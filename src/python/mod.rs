@@ -77,6 +77,21 @@ pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     }
 }
 
+/// The exit status a `SystemExit` asks for (`None` → 0, a non-integer → 1).
+pub fn system_exit_code(py: Python<'_>, err: &PyErr) -> i32 {
+    let code = err.value(py).getattr("code").ok();
+    match code {
+        Some(c) if c.is_none() => 0,
+        Some(c) => c.extract::<i32>().unwrap_or(1),
+        None => 1,
+    }
+}
+
+/// Logs `message` at ERROR with the exception's traceback after it.
+pub fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
+    crate::log::error_log(LogLevel::Error, message, Some(&format_exception(py, err)));
+}
+
 /// Runs `atexit` handlers and flushes Python's standard streams, as a normal interpreter
 /// exit would, without `Py_Finalize` (which waits for non-daemon threads and can hang).
 pub fn run_exit_handlers(py: Python<'_>) {

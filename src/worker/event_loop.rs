@@ -487,6 +487,16 @@ impl<'a> EventLoop<'a> {
         }
     }
 
+    /// Answers an unparsable request with its error page and closes the connection.
+    fn reject(&mut self, py: Python<'_>, idx: usize, page: &[u8]) -> Served {
+        if let Some(conn) = self.conns.get(idx).and_then(Option::as_ref) {
+            let slices = &mut [std::io::IoSlice::new(page)];
+            let _ = super::io::write_all(py, conn.fd.as_raw_fd(), slices, self.head_timeout);
+        }
+        self.close_gracefully(idx);
+        Served::Closed
+    }
+
     /// Parses the head at the start of the connection's buffer and serves that request.
     fn serve_one(&mut self, py: Python<'_>, idx: usize) -> Served {
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
@@ -507,27 +517,12 @@ impl<'a> EventLoop<'a> {
                     "Request Header Fields Too Large",
                     "Request header section too large",
                 );
-                let _ = super::io::write_all(
-                    py,
-                    conn.fd.as_raw_fd(),
-                    &mut [std::io::IoSlice::new(&page)],
-                    self.head_timeout,
-                );
-                self.close_gracefully(idx);
-                return Served::Closed;
+                return self.reject(py, idx, &page);
             }
             Ok(None) => return Served::Incomplete,
             Err(e) => {
                 warn!("Invalid request from ip={}: {e}", conn.env.remote_ip);
-                let page = e.to_error_page();
-                let _ = super::io::write_all(
-                    py,
-                    conn.fd.as_raw_fd(),
-                    &mut [std::io::IoSlice::new(&page)],
-                    self.head_timeout,
-                );
-                self.close_gracefully(idx);
-                return Served::Closed;
+                return self.reject(py, idx, &e.to_error_page());
             }
         };
         conn.buf.drain(..head.head_len);
@@ -592,23 +587,9 @@ enum Served {
 
 fn exit_status(py: Python<'_>, e: &PyErr) -> i32 {
     if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) {
-        e.value(py)
-            .getattr("code")
-            .ok()
-            .and_then(|c| {
-                if c.is_none() {
-                    Some(0)
-                } else {
-                    c.extract::<i32>().ok()
-                }
-            })
-            .unwrap_or(1)
+        crate::python::system_exit_code(py, e)
     } else {
-        crate::log::error_log(
-            crate::config::LogLevel::Error,
-            "Exception in worker process",
-            Some(&crate::python::format_exception(py, e)),
-        );
+        crate::python::log_exception(py, "Exception in worker process", e);
         1
     }
 }

@@ -123,11 +123,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     let wake = match install_signals(py) {
         Ok(fd) => fd,
         Err(e) => {
-            crate::log::error_log(
-                crate::config::LogLevel::Error,
-                "Exception in worker process",
-                Some(&crate::python::format_exception(py, &e)),
-            );
+            crate::python::log_exception(py, "Exception in worker process", &e);
             return crate::error::WORKER_BOOT_ERROR;
         }
     };
@@ -145,11 +141,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     let runtime = match crate::wsgi::Runtime::new(py, app, seed.config, access_log) {
         Ok(r) => r,
         Err(e) => {
-            crate::log::error_log(
-                crate::config::LogLevel::Error,
-                "Exception in worker process",
-                Some(&crate::python::format_exception(py, &e)),
-            );
+            crate::python::log_exception(py, "Exception in worker process", &e);
             return crate::error::WORKER_BOOT_ERROR;
         }
     };
@@ -177,11 +169,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
 fn report_boot_failure(py: Python<'_>, e: AppError) -> i32 {
     match &e {
         AppError::Import(err) => {
-            crate::log::error_log(
-                crate::config::LogLevel::Error,
-                "Exception in worker process",
-                Some(&crate::python::format_exception(py, err)),
-            );
+            crate::python::log_exception(py, "Exception in worker process", err);
         }
         AppError::Load(msg) => {
             debug!("Exception while loading the application");

@@ -92,20 +92,6 @@ fn classify(py: Python<'_>, e: PyErr) -> Failure {
     }
 }
 
-fn exit_code(py: Python<'_>, e: &PyErr) -> i32 {
-    e.value(py)
-        .getattr("code")
-        .ok()
-        .and_then(|c| {
-            if c.is_none() {
-                Some(0)
-            } else {
-                c.extract::<i32>().ok()
-            }
-        })
-        .unwrap_or(1)
-}
-
 impl Runtime {
     pub fn new(
         py: Python<'_>,
@@ -247,7 +233,7 @@ impl Runtime {
                         .send_raw(py, &error_page(500, "Internal Server Error", ""));
                     status_code = 500;
                 }
-                outcome = Outcome::Exit(exit_code(py, &e));
+                outcome = Outcome::Exit(crate::python::system_exit_code(py, &e));
             }
             Some(Failure::App(e)) => {
                 let tb = crate::python::format_exception(py, &e);
@@ -328,15 +314,8 @@ impl Runtime {
                     item.repr().map(|r| r.to_string()).unwrap_or_default()
                 )))
             })?;
-            let mut guard = sr.borrow_mut();
-            let StartResponse {
-                status,
-                headers,
-                writer,
-                ..
-            } = &mut *guard;
-            writer
-                .send(py, status.as_deref(), headers, bytes.as_bytes())
+            sr.borrow_mut()
+                .send_body(py, bytes.as_bytes())
                 .map_err(|e| send_failure(py, e))
         };
         // Lists and tuples (the common `return [body]`) are walked without an iterator object.
@@ -353,15 +332,8 @@ impl Runtime {
                 send(item.map_err(|e| classify(py, e))?)?;
             }
         }
-        let mut guard = sr.borrow_mut();
-        let StartResponse {
-            status,
-            headers,
-            writer,
-            ..
-        } = &mut *guard;
-        writer
-            .finish(py, status.as_deref(), headers)
+        sr.borrow_mut()
+            .finish_body(py)
             .map_err(|e| send_failure(py, e))
     }
 
@@ -373,20 +345,14 @@ impl Runtime {
         sr: &Bound<'_, StartResponse>,
     ) -> Option<Result<(), Failure>> {
         let (file_fd, offset, available) = file_wrapper::sendfile_source(py, wrapper)?;
-        let mut guard = sr.borrow_mut();
-        let StartResponse {
-            status,
-            headers,
-            writer,
-            ..
-        } = &mut *guard;
+        let mut sr = sr.borrow_mut();
         let result = (|| {
-            writer.send(py, status.as_deref(), headers, b"")?;
-            let count = writer.body_allowance(available);
+            sr.send_body(py, b"")?;
+            let count = sr.writer.body_allowance(available);
             if count > 0 {
-                writer.send_file(py, file_fd, offset, count)?;
+                sr.writer.send_file(py, file_fd, offset, count)?;
             }
-            writer.finish(py, status.as_deref(), headers)
+            sr.finish_body(py)
         })();
         Some(result.map_err(|e| send_failure(py, e)))
     }

@@ -284,6 +284,18 @@ pub struct StartResponse {
 }
 
 impl StartResponse {
+    /// Sends body bytes with the status and headers given to `start_response`.
+    pub fn send_body(&mut self, py: Python<'_>, data: &[u8]) -> Result<(), SendError> {
+        self.writer
+            .send(py, self.status.as_deref(), &self.headers, data)
+    }
+
+    /// Ends the response (head if nothing was sent, last chunk when chunked).
+    pub fn finish_body(&mut self, py: Python<'_>) -> Result<(), SendError> {
+        self.writer
+            .finish(py, self.status.as_deref(), &self.headers)
+    }
+
     pub fn new(writer: ResponseWriter) -> StartResponse {
         StartResponse {
             status: None,
@@ -398,13 +410,7 @@ impl StartResponse {
                     .unwrap_or_default()
             ))
         })?;
-        let status = self.status.clone();
-        let headers = std::mem::take(&mut self.headers);
-        let result = self
-            .writer
-            .send(py, status.as_deref(), &headers, bytes.as_bytes());
-        self.headers = headers;
-        match result {
+        match self.send_body(py, bytes.as_bytes()) {
             Ok(()) => Ok(()),
             Err(SendError::App(msg)) => Err(PyAssertionError::new_err(msg)),
             Err(SendError::Io(IoError::Signal(e))) => Err(e),
