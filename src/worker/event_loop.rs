@@ -63,6 +63,8 @@ struct Conn {
     eof: bool,
     /// Already in `pending` for the next turn.
     queued: bool,
+    /// Requests answered on this connection (a fresh one is never "idle keep-alive").
+    requests: u64,
 }
 
 pub struct EventLoop<'a> {
@@ -74,6 +76,8 @@ pub struct EventLoop<'a> {
     free: Vec<usize>,
     /// Connections with buffered bytes to serve on the next turn (round-robin).
     pending: Vec<usize>,
+    /// On stop, the listen backlog was accepted once (then listeners are closed to us).
+    backlog_drained: bool,
     open: usize,
     limits: Limits,
     served: u64,
@@ -128,6 +132,7 @@ impl<'a> EventLoop<'a> {
             conns: Vec::new(),
             free: Vec::new(),
             pending: Vec::new(),
+            backlog_drained: false,
             open: 0,
             limits: seed.config.limits,
             served: 0,
@@ -170,7 +175,7 @@ impl<'a> EventLoop<'a> {
             }
             self.check_parent();
             if !super::is_alive() {
-                self.wind_down();
+                self.wind_down(py);
                 if self.open == 0 {
                     return 0;
                 }
@@ -253,14 +258,22 @@ impl<'a> EventLoop<'a> {
     }
 
     /// Stopping: no new connections; idle ones are closed now, the rest finish.
-    fn wind_down(&mut self) {
-        for i in 0..self.listeners.len() {
-            let _ = self.set_listening(i, false);
+    ///
+    /// Beyond Gunicorn (its issue #3397): connections already queued in the listen backlog
+    /// are accepted and served before the worker leaves, instead of being reset when the
+    /// listeners close. Only connections idle between requests are closed at once.
+    fn wind_down(&mut self, py: Python<'_>) {
+        if !self.backlog_drained {
+            self.backlog_drained = true;
+            for i in 0..self.listeners.len() {
+                while self.open < self.seed.config.worker_connections && self.accept_one(py, i) {}
+                let _ = self.set_listening(i, false);
+            }
         }
         for idx in 0..self.conns.len() {
             if self.conns[idx]
                 .as_ref()
-                .is_some_and(|c| c.phase == Phase::Idle && c.buf.is_empty())
+                .is_some_and(|c| c.phase == Phase::Idle && c.buf.is_empty() && c.requests > 0)
             {
                 self.close(idx);
             }
@@ -282,22 +295,32 @@ impl<'a> EventLoop<'a> {
             if !self.listeners[i].ready {
                 continue;
             }
-            let fd = self.listeners[i].fd;
-            match accept4(fd, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
-                Ok(raw) => {
-                    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
-                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                    if let Err(e) = self.add_conn(py, i, owned) {
-                        debug!("dropping a new connection: {e}");
-                    }
+            self.accept_one(py, i);
+        }
+    }
+
+    /// Accepts one connection from listener `i`; false when none was waiting (or on error).
+    fn accept_one(&mut self, py: Python<'_>, i: usize) -> bool {
+        let fd = self.listeners[i].fd;
+        match accept4(fd, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+            Ok(raw) => {
+                // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                if let Err(e) = self.add_conn(py, i, owned) {
+                    debug!("dropping a new connection: {e}");
                 }
-                Err(Errno::EAGAIN) => self.listeners[i].ready = false,
-                Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => {}
-                Err(e) => {
-                    // EMFILE and friends: try again on the next turn rather than spin.
-                    error!("accept error: {e}");
-                    self.listeners[i].ready = false;
-                }
+                true
+            }
+            Err(Errno::EINTR) | Err(Errno::ECONNABORTED) => true,
+            Err(Errno::EAGAIN) => {
+                self.listeners[i].ready = false;
+                false
+            }
+            Err(e) => {
+                // EMFILE and friends: try again on the next turn rather than spin.
+                error!("accept error: {e}");
+                self.listeners[i].ready = false;
+                false
             }
         }
     }
@@ -372,6 +395,7 @@ impl<'a> EventLoop<'a> {
             env,
             eof: false,
             queued: false,
+            requests: 0,
         });
         self.open += 1;
         Ok(())
@@ -547,6 +571,7 @@ impl<'a> EventLoop<'a> {
         match outcome {
             Outcome::KeepAlive => {
                 if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                    conn.requests += 1;
                     let idle = conn.buf.is_empty();
                     conn.phase = if idle { Phase::Idle } else { Phase::Head };
                     conn.deadline = Instant::now()

@@ -13,4 +13,5 @@ mod frameworks;
 mod http;
 mod logging;
 mod process;
+mod signals;
 mod wsgi;
