@@ -48,11 +48,48 @@ fn on_quit(_signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
     Err(PySystemExit::new_err(0))
 }
 
-/// ABRT: the master timed us out. SystemExit(1) unwinds the app; the request gets a 500.
+/// ABRT: the master timed us out. Says which request hung and where every thread was,
+/// then SystemExit(1) unwinds the app and the request gets a 500.
 #[pyfunction]
-fn on_abort(_signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
+fn on_abort(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
     stop_gracefully();
+    let what = crate::wsgi::describe_current_request()
+        .unwrap_or_else(|| "no request (between requests)".to_string());
+    let stacks = thread_stacks(py).unwrap_or_else(|e| format!("(stacks unavailable: {e})\n"));
+    crate::log::error_log(
+        crate::config::LogLevel::Error,
+        &format!(
+            "Worker timed out (pid: {}) handling {what}; Python stacks:",
+            std::process::id()
+        ),
+        Some(&stacks),
+    );
     Err(PySystemExit::new_err(1))
+}
+
+/// Every Python thread's stack, innermost call last, as `traceback.format_stack` gives it.
+fn thread_stacks(py: Python<'_>) -> PyResult<String> {
+    let globals = pyo3::types::PyDict::new(py);
+    py.run(
+        c"
+import sys, threading, traceback
+names = {t.ident: t.name for t in threading.enumerate()}
+parts = []
+me = threading.get_ident()
+for ident, frame in sys._current_frames().items():
+    if ident == me:
+        frame = frame.f_back  # skip this report's own frame
+    parts.append('Thread %s (%d):\\n' % (names.get(ident, '?'), ident))
+    parts.extend(traceback.format_stack(frame))
+out = ''.join(parts)
+",
+        Some(&globals),
+        None,
+    )?;
+    globals
+        .get_item("out")?
+        .map(|o| o.extract())
+        .unwrap_or_else(|| Ok(String::new()))
 }
 
 #[pyfunction]

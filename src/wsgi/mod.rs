@@ -28,6 +28,37 @@ use file_wrapper::FileWrapper;
 use input::{BodySource, WsgiInput};
 use response::{RequestFacts, ResponseWriter, SendError, StartResponse};
 
+/// The request a worker is running, for the timeout report (`worker_abort`).
+pub struct CurrentRequest {
+    pub method: String,
+    pub target: String,
+    pub peer: String,
+    pub started: Instant,
+}
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<CurrentRequest>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Describes the request in hand (`GET /path from 127.0.0.1 after 31.2 s`), if any.
+pub fn describe_current_request() -> Option<String> {
+    CURRENT.with(|c| {
+        c.borrow().as_ref().map(|r| {
+            format!(
+                "{} {} from {} after {:.1} s",
+                r.method,
+                r.target,
+                if r.peer.is_empty() {
+                    "a unix socket peer"
+                } else {
+                    &r.peer
+                },
+                r.started.elapsed().as_secs_f64()
+            )
+        })
+    })
+}
+
 /// How much of an unread request body is discarded to keep a connection alive.
 const MAX_DRAIN_BYTES: usize = 1024 * 1024;
 
@@ -124,6 +155,26 @@ impl Runtime {
         let start = Instant::now();
         // Gunicorn's default pre_request hook.
         debug!("{} {}", head.method, head.path);
+        CURRENT.with(|c| {
+            *c.borrow_mut() = Some(CurrentRequest {
+                method: head.method.clone(),
+                target: head.target.clone(),
+                peer: ex.conn.remote_ip.clone(),
+                started: start,
+            })
+        });
+        let outcome = self.run_request(py, ex, head, start);
+        CURRENT.with(|c| *c.borrow_mut() = None);
+        outcome
+    }
+
+    fn run_request(
+        &mut self,
+        py: Python<'_>,
+        ex: &mut Exchange<'_>,
+        head: &RequestHead,
+        start: Instant,
+    ) -> Outcome {
         let facts = RequestFacts {
             version: head.version,
             is_head: head.method == "HEAD",

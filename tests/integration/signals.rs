@@ -77,3 +77,22 @@ fn term_closes_idle_keepalive_connections_at_once() {
         "the idle connection was closed"
     );
 }
+
+/// A timed-out worker says which request hung and where the app was (every thread's
+/// Python stack), before answering 500 — what Gunicorn users ask for in #185/#2284.
+#[test]
+fn timeout_report_names_the_request_and_the_python_stack() {
+    let s = Server::start("abort-report", &["-w", "1", "-t", "2", "app:application"]);
+    let r = s.get("/sleep?s=30");
+    assert_eq!(r.status, 500, "{r:?}");
+    let log = s.wait_for_log("Python stacks:", DEADLINE);
+    assert!(
+        log.contains("handling GET /sleep?s=30 from 127.0.0.1 after"),
+        "the report names the request: {log}"
+    );
+    assert!(log.contains("Thread MainThread"), "{log}");
+    assert!(
+        log.contains("in sleep_route"),
+        "the app's frame is in the stack: {log}"
+    );
+}
