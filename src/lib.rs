@@ -17,8 +17,11 @@ pub mod error;
 pub mod http;
 pub mod log;
 pub mod master;
+pub mod pidfile;
+pub mod proctitle;
 pub mod python;
 pub mod sock;
+pub mod systemd;
 pub mod worker;
 pub mod wsgi;
 
@@ -98,24 +101,61 @@ pub fn run(argv: &[String]) -> i32 {
     }
 
     info!("Starting rgunicorn {VERSION}");
+    let pidfile = match &config.pidfile {
+        Some(path) => match pidfile::Pidfile::create(path, std::process::id() as i32) {
+            Ok(p) => Some(p),
+            Err(msg) => {
+                error!("{msg}");
+                return EXIT_CONFIG;
+            }
+        },
+        None => None,
+    };
     debug!("Arbiter booted");
-    let listeners = match bind_all(&config) {
+    let listeners = match listen(&config) {
         Ok(l) => l,
         Err(msg) => {
             error!("{msg}");
+            if let Some(p) = &pidfile {
+                p.unlink();
+            }
             return EXIT_CONFIG;
         }
     };
     let shown: Vec<String> = listeners.iter().map(|l| l.addr.to_string()).collect();
     info!("Listening at: {} ({})", shown.join(","), std::process::id());
     info!("Using worker: sync");
-    match master::Master::new(config, listeners, signals) {
+    proctitle::set(&format!("rgunicorn: master [{}]", config.proc_name));
+    systemd::notify("READY=1\nSTATUS=rgunicorn arbiter booted");
+    match master::Master::new(config, listeners, signals, pidfile) {
         Ok(m) => m.run(),
         Err(e) => {
             error!("can't set up worker heartbeats: {e}");
             EXIT_CONFIG
         }
     }
+}
+
+/// The listeners: sockets systemd passed (then `bind` is ignored, as in Gunicorn) plus
+/// `fd://N` binds, or else every `bind` address.
+fn listen(config: &config::Config) -> Result<Vec<sock::Listener>, String> {
+    let activated = systemd::listen_fds();
+    if activated.is_empty() {
+        return bind_all(config);
+    }
+    let fd_binds = config.binds.iter().filter_map(|b| match b {
+        sock::BindAddress::Fd(fd) => Some(*fd),
+        _ => None,
+    });
+    activated
+        .into_iter()
+        .chain(fd_binds)
+        .map(|fd| {
+            sock::inherited_listener(fd).map_err(|e| match e {
+                sock::BindError::InUse(m) | sock::BindError::Other(m) => m,
+            })
+        })
+        .collect()
 }
 
 /// `sys.path` gets `--pythonpath` entries and the working directory first; the
@@ -145,7 +185,7 @@ fn bind_all(config: &config::Config) -> Result<Vec<sock::Listener>, String> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match sock::bind_one(address, config.backlog) {
+            match sock::bind_one(address, config.backlog, config.umask) {
                 Ok(l) => {
                     listeners.push(l);
                     break;

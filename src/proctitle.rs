@@ -284,11 +284,12 @@ mod linux {
     /// entry points into the argv strings.
     fn find_argv(layout: &StackLayout) -> Option<(*mut *mut c_char, usize)> {
         let word = std::mem::size_of::<usize>();
-        if layout.start_stack % std::mem::align_of::<usize>() != 0 {
+        let argc_slot = layout.start_stack as *const usize;
+        if !argc_slot.is_aligned() {
             return None;
         }
         // SAFETY: `start_stack` is aligned and inside the mapping `capture` checked.
-        let argc = unsafe { *(layout.start_stack as *const usize) };
+        let argc = unsafe { *argc_slot };
         let table_end = argc
             .checked_add(2)?
             .checked_mul(word)?
@@ -319,7 +320,7 @@ mod linux {
     /// it meanwhile, and every entry must be NULL or point to a NUL-terminated string.
     unsafe fn move_out(table: *mut *mut c_char, count: Option<usize>, area: &Area) {
         let mut i = 0;
-        while count.map_or(true, |count| i < count) {
+        while count.is_none_or(|count| i < count) {
             // SAFETY: within the valid prefix of `table`, per this function's contract.
             let slot = unsafe { table.add(i) };
             // SAFETY: as above.
@@ -519,7 +520,7 @@ mod tests {
         let run = shown.iter().take_while(|&&b| b == b'y').count();
         // Past the argv strings the kernel serves at most a page of an overflowing title.
         assert!(
-            run <= capacity - 1 && run >= (capacity - 1).min(4095),
+            run < capacity && run >= (capacity - 1).min(4095),
             "{run} {capacity}"
         );
         assert_eq!(exec_filename(), execfn);

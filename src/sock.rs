@@ -195,8 +195,17 @@ fn unix_listener(path: &PathBuf, backlog: i32) -> Result<Listener, BindError> {
     })
 }
 
-fn inherited_listener(fd: RawFd) -> Result<Listener, BindError> {
-    // SAFETY: `fd://N` names a descriptor the launcher passed us; we take ownership of it.
+pub fn inherited_listener(fd: RawFd) -> Result<Listener, BindError> {
+    // Check before taking ownership: a wrong number could name a descriptor that some other
+    // part of this process owns, and closing it later would break that owner.
+    // SAFETY: the borrow only lives for this getsockopt call.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    if !nix::sys::socket::getsockopt(&borrowed, sockopt::AcceptConn).unwrap_or(false) {
+        return Err(BindError::Other(format!(
+            "fd://{fd} is not a listening socket"
+        )));
+    }
+    // SAFETY: the descriptor is a listening socket the launcher passed us; we own it now.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let storage: SockaddrStorage =
         getsockname(fd).map_err(|e| BindError::Other(format!("fd://{fd} is not a socket: {e}")))?;
@@ -227,7 +236,7 @@ fn inherited_listener(fd: RawFd) -> Result<Listener, BindError> {
 ///
 /// # Errors
 /// The first address that could not be bound.
-pub fn bind_one(address: &BindAddress, backlog: i32) -> Result<Listener, BindError> {
+pub fn bind_one(address: &BindAddress, backlog: i32, umask: u32) -> Result<Listener, BindError> {
     match address {
         BindAddress::Tcp { host, port } => {
             let addr = (host.as_str(), *port)
@@ -237,7 +246,14 @@ pub fn bind_one(address: &BindAddress, backlog: i32) -> Result<Listener, BindErr
                 .ok_or_else(|| BindError::Other(format!("Invalid address: ('{host}', {port})")))?;
             tcp_listener(addr, backlog)
         }
-        BindAddress::Unix(path) => unix_listener(path, backlog),
+        BindAddress::Unix(path) => {
+            // The socket file's mode comes from the umask at bind time; Gunicorn applies
+            // `--umask` only around this, not to the whole process.
+            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+            let result = unix_listener(path, backlog);
+            nix::sys::stat::umask(old);
+            result
+        }
         BindAddress::Fd(fd) => inherited_listener(*fd),
     }
 }
@@ -269,11 +285,6 @@ impl Peer {
             Peer::Unix => None,
         }
     }
-}
-
-/// The address as a `sockaddr` type nix can hand to `connect` (for tests and tools).
-pub fn family_of(addr: &SockaddrStorage) -> Option<AddressFamily> {
-    addr.family()
 }
 
 #[cfg(test)]

@@ -68,6 +68,20 @@ fn parse_workers(text: &str) -> Result<Value, String> {
     }
 }
 
+/// Gunicorn's umask: `int(x, 0)`, plus a leading-zero string read as octal (`022`).
+fn parse_octal(text: &str) -> Result<Value, String> {
+    let t = text.trim();
+    let digits = t
+        .strip_prefix('0')
+        .filter(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
+    match digits {
+        Some(octal) => i64::from_str_radix(octal, 8)
+            .map(Value::Int)
+            .map_err(|_| format!("Not a valid octal number: {text}")),
+        None => parse_pos_int(t),
+    }
+}
+
 fn parse_loglevel(text: &str) -> Result<Value, String> {
     parse_choice(
         text,
@@ -263,6 +277,36 @@ pub static SETTINGS: &[Setting] = &[
         help: "Change directory to specified directory before loading apps.",
     },
     Setting {
+        name: "pidfile",
+        section: "Server Mechanics",
+        flags: &["-p", "--pid"],
+        meta: "FILE",
+        action: Action::Set,
+        parse: parse_string,
+        default: none,
+        help: "A filename to use for the PID file.",
+    },
+    Setting {
+        name: "worker_tmp_dir",
+        section: "Server Mechanics",
+        flags: &["--worker-tmp-dir"],
+        meta: "DIR",
+        action: Action::Set,
+        parse: parse_string,
+        default: none,
+        help: "A directory for worker heartbeat files (accepted; rgunicorn's heartbeat lives in shared memory).",
+    },
+    Setting {
+        name: "umask",
+        section: "Server Mechanics",
+        flags: &["-m", "--umask"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_octal,
+        default: || Value::Int(0),
+        help: "A bit mask for the file mode on files written by rgunicorn (unix sockets).",
+    },
+    Setting {
         name: "raw_env",
         section: "Server Mechanics",
         flags: &["-e", "--env"],
@@ -391,6 +435,15 @@ mod tests {
     fn workers_must_be_positive() {
         assert!(parse_workers("0").is_err());
         assert_eq!(parse_workers("4").unwrap(), Value::Int(4));
+    }
+
+    #[test]
+    fn umask_accepts_gunicorn_spellings() {
+        assert_eq!(parse_octal("0o22").unwrap(), Value::Int(0o22));
+        assert_eq!(parse_octal("022").unwrap(), Value::Int(0o22));
+        assert_eq!(parse_octal("0x12").unwrap(), Value::Int(0x12));
+        assert_eq!(parse_octal("18").unwrap(), Value::Int(18));
+        assert!(parse_octal("089").is_err());
     }
 
     #[test]

@@ -154,6 +154,9 @@ pub struct Config {
     pub loglevel: LogLevel,
     pub proc_name: String,
     pub pythonpath: Vec<String>,
+    pub pidfile: Option<PathBuf>,
+    /// Applied while creating unix sockets (Gunicorn: not process-wide).
+    pub umask: u32,
     /// The raw value of every setting, by name (for `--print-config` and hooks' `cfg`).
     pub values: BTreeMap<&'static str, Value>,
 }
@@ -293,6 +296,8 @@ impl Config {
             loglevel: LogLevel::from_name(&text(&values, "loglevel").unwrap_or_default()),
             proc_name,
             pythonpath,
+            pidfile: text(&values, "pidfile").map(PathBuf::from),
+            umask: u32::try_from(int(&values, "umask")).unwrap_or(0) & 0o777,
             app_module,
             values,
         })

@@ -66,6 +66,7 @@ pub struct Master {
     logged_count: usize,
     rng: u64,
     pid: Pid,
+    pidfile: Option<crate::pidfile::Pidfile>,
 }
 
 impl Master {
@@ -73,6 +74,7 @@ impl Master {
         config: Config,
         listeners: Vec<Listener>,
         signals: SignalQueue,
+        pidfile: Option<crate::pidfile::Pidfile>,
     ) -> nix::Result<Master> {
         let pid = nix::unistd::getpid();
         Ok(Master {
@@ -86,6 +88,7 @@ impl Master {
             listeners,
             signals,
             pid,
+            pidfile,
         })
     }
 
@@ -128,12 +131,17 @@ impl Master {
             Signal::SIGINT | Signal::SIGQUIT => Some(Stop::Quick),
             Signal::SIGHUP => {
                 info!("Hang up: Master");
+                crate::systemd::notify(&format!(
+                    "RELOADING=1\nMONOTONIC_USEC={}",
+                    crate::systemd::monotonic_usec()
+                ));
                 // New workers first, then the oldest extras are stopped gracefully by
                 // manage_workers: the service never stops answering.
                 for _ in 0..self.config.workers {
                     self.spawn_worker();
                 }
                 self.num_workers = self.config.workers;
+                crate::systemd::notify("READY=1");
                 None
             }
             Signal::SIGTTIN => {
@@ -287,7 +295,15 @@ impl Master {
         } else {
             self.config.max_requests + self.random_below(self.config.max_requests_jitter + 1)
         };
+        // Held back until the child has its own handlers; see `signals::master_sigset`.
+        let blocked = signals::master_sigset();
+        let previous = blocked.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
         let forked = Python::attach(fork);
+        if !matches!(forked, Ok(Forked::Child)) {
+            if let Ok(mask) = previous {
+                let _ = mask.thread_set_mask();
+            }
+        }
         match forked {
             Ok(Forked::Parent(pid)) => {
                 self.workers.insert(
@@ -329,6 +345,7 @@ impl Master {
     /// Closes the listeners, stops the workers (TERM for graceful, QUIT for quick), waits up
     /// to `graceful_timeout`, kills what is left, and says goodbye.
     fn stop(mut self, how: Stop) -> i32 {
+        crate::systemd::notify("STOPPING=1");
         for listener in std::mem::take(&mut self.listeners) {
             if let (true, crate::sock::ListenAddr::Unix(path)) =
                 (listener.owns_path, &listener.addr)
@@ -368,6 +385,9 @@ impl Master {
                 error!("Reason: {reason}");
             }
             None => info!("Shutting down: Master"),
+        }
+        if let Some(p) = &self.pidfile {
+            p.unlink();
         }
         code
     }

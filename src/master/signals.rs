@@ -90,6 +90,17 @@ impl SignalQueue {
     }
 }
 
+/// The master's signals as a set, for blocking them around `fork()`: a signal sent to a
+/// new worker before it installed its own handlers would otherwise run the master's
+/// (inherited) handler in the child and be lost.
+pub fn master_sigset() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in MASTER_SIGNALS {
+        set.add(sig);
+    }
+    set
+}
+
 /// Gunicorn's lowercase signal names for `Handling signal: <name>`.
 pub fn signal_name(sig: Signal) -> String {
     sig.as_str().trim_start_matches("SIG").to_ascii_lowercase()

@@ -156,8 +156,13 @@ pub fn run(seed: WorkerSeed<'_>) -> ! {
 }
 
 fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
+    crate::proctitle::set(&format!("rgunicorn: worker [{}]", seed.config.proc_name));
     info!("Booting worker with pid: {}", std::process::id());
-    let wake = match install_signals(py) {
+    let installed = install_signals(py);
+    // The master blocked its signals across fork; now that ours are in place, a TERM that
+    // arrived meanwhile is delivered to our handler instead of being lost.
+    let _ = crate::master::signals::master_sigset().thread_unblock();
+    let wake = match installed {
         Ok(fd) => fd,
         Err(e) => {
             crate::python::log_exception(py, "Exception in worker process", &e);

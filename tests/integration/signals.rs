@@ -96,3 +96,178 @@ fn timeout_report_names_the_request_and_the_python_stack() {
         "the app's frame is in the stack: {log}"
     );
 }
+
+/// `-p` writes the master's pid atomically, refuses a file naming a live process, and
+/// removes the file on exit.
+#[test]
+fn pidfile_is_written_guarded_and_removed() {
+    let tmp = TempDir::new("pidfile");
+    let pidfile = tmp.join("app.pid");
+    let pid_arg = pidfile.display().to_string();
+    let mut s = Server::start("pidfile", &["-p", &pid_arg, "app:application"]);
+    let text = std::fs::read_to_string(&pidfile).expect("pid file written");
+    assert_eq!(text, format!("{}\n", s.pid()));
+    let second = crate::support::run_to_exit(
+        &["-b", "127.0.0.1:1", "-p", &pid_arg, "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(second.code(), Some(1), "{}", second.output());
+    assert!(
+        second
+            .output()
+            .contains(&format!("Already running on PID {}", s.pid())),
+        "{}",
+        second.output()
+    );
+    s.send_signal("TERM");
+    assert!(s.wait_exit(DEADLINE).success());
+    assert!(!pidfile.exists(), "the pid file is removed on exit");
+}
+
+/// `--umask` applies to the unix socket file rgunicorn creates.
+#[test]
+fn umask_sets_the_unix_socket_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("umask");
+    let sock = tmp.join("app.sock");
+    let bind = format!("unix:{}", sock.display());
+    let _s = Server::builder("umask")
+        .args(["-m", "0o077", "app:application"])
+        .also_bind(&bind)
+        .start();
+    let mode = std::fs::metadata(&sock)
+        .expect("socket exists")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "mode {mode:o}");
+}
+
+/// sd_notify: READY=1 once listening, RELOADING=1 (+MONOTONIC_USEC) and READY=1 around a
+/// HUP, STOPPING=1 on stop.
+#[test]
+fn sd_notify_reports_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = TempDir::new("notify");
+    let path = tmp.join("notify.sock");
+    let listener = UnixDatagram::bind(&path).unwrap();
+    listener.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut s = Server::builder("notify")
+        .env("NOTIFY_SOCKET", path.display().to_string())
+        .args(["app:application"])
+        .start();
+    let recv = || {
+        let mut buf = [0u8; 256];
+        let n = listener.recv(&mut buf).expect("a notify message");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(recv().starts_with("READY=1"), "first message is READY=1");
+    s.send_signal("HUP");
+    let reloading = recv();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(recv(), "READY=1");
+    s.send_signal("TERM");
+    assert_eq!(recv(), "STOPPING=1");
+    assert!(s.wait_exit(DEADLINE).success());
+}
+
+/// Socket activation: a launcher (as systemd does) passes a listening socket as fd 3 with
+/// LISTEN_FDS=1 and LISTEN_PID=<rgunicorn's pid>; rgunicorn serves on it and ignores `-b`.
+#[test]
+fn socket_activation_serves_the_passed_socket() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    // `exec` keeps the shell's pid, so $$ is the pid rgunicorn will have.
+    cmd.arg("-c")
+        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@""#)
+        .arg(crate::support::binary())
+        .args(["-b", "127.0.0.1:1", "app:application"])
+        .current_dir(crate::support::apps_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: dup2 is async-signal-safe; the child only rearranges its descriptors.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2(3, 3) is a no-op that keeps close-on-exec, so clear the flag explicitly.
+            if fd == 3 {
+                if nix::libc::fcntl(3, nix::libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if nix::libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn the launcher");
+    drop(listener);
+    // The socket listens already, so a connect proves nothing: wait for an answer.
+    let answered = crate::support::poll_until(DEADLINE, || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        c.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        c.read_to_string(&mut out).ok()?;
+        out.starts_with("HTTP/1.1 200").then_some(out)
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        answered.is_some(),
+        "the passed socket serves requests: {err}"
+    );
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains(&format!("Listening at: http://127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+/// `-n NAME` names the processes as `ps` shows them.
+#[test]
+fn process_titles_name_master_and_workers() {
+    let mut s = Server::start("titles", &["-w", "1", "-n", "shop", "app:application"]);
+    let worker = s.wait_workers(1, DEADLINE)[0];
+    let title = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .trim_end_matches('\0')
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let master_title = crate::support::poll_until(DEADLINE, || {
+        Some(title(s.pid())).filter(|t| t.starts_with("rgunicorn: master"))
+    });
+    assert_eq!(
+        master_title.as_deref().map(|t| t.trim_end_matches('\0')),
+        Some("rgunicorn: master [shop]")
+    );
+    let worker_title = crate::support::poll_until(DEADLINE, || {
+        Some(title(worker)).filter(|t| t.starts_with("rgunicorn: worker"))
+    });
+    assert_eq!(worker_title.as_deref(), Some("rgunicorn: worker [shop]"));
+}
