@@ -127,7 +127,7 @@ pub fn run(argv: &[String]) -> i32 {
     info!("Using worker: sync");
     proctitle::set(&format!("rgunicorn: master [{}]", config.proc_name));
     systemd::notify("READY=1\nSTATUS=rgunicorn arbiter booted");
-    match master::Master::new(config, listeners, signals, pidfile) {
+    match master::Master::new(config, listeners, signals, pidfile, args.to_vec()) {
         Ok(m) => m.run(),
         Err(e) => {
             error!("can't set up worker heartbeats: {e}");
@@ -141,7 +141,7 @@ pub fn run(argv: &[String]) -> i32 {
 fn listen(config: &config::Config) -> Result<Vec<sock::Listener>, String> {
     let activated = systemd::listen_fds();
     if activated.is_empty() {
-        return bind_all(config);
+        return sock::bind_all(&config.binds, config.backlog, config.umask);
     }
     let fd_binds = config.binds.iter().filter_map(|b| match b {
         sock::BindAddress::Fd(fd) => Some(*fd),
@@ -176,32 +176,6 @@ fn prepare_interpreter(py: Python<'_>, config: &config::Config) -> Result<(), St
         python::install_bridge(py, config.loglevel)
     };
     setup().map_err(|e| format!("can't prepare the Python interpreter: {e}"))
-}
-
-/// Binds every address, retrying a busy one as Gunicorn does (5 tries, 1 s apart).
-fn bind_all(config: &config::Config) -> Result<Vec<sock::Listener>, String> {
-    let mut listeners = Vec::new();
-    for address in &config.binds {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match sock::bind_one(address, config.backlog, config.umask) {
-                Ok(l) => {
-                    listeners.push(l);
-                    break;
-                }
-                Err(sock::BindError::InUse(msg)) | Err(sock::BindError::Other(msg)) => {
-                    error!("{msg}");
-                    if attempt >= sock::BIND_ATTEMPTS {
-                        return Err(sock::cannot_connect(address));
-                    }
-                    error!("Retrying in 1 second.");
-                    std::thread::sleep(sock::BIND_RETRY_DELAY);
-                }
-            }
-        }
-    }
-    Ok(listeners)
 }
 
 /// `rgunicorn (version X.Y.Z)` and the Python in use.

@@ -93,6 +93,8 @@ impl fmt::Display for ListenAddr {
 pub struct Listener {
     pub fd: OwnedFd,
     pub addr: ListenAddr,
+    /// The `bind` entry it came from (None for sockets passed by systemd).
+    pub bind: Option<BindAddress>,
     /// A unix socket file this process created (and so unlinks on stop).
     pub owns_path: bool,
 }
@@ -148,6 +150,7 @@ fn tcp_listener(addr: SocketAddr, backlog: i32) -> Result<Listener, BindError> {
     Ok(Listener {
         fd,
         addr: ListenAddr::Tcp(local),
+        bind: None,
         owns_path: false,
     })
 }
@@ -191,6 +194,7 @@ fn unix_listener(path: &PathBuf, backlog: i32) -> Result<Listener, BindError> {
     Ok(Listener {
         fd,
         addr: ListenAddr::Unix(path.clone()),
+        bind: None,
         owns_path: true,
     })
 }
@@ -227,6 +231,7 @@ pub fn inherited_listener(fd: RawFd) -> Result<Listener, BindError> {
     Ok(Listener {
         fd: owned,
         addr,
+        bind: None,
         owns_path: false,
     })
 }
@@ -255,6 +260,81 @@ pub fn bind_one(address: &BindAddress, backlog: i32, umask: u32) -> Result<Liste
             result
         }
         BindAddress::Fd(fd) => inherited_listener(*fd),
+    }
+}
+
+/// Binds every address, retrying a busy one as Gunicorn does (5 tries, 1 s apart).
+///
+/// # Errors
+/// Gunicorn's `Can't connect to ...` for the first address that never bound (the ones
+/// bound before it are closed again).
+pub fn bind_all(binds: &[BindAddress], backlog: i32, umask: u32) -> Result<Vec<Listener>, String> {
+    let mut listeners = Vec::new();
+    for address in binds {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match bind_one(address, backlog, umask) {
+                Ok(mut l) => {
+                    l.bind = Some(address.clone());
+                    listeners.push(l);
+                    break;
+                }
+                Err(BindError::InUse(msg)) | Err(BindError::Other(msg)) => {
+                    tracing::error!("{msg}");
+                    if attempt >= BIND_ATTEMPTS {
+                        listeners.into_iter().for_each(Listener::close);
+                        return Err(cannot_connect(address));
+                    }
+                    tracing::error!("Retrying in 1 second.");
+                    std::thread::sleep(BIND_RETRY_DELAY);
+                }
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+/// Moves to a new `bind` list: listeners whose entry is still wanted are kept as they are
+/// (their queued connections survive), new entries are bound, dropped ones are closed — but
+/// only once every new address is bound; on failure `current` comes back untouched.
+///
+/// # Errors
+/// The bind failure, with the unchanged `current` listeners.
+pub fn rebind(
+    binds: &[BindAddress],
+    backlog: i32,
+    umask: u32,
+    current: Vec<Listener>,
+) -> Result<Vec<Listener>, (String, Vec<Listener>)> {
+    let missing: Vec<BindAddress> = binds
+        .iter()
+        .filter(|b| !current.iter().any(|l| l.bind.as_ref() == Some(*b)))
+        .cloned()
+        .collect();
+    let mut fresh = match bind_all(&missing, backlog, umask) {
+        Ok(f) => f,
+        Err(msg) => return Err((msg, current)),
+    };
+    let mut old = current;
+    let mut out = Vec::with_capacity(binds.len());
+    for b in binds {
+        if let Some(i) = old.iter().position(|l| l.bind.as_ref() == Some(b)) {
+            out.push(old.swap_remove(i));
+        } else if let Some(i) = fresh.iter().position(|l| l.bind.as_ref() == Some(b)) {
+            out.push(fresh.swap_remove(i));
+        }
+    }
+    old.into_iter().for_each(Listener::close);
+    Ok(out)
+}
+
+impl Listener {
+    /// Closes the socket, removing a unix socket file we created.
+    pub fn close(self) {
+        if let (true, ListenAddr::Unix(path)) = (self.owns_path, &self.addr) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

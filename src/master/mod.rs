@@ -67,6 +67,8 @@ pub struct Master {
     rng: u64,
     pid: Pid,
     pidfile: Option<crate::pidfile::Pidfile>,
+    /// The command line (without the program), re-read on HUP.
+    args: Vec<String>,
 }
 
 impl Master {
@@ -75,6 +77,7 @@ impl Master {
         listeners: Vec<Listener>,
         signals: SignalQueue,
         pidfile: Option<crate::pidfile::Pidfile>,
+        args: Vec<String>,
     ) -> nix::Result<Master> {
         let pid = nix::unistd::getpid();
         Ok(Master {
@@ -89,6 +92,7 @@ impl Master {
             signals,
             pid,
             pidfile,
+            args,
         })
     }
 
@@ -130,18 +134,7 @@ impl Master {
             Signal::SIGTERM => Some(Stop::Graceful),
             Signal::SIGINT | Signal::SIGQUIT => Some(Stop::Quick),
             Signal::SIGHUP => {
-                info!("Hang up: Master");
-                crate::systemd::notify(&format!(
-                    "RELOADING=1\nMONOTONIC_USEC={}",
-                    crate::systemd::monotonic_usec()
-                ));
-                // New workers first, then the oldest extras are stopped gracefully by
-                // manage_workers: the service never stops answering.
-                for _ in 0..self.config.workers {
-                    self.spawn_worker();
-                }
-                self.num_workers = self.config.workers;
-                crate::systemd::notify("READY=1");
+                self.reload();
                 None
             }
             Signal::SIGTTIN => {
@@ -168,6 +161,58 @@ impl Master {
                 None
             }
         }
+    }
+
+    /// HUP: re-read the configuration, reopen the logs, rebind if `bind` changed, then start
+    /// a full set of new workers; the old ones are stopped gracefully by `manage_workers`,
+    /// so the service never stops answering. A configuration that no longer loads is
+    /// reported and the running one is kept.
+    fn reload(&mut self) {
+        info!("Hang up: Master");
+        crate::systemd::notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            crate::systemd::monotonic_usec()
+        ));
+        match crate::config::load(&self.args) {
+            Ok(crate::config::Invocation::Run(new)) => self.apply(*new),
+            Ok(crate::config::Invocation::Version) => {}
+            Err(e) => error!("Reload failed, keeping the running configuration: {e}"),
+        }
+        for _ in 0..self.config.workers {
+            self.spawn_worker();
+        }
+        self.num_workers = self.config.workers;
+        crate::systemd::notify("READY=1");
+    }
+
+    fn apply(&mut self, new: Config) {
+        for (key, value) in &new.raw_env {
+            std::env::set_var(key, value);
+        }
+        if let Err(e) = crate::log::init(&new.errorlog, new.loglevel) {
+            error!(
+                "can't reopen error log '{}': {e}; keeping the current one",
+                new.errorlog
+            );
+        }
+        // Sockets passed by systemd (or a parent master) are kept; `bind` does not apply.
+        let inherited = self.listeners.iter().any(|l| l.bind.is_none());
+        if !inherited && new.binds != self.config.binds {
+            let current = std::mem::take(&mut self.listeners);
+            match crate::sock::rebind(&new.binds, new.backlog, new.umask, current) {
+                Ok(listeners) => {
+                    self.listeners = listeners;
+                    let shown: Vec<String> =
+                        self.listeners.iter().map(|l| l.addr.to_string()).collect();
+                    info!("Listening at: {} ({})", shown.join(","), self.pid);
+                }
+                Err((msg, current)) => {
+                    error!("{msg}; keeping the current sockets");
+                    self.listeners = current;
+                }
+            }
+        }
+        self.config = new;
     }
 
     /// Collects exited children and logs why each one went; a boot or app-load failure
@@ -346,13 +391,9 @@ impl Master {
     /// to `graceful_timeout`, kills what is left, and says goodbye.
     fn stop(mut self, how: Stop) -> i32 {
         crate::systemd::notify("STOPPING=1");
-        for listener in std::mem::take(&mut self.listeners) {
-            if let (true, crate::sock::ListenAddr::Unix(path)) =
-                (listener.owns_path, &listener.addr)
-            {
-                let _ = std::fs::remove_file(path);
-            }
-        }
+        std::mem::take(&mut self.listeners)
+            .into_iter()
+            .for_each(Listener::close);
         let (mut sig, code, reason) = match how {
             Stop::Graceful => (Signal::SIGTERM, 0, None),
             Stop::Quick => (Signal::SIGQUIT, 0, None),

@@ -271,3 +271,110 @@ fn process_titles_name_master_and_workers() {
     });
     assert_eq!(worker_title.as_deref(), Some("rgunicorn: worker [shop]"));
 }
+
+/// Sends requests on fresh connections from a thread until told to stop (bounded by a
+/// deadline and a count); returns (answered with 200, failed).
+fn steady_load(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u32, Vec<String>)> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        for i in 0..20_000 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) || std::time::Instant::now() > end {
+                break;
+            }
+            let result = (|| -> std::io::Result<String> {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                c.set_read_timeout(Some(Duration::from_secs(10)))?;
+                c.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                let mut out = String::new();
+                c.read_to_string(&mut out)?;
+                Ok(out)
+            })();
+            match result {
+                Ok(out) if out.starts_with("HTTP/1.1 200") => ok += 1,
+                Ok(out) => {
+                    failed.push(format!("request {i}: {}", out.lines().next().unwrap_or("")))
+                }
+                Err(e) => failed.push(format!("request {i}: {e}")),
+            }
+        }
+        (ok, failed)
+    })
+}
+
+/// HUP under a steady load: new workers replace the old ones and no request fails.
+#[test]
+fn hup_under_load_loses_no_request() {
+    let mut s = Server::start("hup-load", &["-w", "2", "app:application"]);
+    let before = s.wait_workers(2, DEADLINE);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = steady_load(s.port, stop.clone());
+    std::thread::sleep(Duration::from_millis(300)); // let the load start; not a sync point
+    s.send_signal("HUP");
+    s.wait_for_log("Hang up: Master", DEADLINE);
+    let replaced = crate::support::poll_until(DEADLINE, || {
+        let now = s.worker_pids();
+        (now.len() == 2 && now.iter().all(|p| !before.contains(p))).then_some(now)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(
+        replaced.is_some(),
+        "the old workers were replaced: {}",
+        s.stderr()
+    );
+    assert!(ok > 20, "the load ran ({ok} requests)");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+/// USR1 reopens the log files (logrotate moves them away, then signals).
+#[test]
+fn usr1_reopens_error_and_access_logs() {
+    let tmp = TempDir::new("usr1");
+    let error_log = tmp.join("error.log");
+    let access_log = tmp.join("access.log");
+    let s = Server::start(
+        "usr1",
+        &[
+            "-w",
+            "1",
+            "--error-logfile",
+            &error_log.display().to_string(),
+            "--access-logfile",
+            &access_log.display().to_string(),
+            "app:application",
+        ],
+    );
+    assert_eq!(s.get("/pid").status, 200);
+    wait_for_file(&access_log, "GET /pid", DEADLINE);
+    std::fs::rename(&error_log, tmp.join("error.log.1")).unwrap();
+    std::fs::rename(&access_log, tmp.join("access.log.1")).unwrap();
+    s.send_signal("USR1");
+    // `Handling signal: usr1` is logged before the reopen (as in Gunicorn), so it lands in the
+    // rotated file; the next master line must land in the new one.
+    wait_for_file(&tmp.join("error.log.1"), "Handling signal: usr1", DEADLINE);
+    crate::support::poll_until(DEADLINE, || error_log.exists().then_some(()));
+    s.send_signal("TTIN");
+    wait_for_file(&error_log, "Handling signal: ttin", DEADLINE);
+    let seen = crate::support::poll_until(DEADLINE, || {
+        assert_eq!(s.get("/pid?after").status, 200);
+        std::fs::read_to_string(&access_log)
+            .ok()
+            .filter(|t| t.contains("GET /pid?after"))
+    });
+    assert!(
+        seen.is_some(),
+        "the worker writes its access log to the new file"
+    );
+}
