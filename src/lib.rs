@@ -42,6 +42,8 @@ fn config_error(msg: &str) -> i32 {
 
 /// Runs rgunicorn with the process arguments (`argv[0]` included); returns the exit status.
 pub fn run(argv: &[String]) -> i32 {
+    // What a USR2 re-exec must reproduce, before anything below changes it.
+    let start = master::reexec::StartState::capture(argv);
     let args = argv.get(1..).unwrap_or_default();
     let config = match config::load(args) {
         Ok(Invocation::Run(config)) => *config,
@@ -101,7 +103,17 @@ pub fn run(argv: &[String]) -> i32 {
     }
 
     info!("Starting rgunicorn {VERSION}");
-    let pidfile = match &config.pidfile {
+    // A master started by USR2 adopts its parent's sockets and writes `<pidfile>.2`.
+    let upgrade = master::reexec::inherited();
+    let pidfile_path = config.pidfile.as_ref().map(|p| match &upgrade {
+        Some(_) => {
+            let mut name = p.clone().into_os_string();
+            name.push(".2");
+            std::path::PathBuf::from(name)
+        }
+        None => p.clone(),
+    });
+    let pidfile = match &pidfile_path {
         Some(path) => match pidfile::Pidfile::create(path, std::process::id() as i32) {
             Ok(p) => Some(p),
             Err(msg) => {
@@ -112,7 +124,11 @@ pub fn run(argv: &[String]) -> i32 {
         None => None,
     };
     debug!("Arbiter booted");
-    let listeners = match listen(&config) {
+    let listeners = match &upgrade {
+        Some((fds, _)) => inherit(fds, &config),
+        None => listen(&config),
+    };
+    let listeners = match listeners {
         Ok(l) => l,
         Err(msg) => {
             error!("{msg}");
@@ -128,12 +144,32 @@ pub fn run(argv: &[String]) -> i32 {
     proctitle::set(&format!("rgunicorn: master [{}]", config.proc_name));
     systemd::notify("READY=1\nSTATUS=rgunicorn arbiter booted");
     match master::Master::new(config, listeners, signals, pidfile, args.to_vec()) {
-        Ok(m) => m.run(),
+        Ok(m) => m
+            .with_upgrade(start, upgrade.map(|(_, parent)| parent))
+            .run(),
         Err(e) => {
             error!("can't set up worker heartbeats: {e}");
             EXIT_CONFIG
         }
     }
+}
+
+/// The sockets a USR2 parent handed over (`bind` is not bound again; entries are matched
+/// so a later HUP with the same `bind` keeps them).
+fn inherit(
+    fds: &[std::os::fd::RawFd],
+    config: &config::Config,
+) -> Result<Vec<sock::Listener>, String> {
+    let mut listeners = fds
+        .iter()
+        .map(|&fd| {
+            sock::inherited_listener(fd).map_err(|e| match e {
+                sock::BindError::InUse(m) | sock::BindError::Other(m) => m,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    sock::match_binds(&mut listeners, &config.binds);
+    Ok(listeners)
 }
 
 /// The listeners: sockets systemd passed (then `bind` is ignored, as in Gunicorn) plus

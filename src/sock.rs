@@ -338,6 +338,24 @@ impl Listener {
     }
 }
 
+/// Marks each inherited listener with the `bind` entry it serves (so a later HUP with the
+/// same `bind` keeps it instead of binding the address a second time).
+pub fn match_binds(listeners: &mut [Listener], binds: &[BindAddress]) {
+    for l in listeners.iter_mut() {
+        l.bind = binds
+            .iter()
+            .find(|b| match (b, &l.addr) {
+                (BindAddress::Unix(p), ListenAddr::Unix(q)) => p == q,
+                (BindAddress::Tcp { host, port }, ListenAddr::Tcp(addr)) => (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map(|mut all| all.any(|a| a == *addr))
+                    .unwrap_or(false),
+                _ => false,
+            })
+            .cloned();
+    }
+}
+
 /// How many times, and how far apart, a busy address is retried (Gunicorn: 5 x 1 s).
 pub const BIND_ATTEMPTS: u32 = 5;
 pub const BIND_RETRY_DELAY: Duration = Duration::from_secs(1);

@@ -4,6 +4,7 @@
 //! trim). It never touches HTTP.
 
 pub mod heartbeat;
+pub mod reexec;
 pub mod signals;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,12 @@ pub struct Master {
     pidfile: Option<crate::pidfile::Pidfile>,
     /// The command line (without the program), re-read on HUP.
     args: Vec<String>,
+    /// How we were started, for a USR2 re-exec.
+    start: Option<reexec::StartState>,
+    /// The new master a USR2 started, while it runs.
+    reexec_child: Option<Pid>,
+    /// The old master that started us by USR2, until we are promoted.
+    master_parent: Option<Pid>,
 }
 
 impl Master {
@@ -93,7 +100,55 @@ impl Master {
             pid,
             pidfile,
             args,
+            start: None,
+            reexec_child: None,
+            master_parent: None,
         })
+    }
+
+    /// Enables USR2 (re-exec from `start`) and, for a master started by USR2, records the old
+    /// master so we can tell when we are promoted.
+    pub fn with_upgrade(mut self, start: reexec::StartState, parent: Option<Pid>) -> Master {
+        self.start = Some(start);
+        self.master_parent = parent.filter(|p| p.as_raw() > 0);
+        self
+    }
+
+    /// The old master is gone (we were reparented): we are the master now.
+    fn maybe_promote_master(&mut self) {
+        let Some(parent) = self.master_parent else {
+            return;
+        };
+        if nix::unistd::getppid() == parent {
+            return;
+        }
+        info!("Master has been promoted.");
+        self.master_parent = None;
+        if let (Some(p), Some(base)) = (self.pidfile.as_mut(), self.config.pidfile.as_ref()) {
+            p.rename(base);
+        }
+        for l in self.listeners.iter_mut() {
+            // The sockets are ours alone now: a unix socket file is ours to remove on stop.
+            l.owns_path = l.bind.is_some();
+        }
+    }
+
+    /// USR2: start a new master from the binary on disk, handing it our sockets.
+    fn reexec(&mut self) {
+        if self.reexec_child.is_some() {
+            warn!("USR2 signal ignored. Child exists.");
+            return;
+        }
+        if self.master_parent.is_some() {
+            warn!("USR2 signal ignored. Parent exists.");
+            return;
+        }
+        let Some(start) = &self.start else { return };
+        let fds: Vec<_> = self.listeners.iter().map(Listener::raw_fd).collect();
+        match reexec::spawn_new_master(start, &fds, self.pid) {
+            Ok(child) => self.reexec_child = Some(child),
+            Err(e) => error!("USR2 re-exec failed: {e}"),
+        }
     }
 
     /// Runs until stopped; returns the process exit status.
@@ -123,6 +178,7 @@ impl Master {
             if let Some(stop) = stop {
                 break stop;
             }
+            self.maybe_promote_master();
             self.murder_workers();
             self.manage_workers();
         };
@@ -145,6 +201,10 @@ impl Master {
             }
             Signal::SIGTTOU => {
                 self.num_workers = self.num_workers.saturating_sub(1).max(1);
+                None
+            }
+            Signal::SIGUSR2 => {
+                self.reexec();
                 None
             }
             Signal::SIGUSR1 => {
@@ -225,6 +285,11 @@ impl Master {
                 Ok(status) => status,
             };
             let Some(pid) = status.pid() else { break };
+            if self.reexec_child == Some(pid) {
+                info!("New master (pid:{pid}) exited");
+                self.reexec_child = None;
+                continue;
+            }
             if self.workers.remove(&pid).is_none() {
                 // Not one of ours (an orphan reparented to a PID-1 master): reaped, no effect.
                 debug!("Reaped unknown child (pid:{pid})");
@@ -391,9 +456,12 @@ impl Master {
     /// to `graceful_timeout`, kills what is left, and says goodbye.
     fn stop(mut self, how: Stop) -> i32 {
         crate::systemd::notify("STOPPING=1");
-        std::mem::take(&mut self.listeners)
-            .into_iter()
-            .for_each(Listener::close);
+        // A USR2 child or parent shares our unix socket files: leave them in place.
+        let shared = self.reexec_child.is_some() || self.master_parent.is_some();
+        for mut l in std::mem::take(&mut self.listeners) {
+            l.owns_path &= !shared;
+            l.close();
+        }
         let (mut sig, code, reason) = match how {
             Stop::Graceful => (Signal::SIGTERM, 0, None),
             Stop::Quick => (Signal::SIGQUIT, 0, None),

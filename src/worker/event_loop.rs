@@ -263,12 +263,14 @@ impl<'a> EventLoop<'a> {
     /// are accepted and served before the worker leaves, instead of being reset when the
     /// listeners close. Only connections idle between requests are closed at once.
     fn wind_down(&mut self, py: Python<'_>) {
-        if !self.backlog_drained {
+        if !self.backlog_drained && super::drains_backlog() {
             self.backlog_drained = true;
             for i in 0..self.listeners.len() {
                 while self.open < self.seed.config.worker_connections && self.accept_one(py, i) {}
-                let _ = self.set_listening(i, false);
             }
+        }
+        for i in 0..self.listeners.len() {
+            let _ = self.set_listening(i, false);
         }
         for idx in 0..self.conns.len() {
             if self.conns[idx]
@@ -566,7 +568,7 @@ impl<'a> EventLoop<'a> {
         self.seed.heartbeat.beat(self.seed.slot);
         if max_requests > 0 && self.served >= max_requests && super::is_alive() {
             info!("Autorestarting worker after current request.");
-            super::stop_gracefully();
+            super::retire();
         }
         match outcome {
             Outcome::KeepAlive => {

@@ -31,9 +31,27 @@ pub fn is_alive() -> bool {
     ALIVE.load(Ordering::Relaxed)
 }
 
-/// Stops the worker after the current request (TERM, max_requests, parent gone).
+/// Set when the stop came from outside (TERM, master gone): the listening sockets may be
+/// closing, so connections queued in the backlog are served before leaving.
+static DRAIN_BACKLOG: AtomicBool = AtomicBool::new(false);
+
+/// Stops the worker after the current request and serves the listen backlog first (TERM,
+/// parent gone).
 pub fn stop_gracefully() {
+    DRAIN_BACKLOG.store(true, Ordering::Relaxed);
     ALIVE.store(false, Ordering::Relaxed);
+}
+
+/// Stops the worker after the current request without taking more connections
+/// (max_requests): the sockets stay open in the master and the other workers, so queued
+/// connections are served there.
+pub fn retire() {
+    ALIVE.store(false, Ordering::Relaxed);
+}
+
+/// Whether a stopping worker should serve the listen backlog before leaving.
+pub fn drains_backlog() -> bool {
+    DRAIN_BACKLOG.load(Ordering::Relaxed)
 }
 
 #[pyfunction]

@@ -378,3 +378,94 @@ fn usr1_reopens_error_and_access_logs() {
         "the worker writes its access log to the new file"
     );
 }
+
+/// Ends a process by pid when dropped (the new master a USR2 test started).
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            crate::support::send_signal_to(pid, "TERM");
+            let gone = crate::support::poll_until(Duration::from_secs(10), || {
+                (!crate::support::is_alive(pid)).then_some(())
+            });
+            if gone.is_none() {
+                crate::support::send_signal_to(pid, "KILL");
+            }
+        }
+    }
+}
+
+/// USR2 + TERM of the old master under a steady load: the new binary takes over the
+/// sockets, is promoted (pidfile `.2` renamed), and no request fails.
+#[test]
+fn usr2_upgrade_under_load_loses_no_request() {
+    let tmp = TempDir::new("usr2");
+    let pidfile = tmp.join("app.pid");
+    let pid2 = tmp.join("app.pid.2");
+    let mut s = Server::start(
+        "usr2",
+        &[
+            "-w",
+            "2",
+            "-p",
+            &pidfile.display().to_string(),
+            "app:application",
+        ],
+    );
+    s.wait_workers(2, DEADLINE);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = steady_load(s.port, stop.clone());
+    std::thread::sleep(Duration::from_millis(300)); // let the load start; not a sync point
+    s.send_signal("USR2");
+    let new_master: u32 = crate::support::poll_until(DEADLINE, || {
+        std::fs::read_to_string(&pid2).ok()?.trim().parse().ok()
+    })
+    .expect("the new master writes <pidfile>.2");
+    let mut guard = KillOnDrop(Some(new_master));
+    let booted = crate::support::poll_until(DEADLINE, || {
+        (crate::support::children_of(new_master).len() == 2).then_some(())
+    });
+    assert!(booted.is_some(), "the new master boots its workers");
+    s.send_signal("TERM");
+    assert!(
+        s.wait_exit(DEADLINE).success(),
+        "the old master stops cleanly"
+    );
+    let promoted = crate::support::poll_until(DEADLINE, || {
+        let text = std::fs::read_to_string(&pidfile).ok()?;
+        (text.trim() == new_master.to_string() && !pid2.exists()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(
+        promoted.is_some(),
+        "the new master was promoted: {}",
+        s.stderr()
+    );
+    assert!(
+        s.stderr().contains("Master has been promoted."),
+        "{}",
+        s.stderr()
+    );
+    assert!(ok > 20, "the load ran ({ok} requests)");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    // The promoted master serves and stops like any other.
+    crate::support::send_signal_to(new_master, "TERM");
+    let gone = crate::support::poll_until(DEADLINE, || {
+        (!crate::support::is_alive(new_master)).then_some(())
+    });
+    assert!(gone.is_some(), "the new master stops on TERM");
+    guard.0 = None;
+    assert!(
+        !pidfile.exists(),
+        "the promoted master removes its pid file"
+    );
+}

@@ -1,0 +1,119 @@
+//! USR2: the zero-downtime binary upgrade. The master forks a child that execs the
+//! rgunicorn binary (the one at the path we were started from, so a replaced file is the
+//! new version) with the original arguments and environment plus `GUNICORN_FD` (the
+//! listening descriptors, inherited) and `GUNICORN_PID` (our pid). The new master adopts
+//! the sockets, writes `<pidfile>.2`, and is promoted when the old master goes.
+
+use std::ffi::{CString, OsString};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use nix::unistd::{ForkResult, Pid};
+
+/// What a re-exec needs from the moment the master started (before anything changed).
+#[derive(Clone, Debug)]
+pub struct StartState {
+    pub exe: PathBuf,
+    pub argv: Vec<String>,
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: PathBuf,
+}
+
+impl StartState {
+    /// Captures the executable path, arguments, environment and cwd; call first thing.
+    pub fn capture(argv: &[String]) -> StartState {
+        StartState {
+            exe: std::env::current_exe()
+                .unwrap_or_else(|_| PathBuf::from(argv.first().cloned().unwrap_or_default())),
+            argv: argv.to_vec(),
+            env: std::env::vars_os().collect(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        }
+    }
+}
+
+fn cstring(bytes: &[u8]) -> Option<CString> {
+    CString::new(bytes).ok()
+}
+
+/// Forks and execs the new master; returns its pid.
+///
+/// # Errors
+/// A NUL byte in an argument or variable, or `fork` failing.
+pub fn spawn_new_master(
+    start: &StartState,
+    listener_fds: &[RawFd],
+    master_pid: Pid,
+) -> Result<Pid, String> {
+    // Everything the child needs is allocated before fork: between fork and exec only
+    // async-signal-safe calls are allowed.
+    let exe = cstring(start.exe.as_os_str().as_bytes()).ok_or("executable path contains NUL")?;
+    let argv: Vec<CString> = start
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Option<_>>()
+        .ok_or("an argument contains NUL")?;
+    let fds: Vec<String> = listener_fds.iter().map(|fd| fd.to_string()).collect();
+    let mut env: Vec<CString> = start
+        .env
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.to_str(),
+                Some("GUNICORN_FD" | "GUNICORN_PID" | "LISTEN_FDS" | "LISTEN_PID")
+            )
+        })
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring(&kv)
+        })
+        .collect();
+    env.push(cstring(format!("GUNICORN_FD={}", fds.join(",")).as_bytes()).ok_or("fd list")?);
+    env.push(cstring(format!("GUNICORN_PID={master_pid}").as_bytes()).ok_or("pid")?);
+    let cwd = cstring(start.cwd.as_os_str().as_bytes()).ok_or("cwd contains NUL")?;
+    let mut argv_ptrs: Vec<*const nix::libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const nix::libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
+
+    // SAFETY: the child only calls async-signal-safe functions (sigprocmask, chdir, fcntl,
+    // execve, _exit) on data prepared above.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { child }) => Ok(child),
+        Ok(ForkResult::Child) => {
+            // SAFETY: see above; on any failure the child leaves without running destructors.
+            unsafe {
+                let mut empty: nix::libc::sigset_t = std::mem::zeroed();
+                nix::libc::sigemptyset(&mut empty);
+                nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                nix::libc::chdir(cwd.as_ptr());
+                for &fd in listener_fds {
+                    nix::libc::fcntl(fd, nix::libc::F_SETFD, 0);
+                }
+                nix::libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
+                nix::libc::_exit(127)
+            }
+        }
+        Err(e) => Err(format!("fork failed: {e}")),
+    }
+}
+
+/// The listening descriptors and the old master's pid handed to us by a USR2 parent, and
+/// then forgotten so our own children do not take them for theirs.
+pub fn inherited() -> Option<(Vec<RawFd>, Pid)> {
+    let fds = std::env::var("GUNICORN_FD").ok()?;
+    let parent = std::env::var("GUNICORN_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    std::env::remove_var("GUNICORN_FD");
+    std::env::remove_var("GUNICORN_PID");
+    let fds: Vec<RawFd> = fds
+        .split(',')
+        .filter_map(|f| f.trim().parse().ok())
+        .collect();
+    Some((fds, Pid::from_raw(parent.unwrap_or(0))))
+}
