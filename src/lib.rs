@@ -71,12 +71,33 @@ pub fn run(argv: &[String]) -> i32 {
     if let Err(e) = std::env::set_current_dir(&config.chdir) {
         return config_error(&format!("can't chdir to '{}': {e}", config.chdir.display()));
     }
+    // Daemonize before anything starts threads or the interpreter, and not when a USR2
+    // parent started us (it already did).
+    if config.daemon && std::env::var_os("GUNICORN_FD").is_none() {
+        if let Err(msg) = daemonize(config.enable_stdio_inheritance) {
+            return config_error(&msg);
+        }
+    }
     if let Err(e) = log::init(&config.errorlog, config.loglevel) {
         return config_error(&format!("can't open error log '{}': {e}", config.errorlog));
     }
     if let Some(path) = config.accesslog.as_deref().filter(|p| *p != "-") {
         if let Err(e) = log::Sink::open(path, log::Sink::Stdout) {
             return config_error(&format!("can't open access log '{path}': {e}"));
+        }
+    }
+    if let Some(identity) = &config.identity {
+        // Workers run as this user and must be able to reopen their logs (USR1).
+        for path in [Some(config.errorlog.as_str()), config.accesslog.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|p| *p != "-")
+        {
+            let _ = nix::unistd::chown(
+                path,
+                Some(nix::unistd::Uid::from_raw(identity.uid)),
+                Some(nix::unistd::Gid::from_raw(identity.gid)),
+            );
         }
     }
     // Our handlers go in before Python starts, so it never claims SIGINT for itself.
@@ -177,7 +198,7 @@ fn inherit(
 fn listen(config: &config::Config) -> Result<Vec<sock::Listener>, String> {
     let activated = systemd::listen_fds();
     if activated.is_empty() {
-        return sock::bind_all(&config.binds, config.backlog, config.umask);
+        return sock::bind_all(&config.binds, &config.bind_options());
     }
     let fd_binds = config.binds.iter().filter_map(|b| match b {
         sock::BindAddress::Fd(fd) => Some(*fd),
@@ -212,6 +233,43 @@ fn prepare_interpreter(py: Python<'_>, config: &config::Config) -> Result<(), St
         python::install_bridge(py, config.loglevel)
     };
     setup().map_err(|e| format!("can't prepare the Python interpreter: {e}"))
+}
+
+/// Detaches from the terminal as Gunicorn's `-D` does: fork, setsid, fork again, umask
+/// 022, standard streams to /dev/null (stdout/stderr kept with `-R`).
+fn daemonize(keep_stdio: bool) -> Result<(), String> {
+    use nix::unistd::{fork, setsid, ForkResult};
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        eprintln!("Warning: --daemon with systemd's NOTIFY_SOCKET set; use Type=notify without --daemon instead.");
+    }
+    for step in 0..2 {
+        // SAFETY: no thread and no interpreter exist yet; the parent leaves with _exit.
+        match unsafe { fork() } {
+            Ok(ForkResult::Parent { .. }) => {
+                // SAFETY: the parent leaves at once without running destructors that could
+                // touch state the child now owns.
+                unsafe { nix::libc::_exit(0) }
+            }
+            Ok(ForkResult::Child) => {}
+            Err(e) => return Err(format!("can't daemonize: fork failed: {e}")),
+        }
+        if step == 0 {
+            setsid().map_err(|e| format!("can't daemonize: setsid failed: {e}"))?;
+        }
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("can't daemonize: /dev/null: {e}"))?;
+    let targets: &[i32] = if keep_stdio { &[0] } else { &[0, 1, 2] };
+    for &fd in targets {
+        // SAFETY: dup2 onto the standard descriptors, which we own.
+        unsafe { nix::libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+    }
+    Ok(())
 }
 
 /// `rgunicorn (version X.Y.Z)` and the Python in use.

@@ -88,6 +88,18 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// How listeners are created (from the settings).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BindOptions {
+    pub backlog: i32,
+    /// Applied around unix socket binds only (Gunicorn: not process-wide).
+    pub umask: u32,
+    /// SO_REUSEPORT on TCP listeners.
+    pub reuse_port: bool,
+    /// Unix socket files are chowned to the workers' user and group.
+    pub owner: Option<(u32, u32)>,
+}
+
 /// A bound, listening, non-blocking socket.
 #[derive(Debug)]
 pub struct Listener {
@@ -117,7 +129,7 @@ fn describe(addr: &SocketAddr) -> String {
     format!("('{}', {})", addr.ip(), addr.port())
 }
 
-fn tcp_listener(addr: SocketAddr, backlog: i32) -> Result<Listener, BindError> {
+fn tcp_listener(addr: SocketAddr, opts: &BindOptions) -> Result<Listener, BindError> {
     let other =
         |e: nix::Error| BindError::Other(format!("connection to {} failed: {e}", describe(&addr)));
     let family = if addr.is_ipv4() {
@@ -127,6 +139,9 @@ fn tcp_listener(addr: SocketAddr, backlog: i32) -> Result<Listener, BindError> {
     };
     let fd = socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK, None).map_err(other)?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(other)?;
+    if opts.reuse_port {
+        setsockopt(&fd, sockopt::ReusePort, &true).map_err(other)?;
+    }
     if addr.is_ipv6() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(other)?;
     }
@@ -145,7 +160,7 @@ fn tcp_listener(addr: SocketAddr, backlog: i32) -> Result<Listener, BindError> {
         }
         Err(e) => return Err(other(e)),
     }
-    listen(&fd, backlog_of(backlog)).map_err(other)?;
+    listen(&fd, backlog_of(opts.backlog)).map_err(other)?;
     let local = local_tcp_addr(fd.as_raw_fd()).unwrap_or(addr);
     Ok(Listener {
         fd,
@@ -169,7 +184,7 @@ fn local_tcp_addr(fd: RawFd) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::V6((*v6).into()))
 }
 
-fn unix_listener(path: &PathBuf, backlog: i32) -> Result<Listener, BindError> {
+fn unix_listener(path: &PathBuf, opts: &BindOptions) -> Result<Listener, BindError> {
     let shown = path.display().to_string();
     let other = |e: String| BindError::Other(format!("connection to {shown} failed: {e}"));
     // An old socket file from a previous run is replaced; anything else is not ours to delete.
@@ -190,7 +205,16 @@ fn unix_listener(path: &PathBuf, backlog: i32) -> Result<Listener, BindError> {
     .map_err(|e| other(e.to_string()))?;
     let addr = UnixAddr::new(path).map_err(|e| other(e.to_string()))?;
     bind(fd.as_raw_fd(), &addr).map_err(|e| other(e.to_string()))?;
-    listen(&fd, backlog_of(backlog)).map_err(|e| other(e.to_string()))?;
+    listen(&fd, backlog_of(opts.backlog)).map_err(|e| other(e.to_string()))?;
+    if let Some((uid, gid)) = opts.owner {
+        // Workers run as this user; the socket file is theirs, as in Gunicorn.
+        nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| other(e.to_string()))?;
+    }
     Ok(Listener {
         fd,
         addr: ListenAddr::Unix(path.clone()),
@@ -241,7 +265,7 @@ pub fn inherited_listener(fd: RawFd) -> Result<Listener, BindError> {
 ///
 /// # Errors
 /// The first address that could not be bound.
-pub fn bind_one(address: &BindAddress, backlog: i32, umask: u32) -> Result<Listener, BindError> {
+pub fn bind_one(address: &BindAddress, opts: &BindOptions) -> Result<Listener, BindError> {
     match address {
         BindAddress::Tcp { host, port } => {
             let addr = (host.as_str(), *port)
@@ -249,13 +273,13 @@ pub fn bind_one(address: &BindAddress, backlog: i32, umask: u32) -> Result<Liste
                 .map_err(|e| BindError::Other(format!("Invalid address: ('{host}', {port}): {e}")))?
                 .next()
                 .ok_or_else(|| BindError::Other(format!("Invalid address: ('{host}', {port})")))?;
-            tcp_listener(addr, backlog)
+            tcp_listener(addr, opts)
         }
         BindAddress::Unix(path) => {
             // The socket file's mode comes from the umask at bind time; Gunicorn applies
             // `--umask` only around this, not to the whole process.
-            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
-            let result = unix_listener(path, backlog);
+            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(opts.umask));
+            let result = unix_listener(path, opts);
             nix::sys::stat::umask(old);
             result
         }
@@ -268,13 +292,13 @@ pub fn bind_one(address: &BindAddress, backlog: i32, umask: u32) -> Result<Liste
 /// # Errors
 /// Gunicorn's `Can't connect to ...` for the first address that never bound (the ones
 /// bound before it are closed again).
-pub fn bind_all(binds: &[BindAddress], backlog: i32, umask: u32) -> Result<Vec<Listener>, String> {
+pub fn bind_all(binds: &[BindAddress], opts: &BindOptions) -> Result<Vec<Listener>, String> {
     let mut listeners = Vec::new();
     for address in binds {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match bind_one(address, backlog, umask) {
+            match bind_one(address, opts) {
                 Ok(mut l) => {
                     l.bind = Some(address.clone());
                     listeners.push(l);
@@ -303,8 +327,7 @@ pub fn bind_all(binds: &[BindAddress], backlog: i32, umask: u32) -> Result<Vec<L
 /// The bind failure, with the unchanged `current` listeners.
 pub fn rebind(
     binds: &[BindAddress],
-    backlog: i32,
-    umask: u32,
+    opts: &BindOptions,
     current: Vec<Listener>,
 ) -> Result<Vec<Listener>, (String, Vec<Listener>)> {
     let missing: Vec<BindAddress> = binds
@@ -312,7 +335,7 @@ pub fn rebind(
         .filter(|b| !current.iter().any(|l| l.bind.as_ref() == Some(*b)))
         .cloned()
         .collect();
-    let mut fresh = match bind_all(&missing, backlog, umask) {
+    let mut fresh = match bind_all(&missing, opts) {
         Ok(f) => f,
         Err(msg) => return Err((msg, current)),
     };

@@ -129,6 +129,99 @@ fn prefix_eq(net: &[u8], addr: &[u8], bits: u8) -> bool {
     }
 }
 
+/// The user and group workers switch to (`-u`, `-g`, `--initgroups`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    /// The user's name, for initgroups.
+    pub user_name: Option<String>,
+    pub initgroups: bool,
+}
+
+impl Identity {
+    /// Resolves names or numbers; `None` when neither `-u` nor `-g` was given.
+    ///
+    /// # Errors
+    /// Gunicorn's `No such user: 'x'` / `No such group: 'x'`.
+    pub fn resolve(
+        user: Option<&str>,
+        group: Option<&str>,
+        initgroups: bool,
+    ) -> Result<Option<Identity>, String> {
+        use nix::unistd::{getegid, geteuid, Group, Uid, User};
+        if user.is_none() && group.is_none() {
+            return Ok(None);
+        }
+        let user_entry = match user {
+            None => None,
+            Some(u) => Some(match u.parse::<u32>() {
+                Ok(n) => User::from_uid(Uid::from_raw(n))
+                    .ok()
+                    .flatten()
+                    .map_or((n, None, None), |e| (n, Some(e.name), Some(e.gid.as_raw()))),
+                Err(_) => {
+                    let e = User::from_name(u)
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| format!("No such user: '{u}'"))?;
+                    (e.uid.as_raw(), Some(e.name), Some(e.gid.as_raw()))
+                }
+            }),
+        };
+        let gid = match group {
+            Some(g) => match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => Group::from_name(g)
+                    .ok()
+                    .flatten()
+                    .map(|e| e.gid.as_raw())
+                    .ok_or_else(|| format!("No such group: '{g}'"))?,
+            },
+            // Gunicorn's default group is the master's egid, not the user's primary group.
+            None => getegid().as_raw(),
+        };
+        let (uid, user_name) = match user_entry {
+            Some((uid, name, _)) => (uid, name),
+            None => (geteuid().as_raw(), None),
+        };
+        Ok(Some(Identity {
+            uid,
+            gid,
+            user_name,
+            initgroups,
+        }))
+    }
+
+    /// Drops the worker's privileges: supplementary groups, then gid, then uid (after uid
+    /// nothing else could be changed).
+    ///
+    /// # Errors
+    /// A system call refused (e.g. not running as root).
+    pub fn switch_to(&self) -> Result<(), String> {
+        use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+        let gid = Gid::from_raw(self.gid);
+        if nix::unistd::getuid().is_root() {
+            match (&self.user_name, self.initgroups) {
+                (Some(name), true) => {
+                    let cname = std::ffi::CString::new(name.as_str()).map_err(|e| e.to_string())?;
+                    nix::unistd::initgroups(&cname, gid)
+                        .map_err(|e| format!("initgroups({name}): {e}"))?;
+                }
+                // Without this the worker would keep root's supplementary groups.
+                _ => setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?,
+            }
+        }
+        if nix::unistd::getgid() != gid {
+            setgid(gid).map_err(|e| format!("setgid({}): {e}", self.gid))?;
+        }
+        if nix::unistd::getuid().as_raw() != self.uid {
+            setuid(Uid::from_raw(self.uid)).map_err(|e| format!("setuid({}): {e}", self.uid))?;
+        }
+        Ok(())
+    }
+}
+
 /// Every resolved setting, typed. Built once in the master and inherited by the workers.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -155,6 +248,11 @@ pub struct Config {
     pub proc_name: String,
     pub pythonpath: Vec<String>,
     pub pidfile: Option<PathBuf>,
+    pub reuse_port: bool,
+    pub daemon: bool,
+    pub enable_stdio_inheritance: bool,
+    /// Who the workers run as, when `-u`/`-g` were given.
+    pub identity: Option<Identity>,
     /// Applied while creating unix sockets (Gunicorn: not process-wide).
     pub umask: u32,
     /// The raw value of every setting, by name (for `--print-config` and hooks' `cfg`).
@@ -224,6 +322,16 @@ fn flag(values: &BTreeMap<&'static str, Value>, name: &str) -> bool {
 }
 
 impl Config {
+    /// How listeners are created.
+    pub fn bind_options(&self) -> crate::sock::BindOptions {
+        crate::sock::BindOptions {
+            backlog: self.backlog,
+            umask: self.umask,
+            reuse_port: self.reuse_port,
+            owner: self.identity.as_ref().map(|i| (i.uid, i.gid)),
+        }
+    }
+
     /// The typed view of resolved raw values (cross-setting checks happen here).
     ///
     /// # Errors
@@ -297,6 +405,15 @@ impl Config {
             proc_name,
             pythonpath,
             pidfile: text(&values, "pidfile").map(PathBuf::from),
+            reuse_port: flag(&values, "reuse_port"),
+            daemon: flag(&values, "daemon"),
+            enable_stdio_inheritance: flag(&values, "enable_stdio_inheritance"),
+            identity: Identity::resolve(
+                text(&values, "user").as_deref(),
+                text(&values, "group").as_deref(),
+                flag(&values, "initgroups"),
+            )
+            .map_err(ConfigError::Invalid)?,
             umask: u32::try_from(int(&values, "umask")).unwrap_or(0) & 0o777,
             app_module,
             values,

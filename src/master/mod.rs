@@ -200,7 +200,11 @@ impl Master {
                 None
             }
             Signal::SIGTTOU => {
-                self.num_workers = self.num_workers.saturating_sub(1).max(1);
+                // Never below 1 (after a WINCH it stays at 0 until TTIN or HUP).
+                self.num_workers = self
+                    .num_workers
+                    .saturating_sub(1)
+                    .max(1.min(self.num_workers));
                 None
             }
             Signal::SIGUSR2 => {
@@ -213,7 +217,12 @@ impl Master {
                 None
             }
             Signal::SIGWINCH => {
-                debug!("SIGWINCH ignored. Not daemonized");
+                if self.config.daemon {
+                    info!("graceful stop of workers");
+                    self.num_workers = 0;
+                } else {
+                    debug!("SIGWINCH ignored. Not daemonized");
+                }
                 None
             }
             other => {
@@ -259,7 +268,7 @@ impl Master {
         let inherited = self.listeners.iter().any(|l| l.bind.is_none());
         if !inherited && new.binds != self.config.binds {
             let current = std::mem::take(&mut self.listeners);
-            match crate::sock::rebind(&new.binds, new.backlog, new.umask, current) {
+            match crate::sock::rebind(&new.binds, &new.bind_options(), current) {
                 Ok(listeners) => {
                     self.listeners = listeners;
                     let shown: Vec<String> =

@@ -187,17 +187,29 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
             return crate::error::WORKER_BOOT_ERROR;
         }
     };
-    let app_module = seed.config.app_module.clone().unwrap_or_default();
-    let app = match crate::wsgi::app::load(py, &app_module) {
-        Ok(app) => app,
-        Err(e) => return report_boot_failure(py, e),
-    };
+    // Log files are opened while we may still be root; then privileges drop, before any
+    // app code runs (Gunicorn's order).
     let access_log = seed.config.accesslog.as_deref().and_then(|path| {
         Sink::open(path, Sink::Stdout).ok().map(|sink| AccessLog {
             format: AccessFormat::compile(&seed.config.access_log_format),
             sink,
         })
     });
+    if let Some(identity) = &seed.config.identity {
+        if let Err(msg) = identity.switch_to() {
+            crate::log::error_log(
+                crate::config::LogLevel::Error,
+                &format!("Exception in worker process: can't switch user/group: {msg}"),
+                None,
+            );
+            return crate::error::WORKER_BOOT_ERROR;
+        }
+    }
+    let app_module = seed.config.app_module.clone().unwrap_or_default();
+    let app = match crate::wsgi::app::load(py, &app_module) {
+        Ok(app) => app,
+        Err(e) => return report_boot_failure(py, e),
+    };
     let runtime = match crate::wsgi::Runtime::new(py, app, seed.config, access_log) {
         Ok(r) => r,
         Err(e) => {

@@ -469,3 +469,236 @@ fn usr2_upgrade_under_load_loses_no_request() {
         "the promoted master removes its pid file"
     );
 }
+
+/// TTIN adds a worker, TTOU removes one, never going below one.
+#[test]
+fn ttin_and_ttou_adjust_the_worker_count() {
+    let mut s = Server::start("ttin", &["-w", "1", "app:application"]);
+    s.wait_workers(1, DEADLINE);
+    s.send_signal("TTIN");
+    s.wait_workers(2, DEADLINE);
+    s.send_signal("TTOU");
+    s.wait_workers(1, DEADLINE);
+    s.send_signal("TTOU");
+    s.wait_for_log_count("Handling signal: ttou", 2, DEADLINE);
+    // Polled: the count must stay at one.
+    let held = crate::support::poll_until(Duration::from_secs(3), || {
+        (s.worker_pids().len() != 1).then_some(())
+    });
+    assert!(held.is_none(), "TTOU never goes below one worker");
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+/// A second INT/QUIT during a graceful stop escalates to a quick stop.
+#[test]
+fn int_during_graceful_stop_escalates() {
+    let tmp = TempDir::new("escalate");
+    let marker = tmp.join("busy");
+    let mut s = Server::start(
+        "escalate",
+        &["-w", "1", "--graceful-timeout", "60", "app:application"],
+    );
+    let mut busy = Conn::tcp(s.port);
+    busy.send(format!(
+        "GET /sleep?s=50&marker={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        marker.display()
+    ));
+    wait_for_file(&marker, "\n", DEADLINE);
+    s.send_signal("TERM");
+    s.wait_for_log("Handling signal: term", DEADLINE);
+    s.send_signal("INT");
+    s.wait_for_log("Quick shutdown requested", DEADLINE);
+    let status = s.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+}
+
+/// `-D` detaches: the command returns at once, the daemon (in its own session) serves,
+/// writes its pid file, stops its workers on WINCH and exits on TERM.
+#[test]
+fn daemon_detaches_and_winch_stops_the_workers() {
+    let tmp = TempDir::new("daemon");
+    let pidfile = tmp.join("d.pid");
+    let port = crate::support::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let log = tmp.join("error.log");
+    let done = crate::support::run_to_exit(
+        &[
+            "-D",
+            "-w",
+            "2",
+            "-b",
+            &bind,
+            "-p",
+            &pidfile.display().to_string(),
+            "--error-logfile",
+            &log.display().to_string(),
+            "app:application",
+        ],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(done.code(), Some(0), "{}", done.output());
+    let daemon: u32 = crate::support::poll_until(DEADLINE, || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    })
+    .expect("the daemon writes its pid file");
+    let _guard = KillOnDrop(Some(daemon));
+    // /proc/<pid>/stat after the command name: state ppid pgrp session ...
+    let fields = |pid: u32| -> Vec<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(") ")
+            .next()
+            .unwrap_or("")
+            .split(' ')
+            .map(String::from)
+            .collect()
+    };
+    let (daemon_stat, our_stat) = (fields(daemon), fields(std::process::id()));
+    assert_ne!(
+        daemon_stat[1],
+        std::process::id().to_string(),
+        "the daemon is not our child"
+    );
+    assert_ne!(
+        daemon_stat[3], our_stat[3],
+        "the daemon runs in its own session"
+    );
+    let served = crate::support::poll_until(DEADLINE, || {
+        let mut c = Conn::tcp(port);
+        c.send("GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        (c.read_response().status == 200).then_some(())
+    });
+    assert!(served.is_some(), "the daemon serves");
+    crate::support::poll_until(DEADLINE, || {
+        (crate::support::children_of(daemon).len() == 2).then_some(())
+    })
+    .expect("two workers");
+    crate::support::send_signal_to(daemon, "WINCH");
+    wait_for_file(&log, "graceful stop of workers", DEADLINE);
+    let stopped = crate::support::poll_until(DEADLINE, || {
+        crate::support::children_of(daemon).is_empty().then_some(())
+    });
+    assert!(stopped.is_some(), "WINCH stops every worker of a daemon");
+    crate::support::send_signal_to(daemon, "TERM");
+    let gone = crate::support::poll_until(DEADLINE, || (!pidfile.exists()).then_some(()));
+    assert!(
+        gone.is_some(),
+        "the daemon exits on TERM and removes its pid file"
+    );
+}
+
+/// `-g` switches the workers' group (and drops the master's supplementary groups).
+#[test]
+fn group_switches_the_workers_group() {
+    if !nix::unistd::geteuid().is_root() {
+        let done = crate::support::run_to_exit(
+            &["-g", "nogroup", "-b", "127.0.0.1:1", "app:application"],
+            &[],
+            DEADLINE,
+        );
+        assert_ne!(
+            done.code(),
+            Some(0),
+            "switching groups needs root: {}",
+            done.output()
+        );
+        return;
+    }
+    let gid = nix::unistd::Group::from_name("nogroup")
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+        .unwrap_or(65534);
+    let mut s = Server::start(
+        "group",
+        &["-w", "1", "-g", &gid.to_string(), "app:application"],
+    );
+    let worker = s.wait_workers(1, DEADLINE)[0];
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let line = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        line("Gid:").split_whitespace().nth(1) == Some(gid.to_string().as_str()),
+        "{}",
+        line("Gid:")
+    );
+    assert_eq!(
+        line("Groups:")
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>(),
+        vec![gid.to_string().as_str()]
+    );
+    let master = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    assert!(
+        master.lines().any(|l| l.starts_with("Gid:\t0")),
+        "the master keeps its identity"
+    );
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+/// Unknown users and groups are refused with Gunicorn's messages, exit 1.
+#[test]
+fn unknown_user_or_group_is_a_config_error() {
+    let user = crate::support::run_to_exit(
+        &["-u", "no-such-user-xyz", "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(user.code(), Some(1));
+    assert!(
+        user.output()
+            .contains("Error: No such user: 'no-such-user-xyz'"),
+        "{}",
+        user.output()
+    );
+    let group = crate::support::run_to_exit(
+        &["-g", "no-such-group-xyz", "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(group.code(), Some(1));
+    assert!(
+        group
+            .output()
+            .contains("Error: No such group: 'no-such-group-xyz'"),
+        "{}",
+        group.output()
+    );
+}
+
+/// `--reuse-port` sets SO_REUSEPORT: another SO_REUSEPORT socket can bind the same port
+/// (and cannot without the flag).
+#[test]
+fn reuse_port_lets_another_socket_bind_the_port() {
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let try_bind = |port: u16| {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        setsockopt(&fd, sockopt::ReusePort, &true).unwrap();
+        let addr = SockaddrIn::new(127, 0, 0, 1, port);
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).is_ok()
+    };
+    let with = Server::start("reuse", &["-w", "1", "--reuse-port", "app:application"]);
+    assert!(
+        try_bind(with.port),
+        "a second SO_REUSEPORT socket binds the port"
+    );
+    let without = Server::start("noreuse", &["-w", "1", "app:application"]);
+    assert!(
+        !try_bind(without.port),
+        "without --reuse-port the port is exclusive"
+    );
+}
