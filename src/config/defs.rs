@@ -3,7 +3,8 @@
 //! `GUNICORN_CMD_ARGS` and the resolved [`super::Config`] are all driven by it.
 
 use super::setting::{
-    parse_bool, parse_choice, parse_int, parse_pos_int, parse_string, Action, Setting, Value,
+    parse_bool, parse_choice, parse_int, parse_pos_int, parse_string, Action, Setting, Support,
+    Value,
 };
 
 fn none() -> Value {
@@ -109,6 +110,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: default_bind,
         help: "The socket to bind.",
+        support: Support::Full,
     },
     Setting {
         name: "backlog",
@@ -119,6 +121,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_pos_int,
         default: || Value::Int(2048),
         help: "The maximum number of pending connections.",
+        support: Support::Full,
     },
     Setting {
         name: "workers",
@@ -129,6 +132,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_workers,
         default: default_workers,
         help: "The number of worker processes for handling requests.",
+        support: Support::Full,
     },
     Setting {
         name: "worker_class",
@@ -139,6 +143,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_worker_class,
         default: || Value::Str("sync".to_string()),
         help: "The type of workers to use (rgunicorn: sync).",
+        support: Support::Full,
     },
     Setting {
         name: "threads",
@@ -149,6 +154,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_threads,
         default: || Value::Int(1),
         help: "The number of worker threads for handling requests (rgunicorn: 1).",
+        support: Support::Full,
     },
     Setting {
         name: "worker_connections",
@@ -159,6 +165,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_pos_int,
         default: || Value::Int(1000),
         help: "The maximum number of simultaneous connections per worker.",
+        support: Support::Full,
     },
     Setting {
         name: "max_requests",
@@ -169,6 +176,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_pos_int,
         default: || Value::Int(0),
         help: "The maximum number of requests a worker will process before restarting.",
+        support: Support::Full,
     },
     Setting {
         name: "max_requests_jitter",
@@ -179,6 +187,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_pos_int,
         default: || Value::Int(0),
         help: "The maximum jitter to add to the max_requests setting.",
+        support: Support::Full,
     },
     Setting {
         name: "timeout",
@@ -189,6 +198,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_pos_int,
         default: || Value::Int(30),
         help: "Workers silent for more than this many seconds are killed and restarted.",
+        support: Support::Full,
     },
     Setting {
         name: "graceful_timeout",
@@ -199,6 +209,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_pos_int,
         default: || Value::Int(30),
         help: "Timeout for graceful workers restart.",
+        support: Support::Full,
     },
     Setting {
         name: "keepalive",
@@ -209,6 +220,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_pos_int,
         default: || Value::Int(2),
         help: "The number of seconds to wait for requests on a Keep-Alive connection.",
+        support: Support::Full,
     },
     Setting {
         name: "limit_request_line",
@@ -219,6 +231,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_pos_int,
         default: || Value::Int(4094),
         help: "The maximum size of HTTP request line in bytes.",
+        support: Support::Full,
     },
     Setting {
         name: "limit_request_fields",
@@ -229,6 +242,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_pos_int,
         default: || Value::Int(100),
         help: "Limit the number of HTTP headers fields in a request.",
+        support: Support::Full,
     },
     Setting {
         name: "limit_request_field_size",
@@ -239,6 +253,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_int,
         default: || Value::Int(8190),
         help: "Limit the allowed size of an HTTP request header field.",
+        support: Support::Full,
     },
     Setting {
         name: "check_config",
@@ -249,6 +264,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Check the configuration and exit.",
+        support: Support::Full,
     },
     Setting {
         name: "sendfile",
@@ -259,6 +275,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: none,
         help: "Disables the use of sendfile().",
+        support: Support::Full,
     },
     Setting {
         name: "chdir",
@@ -275,6 +292,7 @@ pub static SETTINGS: &[Setting] = &[
             )
         },
         help: "Change directory to specified directory before loading apps.",
+        support: Support::Full,
     },
     Setting {
         name: "reuse_port",
@@ -285,6 +303,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Set the SO_REUSEPORT flag on the listening socket.",
+        support: Support::Full,
     },
     Setting {
         name: "daemon",
@@ -295,6 +314,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Daemonize the rgunicorn process.",
+        support: Support::Full,
     },
     Setting {
         name: "enable_stdio_inheritance",
@@ -305,6 +325,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Keep stdout and stderr when daemonized.",
+        support: Support::Full,
     },
     Setting {
         name: "user",
@@ -315,6 +336,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: none,
         help: "Switch worker processes to run as this user (name or uid).",
+        support: Support::Full,
     },
     Setting {
         name: "group",
@@ -325,6 +347,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: none,
         help: "Switch worker process to run as this group (name or gid).",
+        support: Support::Full,
     },
     Setting {
         name: "initgroups",
@@ -335,6 +358,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Set the worker's supplementary groups to those of the worker user.",
+        support: Support::Full,
     },
     Setting {
         name: "pidfile",
@@ -345,6 +369,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: none,
         help: "A filename to use for the PID file.",
+        support: Support::Full,
     },
     Setting {
         name: "worker_tmp_dir",
@@ -355,6 +380,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: none,
         help: "A directory for worker heartbeat files (accepted; rgunicorn's heartbeat lives in shared memory).",
+        support: Support::Full,
     },
     Setting {
         name: "umask",
@@ -365,6 +391,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_octal,
         default: || Value::Int(0),
         help: "A bit mask for the file mode on files written by rgunicorn (unix sockets).",
+        support: Support::Full,
     },
     Setting {
         name: "raw_env",
@@ -375,6 +402,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_env_entry,
         default: empty_list,
         help: "Set environment variables in the execution environment.",
+        support: Support::Full,
     },
     Setting {
         name: "forwarded_allow_ips",
@@ -386,6 +414,7 @@ pub static SETTINGS: &[Setting] = &[
         default: default_forwarded_allow_ips,
         help:
             "Front-end's IP addresses or networks from which allowed to handle set secure headers.",
+        support: Support::Full,
     },
     Setting {
         name: "control_socket_disable",
@@ -396,6 +425,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Disable the control socket (rgunicorn has none; accepted for compatibility).",
+        support: Support::Full,
     },
     Setting {
         name: "accesslog",
@@ -406,6 +436,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: none,
         help: "The Access log file to write to.",
+        support: Support::Full,
     },
     Setting {
         name: "access_log_format",
@@ -416,6 +447,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: || Value::Str(crate::log::access::DEFAULT_FORMAT.to_string()),
         help: "The access log format.",
+        support: Support::Full,
     },
     Setting {
         name: "errorlog",
@@ -426,6 +458,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: || Value::Str("-".to_string()),
         help: "The Error log file to write to.",
+        support: Support::Full,
     },
     Setting {
         name: "loglevel",
@@ -436,6 +469,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_loglevel,
         default: || Value::Str("info".to_string()),
         help: "The granularity of Error log outputs.",
+        support: Support::Full,
     },
     Setting {
         name: "proc_name",
@@ -446,6 +480,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: none,
         help: "A base to use with setproctitle for process naming.",
+        support: Support::Full,
     },
     Setting {
         name: "pythonpath",
@@ -456,6 +491,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: none,
         help: "A comma-separated list of directories to add to the Python path.",
+        support: Support::Full,
     },
 ];
 

@@ -69,6 +69,19 @@ impl fmt::Display for Value {
     }
 }
 
+/// Whether rgunicorn implements a setting Gunicorn has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// Implemented.
+    Full,
+    /// Recognised, not implemented, harmless to ignore: setting it logs a warning that
+    /// names the setting and says why.
+    Ignored(&'static str),
+    /// Recognised but refused: ignoring it would silently change behaviour, so setting it
+    /// to anything but its default is a configuration error with this reason.
+    Refused(&'static str),
+}
+
 /// Turns one command-line string into a value, or says why it cannot (Gunicorn's wording).
 pub type Parser = fn(&str) -> Result<Value, String>;
 
@@ -89,6 +102,8 @@ pub struct Setting {
     pub default: fn() -> Value,
     /// First line of Gunicorn's description: the `--help` text.
     pub help: &'static str,
+    /// Whether rgunicorn implements it.
+    pub support: Support,
 }
 
 /// Parses a non-negative integer the way Gunicorn's `validate_pos_int` does (`int(x, 0)`).
