@@ -26,13 +26,40 @@ pub mod worker;
 pub mod wsgi;
 
 use pyo3::Python;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use config::{ConfigError, Invocation};
 use error::{EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
 
 /// rgunicorn's version, as `Starting rgunicorn X.Y.Z`, `SERVER_SOFTWARE` and `--version` show it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Prints a settings error the way Gunicorn does and returns its exit status.
+fn report_config_error(e: ConfigError) -> i32 {
+    match e {
+        ConfigError::Usage(e) => {
+            let _ = e.print();
+            if e.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            }
+        }
+        ConfigError::BadArgument(msg) => {
+            eprintln!("usage: rgunicorn [OPTIONS] [APP_MODULE]\nrgunicorn: error: {msg}");
+            EXIT_USAGE
+        }
+        ConfigError::Invalid(msg) => config_error(&msg),
+        ConfigError::File(msg) => {
+            eprintln!("{msg}");
+            EXIT_CONFIG
+        }
+        e @ ConfigError::FileValue { .. } => {
+            eprintln!("{e}");
+            EXIT_CONFIG
+        }
+    }
+}
 
 /// Prints `Error: <msg>` as Gunicorn does for a setting it refuses, and returns exit status 1.
 fn config_error(msg: &str) -> i32 {
@@ -45,34 +72,41 @@ pub fn run(argv: &[String]) -> i32 {
     // What a USR2 re-exec must reproduce, before anything below changes it.
     let start = master::reexec::StartState::capture(argv);
     let args = argv.get(1..).unwrap_or_default();
-    let config = match config::load(args) {
+    // Usage errors and --version need no interpreter.
+    match config::cli::parse(args) {
+        Ok(given) if given.version => return print_version(argv),
+        Ok(_) => {}
+        Err(e) => return report_config_error(e),
+    }
+    // Our handlers go in before Python starts, so it never claims SIGINT for itself.
+    let signals = match master::signals::SignalQueue::install() {
+        Ok(s) => s,
+        Err(e) => return config_error(&format!("can't install signal handlers: {e}")),
+    };
+    // The interpreter comes before the settings: the configuration file is Python.
+    if let Err(msg) = python::interpreter::initialize(argv) {
+        return config_error(&msg);
+    }
+    let config = match Python::attach(|py| config::load(py, args)) {
         Ok(Invocation::Run(config)) => *config,
         Ok(Invocation::Version) => return print_version(argv),
-        Err(ConfigError::Usage(e)) => {
-            let _ = e.print();
-            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-        }
-        Err(ConfigError::BadArgument(msg)) => {
-            eprintln!("usage: rgunicorn [OPTIONS] [APP_MODULE]\nrgunicorn: error: {msg}");
-            return EXIT_USAGE;
-        }
-        Err(ConfigError::Invalid(msg)) => return config_error(&msg),
+        Err(e) => return report_config_error(e),
     };
     let Some(app_module) = config.app_module.clone() else {
         return config_error("No application module specified.");
     };
 
-    // Environment first: `-e` variables and SERVER_SOFTWARE must be in os.environ of the
-    // master (hooks, config) and of every worker, before the interpreter copies environ.
-    for (key, value) in &config.raw_env {
-        std::env::set_var(key, value);
+    // `-e` variables and SERVER_SOFTWARE go into os.environ (which also calls putenv), so the
+    // master's Python code and every worker see them.
+    let mut environ = config.raw_env.clone();
+    environ.push(("SERVER_SOFTWARE".to_string(), format!("rgunicorn/{VERSION}")));
+    if let Err(msg) = Python::attach(|py| python::set_environ(py, &environ)) {
+        return config_error(&msg);
     }
-    std::env::set_var("SERVER_SOFTWARE", format!("rgunicorn/{VERSION}"));
     if let Err(e) = std::env::set_current_dir(&config.chdir) {
         return config_error(&format!("can't chdir to '{}': {e}", config.chdir.display()));
     }
-    // Daemonize before anything starts threads or the interpreter, and not when a USR2
-    // parent started us (it already did).
+    // Not when a USR2 parent started us: it is daemonized already.
     if config.daemon && std::env::var_os("GUNICORN_FD").is_none() {
         if let Err(msg) = daemonize(config.enable_stdio_inheritance) {
             return config_error(&msg);
@@ -80,6 +114,9 @@ pub fn run(argv: &[String]) -> i32 {
     }
     if let Err(e) = log::init(&config.errorlog, config.loglevel) {
         return config_error(&format!("can't open error log '{}': {e}", config.errorlog));
+    }
+    for warning in &config.warnings {
+        warn!("{warning}");
     }
     if let Some(path) = config.accesslog.as_deref().filter(|p| *p != "-") {
         if let Err(e) = log::Sink::open(path, log::Sink::Stdout) {
@@ -99,14 +136,6 @@ pub fn run(argv: &[String]) -> i32 {
                 Some(nix::unistd::Gid::from_raw(identity.gid)),
             );
         }
-    }
-    // Our handlers go in before Python starts, so it never claims SIGINT for itself.
-    let signals = match master::signals::SignalQueue::install() {
-        Ok(s) => s,
-        Err(e) => return config_error(&format!("can't install signal handlers: {e}")),
-    };
-    if let Err(msg) = python::interpreter::initialize(argv) {
-        return config_error(&msg);
     }
     if let Err(msg) = Python::attach(|py| prepare_interpreter(py, &config)) {
         return config_error(&msg);
@@ -238,19 +267,19 @@ fn prepare_interpreter(py: Python<'_>, config: &config::Config) -> Result<(), St
 /// Detaches from the terminal as Gunicorn's `-D` does: fork, setsid, fork again, umask
 /// 022, standard streams to /dev/null (stdout/stderr kept with `-R`).
 fn daemonize(keep_stdio: bool) -> Result<(), String> {
-    use nix::unistd::{fork, setsid, ForkResult};
+    use nix::unistd::setsid;
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         eprintln!("Warning: --daemon with systemd's NOTIFY_SOCKET set; use Type=notify without --daemon instead.");
     }
     for step in 0..2 {
-        // SAFETY: no thread and no interpreter exist yet; the parent leaves with _exit.
-        match unsafe { fork() } {
-            Ok(ForkResult::Parent { .. }) => {
+        // The interpreter is alive: fork with its protocol (we are single-threaded).
+        match Python::attach(python::fork::fork) {
+            Ok(python::fork::Forked::Parent(_)) => {
                 // SAFETY: the parent leaves at once without running destructors that could
                 // touch state the child now owns.
                 unsafe { nix::libc::_exit(0) }
             }
-            Ok(ForkResult::Child) => {}
+            Ok(python::fork::Forked::Child) => {}
             Err(e) => return Err(format!("can't daemonize: fork failed: {e}")),
         }
         if step == 0 {

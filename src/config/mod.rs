@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod defs;
 pub mod env;
+pub mod file;
 pub mod setting;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 
 use crate::http::request::Limits;
 use crate::sock::BindAddress;
-use setting::Value;
+use setting::{Support, Value};
 
 /// Why the settings could not be resolved; `main` maps each kind to Gunicorn's exit code.
 #[derive(Debug)]
@@ -27,13 +28,26 @@ pub enum ConfigError {
     BadArgument(String),
     /// A value a setting refuses: `Error: <msg>`, exit 1.
     Invalid(String),
+    /// The configuration file failed to run (message and traceback), exit 1.
+    File(String),
+    /// A value in the configuration file is invalid, exit 1.
+    FileValue {
+        name: String,
+        value: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Usage(e) => write!(f, "{e}"),
-            ConfigError::BadArgument(msg) | ConfigError::Invalid(msg) => write!(f, "{msg}"),
+            ConfigError::BadArgument(msg) | ConfigError::Invalid(msg) | ConfigError::File(msg) => {
+                write!(f, "{msg}")
+            }
+            ConfigError::FileValue { name, value, reason } => {
+                write!(f, "Invalid value for {name}: {value}\nError: {reason}")
+            }
         }
     }
 }
@@ -255,6 +269,8 @@ pub struct Config {
     pub identity: Option<Identity>,
     /// Applied while creating unix sockets (Gunicorn: not process-wide).
     pub umask: u32,
+    /// Settings given that rgunicorn recognises but ignores: logged once the log is open.
+    pub warnings: Vec<String>,
     /// The raw value of every setting, by name (for `--print-config` and hooks' `cfg`).
     pub values: BTreeMap<&'static str, Value>,
 }
@@ -265,12 +281,13 @@ pub enum Invocation {
     Version,
 }
 
-/// Resolves the settings from the command line `args` (without the program name) and the
-/// environment.
+/// Resolves the settings from the command line `args` (without the program name), the
+/// configuration file and the environment. Precedence, lowest first: defaults (some read
+/// the environment), the configuration file, `GUNICORN_CMD_ARGS`, the command line.
 ///
 /// # Errors
-/// Gunicorn's usage and validation errors; see [`ConfigError`].
-pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
+/// Gunicorn's usage, file and validation errors; see [`ConfigError`].
+pub fn load(py: pyo3::Python<'_>, args: &[String]) -> Result<Invocation, ConfigError> {
     let cli = cli::parse(args)?;
     if cli.version {
         return Ok(Invocation::Version);
@@ -282,17 +299,49 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         }
         _ => BTreeMap::new(),
     };
+    let config_path = match cli.values.get("config").or_else(|| env_args.get("config")) {
+        Some(Value::Str(path)) => Some(path.clone()),
+        _ => None,
+    };
+    let file_values: BTreeMap<&'static str, Value> = match file::locate(config_path.as_deref())? {
+        Some(source) => file::read(py, &source, defs::SETTINGS)?.into_iter().collect(),
+        None => BTreeMap::new(),
+    };
     let mut values = BTreeMap::new();
+    let mut warnings = Vec::new();
     for setting in defs::SETTINGS {
-        let value = cli
+        let given = cli
             .values
             .get(setting.name)
             .or_else(|| env_args.get(setting.name))
-            .cloned()
-            .unwrap_or_else(setting.default);
-        values.insert(setting.name, value);
+            .or_else(|| file_values.get(setting.name))
+            .cloned();
+        let default = (setting.default)();
+        if let Some(value) = given.as_ref().filter(|v| **v != default) {
+            match setting.support {
+                Support::Full => {}
+                Support::Ignored(why) => warnings.push(format!(
+                    "setting '{}' = {value} is ignored: {why}",
+                    setting.name
+                )),
+                Support::Refused(why) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "setting '{}' = {value} is not supported by rgunicorn: {why}",
+                        setting.name
+                    )))
+                }
+            }
+        }
+        values.insert(setting.name, given.unwrap_or(default));
     }
-    Config::from_values(cli.app_module, values).map(|c| Invocation::Run(Box::new(c)))
+    // The positional APP_MODULE wins over `wsgi_app` from the file.
+    let app_module = cli.app_module.clone().or_else(|| match values.get("wsgi_app") {
+        Some(Value::Str(s)) => Some(s.clone()),
+        _ => None,
+    });
+    let mut config = Config::from_values(app_module, values)?;
+    config.warnings = warnings;
+    Ok(Invocation::Run(Box::new(config)))
 }
 
 fn int(values: &BTreeMap<&'static str, Value>, name: &str) -> i64 {
@@ -404,6 +453,7 @@ impl Config {
             loglevel: LogLevel::from_name(&text(&values, "loglevel").unwrap_or_default()),
             proc_name,
             pythonpath,
+            warnings: Vec::new(),
             pidfile: text(&values, "pidfile").map(PathBuf::from),
             reuse_port: flag(&values, "reuse_port"),
             daemon: flag(&values, "daemon"),

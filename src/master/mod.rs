@@ -242,7 +242,7 @@ impl Master {
             "RELOADING=1\nMONOTONIC_USEC={}",
             crate::systemd::monotonic_usec()
         ));
-        match crate::config::load(&self.args) {
+        match Python::attach(|py| crate::config::load(py, &self.args)) {
             Ok(crate::config::Invocation::Run(new)) => self.apply(*new),
             Ok(crate::config::Invocation::Version) => {}
             Err(e) => error!("Reload failed, keeping the running configuration: {e}"),
@@ -255,8 +255,11 @@ impl Master {
     }
 
     fn apply(&mut self, new: Config) {
-        for (key, value) in &new.raw_env {
-            std::env::set_var(key, value);
+        if let Err(msg) = Python::attach(|py| crate::python::set_environ(py, &new.raw_env)) {
+            error!("{msg}");
+        }
+        for warning in &new.warnings {
+            warn!("{warning}");
         }
         if let Err(e) = crate::log::init(&new.errorlog, new.loglevel) {
             error!(

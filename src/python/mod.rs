@@ -57,6 +57,21 @@ pub fn install_bridge(py: Python<'_>, level: LogLevel) -> PyResult<()> {
     py.run(LOGGING_BRIDGE, Some(&globals), None)
 }
 
+/// Sets variables in `os.environ` (which also updates the process environment).
+///
+/// # Errors
+/// A Python error, as one line.
+pub fn set_environ(py: Python<'_>, vars: &[(String, String)]) -> Result<(), String> {
+    let set = || -> PyResult<()> {
+        let environ = py.import("os")?.getattr("environ")?;
+        for (key, value) in vars {
+            environ.set_item(key, value)?;
+        }
+        Ok(())
+    };
+    set().map_err(|e| format!("can't set the environment: {e}"))
+}
+
 /// Formats a Python exception with its traceback, as `traceback.print_exception` would.
 pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|tb| {

@@ -1,0 +1,148 @@
+//! `gunicorn.conf.py`: located (`-c PATH`, `file:PATH`, `python:module`, or
+//! `./gunicorn.conf.py` when no `-c` is given), executed as real Python in the master as the
+//! module `__config__`, and read back: every top-level name that is a setting's name counts,
+//! everything else (helpers, imports, typos) is ignored, as in Gunicorn.
+
+use std::path::{Path, PathBuf};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use super::setting::{Action, Setting, Value};
+use super::ConfigError;
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Path(PathBuf),
+    Module(String),
+}
+
+/// The file Gunicorn would read: `-c` (command line first, then `GUNICORN_CMD_ARGS`), or
+/// `./gunicorn.conf.py` if it exists.
+///
+/// # Errors
+/// A `-c` file that does not exist: `'PATH' doesn't exist`.
+pub fn locate(given: Option<&str>) -> Result<Option<Source>, ConfigError> {
+    let Some(spec) = given else {
+        let default = Path::new("gunicorn.conf.py");
+        return Ok(default.exists().then(|| Source::Path(default.to_path_buf())));
+    };
+    if let Some(module) = spec.strip_prefix("python:") {
+        return Ok(Some(Source::Module(module.to_string())));
+    }
+    let path = PathBuf::from(spec.strip_prefix("file:").unwrap_or(spec));
+    if !path.exists() {
+        return Err(ConfigError::Invalid(format!("'{}' doesn't exist", path.display())));
+    }
+    Ok(Some(Source::Path(path)))
+}
+
+/// Runs the configuration and returns its namespace.
+fn execute<'py>(py: Python<'py>, source: &Source) -> Result<Bound<'py, PyDict>, ConfigError> {
+    let failed = |what: &str, e: PyErr| {
+        ConfigError::File(format!(
+            "Failed to read config file: {what}\n{}",
+            crate::python::format_exception(py, &e).trim_end()
+        ))
+    };
+    match source {
+        Source::Module(name) => {
+            let module = py.import(name.as_str()).map_err(|e| failed(name, e))?;
+            module.dict().copy().map_err(|e| failed(name, e))
+        }
+        Source::Path(path) => {
+            let shown = path.display().to_string();
+            if path.extension().and_then(|e| e.to_str()) != Some("py") {
+                eprintln!("configuration file should have a valid Python extension.");
+            }
+            let run = || -> PyResult<Bound<'py, PyDict>> {
+                // SourceFileLoader accepts any extension (Gunicorn only warns about it).
+                let machinery = py.import("importlib.machinery")?;
+                let util = py.import("importlib.util")?;
+                let loader = machinery.getattr("SourceFileLoader")?.call1(("__config__", &shown))?;
+                let spec = util.call_method1("spec_from_loader", ("__config__", &loader))?;
+                let module = util.call_method1("module_from_spec", (&spec,))?;
+                py.import("sys")?.getattr("modules")?.set_item("__config__", &module)?;
+                loader.call_method1("exec_module", (&module,))?;
+                module.getattr("__dict__")?.cast_into::<PyDict>().map_err(PyErr::from)
+            };
+            run().map_err(|e| failed(&shown, e))
+        }
+    }
+}
+
+/// Converts a Python value to the text forms the row's parser understands.
+fn texts(value: &Bound<'_, PyAny>) -> Option<Vec<String>> {
+    if value.is_instance_of::<PyBool>() {
+        let b: bool = value.extract().ok()?;
+        return Some(vec![if b { "true" } else { "false" }.to_string()]);
+    }
+    if value.is_instance_of::<PyInt>() || value.is_instance_of::<PyString>() {
+        return Some(vec![value.str().ok()?.to_string()]);
+    }
+    if value.is_instance_of::<PyFloat>() {
+        // Gunicorn's int(): 30.7 -> 30.
+        let f: f64 = value.extract().ok()?;
+        return Some(vec![format!("{}", f.trunc() as i64)]);
+    }
+    if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        return value
+            .try_iter()
+            .ok()?
+            .map(|item| item.ok().and_then(|i| i.str().ok().map(|s| s.to_string())))
+            .collect();
+    }
+    None
+}
+
+/// Applies one setting's row to a Python value from the file.
+///
+/// # Errors
+/// Gunicorn's `Invalid value for NAME: VALUE` with the reason.
+pub fn value_for(setting: &Setting, value: &Bound<'_, PyAny>) -> Result<Value, ConfigError> {
+    let shown = value.repr().map(|r| r.to_string()).unwrap_or_default();
+    let invalid = |reason: String| ConfigError::FileValue {
+        name: setting.name.to_string(),
+        value: shown.clone(),
+        reason,
+    };
+    if value.is_none() {
+        return Ok(Value::None);
+    }
+    let parts = texts(value).ok_or_else(|| invalid(format!("{shown} is not a supported value for {}", setting.name)))?;
+    match setting.action {
+        Action::Append => {
+            let mut items = Vec::with_capacity(parts.len());
+            for part in &parts {
+                match (setting.parse)(part).map_err(&invalid)? {
+                    Value::Str(s) => items.push(s),
+                    other => items.push(other.to_string()),
+                }
+            }
+            Ok(Value::List(items))
+        }
+        Action::SetTrue | Action::Set => {
+            let text = parts.first().cloned().unwrap_or_default();
+            if setting.action == Action::SetTrue {
+                return super::setting::parse_bool(&text).map_err(invalid);
+            }
+            (setting.parse)(&text).map_err(invalid)
+        }
+    }
+}
+
+/// The settings a configuration source sets, by name, plus `wsgi_app` if present.
+///
+/// # Errors
+/// The source cannot run, or a value is invalid.
+pub fn read(py: Python<'_>, source: &Source, table: &'static [Setting]) -> Result<Vec<(&'static str, Value)>, ConfigError> {
+    let namespace = execute(py, source)?;
+    let mut out = Vec::new();
+    for setting in table {
+        if let Ok(Some(value)) = namespace.get_item(setting.name) {
+            out.push((setting.name, value_for(setting, &value)?));
+        }
+    }
+    Ok(out)
+}
