@@ -99,7 +99,10 @@ pub fn run(argv: &[String]) -> i32 {
     // `-e` variables and SERVER_SOFTWARE go into os.environ (which also calls putenv), so the
     // master's Python code and every worker see them.
     let mut environ = config.raw_env.clone();
-    environ.push(("SERVER_SOFTWARE".to_string(), format!("rgunicorn/{VERSION}")));
+    environ.push((
+        "SERVER_SOFTWARE".to_string(),
+        format!("rgunicorn/{VERSION}"),
+    ));
     if let Err(msg) = Python::attach(|py| python::set_environ(py, &environ)) {
         return config_error(&msg);
     }
@@ -140,8 +143,19 @@ pub fn run(argv: &[String]) -> i32 {
     if let Err(msg) = Python::attach(|py| prepare_interpreter(py, &config)) {
         return config_error(&msg);
     }
+    Python::attach(|py| python::hooks::install(py, &config.hooks));
 
-    if config.check_config {
+    if config.print_config {
+        // Written, not println!'d: `--print-config | head` must not panic on a closed pipe.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        for (name, value) in config.describe() {
+            if writeln!(out, "{name} = {value}").is_err() {
+                break;
+            }
+        }
+    }
+    if config.check_config || config.print_config {
         // Load the app in this process, as Gunicorn does, and report.
         return Python::attach(|py| match wsgi::app::load(py, &app_module) {
             Ok(_) => EXIT_OK,
@@ -152,6 +166,12 @@ pub fn run(argv: &[String]) -> i32 {
         });
     }
 
+    if log::enabled(config::LogLevel::Debug) {
+        debug!("Current configuration:");
+        for (name, value) in config.describe() {
+            debug!("  {}: {value}", name.trim_end());
+        }
+    }
     info!("Starting rgunicorn {VERSION}");
     // A master started by USR2 adopts its parent's sockets and writes `<pidfile>.2`.
     let upgrade = master::reexec::inherited();
@@ -173,6 +193,15 @@ pub fn run(argv: &[String]) -> i32 {
         },
         None => None,
     };
+    if python::hooks::is_set("on_starting") {
+        Python::attach(|py| {
+            let pid = nix::unistd::getpid();
+            match master::server_namespace(py, &config, pid, &[], &[], config.workers) {
+                Ok(server) => python::hooks::call(py, "on_starting", &[server]),
+                Err(e) => python::log_exception(py, "Exception in on_starting hook", &e),
+            }
+        });
+    }
     debug!("Arbiter booted");
     let listeners = match &upgrade {
         Some((fds, _)) => inherit(fds, &config),

@@ -1,11 +1,37 @@
-//! The settings table: one row per Gunicorn setting rgunicorn understands, in Gunicorn's
-//! section order. This is the only place a setting is described; the command line,
+//! The settings table: one row per Gunicorn setting (all 120 of Gunicorn 27.0.1), in
+//! Gunicorn's order. This is the only place a setting is described; the command line,
 //! `GUNICORN_CMD_ARGS` and the resolved [`super::Config`] are all driven by it.
+//!
+//! Every row says whether rgunicorn implements it ([`Support`]). Rows it does not implement
+//! still parse and validate their values the way Gunicorn does, so a bad value is reported
+//! the same way whether or not the setting is honoured.
+
+use std::path::{Path, PathBuf};
 
 use super::setting::{
     parse_bool, parse_choice, parse_int, parse_pos_int, parse_string, Action, Setting, Support,
     Value,
 };
+
+/// For settings the lead is implementing next (flipped to `Full` one by one).
+const NOT_YET: &str = "not implemented yet";
+/// `certfile`/`keyfile`: serving plain HTTP instead of TLS would be a silent downgrade.
+const NO_TLS: &str = "TLS is not supported; terminate TLS in a proxy";
+/// The other SSL settings: Gunicorn only reads them once `certfile`/`keyfile` turn TLS on.
+const TLS_ONLY: &str =
+    "only used with TLS (certfile/keyfile), which rgunicorn does not support; terminate TLS in a proxy";
+/// HTTP/2 settings: Gunicorn's own sync worker warns and serves HTTP/1.1 only.
+const HTTP2_ONLY: &str =
+    "the sync worker serves HTTP/1.x only (Gunicorn's sync worker ignores HTTP/2 too)";
+const ASGI_ONLY: &str = "applies to the asgi worker only";
+/// `dirty_apps`/`dirty_workers` turn the dirty arbiter on; the app then relies on it.
+const NO_DIRTY: &str = "dirty arbiters are not supported";
+/// The other dirty settings: Gunicorn only reads them when dirty arbiters run.
+const DIRTY_ONLY: &str =
+    "only used by dirty arbiters (dirty_apps and dirty_workers), which rgunicorn does not support";
+const NO_PASTE: &str = "PasteDeploy is not supported; give APP_MODULE instead";
+const PASTE_ONLY: &str = "only used with paste, which rgunicorn does not support";
+const NO_CONTROL_SOCKET: &str = "rgunicorn has no control socket";
 
 fn none() -> Value {
     Value::None
@@ -13,8 +39,18 @@ fn none() -> Value {
 fn no() -> Value {
     Value::Bool(false)
 }
+fn yes() -> Value {
+    Value::Bool(true)
+}
 fn empty_list() -> Value {
     Value::List(Vec::new())
+}
+fn empty_str() -> Value {
+    Value::Str(String::new())
+}
+/// `'127.0.0.1,::1'` once Gunicorn's `validate_string_to_addr_list` has split it.
+fn local_addrs() -> Value {
+    Value::List(vec!["127.0.0.1".to_string(), "::1".to_string()])
 }
 
 /// `bind` defaults to `0.0.0.0:$PORT` when the platform sets `PORT` (Heroku and friends).
@@ -38,6 +74,40 @@ fn default_forwarded_allow_ips() -> Value {
         Ok(v) => Value::Str(v),
         Err(_) => Value::Str("127.0.0.1,::1".to_string()),
     }
+}
+
+/// Gunicorn's documented per-platform syslog target. (Gunicorn compares `sys.platform`
+/// with `'freebsd'`/`'openbsd'` exactly, which never matches the versioned names those
+/// systems report; we follow the documentation, which names the socket that exists there.)
+fn default_syslog_addr() -> Value {
+    let addr = if cfg!(target_os = "macos") {
+        "unix:///var/run/syslog"
+    } else if cfg!(any(target_os = "freebsd", target_os = "dragonfly")) {
+        "unix:///var/run/log"
+    } else if cfg!(target_os = "openbsd") {
+        "unix:///dev/log"
+    } else {
+        "udp://localhost:514"
+    };
+    Value::Str(addr.to_string())
+}
+
+/// `$XDG_RUNTIME_DIR/gunicorn.ctl` when that directory exists, else
+/// `~/.gunicorn/gunicorn.ctl` (`~` expanded as Python's `os.path.expanduser` does).
+fn default_control_socket() -> Value {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(xdg) if !xdg.is_empty() && Path::new(&xdg).is_dir() => PathBuf::from(xdg),
+        _ => {
+            let home = std::env::var_os("HOME").map(PathBuf::from).or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|user| user.dir)
+            });
+            home.unwrap_or_else(|| PathBuf::from("~")).join(".gunicorn")
+        }
+    };
+    Value::Str(dir.join("gunicorn.ctl").to_string_lossy().into_owned())
 }
 
 fn parse_worker_class(text: &str) -> Result<Value, String> {
@@ -99,8 +169,411 @@ fn parse_env_entry(text: &str) -> Result<Value, String> {
     }
 }
 
+/// Gunicorn's `validate_string`: the text with surrounding whitespace removed.
+fn parse_stripped(text: &str) -> Result<Value, String> {
+    Ok(Value::Str(text.trim().to_string()))
+}
+
+/// A hook named in text must be a dotted import path (`pkg.mod.func`), as Gunicorn's
+/// `validate_callable` requires before importing it.
+fn parse_hook(text: &str) -> Result<Value, String> {
+    match text.rsplit_once('.') {
+        Some(_) => Ok(Value::Str(text.to_string())),
+        None => Err(format!(
+            "Value '{text}' is not import string. Format: module[.submodules...].object"
+        )),
+    }
+}
+
+/// Dict settings (`secure_scheme_headers`, `logconfig_dict`) come from a config file only;
+/// text never is a dict (Gunicorn's `validate_dict` message, trailing space included).
+fn parse_dict(text: &str) -> Result<Value, String> {
+    Err(format!("Value is not a dictionary: {text} "))
+}
+
+/// `reload_engine`: one of Gunicorn's reloader engines, compared exactly as Gunicorn does.
+fn parse_reload_engine(text: &str) -> Result<Value, String> {
+    match text {
+        "auto" | "poll" | "inotify" => Ok(Value::Str(text.to_string())),
+        _ => Err(format!(
+            "Invalid reload_engine: {}",
+            Value::Str(text.to_string())
+        )),
+    }
+}
+
+/// `reload_extra_files`: a literal path must exist; a glob pattern (`*`, `?`, `[`) is kept
+/// for the reloader to expand on every check (Gunicorn 26.1+).
+fn parse_reload_extra_file(text: &str) -> Result<Value, String> {
+    let entry = text.trim();
+    let is_glob = entry.contains(['*', '?', '[']);
+    if is_glob || Path::new(entry).exists() {
+        Ok(Value::Str(entry.to_string()))
+    } else {
+        Err(format!("File {entry} does not exists."))
+    }
+}
+
+/// Whether `text` is what Python's `int(text)` accepts (base 10: sign, digits, underscores
+/// between digits, surrounding whitespace).
+fn is_python_int(text: &str) -> bool {
+    let t = text.trim();
+    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+        && !digits.starts_with('_')
+        && !digits.ends_with('_')
+        && !digits.contains("__")
+}
+
+/// Python's `ipaddress.ip_network(text)` (strict): an IPv4/IPv6 address or network, with
+/// no host bits set. IPv4 masks may be a prefix length, a netmask or a hostmask.
+fn check_ip_network(text: &str) -> Result<(), String> {
+    let not_a_network = || format!("'{text}' does not appear to be an IPv4 or IPv6 network");
+    let mut parts = text.split('/');
+    let addr = parts.next().unwrap_or_default();
+    let mask = parts.next();
+    if parts.next().is_some() {
+        return Err(not_a_network());
+    }
+    let prefix_len = |mask: &str, max: u32| -> Option<u32> {
+        if mask.is_empty() || !mask.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        mask.parse::<u32>().ok().filter(|&p| p <= max)
+    };
+    if let Ok(ip) = addr.parse::<std::net::Ipv4Addr>() {
+        let prefix = match mask {
+            None => 32,
+            Some(m) => match prefix_len(m, 32) {
+                Some(p) => p,
+                None => {
+                    let bits = u32::from(
+                        m.parse::<std::net::Ipv4Addr>()
+                            .map_err(|_| not_a_network())?,
+                    );
+                    if bits.leading_ones() + bits.trailing_zeros() == 32 {
+                        bits.leading_ones()
+                    } else if (!bits).leading_ones() + (!bits).trailing_zeros() == 32 {
+                        (!bits).leading_ones()
+                    } else {
+                        return Err(not_a_network());
+                    }
+                }
+            },
+        };
+        let host_bits = u32::MAX.checked_shr(prefix).unwrap_or(0);
+        return if u32::from(ip) & host_bits == 0 {
+            Ok(())
+        } else {
+            Err(format!("{ip}/{prefix} has host bits set"))
+        };
+    }
+    // Python accepts a scope id on IPv6 addresses (`fe80::1%eth0`).
+    let (bare, scope) = match addr.split_once('%') {
+        Some((bare, scope)) if !scope.is_empty() => (bare, Some(scope)),
+        Some(_) => return Err(not_a_network()),
+        None => (addr, None),
+    };
+    let ip = bare
+        .parse::<std::net::Ipv6Addr>()
+        .map_err(|_| not_a_network())?;
+    let prefix = match mask {
+        None => 128,
+        Some(m) => prefix_len(m, 128).ok_or_else(not_a_network)?,
+    };
+    let host_bits = u128::MAX.checked_shr(prefix).unwrap_or(0);
+    if u128::from(ip) & host_bits == 0 {
+        Ok(())
+    } else {
+        let scope = scope.map(|s| format!("%{s}")).unwrap_or_default();
+        Err(format!("{ip}{scope}/{prefix} has host bits set"))
+    }
+}
+
+/// Gunicorn's `validate_string_to_list`: comma-separated, each item stripped.
+fn split_comma_list(text: &str) -> Vec<String> {
+    text.trim()
+        .split(',')
+        .filter(|item| !item.is_empty())
+        .map(|item| item.trim().to_string())
+        .collect()
+}
+
+/// A comma-separated list (`forwarder_headers`), as the list Gunicorn keeps.
+fn parse_comma_list(text: &str) -> Result<Value, String> {
+    Ok(Value::List(split_comma_list(text)))
+}
+
+/// Gunicorn's `validate_string_to_addr_list`: comma-separated IPs or CIDR networks, or `*`.
+fn parse_addr_list(text: &str) -> Result<Value, String> {
+    let items = split_comma_list(text);
+    for item in items.iter().filter(|item| *item != "*") {
+        check_ip_network(item)?;
+    }
+    Ok(Value::List(items))
+}
+
+/// `syslog_addr`: `unix://PATH[#dgram|#stream]`, `udp://HOST[:PORT]` or `tcp://HOST[:PORT]`.
+/// Gunicorn checks this when it opens the syslog handler; we check it up front.
+fn parse_syslog_addr(text: &str) -> Result<Value, String> {
+    let addr = text.trim();
+    if addr.starts_with("unix://") {
+        return Ok(Value::Str(addr.to_string()));
+    }
+    let Some(hostport) = addr
+        .strip_prefix("udp://")
+        .or_else(|| addr.strip_prefix("tcp://"))
+    else {
+        return Err("invalid syslog address".to_string());
+    };
+    let after_host = hostport.rsplit(']').next().unwrap_or_default();
+    if let Some((_, port)) = after_host.split_once(':') {
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{} is not a valid port number.",
+                Value::Str(port.to_string())
+            ));
+        }
+    }
+    Ok(Value::Str(addr.to_string()))
+}
+
+/// Facility names Gunicorn's syslog handler knows (`glogging.SYSLOG_FACILITIES`).
+const SYSLOG_FACILITIES: &[&str] = &[
+    "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "security",
+    "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+];
+
+/// `syslog_facility`, matched case-insensitively (Gunicorn lowercases it when it opens the
+/// syslog handler and fails there with "unknown facility name"; we check it up front).
+fn parse_syslog_facility(text: &str) -> Result<Value, String> {
+    let name = text.trim();
+    if SYSLOG_FACILITIES.contains(&name.to_ascii_lowercase().as_str()) {
+        Ok(Value::Str(name.to_string()))
+    } else {
+        Err(format!("unknown facility name: {name}"))
+    }
+}
+
+/// Gunicorn's `validate_statsd_address`: `HOST[:PORT]` (port 8125 by default),
+/// `[V6]:PORT`, `tcp://...`, `unix:PATH`/`unix://PATH`, `fd://N`. Kept as the text given.
+fn parse_statsd_host(text: &str) -> Result<Value, String> {
+    let addr = text.trim();
+    let bad = || "Value must be one of ('host:port', 'unix://PATH')".to_string();
+    if addr.starts_with("unix:") {
+        return Ok(Value::Str(addr.to_string()));
+    }
+    if let Some(fd) = addr.strip_prefix("fd://") {
+        return if is_python_int(fd) {
+            Ok(Value::Str(addr.to_string()))
+        } else {
+            Err(bad())
+        };
+    }
+    let netloc = addr.strip_prefix("tcp://").unwrap_or(addr);
+    let port = if netloc.contains('[') && netloc.contains(']') {
+        netloc.split_once("]:").map(|(_, rest)| rest)
+    } else if netloc.contains(':') {
+        netloc.split(':').nth(1)
+    } else {
+        None
+    };
+    match port {
+        Some(port) if !is_python_int(port.split("]:").next().unwrap_or_default()) => Err(bad()),
+        _ => Ok(Value::Str(addr.to_string())),
+    }
+}
+
+/// `dogstatsd_tags` is appended verbatim to every datagram as `|#tags`, ASCII-encoded:
+/// a `|`, a line break or a non-ASCII character would break every metric Gunicorn sends
+/// (it drops them with a warning); we refuse such a value up front.
+fn parse_dogstatsd_tags(text: &str) -> Result<Value, String> {
+    let tags = text.trim();
+    if tags.is_ascii() && !tags.contains(['|', '\n', '\r']) {
+        Ok(Value::Str(tags.to_string()))
+    } else {
+        Err(format!(
+            "Invalid value for dogstatsd_tags: {tags} (must be ASCII, without '|' or line breaks)"
+        ))
+    }
+}
+
+/// `proxy_protocol`: `off`, `v1`, `v2` or `auto`, with Gunicorn's aliases
+/// (`true`/`1` = `auto`, `false`/`0`/`none` = `off`).
+fn parse_proxy_protocol(text: &str) -> Result<Value, String> {
+    let mode = match text.trim().to_lowercase().as_str() {
+        "false" | "off" | "0" | "none" => "off",
+        "true" | "auto" | "1" => "auto",
+        "v1" => "v1",
+        "v2" => "v2",
+        _ => return Err("proxy_protocol must be: off, v1, v2, or auto".to_string()),
+    };
+    Ok(Value::Str(mode.to_string()))
+}
+
+/// `protocol`: `http` or `uwsgi`. (Gunicorn takes any string and treats everything but
+/// `uwsgi` as HTTP; a misspelt `uwsgi` would then fail every request, so we refuse it.)
+fn parse_protocol(text: &str) -> Result<Value, String> {
+    match text.trim() {
+        p @ ("http" | "uwsgi") => Ok(Value::Str(p.to_string())),
+        other => Err(format!(
+            "Invalid value for protocol: {other} (expected http or uwsgi)"
+        )),
+    }
+}
+
+/// `cert_reqs`: `ssl.CERT_NONE` (0), `CERT_OPTIONAL` (1) or `CERT_REQUIRED` (2).
+fn parse_cert_reqs(text: &str) -> Result<Value, String> {
+    match parse_pos_int(text)? {
+        Value::Int(n) if n > 2 => Err(format!(
+            "Invalid value for cert_reqs: {n} (expected 0, 1 or 2)"
+        )),
+        v => Ok(v),
+    }
+}
+
+/// `http_protocols`: a comma-separated preference list of `h1` and `h2`, no repeats;
+/// empty means `h1`.
+fn parse_http_protocols(text: &str) -> Result<Value, String> {
+    let protocols: Vec<String> = text
+        .split(',')
+        .map(|p| p.trim().to_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if protocols.is_empty() {
+        return Ok(Value::List(vec!["h1".to_string()]));
+    }
+    for (i, proto) in protocols.iter().enumerate() {
+        if proto != "h1" && proto != "h2" {
+            return Err(format!(
+                "Invalid protocol '{proto}'. Valid protocols: h1, h2"
+            ));
+        }
+        if protocols[..i].contains(proto) {
+            return Err("Duplicate protocols specified".to_string());
+        }
+    }
+    Ok(Value::List(protocols))
+}
+
+/// `http2_cleartext`: `off`, `prior-knowledge`, `upgrade` or `both`.
+fn parse_http2_cleartext(text: &str) -> Result<Value, String> {
+    let mode = text.trim().to_lowercase();
+    match mode.as_str() {
+        "off" | "prior-knowledge" | "upgrade" | "both" => Ok(Value::Str(mode)),
+        _ => Err(format!("Invalid http2_cleartext: {mode}")),
+    }
+}
+
+fn parse_http2_max_concurrent_streams(text: &str) -> Result<Value, String> {
+    match parse_pos_int(text)? {
+        Value::Int(n) if n < 1 => Err(format!(
+            "HTTP/2 max concurrent streams must be at least 1: {n}"
+        )),
+        v => Ok(v),
+    }
+}
+
+/// Flow-control windows are at most 2^31-1 (RFC 9113 section 6.9.1).
+fn parse_http2_initial_window_size(text: &str) -> Result<Value, String> {
+    match parse_pos_int(text)? {
+        Value::Int(n) if n > (1 << 31) - 1 => Err(format!(
+            "HTTP/2 window size must be at most 2147483647: {n}"
+        )),
+        v => Ok(v),
+    }
+}
+
+/// SETTINGS_MAX_FRAME_SIZE is 2^14..2^24-1 (RFC 9113 section 6.5.2).
+fn parse_http2_max_frame_size(text: &str) -> Result<Value, String> {
+    match parse_int(text)? {
+        Value::Int(n) if !(16_384..=16_777_215).contains(&n) => Err(format!(
+            "http2_max_frame_size must be between 16384 and 16777215, got {n}"
+        )),
+        v => Ok(v),
+    }
+}
+
+/// `header_map`: what to do with header names containing `_`: `drop`, `refuse`, `dangerous`.
+fn parse_header_map(text: &str) -> Result<Value, String> {
+    parse_choice(
+        text,
+        &["drop", "refuse", "dangerous"],
+        "header map behaviour",
+    )
+}
+
+fn parse_asgi_loop(text: &str) -> Result<Value, String> {
+    let lower = text.trim().to_lowercase();
+    match lower.as_str() {
+        "auto" | "asyncio" | "uvloop" => Ok(Value::Str(lower)),
+        _ => Err(format!("Invalid ASGI loop: {lower}")),
+    }
+}
+
+fn parse_asgi_lifespan(text: &str) -> Result<Value, String> {
+    let lower = text.trim().to_lowercase();
+    match lower.as_str() {
+        "auto" | "on" | "off" => Ok(Value::Str(lower)),
+        _ => Err(format!("Invalid ASGI lifespan: {lower}")),
+    }
+}
+
+fn parse_http_parser(text: &str) -> Result<Value, String> {
+    let lower = text.trim().to_lowercase();
+    match lower.as_str() {
+        "auto" | "fast" | "python" => Ok(Value::Str(lower)),
+        _ => Err("http_parser must be one of: auto, fast, python".to_string()),
+    }
+}
+
+/// A server hook: set from a config file only; `Value::None` stands for Gunicorn's default
+/// (a no-op, or `pre_request`'s debug log line).
+const fn hook(
+    name: &'static str,
+    section: &'static str,
+    help: &'static str,
+    support: Support,
+) -> Setting {
+    Setting {
+        name,
+        section,
+        flags: &[],
+        meta: "",
+        action: Action::Set,
+        parse: parse_hook,
+        default: none,
+        help,
+        support,
+    }
+}
+
 /// Every setting, in the order Gunicorn documents them.
 pub static SETTINGS: &[Setting] = &[
+    Setting {
+        name: "config",
+        section: "Config File",
+        flags: &["-c", "--config"],
+        meta: "CONFIG",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: || Value::Str("./gunicorn.conf.py".to_string()),
+        help: "The Gunicorn config file: PATH, file:PATH or python:MODULE_NAME.",
+        support: Support::Full,
+    },
+    Setting {
+        name: "wsgi_app",
+        section: "Config File",
+        flags: &[],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "A WSGI application path in pattern $(MODULE_NAME):$(VARIABLE_NAME).",
+        support: Support::Full,
+    },
     Setting {
         name: "bind",
         section: "Server Socket",
@@ -256,6 +729,50 @@ pub static SETTINGS: &[Setting] = &[
         support: Support::Full,
     },
     Setting {
+        name: "reload",
+        section: "Debugging",
+        flags: &["--reload"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Restart workers when code changes.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "reload_engine",
+        section: "Debugging",
+        flags: &["--reload-engine"],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_reload_engine,
+        default: || Value::Str("auto".to_string()),
+        help: "The implementation that should be used to power reload: auto, poll or inotify.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "reload_extra_files",
+        section: "Debugging",
+        flags: &["--reload-extra-file"],
+        meta: "FILES",
+        action: Action::Append,
+        parse: parse_reload_extra_file,
+        default: empty_list,
+        help: "Extends reload option to also watch and reload on additional files (glob patterns allowed).",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "spew",
+        section: "Debugging",
+        flags: &["--spew"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Install a trace function that spews every line executed by the server.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
         name: "check_config",
         section: "Debugging",
         flags: &["--check-config"],
@@ -267,6 +784,28 @@ pub static SETTINGS: &[Setting] = &[
         support: Support::Full,
     },
     Setting {
+        name: "print_config",
+        section: "Debugging",
+        flags: &["--print-config"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Print the configuration settings as fully resolved. Implies check-config.",
+        support: Support::Full,
+    },
+    Setting {
+        name: "preload_app",
+        section: "Server Mechanics",
+        flags: &["--preload"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Load application code before the worker processes are forked.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
         name: "sendfile",
         section: "Server Mechanics",
         flags: &["--no-sendfile"],
@@ -275,6 +814,17 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: none,
         help: "Disables the use of sendfile().",
+        support: Support::Full,
+    },
+    Setting {
+        name: "reuse_port",
+        section: "Server Mechanics",
+        flags: &["--reuse-port"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Set the SO_REUSEPORT flag on the listening socket.",
         support: Support::Full,
     },
     Setting {
@@ -295,17 +845,6 @@ pub static SETTINGS: &[Setting] = &[
         support: Support::Full,
     },
     Setting {
-        name: "reuse_port",
-        section: "Server Mechanics",
-        flags: &["--reuse-port"],
-        meta: "",
-        action: Action::SetTrue,
-        parse: parse_bool,
-        default: no,
-        help: "Set the SO_REUSEPORT flag on the listening socket.",
-        support: Support::Full,
-    },
-    Setting {
         name: "daemon",
         section: "Server Mechanics",
         flags: &["-D", "--daemon"],
@@ -317,47 +856,14 @@ pub static SETTINGS: &[Setting] = &[
         support: Support::Full,
     },
     Setting {
-        name: "enable_stdio_inheritance",
-        section: "Logging",
-        flags: &["-R", "--enable-stdio-inheritance"],
-        meta: "",
-        action: Action::SetTrue,
-        parse: parse_bool,
-        default: no,
-        help: "Keep stdout and stderr when daemonized.",
-        support: Support::Full,
-    },
-    Setting {
-        name: "user",
+        name: "raw_env",
         section: "Server Mechanics",
-        flags: &["-u", "--user"],
-        meta: "USER",
-        action: Action::Set,
-        parse: parse_string,
-        default: none,
-        help: "Switch worker processes to run as this user (name or uid).",
-        support: Support::Full,
-    },
-    Setting {
-        name: "group",
-        section: "Server Mechanics",
-        flags: &["-g", "--group"],
-        meta: "GROUP",
-        action: Action::Set,
-        parse: parse_string,
-        default: none,
-        help: "Switch worker process to run as this group (name or gid).",
-        support: Support::Full,
-    },
-    Setting {
-        name: "initgroups",
-        section: "Server Mechanics",
-        flags: &["--initgroups"],
-        meta: "",
-        action: Action::SetTrue,
-        parse: parse_bool,
-        default: no,
-        help: "Set the worker's supplementary groups to those of the worker user.",
+        flags: &["-e", "--env"],
+        meta: "ENV",
+        action: Action::Append,
+        parse: parse_env_entry,
+        default: empty_list,
+        help: "Set environment variables in the execution environment.",
         support: Support::Full,
     },
     Setting {
@@ -383,6 +889,28 @@ pub static SETTINGS: &[Setting] = &[
         support: Support::Full,
     },
     Setting {
+        name: "user",
+        section: "Server Mechanics",
+        flags: &["-u", "--user"],
+        meta: "USER",
+        action: Action::Set,
+        parse: parse_string,
+        default: none,
+        help: "Switch worker processes to run as this user (name or uid).",
+        support: Support::Full,
+    },
+    Setting {
+        name: "group",
+        section: "Server Mechanics",
+        flags: &["-g", "--group"],
+        meta: "GROUP",
+        action: Action::Set,
+        parse: parse_string,
+        default: none,
+        help: "Switch worker process to run as this group (name or gid).",
+        support: Support::Full,
+    },
+    Setting {
         name: "umask",
         section: "Server Mechanics",
         flags: &["-m", "--umask"],
@@ -394,15 +922,38 @@ pub static SETTINGS: &[Setting] = &[
         support: Support::Full,
     },
     Setting {
-        name: "raw_env",
+        name: "initgroups",
         section: "Server Mechanics",
-        flags: &["-e", "--env"],
-        meta: "ENV",
-        action: Action::Append,
-        parse: parse_env_entry,
-        default: empty_list,
-        help: "Set environment variables in the execution environment.",
+        flags: &["--initgroups"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Set the worker's supplementary groups to those of the worker user.",
         support: Support::Full,
+    },
+    Setting {
+        name: "tmp_upload_dir",
+        section: "Server Mechanics",
+        flags: &[],
+        meta: "DIR",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "Directory to store temporary request data as they are read.",
+        support: Support::Ignored("Gunicorn does not use it either"),
+    },
+    Setting {
+        name: "secure_scheme_headers",
+        section: "Server Mechanics",
+        flags: &[],
+        meta: "",
+        // A dict in Gunicorn (`default` is `None` until `Value` has a dict kind).
+        action: Action::Set,
+        parse: parse_dict,
+        default: none,
+        help: "A dictionary containing headers and values that the front-end proxy uses to indicate HTTPS requests.",
+        support: Support::Ignored(NOT_YET),
     },
     Setting {
         name: "forwarded_allow_ips",
@@ -417,17 +968,6 @@ pub static SETTINGS: &[Setting] = &[
         support: Support::Full,
     },
     Setting {
-        name: "control_socket_disable",
-        section: "Control",
-        flags: &["--no-control-socket"],
-        meta: "",
-        action: Action::SetTrue,
-        parse: parse_bool,
-        default: no,
-        help: "Disable the control socket (rgunicorn has none; accepted for compatibility).",
-        support: Support::Full,
-    },
-    Setting {
         name: "accesslog",
         section: "Logging",
         flags: &["--access-logfile"],
@@ -437,6 +977,17 @@ pub static SETTINGS: &[Setting] = &[
         default: none,
         help: "The Access log file to write to.",
         support: Support::Full,
+    },
+    Setting {
+        name: "disable_redirect_access_to_syslog",
+        section: "Logging",
+        flags: &["--disable-redirect-access-to-syslog"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Disable redirect access logs to syslog.",
+        support: Support::Ignored(NOT_YET),
     },
     Setting {
         name: "access_log_format",
@@ -472,6 +1023,161 @@ pub static SETTINGS: &[Setting] = &[
         support: Support::Full,
     },
     Setting {
+        name: "capture_output",
+        section: "Logging",
+        flags: &["--capture-output"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Redirect stdout/stderr to specified file in errorlog.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "logger_class",
+        section: "Logging",
+        flags: &["--logger-class"],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: || Value::Str("gunicorn.glogging.Logger".to_string()),
+        help: "The logger you want to use to log events in Gunicorn.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "logconfig",
+        section: "Logging",
+        flags: &["--log-config"],
+        meta: "FILE",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "The log config file to use (logging.fileConfig format).",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "logconfig_dict",
+        section: "Logging",
+        flags: &[],
+        meta: "",
+        // A dict in Gunicorn (`default` is `None` until `Value` has a dict kind).
+        action: Action::Set,
+        parse: parse_dict,
+        default: none,
+        help: "The log config dictionary to use, in the logging module's dictConfig format.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "logconfig_json",
+        section: "Logging",
+        flags: &["--log-config-json"],
+        meta: "FILE",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "The log config to read config from a JSON file.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "syslog_addr",
+        section: "Logging",
+        flags: &["--log-syslog-to"],
+        meta: "SYSLOG_ADDR",
+        action: Action::Set,
+        parse: parse_syslog_addr,
+        default: default_syslog_addr,
+        help: "Address to send syslog messages.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "syslog",
+        section: "Logging",
+        flags: &["--log-syslog"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Send Gunicorn logs to syslog.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "syslog_prefix",
+        section: "Logging",
+        flags: &["--log-syslog-prefix"],
+        meta: "SYSLOG_PREFIX",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "Makes Gunicorn use the parameter as program-name in the syslog entries.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "syslog_facility",
+        section: "Logging",
+        flags: &["--log-syslog-facility"],
+        meta: "SYSLOG_FACILITY",
+        action: Action::Set,
+        parse: parse_syslog_facility,
+        default: || Value::Str("user".to_string()),
+        help: "Syslog facility name.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "enable_stdio_inheritance",
+        section: "Logging",
+        flags: &["-R", "--enable-stdio-inheritance"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Keep stdout and stderr when daemonized.",
+        support: Support::Full,
+    },
+    Setting {
+        name: "statsd_host",
+        section: "Logging",
+        flags: &["--statsd-host"],
+        meta: "STATSD_ADDR",
+        action: Action::Set,
+        parse: parse_statsd_host,
+        default: none,
+        help: "The address of the StatsD server to log to.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "dogstatsd_tags",
+        section: "Logging",
+        flags: &["--dogstatsd-tags"],
+        meta: "DOGSTATSD_TAGS",
+        action: Action::Set,
+        parse: parse_dogstatsd_tags,
+        default: empty_str,
+        help: "A comma-delimited list of datadog statsd (dogstatsd) tags to append to statsd metrics.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "statsd_prefix",
+        section: "Logging",
+        flags: &["--statsd-prefix"],
+        meta: "STATSD_PREFIX",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: empty_str,
+        help: "Prefix to use when emitting statsd metrics (a trailing . is added, if not provided).",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "enable_backlog_metric",
+        section: "Logging",
+        flags: &["--enable-backlog-metric"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Enable socket backlog metric (only supported on Linux).",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
         name: "proc_name",
         section: "Process Naming",
         flags: &["-n", "--name"],
@@ -483,6 +1189,17 @@ pub static SETTINGS: &[Setting] = &[
         support: Support::Full,
     },
     Setting {
+        name: "default_proc_name",
+        section: "Process Naming",
+        flags: &[],
+        meta: "",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: || Value::Str("gunicorn".to_string()),
+        help: "Internal setting that is adjusted for each type of application.",
+        support: Support::Full,
+    },
+    Setting {
         name: "pythonpath",
         section: "Server Mechanics",
         flags: &["--pythonpath"],
@@ -491,6 +1208,579 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_string,
         default: none,
         help: "A comma-separated list of directories to add to the Python path.",
+        support: Support::Full,
+    },
+    Setting {
+        name: "paste",
+        section: "Server Mechanics",
+        flags: &["--paste", "--paster"],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "Load a PasteDeploy config file (FILE or FILE#SECTION).",
+        support: Support::Refused(NO_PASTE),
+    },
+    hook(
+        "on_starting",
+        "Server Hooks",
+        "Called just before the master process is initialized.",
+        Support::Full,
+    ),
+    hook(
+        "on_reload",
+        "Server Hooks",
+        "Called to recycle workers during a reload via SIGHUP.",
+        Support::Full,
+    ),
+    hook(
+        "when_ready",
+        "Server Hooks",
+        "Called just after the server is started.",
+        Support::Full,
+    ),
+    hook(
+        "pre_fork",
+        "Server Hooks",
+        "Called just before a worker is forked.",
+        Support::Full,
+    ),
+    hook(
+        "post_fork",
+        "Server Hooks",
+        "Called just after a worker has been forked.",
+        Support::Full,
+    ),
+    hook(
+        "post_worker_init",
+        "Server Hooks",
+        "Called just after a worker has initialized the application.",
+        Support::Full,
+    ),
+    hook(
+        "worker_int",
+        "Server Hooks",
+        "Called just after a worker exited on SIGINT or SIGQUIT.",
+        Support::Full,
+    ),
+    hook(
+        "worker_abort",
+        "Server Hooks",
+        "Called when a worker received the SIGABRT signal.",
+        Support::Full,
+    ),
+    hook(
+        "pre_exec",
+        "Server Hooks",
+        "Called just before a new master process is forked.",
+        Support::Full,
+    ),
+    hook(
+        "pre_request",
+        "Server Hooks",
+        "Called just before a worker processes the request.",
+        Support::Full,
+    ),
+    hook(
+        "post_request",
+        "Server Hooks",
+        "Called after a worker processes the request.",
+        Support::Full,
+    ),
+    hook(
+        "child_exit",
+        "Server Hooks",
+        "Called just after a worker has been exited, in the master process.",
+        Support::Full,
+    ),
+    hook(
+        "worker_exit",
+        "Server Hooks",
+        "Called just after a worker has been exited, in the worker process.",
+        Support::Full,
+    ),
+    hook(
+        "nworkers_changed",
+        "Server Hooks",
+        "Called just after num_workers has been changed.",
+        Support::Full,
+    ),
+    hook(
+        "on_exit",
+        "Server Hooks",
+        "Called just before exiting Gunicorn.",
+        Support::Full,
+    ),
+    hook(
+        "ssl_context",
+        "Server Hooks",
+        "Called when SSLContext is needed.",
+        Support::Ignored(TLS_ONLY),
+    ),
+    Setting {
+        name: "proxy_protocol",
+        section: "Server Mechanics",
+        flags: &["--proxy-protocol"],
+        meta: "MODE",
+        // Gunicorn's flag takes an optional value (`nargs="?"`: a bare `--proxy-protocol`
+        // means `auto`). The row type cannot say so; the CLI builder handles that form.
+        action: Action::Set,
+        parse: parse_proxy_protocol,
+        default: || Value::Str("off".to_string()),
+        help: "Enable PROXY protocol support: off, v1, v2 or auto (a bare --proxy-protocol means auto).",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "proxy_allow_ips",
+        section: "Server Mechanics",
+        flags: &["--proxy-allow-from"],
+        meta: "PROXY_ALLOW_IPS",
+        action: Action::Set,
+        parse: parse_addr_list,
+        default: local_addrs,
+        help: "Front-end's IP addresses or networks from which allowed accept proxy requests (comma separated).",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "protocol",
+        section: "Server Mechanics",
+        flags: &["--protocol"],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_protocol,
+        default: || Value::Str("http".to_string()),
+        help: "The protocol for incoming connections: http or uwsgi.",
+        support: Support::Refused("the uwsgi protocol is not supported; have the proxy speak HTTP to rgunicorn"),
+    },
+    Setting {
+        name: "uwsgi_allow_ips",
+        section: "Server Mechanics",
+        flags: &["--uwsgi-allow-from"],
+        meta: "UWSGI_ALLOW_IPS",
+        action: Action::Set,
+        parse: parse_addr_list,
+        default: local_addrs,
+        help: "IPs allowed to send uWSGI protocol requests (comma separated).",
+        support: Support::Ignored("only used with protocol = uwsgi, which rgunicorn does not support"),
+    },
+    Setting {
+        name: "keyfile",
+        section: "SSL",
+        flags: &["--keyfile"],
+        meta: "FILE",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "SSL key file.",
+        support: Support::Refused(NO_TLS),
+    },
+    Setting {
+        name: "certfile",
+        section: "SSL",
+        flags: &["--certfile"],
+        meta: "FILE",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "SSL certificate file.",
+        support: Support::Refused(NO_TLS),
+    },
+    Setting {
+        name: "ssl_version",
+        section: "SSL",
+        flags: &["--ssl-version"],
+        meta: "SSL_VERSION",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: || Value::Int(2),
+        help: "SSL version to use (deprecated and ignored; use ssl_context).",
+        support: Support::Ignored("deprecated; Gunicorn ignores it too"),
+    },
+    Setting {
+        name: "cert_reqs",
+        section: "SSL",
+        flags: &["--cert-reqs"],
+        meta: "CERT_REQS",
+        action: Action::Set,
+        parse: parse_cert_reqs,
+        default: || Value::Int(0),
+        help: "Whether client certificate is required (0 = none, 1 = optional, 2 = required).",
+        support: Support::Ignored(TLS_ONLY),
+    },
+    Setting {
+        name: "ca_certs",
+        section: "SSL",
+        flags: &["--ca-certs"],
+        meta: "FILE",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "CA certificates file.",
+        support: Support::Ignored(TLS_ONLY),
+    },
+    Setting {
+        name: "suppress_ragged_eofs",
+        section: "SSL",
+        flags: &["--suppress-ragged-eofs"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: yes,
+        help: "Suppress ragged EOFs (see stdlib ssl module's).",
+        support: Support::Ignored(TLS_ONLY),
+    },
+    Setting {
+        name: "do_handshake_on_connect",
+        section: "SSL",
+        flags: &["--do-handshake-on-connect"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Whether to perform SSL handshake on socket connect (see stdlib ssl module's).",
+        support: Support::Ignored(TLS_ONLY),
+    },
+    Setting {
+        name: "ciphers",
+        section: "SSL",
+        flags: &["--ciphers"],
+        meta: "CIPHERS",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "SSL Cipher suite to use, in the format of an OpenSSL cipher list.",
+        support: Support::Ignored(TLS_ONLY),
+    },
+    Setting {
+        name: "http_protocols",
+        section: "HTTP/2",
+        flags: &["--http-protocols"],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_http_protocols,
+        default: || Value::List(vec!["h1".to_string()]),
+        help: "HTTP protocol versions to support (comma-separated h1, h2; order = preference).",
+        support: Support::Ignored(HTTP2_ONLY),
+    },
+    Setting {
+        name: "http2_cleartext",
+        section: "HTTP/2",
+        flags: &["--http2-cleartext"],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_http2_cleartext,
+        default: || Value::Str("off".to_string()),
+        help: "Accept HTTP/2 over cleartext TCP (h2c): off, prior-knowledge, upgrade or both.",
+        support: Support::Ignored(HTTP2_ONLY),
+    },
+    Setting {
+        name: "http2_max_concurrent_streams",
+        section: "HTTP/2",
+        flags: &["--http2-max-concurrent-streams"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_http2_max_concurrent_streams,
+        default: || Value::Int(100),
+        help: "Maximum number of concurrent HTTP/2 streams per connection.",
+        support: Support::Ignored(HTTP2_ONLY),
+    },
+    Setting {
+        name: "http2_initial_window_size",
+        section: "HTTP/2",
+        flags: &["--http2-initial-window-size"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_http2_initial_window_size,
+        default: || Value::Int(65_535),
+        help: "Initial HTTP/2 flow control window size in bytes.",
+        support: Support::Ignored(HTTP2_ONLY),
+    },
+    Setting {
+        name: "http2_max_frame_size",
+        section: "HTTP/2",
+        flags: &["--http2-max-frame-size"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_http2_max_frame_size,
+        default: || Value::Int(16_384),
+        help: "Maximum HTTP/2 frame payload size in bytes.",
+        support: Support::Ignored(HTTP2_ONLY),
+    },
+    Setting {
+        name: "http2_max_header_list_size",
+        section: "HTTP/2",
+        flags: &["--http2-max-header-list-size"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_pos_int,
+        default: || Value::Int(65_536),
+        help: "Maximum size of HTTP/2 header list in bytes (HPACK protection).",
+        support: Support::Ignored(HTTP2_ONLY),
+    },
+    Setting {
+        name: "raw_paste_global_conf",
+        section: "Server Mechanics",
+        flags: &["--paste-global"],
+        meta: "CONF",
+        action: Action::Append,
+        parse: parse_stripped,
+        default: empty_list,
+        help: "Set a PasteDeploy global config variable in key=value form.",
+        support: Support::Ignored(PASTE_ONLY),
+    },
+    Setting {
+        name: "permit_obsolete_folding",
+        section: "Server Mechanics",
+        flags: &["--permit-obsolete-folding"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Permit requests employing obsolete HTTP line folding mechanism.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "strip_header_spaces",
+        section: "Server Mechanics",
+        flags: &["--strip-header-spaces"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Strip spaces present between the header name and the ':'.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "permit_unconventional_http_method",
+        section: "Server Mechanics",
+        flags: &["--permit-unconventional-http-method"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Permit HTTP methods not matching conventions, such as IANA registration guidelines.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "permit_unconventional_http_version",
+        section: "Server Mechanics",
+        flags: &["--permit-unconventional-http-version"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Permit HTTP version not matching conventions of 2023.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "casefold_http_method",
+        section: "Server Mechanics",
+        flags: &["--casefold-http-method"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Transform received HTTP methods to uppercase.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "forwarder_headers",
+        section: "Server Mechanics",
+        flags: &["--forwarder-headers"],
+        meta: "FORWARDER_HEADERS",
+        action: Action::Set,
+        parse: parse_comma_list,
+        default: || Value::List(vec!["SCRIPT_NAME".to_string(), "PATH_INFO".to_string()]),
+        help: "Upper-case header names a trusted front-end proxy may set, to be used in the WSGI environ.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "header_map",
+        section: "Server Mechanics",
+        flags: &["--header-map"],
+        meta: "HEADER_MAP",
+        action: Action::Set,
+        parse: parse_header_map,
+        default: || Value::Str("drop".to_string()),
+        help: "Configure how header field names are mapped into environ: drop, refuse or dangerous.",
+        support: Support::Ignored(NOT_YET),
+    },
+    Setting {
+        name: "asgi_loop",
+        section: "Worker Processes",
+        flags: &["--asgi-loop"],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_asgi_loop,
+        default: || Value::Str("auto".to_string()),
+        help: "Event loop implementation for ASGI workers.",
+        support: Support::Ignored(ASGI_ONLY),
+    },
+    Setting {
+        name: "asgi_lifespan",
+        section: "Worker Processes",
+        flags: &["--asgi-lifespan"],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_asgi_lifespan,
+        default: || Value::Str("auto".to_string()),
+        help: "Control ASGI lifespan protocol handling.",
+        support: Support::Ignored(ASGI_ONLY),
+    },
+    Setting {
+        name: "asgi_disconnect_grace_period",
+        section: "Worker Processes",
+        flags: &["--asgi-disconnect-grace-period"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_pos_int,
+        default: || Value::Int(3),
+        help: "Grace period (seconds) for ASGI apps to handle client disconnects.",
+        support: Support::Ignored(ASGI_ONLY),
+    },
+    Setting {
+        name: "websocket_max_message_size",
+        section: "Worker Processes",
+        flags: &["--websocket-max-message-size"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_pos_int,
+        default: || Value::Int(16_777_216),
+        help: "Largest WebSocket message, in bytes, the asgi worker accepts.",
+        support: Support::Ignored(ASGI_ONLY),
+    },
+    Setting {
+        name: "http_parser",
+        section: "Worker Processes",
+        flags: &["--http-parser"],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_http_parser,
+        default: || Value::Str("auto".to_string()),
+        help: "HTTP parser implementation: auto, fast or python.",
+        support: Support::Ignored("rgunicorn always uses its own HTTP parser"),
+    },
+    Setting {
+        name: "root_path",
+        section: "Server Mechanics",
+        flags: &["--root-path"],
+        meta: "STRING",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: empty_str,
+        help: "The root path for ASGI applications.",
+        support: Support::Ignored(ASGI_ONLY),
+    },
+    Setting {
+        name: "dirty_apps",
+        section: "Dirty Arbiters",
+        flags: &["--dirty-app"],
+        meta: "STRING",
+        action: Action::Append,
+        parse: parse_stripped,
+        default: empty_list,
+        help: "Dirty applications to load in the dirty worker pool.",
+        support: Support::Refused(NO_DIRTY),
+    },
+    Setting {
+        name: "dirty_workers",
+        section: "Dirty Arbiters",
+        flags: &["--dirty-workers"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_pos_int,
+        default: || Value::Int(0),
+        help: "The number of dirty worker processes.",
+        support: Support::Refused(NO_DIRTY),
+    },
+    Setting {
+        name: "dirty_timeout",
+        section: "Dirty Arbiters",
+        flags: &["--dirty-timeout"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_pos_int,
+        default: || Value::Int(300),
+        help: "Timeout for dirty task execution in seconds.",
+        support: Support::Ignored(DIRTY_ONLY),
+    },
+    Setting {
+        name: "dirty_threads",
+        section: "Dirty Arbiters",
+        flags: &["--dirty-threads"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_pos_int,
+        default: || Value::Int(1),
+        help: "The number of threads per dirty worker.",
+        support: Support::Ignored(DIRTY_ONLY),
+    },
+    Setting {
+        name: "dirty_graceful_timeout",
+        section: "Dirty Arbiters",
+        flags: &["--dirty-graceful-timeout"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_pos_int,
+        default: || Value::Int(30),
+        help: "Timeout for graceful dirty worker shutdown in seconds.",
+        support: Support::Ignored(DIRTY_ONLY),
+    },
+    hook(
+        "on_dirty_starting",
+        "Dirty Arbiter Hooks",
+        "Called just before the dirty arbiter process is initialized.",
+        Support::Ignored(DIRTY_ONLY),
+    ),
+    hook(
+        "dirty_post_fork",
+        "Dirty Arbiter Hooks",
+        "Called just after a dirty worker has been forked.",
+        Support::Ignored(DIRTY_ONLY),
+    ),
+    hook(
+        "dirty_worker_init",
+        "Dirty Arbiter Hooks",
+        "Called just after a dirty worker has initialized all applications.",
+        Support::Ignored(DIRTY_ONLY),
+    ),
+    hook(
+        "dirty_worker_exit",
+        "Dirty Arbiter Hooks",
+        "Called when a dirty worker has exited.",
+        Support::Ignored(DIRTY_ONLY),
+    ),
+    Setting {
+        name: "control_socket",
+        section: "Control",
+        flags: &["--control-socket"],
+        meta: "PATH",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: default_control_socket,
+        help: "Unix socket path for control interface.",
+        support: Support::Ignored(NO_CONTROL_SOCKET),
+    },
+    Setting {
+        name: "control_socket_mode",
+        section: "Control",
+        flags: &["--control-socket-mode"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_octal,
+        default: || Value::Int(0o600),
+        help: "Permission mode for control socket.",
+        support: Support::Ignored(NO_CONTROL_SOCKET),
+    },
+    Setting {
+        name: "control_socket_disable",
+        section: "Control",
+        flags: &["--no-control-socket"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Disable the control socket (rgunicorn has none; accepted for compatibility).",
         support: Support::Full,
     },
 ];
@@ -505,6 +1795,14 @@ pub fn find(name: &str) -> Option<&'static Setting> {
 mod tests {
     use super::*;
 
+    fn s(text: &str) -> Value {
+        Value::Str(text.to_string())
+    }
+
+    fn list(items: &[&str]) -> Value {
+        Value::List(items.iter().map(|i| i.to_string()).collect())
+    }
+
     #[test]
     fn names_and_flags_are_unique() {
         let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name).collect();
@@ -516,6 +1814,70 @@ mod tests {
         flags.sort_unstable();
         flags.dedup();
         assert_eq!(flags.len(), before);
+    }
+
+    #[test]
+    fn the_table_has_all_120_gunicorn_settings_in_order() {
+        assert_eq!(SETTINGS.len(), 120);
+        let first_and_last: Vec<_> = [0, 1, 2, 58, 59, 75, 76, 116, 117, 119]
+            .iter()
+            .map(|&i| SETTINGS[i].name)
+            .collect();
+        assert_eq!(
+            first_and_last,
+            [
+                "config",
+                "wsgi_app",
+                "bind",
+                "pythonpath",
+                "paste",
+                "ssl_context",
+                "proxy_protocol",
+                "dirty_worker_exit",
+                "control_socket",
+                "control_socket_disable"
+            ]
+        );
+    }
+
+    #[test]
+    fn file_only_settings_have_no_flags() {
+        for name in [
+            "wsgi_app",
+            "tmp_upload_dir",
+            "secure_scheme_headers",
+            "logconfig_dict",
+            "default_proc_name",
+            "on_starting",
+            "ssl_context",
+            "dirty_worker_exit",
+        ] {
+            assert!(find(name).unwrap().flags.is_empty(), "{name}");
+        }
+    }
+
+    /// A setting left at its default is never reported as ignored or refused: the text of
+    /// each default must parse back to the default itself.
+    #[test]
+    fn defaults_survive_their_own_parser() {
+        for setting in SETTINGS {
+            // Gunicorn keeps `--ssl-version` as text against an int default (and warns).
+            if setting.action != Action::Set || setting.name == "ssl_version" {
+                continue;
+            }
+            let text = match (setting.default)() {
+                Value::Str(text) => text,
+                Value::Int(n) => n.to_string(),
+                Value::List(items) => items.join(","),
+                Value::None | Value::Bool(_) => continue,
+            };
+            assert_eq!(
+                (setting.parse)(&text),
+                Ok((setting.default)()),
+                "{}",
+                setting.name
+            );
+        }
     }
 
     #[test]
@@ -546,5 +1908,285 @@ mod tests {
     fn log_level_is_a_choice() {
         assert_eq!(parse_loglevel("DEBUG").unwrap(), Value::Str("debug".into()));
         assert!(parse_loglevel("verbose").is_err());
+    }
+
+    #[test]
+    fn control_socket_mode_accepts_octal_strings() {
+        assert_eq!(parse_octal("0600").unwrap(), Value::Int(0o600));
+        assert_eq!(parse_octal("0o660").unwrap(), Value::Int(0o660));
+    }
+
+    #[test]
+    fn control_socket_default_ends_with_gunicorn_ctl() {
+        match default_control_socket() {
+            Value::Str(path) => assert!(path.ends_with("/gunicorn.ctl"), "{path}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hooks_are_dotted_import_paths() {
+        assert_eq!(parse_hook("hooks.on_exit").unwrap(), s("hooks.on_exit"));
+        assert_eq!(
+            parse_hook("on_exit").unwrap_err(),
+            "Value 'on_exit' is not import string. Format: module[.submodules...].object"
+        );
+    }
+
+    #[test]
+    fn dicts_cannot_be_given_as_text() {
+        assert_eq!(
+            parse_dict("x").unwrap_err(),
+            "Value is not a dictionary: x "
+        );
+    }
+
+    #[test]
+    fn reload_engine_is_one_of_the_engines() {
+        assert_eq!(parse_reload_engine("inotify").unwrap(), s("inotify"));
+        assert_eq!(
+            parse_reload_engine("fsevents").unwrap_err(),
+            "Invalid reload_engine: 'fsevents'"
+        );
+        assert!(parse_reload_engine("POLL").is_err());
+    }
+
+    #[test]
+    fn reload_extra_files_must_exist_unless_globs() {
+        assert_eq!(parse_reload_extra_file(" / ").unwrap(), s("/"));
+        assert_eq!(
+            parse_reload_extra_file("templates/*.html").unwrap(),
+            s("templates/*.html")
+        );
+        assert_eq!(
+            parse_reload_extra_file("/no/such/file.txt").unwrap_err(),
+            "File /no/such/file.txt does not exists."
+        );
+    }
+
+    #[test]
+    fn ip_networks_follow_python_ipaddress() {
+        for ok in [
+            "10.0.0.1",
+            "192.168.0.0/16",
+            "10.0.0.0/255.0.0.0",
+            "10.0.0.0/0.255.255.255",
+            "0.0.0.0/0",
+            "::1",
+            "fd00::/8",
+            "fe80::1%eth0",
+        ] {
+            assert_eq!(check_ip_network(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            check_ip_network("192.168.1.1/24").unwrap_err(),
+            "192.168.1.1/24 has host bits set"
+        );
+        assert_eq!(
+            check_ip_network("10.0.0.1/255.0.0.0").unwrap_err(),
+            "10.0.0.1/8 has host bits set"
+        );
+        for bad in [
+            "localhost",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "01.2.3.4",
+            "::1/129",
+            "1/2/3",
+        ] {
+            assert_eq!(
+                check_ip_network(bad).unwrap_err(),
+                format!("'{bad}' does not appear to be an IPv4 or IPv6 network"),
+            );
+        }
+    }
+
+    #[test]
+    fn allow_lists_are_split_and_checked() {
+        assert_eq!(
+            parse_addr_list(" 10.0.0.0/8, ::1 ").unwrap(),
+            list(&["10.0.0.0/8", "::1"])
+        );
+        assert_eq!(parse_addr_list("*").unwrap(), list(&["*"]));
+        assert_eq!(parse_addr_list("").unwrap(), list(&[]));
+        assert!(parse_addr_list("10.0.0.1, nope").is_err());
+    }
+
+    #[test]
+    fn forwarder_headers_are_a_list() {
+        assert_eq!(
+            parse_comma_list("SCRIPT_NAME, PATH_INFO,REMOTE_USER").unwrap(),
+            list(&["SCRIPT_NAME", "PATH_INFO", "REMOTE_USER"])
+        );
+    }
+
+    #[test]
+    fn syslog_addresses_have_a_scheme_and_a_numeric_port() {
+        for ok in [
+            "unix:///dev/log",
+            "unix:///dev/log#dgram",
+            "udp://localhost:514",
+            "tcp://[::1]:601",
+            "udp://logs",
+        ] {
+            assert_eq!(parse_syslog_addr(ok).unwrap(), s(ok));
+        }
+        assert_eq!(
+            parse_syslog_addr("localhost:514").unwrap_err(),
+            "invalid syslog address"
+        );
+        assert_eq!(
+            parse_syslog_addr("udp://localhost:x").unwrap_err(),
+            "'x' is not a valid port number."
+        );
+    }
+
+    #[test]
+    fn syslog_facility_is_a_known_name() {
+        assert_eq!(parse_syslog_facility("LOCAL3").unwrap(), s("LOCAL3"));
+        assert_eq!(
+            parse_syslog_facility("local9").unwrap_err(),
+            "unknown facility name: local9"
+        );
+    }
+
+    #[test]
+    fn statsd_host_is_host_port_or_unix() {
+        for ok in [
+            "localhost:8125",
+            "localhost",
+            "[::1]:8125",
+            "tcp://statsd:9125",
+            "unix:///run/statsd.sock",
+            "unix:8125",
+            "fd://3",
+        ] {
+            assert_eq!(parse_statsd_host(ok).unwrap(), s(ok), "{ok}");
+        }
+        for bad in ["localhost:port", "host:", "fd://x", "[::1]:x"] {
+            assert_eq!(
+                parse_statsd_host(bad).unwrap_err(),
+                "Value must be one of ('host:port', 'unix://PATH')",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn python_ints_for_ports() {
+        assert!(is_python_int(" 8125 "));
+        assert!(is_python_int("-1"));
+        assert!(is_python_int("8_125"));
+        assert!(!is_python_int(""));
+        assert!(!is_python_int("_1"));
+        assert!(!is_python_int("1__0"));
+    }
+
+    #[test]
+    fn dogstatsd_tags_cannot_break_the_datagram() {
+        assert_eq!(
+            parse_dogstatsd_tags("env:prod,team:web").unwrap(),
+            s("env:prod,team:web")
+        );
+        assert!(parse_dogstatsd_tags("a|b").is_err());
+        assert!(parse_dogstatsd_tags("café").is_err());
+    }
+
+    #[test]
+    fn proxy_protocol_modes_and_aliases() {
+        assert_eq!(parse_proxy_protocol("V2").unwrap(), s("v2"));
+        assert_eq!(parse_proxy_protocol("true").unwrap(), s("auto"));
+        assert_eq!(parse_proxy_protocol("false").unwrap(), s("off"));
+        assert_eq!(parse_proxy_protocol("1").unwrap(), s("auto"));
+        assert_eq!(
+            parse_proxy_protocol("v3").unwrap_err(),
+            "proxy_protocol must be: off, v1, v2, or auto"
+        );
+    }
+
+    #[test]
+    fn protocol_is_http_or_uwsgi() {
+        assert_eq!(parse_protocol("uwsgi").unwrap(), s("uwsgi"));
+        assert!(parse_protocol("fastcgi").is_err());
+    }
+
+    #[test]
+    fn cert_reqs_is_an_ssl_verify_mode() {
+        assert_eq!(parse_cert_reqs("2").unwrap(), Value::Int(2));
+        assert!(parse_cert_reqs("3").is_err());
+        assert!(parse_cert_reqs("-1").is_err());
+    }
+
+    #[test]
+    fn http_protocols_is_a_preference_list() {
+        assert_eq!(parse_http_protocols("H2, h1").unwrap(), list(&["h2", "h1"]));
+        assert_eq!(parse_http_protocols(" ").unwrap(), list(&["h1"]));
+        assert_eq!(
+            parse_http_protocols("h1,h3").unwrap_err(),
+            "Invalid protocol 'h3'. Valid protocols: h1, h2"
+        );
+        assert_eq!(
+            parse_http_protocols("h1,h1").unwrap_err(),
+            "Duplicate protocols specified"
+        );
+    }
+
+    #[test]
+    fn http2_cleartext_modes() {
+        assert_eq!(
+            parse_http2_cleartext("Prior-Knowledge").unwrap(),
+            s("prior-knowledge")
+        );
+        assert_eq!(
+            parse_http2_cleartext("True").unwrap_err(),
+            "Invalid http2_cleartext: true"
+        );
+    }
+
+    #[test]
+    fn http2_limits_have_rfc_ranges() {
+        assert!(parse_http2_max_concurrent_streams("0").is_err());
+        assert_eq!(
+            parse_http2_initial_window_size("2147483647").unwrap(),
+            Value::Int(2_147_483_647)
+        );
+        assert_eq!(
+            parse_http2_initial_window_size("2147483648").unwrap_err(),
+            "HTTP/2 window size must be at most 2147483647: 2147483648"
+        );
+        assert_eq!(
+            parse_http2_max_frame_size("16777215").unwrap(),
+            Value::Int(16_777_215)
+        );
+        assert_eq!(
+            parse_http2_max_frame_size("-1").unwrap_err(),
+            "http2_max_frame_size must be between 16384 and 16777215, got -1"
+        );
+        assert!(parse_http2_max_frame_size("16383").is_err());
+    }
+
+    #[test]
+    fn header_map_is_a_choice() {
+        assert_eq!(parse_header_map(" Refuse").unwrap(), s("refuse"));
+        assert_eq!(
+            parse_header_map("map").unwrap_err(),
+            "Invalid header map behaviour: map"
+        );
+    }
+
+    #[test]
+    fn asgi_and_parser_choices() {
+        assert_eq!(parse_asgi_loop("UVLOOP").unwrap(), s("uvloop"));
+        assert_eq!(
+            parse_asgi_loop("Trio").unwrap_err(),
+            "Invalid ASGI loop: trio"
+        );
+        assert_eq!(parse_asgi_lifespan("on").unwrap(), s("on"));
+        assert!(parse_asgi_lifespan("maybe").is_err());
+        assert_eq!(parse_http_parser("fast").unwrap(), s("fast"));
+        assert_eq!(
+            parse_http_parser("c").unwrap_err(),
+            "http_parser must be one of: auto, fast, python"
+        );
     }
 }

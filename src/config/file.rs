@@ -26,14 +26,19 @@ pub enum Source {
 pub fn locate(given: Option<&str>) -> Result<Option<Source>, ConfigError> {
     let Some(spec) = given else {
         let default = Path::new("gunicorn.conf.py");
-        return Ok(default.exists().then(|| Source::Path(default.to_path_buf())));
+        return Ok(default
+            .exists()
+            .then(|| Source::Path(default.to_path_buf())));
     };
     if let Some(module) = spec.strip_prefix("python:") {
         return Ok(Some(Source::Module(module.to_string())));
     }
     let path = PathBuf::from(spec.strip_prefix("file:").unwrap_or(spec));
     if !path.exists() {
-        return Err(ConfigError::Invalid(format!("'{}' doesn't exist", path.display())));
+        return Err(ConfigError::Invalid(format!(
+            "'{}' doesn't exist",
+            path.display()
+        )));
     }
     Ok(Some(Source::Path(path)))
 }
@@ -60,12 +65,19 @@ fn execute<'py>(py: Python<'py>, source: &Source) -> Result<Bound<'py, PyDict>, 
                 // SourceFileLoader accepts any extension (Gunicorn only warns about it).
                 let machinery = py.import("importlib.machinery")?;
                 let util = py.import("importlib.util")?;
-                let loader = machinery.getattr("SourceFileLoader")?.call1(("__config__", &shown))?;
+                let loader = machinery
+                    .getattr("SourceFileLoader")?
+                    .call1(("__config__", &shown))?;
                 let spec = util.call_method1("spec_from_loader", ("__config__", &loader))?;
                 let module = util.call_method1("module_from_spec", (&spec,))?;
-                py.import("sys")?.getattr("modules")?.set_item("__config__", &module)?;
+                py.import("sys")?
+                    .getattr("modules")?
+                    .set_item("__config__", &module)?;
                 loader.call_method1("exec_module", (&module,))?;
-                module.getattr("__dict__")?.cast_into::<PyDict>().map_err(PyErr::from)
+                module
+                    .getattr("__dict__")?
+                    .cast_into::<PyDict>()
+                    .map_err(PyErr::from)
             };
             run().map_err(|e| failed(&shown, e))
         }
@@ -110,7 +122,12 @@ pub fn value_for(setting: &Setting, value: &Bound<'_, PyAny>) -> Result<Value, C
     if value.is_none() {
         return Ok(Value::None);
     }
-    let parts = texts(value).ok_or_else(|| invalid(format!("{shown} is not a supported value for {}", setting.name)))?;
+    let parts = texts(value).ok_or_else(|| {
+        invalid(format!(
+            "{shown} is not a supported value for {}",
+            setting.name
+        ))
+    })?;
     match setting.action {
         Action::Append => {
             let mut items = Vec::with_capacity(parts.len());
@@ -132,17 +149,51 @@ pub fn value_for(setting: &Setting, value: &Bound<'_, PyAny>) -> Result<Value, C
     }
 }
 
-/// The settings a configuration source sets, by name, plus `wsgi_app` if present.
+/// What a configuration source sets: plain values by name, and server hooks.
+#[derive(Default)]
+pub struct FileSettings {
+    pub values: Vec<(&'static str, Value)>,
+    pub hooks: Vec<(&'static str, Py<PyAny>)>,
+}
+
+/// The settings a configuration source sets.
 ///
 /// # Errors
-/// The source cannot run, or a value is invalid.
-pub fn read(py: Python<'_>, source: &Source, table: &'static [Setting]) -> Result<Vec<(&'static str, Value)>, ConfigError> {
+/// The source cannot run, a value is invalid, or a hook has the wrong arity.
+pub fn read(
+    py: Python<'_>,
+    source: &Source,
+    table: &'static [Setting],
+) -> Result<FileSettings, ConfigError> {
     let namespace = execute(py, source)?;
-    let mut out = Vec::new();
+    let mut out = FileSettings::default();
     for setting in table {
-        if let Ok(Some(value)) = namespace.get_item(setting.name) {
-            out.push((setting.name, value_for(setting, &value)?));
+        let Ok(Some(value)) = namespace.get_item(setting.name) else {
+            continue;
+        };
+        if crate::python::hooks::is_hook(setting.name) {
+            if value.is_none() {
+                continue;
+            }
+            let hook =
+                crate::python::hooks::resolve(py, setting.name, &value).map_err(|reason| {
+                    ConfigError::FileValue {
+                        name: setting.name.to_string(),
+                        value: value.repr().map(|r| r.to_string()).unwrap_or_default(),
+                        reason,
+                    }
+                })?;
+            // Shown by --print-config the way Gunicorn shows callables: <Class.func()>.
+            let qualname = hook
+                .getattr("__qualname__")
+                .and_then(|q| q.extract::<String>())
+                .unwrap_or_else(|_| setting.name.to_string());
+            out.values
+                .push((setting.name, Value::Str(format!("<{qualname}()>"))));
+            out.hooks.push((setting.name, hook.unbind()));
+            continue;
         }
+        out.values.push((setting.name, value_for(setting, &value)?));
     }
     Ok(out)
 }

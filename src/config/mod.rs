@@ -45,7 +45,11 @@ impl fmt::Display for ConfigError {
             ConfigError::BadArgument(msg) | ConfigError::Invalid(msg) | ConfigError::File(msg) => {
                 write!(f, "{msg}")
             }
-            ConfigError::FileValue { name, value, reason } => {
+            ConfigError::FileValue {
+                name,
+                value,
+                reason,
+            } => {
                 write!(f, "Invalid value for {name}: {value}\nError: {reason}")
             }
         }
@@ -251,6 +255,7 @@ pub struct Config {
     pub keepalive: u64,
     pub limits: Limits,
     pub check_config: bool,
+    pub print_config: bool,
     pub sendfile: bool,
     pub chdir: PathBuf,
     pub raw_env: Vec<(String, String)>,
@@ -271,6 +276,8 @@ pub struct Config {
     pub umask: u32,
     /// Settings given that rgunicorn recognises but ignores: logged once the log is open.
     pub warnings: Vec<String>,
+    /// Server hooks from the configuration file (installed by the master).
+    pub hooks: Vec<(&'static str, std::sync::Arc<pyo3::Py<pyo3::PyAny>>)>,
     /// The raw value of every setting, by name (for `--print-config` and hooks' `cfg`).
     pub values: BTreeMap<&'static str, Value>,
 }
@@ -303,10 +310,11 @@ pub fn load(py: pyo3::Python<'_>, args: &[String]) -> Result<Invocation, ConfigE
         Some(Value::Str(path)) => Some(path.clone()),
         _ => None,
     };
-    let file_values: BTreeMap<&'static str, Value> = match file::locate(config_path.as_deref())? {
-        Some(source) => file::read(py, &source, defs::SETTINGS)?.into_iter().collect(),
-        None => BTreeMap::new(),
+    let from_file = match file::locate(config_path.as_deref())? {
+        Some(source) => file::read(py, &source, defs::SETTINGS)?,
+        None => file::FileSettings::default(),
     };
+    let file_values: BTreeMap<&'static str, Value> = from_file.values.into_iter().collect();
     let mut values = BTreeMap::new();
     let mut warnings = Vec::new();
     for setting in defs::SETTINGS {
@@ -335,12 +343,20 @@ pub fn load(py: pyo3::Python<'_>, args: &[String]) -> Result<Invocation, ConfigE
         values.insert(setting.name, given.unwrap_or(default));
     }
     // The positional APP_MODULE wins over `wsgi_app` from the file.
-    let app_module = cli.app_module.clone().or_else(|| match values.get("wsgi_app") {
-        Some(Value::Str(s)) => Some(s.clone()),
-        _ => None,
-    });
+    let app_module = cli
+        .app_module
+        .clone()
+        .or_else(|| match values.get("wsgi_app") {
+            Some(Value::Str(s)) => Some(s.clone()),
+            _ => None,
+        });
     let mut config = Config::from_values(app_module, values)?;
     config.warnings = warnings;
+    config.hooks = from_file
+        .hooks
+        .into_iter()
+        .map(|(name, hook)| (name, std::sync::Arc::new(hook)))
+        .collect();
     Ok(Invocation::Run(Box::new(config)))
 }
 
@@ -371,6 +387,16 @@ fn flag(values: &BTreeMap<&'static str, Value>, name: &str) -> bool {
 }
 
 impl Config {
+    /// Every setting sorted by name as `name = value`, names padded to the longest
+    /// (Gunicorn's `--print-config`, and its debug-level `Current configuration:` dump).
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let width = self.values.keys().map(|k| k.len()).max().unwrap_or(0);
+        self.values
+            .iter()
+            .map(|(k, v)| (format!("{k:width$}"), v.to_python_str()))
+            .collect()
+    }
+
     /// How listeners are created.
     pub fn bind_options(&self) -> crate::sock::BindOptions {
         crate::sock::BindOptions {
@@ -443,6 +469,7 @@ impl Config {
                 int(&values, "limit_request_field_size"),
             ),
             check_config: flag(&values, "check_config"),
+            print_config: flag(&values, "print_config"),
             sendfile,
             chdir: PathBuf::from(text(&values, "chdir").unwrap_or_else(|| ".".to_string())),
             raw_env,
@@ -454,6 +481,7 @@ impl Config {
             proc_name,
             pythonpath,
             warnings: Vec::new(),
+            hooks: Vec::new(),
             pidfile: text(&values, "pidfile").map(PathBuf::from),
             reuse_port: flag(&values, "reuse_port"),
             daemon: flag(&values, "daemon"),

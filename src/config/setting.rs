@@ -82,6 +82,17 @@ pub enum Support {
     Refused(&'static str),
 }
 
+impl Value {
+    /// Python's `str()` of the value (strings unquoted, lists as their repr), which is what
+    /// Gunicorn's `--print-config` shows.
+    pub fn to_python_str(&self) -> String {
+        match self {
+            Value::Str(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Turns one command-line string into a value, or says why it cannot (Gunicorn's wording).
 pub type Parser = fn(&str) -> Result<Value, String>;
 

@@ -43,6 +43,95 @@ enum Stop {
     Halt { reason: &'static str, code: i32 },
 }
 
+/// The `server` object hooks receive (Gunicorn's Arbiter, duck-typed): `log`, `cfg`,
+/// `pid`, `WORKERS` (pid -> worker), `num_workers`, `LISTENERS`, `app`, `proc_name`.
+pub fn server_namespace<'py>(
+    py: Python<'py>,
+    config: &Config,
+    pid: Pid,
+    workers: &[(Pid, u64, bool)],
+    listeners: &[String],
+    num_workers: usize,
+) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>> {
+    use crate::python::hooks::{cfg_object, logger, namespace};
+    use pyo3::types::PyDictMethods;
+    use pyo3::IntoPyObject;
+    let log = logger(py)?;
+    let cfg = cfg_object(py, &config.values)?;
+    let table = pyo3::types::PyDict::new(py);
+    for &(wpid, age, aborted) in workers {
+        let w = worker_namespace(py, config, Some(wpid), pid, age, aborted)?;
+        table.set_item(wpid.as_raw(), w)?;
+    }
+    let num = num_workers.into_pyobject(py)?.into_any();
+    namespace(
+        py,
+        &[
+            ("log", log),
+            ("cfg", cfg),
+            ("pid", pid.as_raw().into_pyobject(py)?.into_any()),
+            ("WORKERS", table.into_any()),
+            ("num_workers", num),
+            (
+                "LISTENERS",
+                pyo3::types::PyList::new(py, listeners)?.into_any(),
+            ),
+            ("app", py.None().into_bound(py)),
+            (
+                "proc_name",
+                config.proc_name.clone().into_pyobject(py)?.into_any(),
+            ),
+        ],
+    )
+}
+
+/// The `worker` object hooks receive (Gunicorn's Worker, duck-typed).
+pub fn worker_namespace<'py>(
+    py: Python<'py>,
+    config: &Config,
+    pid: Option<Pid>,
+    ppid: Pid,
+    age: u64,
+    aborted: bool,
+) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>> {
+    use crate::python::hooks::{cfg_object, logger, namespace};
+    use pyo3::IntoPyObject;
+    let none = || py.None().into_bound(py);
+    let pid_obj = match pid {
+        Some(p) => p.as_raw().into_pyobject(py)?.into_any(),
+        None => none(),
+    };
+    namespace(
+        py,
+        &[
+            ("pid", pid_obj),
+            ("ppid", ppid.as_raw().into_pyobject(py)?.into_any()),
+            ("age", age.into_pyobject(py)?.into_any()),
+            ("log", logger(py)?),
+            ("cfg", cfg_object(py, &config.values)?),
+            ("nr", 0u64.into_pyobject(py)?.into_any()),
+            (
+                "alive",
+                pyo3::types::PyBool::new(py, true).to_owned().into_any(),
+            ),
+            (
+                "booted",
+                pyo3::types::PyBool::new(py, pid.is_some())
+                    .to_owned()
+                    .into_any(),
+            ),
+            (
+                "aborted",
+                pyo3::types::PyBool::new(py, aborted).to_owned().into_any(),
+            ),
+            ("tmp", none()),
+            ("wsgi", none()),
+            ("app", none()),
+            ("sockets", pyo3::types::PyList::empty(py).into_any()),
+        ],
+    )
+}
+
 /// Everything a forked worker starts from.
 pub struct WorkerSeed<'a> {
     pub config: &'a Config,
@@ -114,6 +203,62 @@ impl Master {
         self
     }
 
+    fn server_object<'py>(&self, py: Python<'py>) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>> {
+        let workers: Vec<_> = self
+            .workers
+            .iter()
+            .map(|(p, r)| (*p, r.age, r.aborted))
+            .collect();
+        let listeners: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
+        server_namespace(
+            py,
+            &self.config,
+            self.pid,
+            &workers,
+            &listeners,
+            self.num_workers,
+        )
+    }
+
+    /// Calls a master-side hook with `server` first and the arguments `rest` builds; does
+    /// nothing (and builds nothing) when the hook is not set.
+    fn run_hook<F>(&self, name: &str, rest: F)
+    where
+        F: for<'py> FnOnce(Python<'py>) -> pyo3::PyResult<Vec<pyo3::Bound<'py, pyo3::PyAny>>>,
+    {
+        if !crate::python::hooks::is_set(name) {
+            return;
+        }
+        Python::attach(|py| {
+            let args = self.server_object(py).and_then(|server| {
+                let mut args = vec![server];
+                args.extend(rest(py)?);
+                Ok(args)
+            });
+            match args {
+                Ok(args) => crate::python::hooks::call(py, name, &args),
+                Err(e) => {
+                    crate::python::log_exception(py, &format!("Exception in {name} hook"), &e)
+                }
+            }
+        });
+    }
+
+    /// Changes the target worker count, telling `nworkers_changed`.
+    fn set_num_workers(&mut self, new: usize) {
+        let old = self.num_workers;
+        self.num_workers = new;
+        if new != old {
+            self.run_hook("nworkers_changed", |py| {
+                use pyo3::IntoPyObject;
+                Ok(vec![
+                    new.into_pyobject(py)?.into_any(),
+                    old.into_pyobject(py)?.into_any(),
+                ])
+            });
+        }
+    }
+
     /// The old master is gone (we were reparented): we are the master now.
     fn maybe_promote_master(&mut self) {
         let Some(parent) = self.master_parent else {
@@ -145,14 +290,35 @@ impl Master {
         }
         let Some(start) = &self.start else { return };
         let fds: Vec<_> = self.listeners.iter().map(Listener::raw_fd).collect();
-        match reexec::spawn_new_master(start, &fds, self.pid) {
-            Ok(child) => self.reexec_child = Some(child),
-            Err(e) => error!("USR2 re-exec failed: {e}"),
+        let prepared = match reexec::prepare(start, &fds, self.pid) {
+            Ok(p) => p,
+            Err(e) => {
+                error!("USR2 re-exec failed: {e}");
+                return;
+            }
+        };
+        // The interpreter's fork protocol: the child runs the pre_exec hook before exec.
+        match Python::attach(fork) {
+            Ok(Forked::Parent(child)) => self.reexec_child = Some(child),
+            Ok(Forked::Child) => {
+                self.run_hook("pre_exec", |_| Ok(Vec::new()));
+                prepared.exec()
+            }
+            Err(e) => error!("USR2 re-exec failed: fork: {e}"),
         }
     }
 
     /// Runs until stopped; returns the process exit status.
     pub fn run(mut self) -> i32 {
+        self.run_hook("when_ready", |_| Ok(Vec::new()));
+        let initial = self.num_workers;
+        self.run_hook("nworkers_changed", |py| {
+            use pyo3::IntoPyObject;
+            Ok(vec![
+                initial.into_pyobject(py)?.into_any(),
+                py.None().into_bound(py),
+            ])
+        });
         self.manage_workers();
         let stop = loop {
             self.signals.wait(Duration::from_secs(1));
@@ -195,16 +361,17 @@ impl Master {
             }
             Signal::SIGTTIN => {
                 if self.num_workers < MAX_WORKER_SLOTS {
-                    self.num_workers += 1;
+                    self.set_num_workers(self.num_workers + 1);
                 }
                 None
             }
             Signal::SIGTTOU => {
                 // Never below 1 (after a WINCH it stays at 0 until TTIN or HUP).
-                self.num_workers = self
+                let fewer = self
                     .num_workers
                     .saturating_sub(1)
                     .max(1.min(self.num_workers));
+                self.set_num_workers(fewer);
                 None
             }
             Signal::SIGUSR2 => {
@@ -219,7 +386,7 @@ impl Master {
             Signal::SIGWINCH => {
                 if self.config.daemon {
                     info!("graceful stop of workers");
-                    self.num_workers = 0;
+                    self.set_num_workers(0);
                 } else {
                     debug!("SIGWINCH ignored. Not daemonized");
                 }
@@ -243,14 +410,18 @@ impl Master {
             crate::systemd::monotonic_usec()
         ));
         match Python::attach(|py| crate::config::load(py, &self.args)) {
-            Ok(crate::config::Invocation::Run(new)) => self.apply(*new),
+            Ok(crate::config::Invocation::Run(new)) => {
+                Python::attach(|py| crate::python::hooks::install(py, &new.hooks));
+                self.apply(*new)
+            }
             Ok(crate::config::Invocation::Version) => {}
             Err(e) => error!("Reload failed, keeping the running configuration: {e}"),
         }
+        self.run_hook("on_reload", |_| Ok(Vec::new()));
         for _ in 0..self.config.workers {
             self.spawn_worker();
         }
-        self.num_workers = self.config.workers;
+        self.set_num_workers(self.config.workers);
         crate::systemd::notify("READY=1");
     }
 
@@ -302,10 +473,28 @@ impl Master {
                 self.reexec_child = None;
                 continue;
             }
-            if self.workers.remove(&pid).is_none() {
+            let Some(record) = self.workers.remove(&pid) else {
                 // Not one of ours (an orphan reparented to a PID-1 master): reaped, no effect.
                 debug!("Reaped unknown child (pid:{pid})");
                 continue;
+            };
+            // Gunicorn skips child_exit for boot/app-load failures (the server halts).
+            if !matches!(
+                status,
+                WaitStatus::Exited(_, WORKER_BOOT_ERROR | APP_LOAD_ERROR)
+            ) {
+                let (ppid, age, aborted) = (self.pid, record.age, record.aborted);
+                let config = &self.config;
+                self.run_hook("child_exit", |py| {
+                    Ok(vec![worker_namespace(
+                        py,
+                        config,
+                        Some(pid),
+                        ppid,
+                        age,
+                        aborted,
+                    )?])
+                });
             }
             match status {
                 WaitStatus::Exited(_, 0) => {}
@@ -417,6 +606,11 @@ impl Master {
         } else {
             self.config.max_requests + self.random_below(self.config.max_requests_jitter + 1)
         };
+        let (ppid, age) = (self.pid, self.next_age);
+        let config = &self.config;
+        self.run_hook("pre_fork", |py| {
+            Ok(vec![worker_namespace(py, config, None, ppid, age, false)?])
+        });
         // Held back until the child has its own handlers; see `signals::master_sigset`.
         let blocked = signals::master_sigset();
         let previous = blocked.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
@@ -510,6 +704,7 @@ impl Master {
         if let Some(p) = &self.pidfile {
             p.unlink();
         }
+        self.run_hook("on_exit", |_| Ok(Vec::new()));
         code
     }
 }

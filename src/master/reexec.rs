@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 
 /// What a re-exec needs from the moment the master started (before anything changed).
 #[derive(Clone, Debug)]
@@ -37,17 +37,27 @@ fn cstring(bytes: &[u8]) -> Option<CString> {
     CString::new(bytes).ok()
 }
 
-/// Forks and execs the new master; returns its pid.
+/// Everything the exec needs, allocated before fork: between fork and exec only
+/// async-signal-safe calls may run.
+pub struct Prepared {
+    exe: CString,
+    _argv: Vec<CString>,
+    _env: Vec<CString>,
+    cwd: CString,
+    argv_ptrs: Vec<*const nix::libc::c_char>,
+    env_ptrs: Vec<*const nix::libc::c_char>,
+    fds: Vec<RawFd>,
+}
+
+/// Builds the new master's command line and environment.
 ///
 /// # Errors
-/// A NUL byte in an argument or variable, or `fork` failing.
-pub fn spawn_new_master(
+/// A NUL byte in an argument, a variable or a path.
+pub fn prepare(
     start: &StartState,
     listener_fds: &[RawFd],
     master_pid: Pid,
-) -> Result<Pid, String> {
-    // Everything the child needs is allocated before fork: between fork and exec only
-    // async-signal-safe calls are allowed.
+) -> Result<Prepared, String> {
     let exe = cstring(start.exe.as_os_str().as_bytes()).ok_or("executable path contains NUL")?;
     let argv: Vec<CString> = start
         .argv
@@ -79,26 +89,38 @@ pub fn spawn_new_master(
     argv_ptrs.push(std::ptr::null());
     let mut env_ptrs: Vec<*const nix::libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
     env_ptrs.push(std::ptr::null());
+    Ok(Prepared {
+        exe,
+        _argv: argv,
+        _env: env,
+        cwd,
+        argv_ptrs,
+        env_ptrs,
+        fds: listener_fds.to_vec(),
+    })
+}
 
-    // SAFETY: the child only calls async-signal-safe functions (sigprocmask, chdir, fcntl,
-    // execve, _exit) on data prepared above.
-    match unsafe { nix::unistd::fork() } {
-        Ok(ForkResult::Parent { child }) => Ok(child),
-        Ok(ForkResult::Child) => {
-            // SAFETY: see above; on any failure the child leaves without running destructors.
-            unsafe {
-                let mut empty: nix::libc::sigset_t = std::mem::zeroed();
-                nix::libc::sigemptyset(&mut empty);
-                nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-                nix::libc::chdir(cwd.as_ptr());
-                for &fd in listener_fds {
-                    nix::libc::fcntl(fd, nix::libc::F_SETFD, 0);
-                }
-                nix::libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
-                nix::libc::_exit(127)
+impl Prepared {
+    /// In the forked child: unblock signals, go back to the start directory, make the
+    /// listeners inheritable and exec. Never returns (exit 127 if exec fails).
+    pub fn exec(&self) -> ! {
+        // SAFETY: only async-signal-safe calls on data prepared before fork; the pointer
+        // arrays are NULL-terminated and point into CStrings owned by `self`.
+        unsafe {
+            let mut empty: nix::libc::sigset_t = std::mem::zeroed();
+            nix::libc::sigemptyset(&mut empty);
+            nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            nix::libc::chdir(self.cwd.as_ptr());
+            for &fd in &self.fds {
+                nix::libc::fcntl(fd, nix::libc::F_SETFD, 0);
             }
+            nix::libc::execve(
+                self.exe.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.env_ptrs.as_ptr(),
+            );
+            nix::libc::_exit(127)
         }
-        Err(e) => Err(format!("fork failed: {e}")),
     }
 }
 

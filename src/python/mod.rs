@@ -2,6 +2,7 @@
 //! small internal module `_rgunicorn` through which Python code reaches our error log.
 
 pub mod fork;
+pub mod hooks;
 pub mod interpreter;
 
 use pyo3::prelude::*;

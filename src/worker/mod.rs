@@ -26,6 +26,44 @@ static ALIVE: AtomicBool = AtomicBool::new(true);
 /// Set by SIGUSR1: reopen log files at the next loop turn.
 static REOPEN_LOGS: AtomicBool = AtomicBool::new(false);
 
+thread_local! {
+    /// This worker's `worker` object for hooks (built once at boot).
+    static WORKER_OBJ: std::cell::RefCell<Option<Py<PyAny>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The `worker` object hooks receive, if this process is a worker.
+pub fn worker_object(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
+    WORKER_OBJ.with(|w| w.borrow().as_ref().map(|o| o.bind(py).clone()))
+}
+
+/// Calls a worker-side hook with `worker` first, then `rest`.
+pub fn run_worker_hook(py: Python<'_>, name: &str, rest: &[Bound<'_, PyAny>]) {
+    if !crate::python::hooks::is_set(name) {
+        return;
+    }
+    let Some(worker) = worker_object(py) else {
+        return;
+    };
+    let mut args = vec![worker];
+    args.extend(rest.iter().cloned());
+    crate::python::hooks::call(py, name, &args);
+}
+
+/// Calls a `(server, worker)` hook (post_fork, worker_exit) from the worker.
+fn run_server_worker_hook(py: Python<'_>, name: &str, seed: &WorkerSeed<'_>) {
+    if !crate::python::hooks::is_set(name) {
+        return;
+    }
+    let Some(worker) = worker_object(py) else {
+        return;
+    };
+    let config = seed.config;
+    match crate::master::server_namespace(py, config, seed.master_pid, &[], &[], config.workers) {
+        Ok(server) => crate::python::hooks::call(py, name, &[server, worker]),
+        Err(e) => crate::python::log_exception(py, &format!("Exception in {name} hook"), &e),
+    }
+}
+
 /// Whether the worker should keep accepting and serving.
 pub fn is_alive() -> bool {
     ALIVE.load(Ordering::Relaxed)
@@ -61,7 +99,8 @@ fn on_term(_signum: i32, _frame: &Bound<'_, PyAny>) {
 
 /// QUIT/INT: leave at once, interrupting the request in progress (Gunicorn: `sys.exit(0)`).
 #[pyfunction]
-fn on_quit(_signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
+fn on_quit(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
+    run_worker_hook(py, "worker_int", &[]);
     stop_gracefully();
     Err(PySystemExit::new_err(0))
 }
@@ -70,6 +109,7 @@ fn on_quit(_signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
 /// then SystemExit(1) unwinds the app and the request gets a 500.
 #[pyfunction]
 fn on_abort(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
+    run_worker_hook(py, "worker_abort", &[]);
     stop_gracefully();
     let what = crate::wsgi::describe_current_request()
         .unwrap_or_else(|| "no request (between requests)".to_string());
@@ -165,6 +205,7 @@ pub fn run(seed: WorkerSeed<'_>) -> ! {
     let code = Python::attach(|py| {
         let code = boot_and_serve(py, &seed);
         info!("Worker exiting (pid: {})", std::process::id());
+        run_server_worker_hook(py, "worker_exit", &seed);
         crate::python::run_exit_handlers(py);
         code
     });
@@ -176,6 +217,19 @@ pub fn run(seed: WorkerSeed<'_>) -> ! {
 fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     crate::proctitle::set(&format!("rgunicorn: worker [{}]", seed.config.proc_name));
     info!("Booting worker with pid: {}", std::process::id());
+    let me = nix::unistd::getpid();
+    match crate::master::worker_namespace(
+        py,
+        seed.config,
+        Some(me),
+        seed.master_pid,
+        seed.age,
+        false,
+    ) {
+        Ok(obj) => WORKER_OBJ.with(|w| *w.borrow_mut() = Some(obj.unbind())),
+        Err(e) => crate::python::log_exception(py, "Exception in worker process", &e),
+    }
+    run_server_worker_hook(py, "post_fork", seed);
     let installed = install_signals(py);
     // The master blocked its signals across fork; now that ours are in place, a TERM that
     // arrived meanwhile is delivered to our handler instead of being lost.
@@ -210,6 +264,11 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         Ok(app) => app,
         Err(e) => return report_boot_failure(py, e),
     };
+    if let Some(worker) = worker_object(py) {
+        let _ = worker.setattr("wsgi", app.bind(py));
+        let _ = worker.setattr("booted", true);
+    }
+    run_worker_hook(py, "post_worker_init", &[]);
     let runtime = match crate::wsgi::Runtime::new(py, app, seed.config, access_log) {
         Ok(r) => r,
         Err(e) => {

@@ -101,6 +101,8 @@ pub struct Runtime {
     /// How long one wait for the client may last when reading or writing.
     io_timeout: Duration,
     sendfile: bool,
+    /// Requests this worker has run (the `req_number` hooks see).
+    served: u64,
 }
 
 /// How a request went wrong.
@@ -140,6 +142,7 @@ impl Runtime {
                 config.timeout
             }),
             sendfile: config.sendfile,
+            served: 0,
         })
     }
 
@@ -238,6 +241,17 @@ impl Runtime {
             }
         };
 
+        let req = if crate::python::hooks::is_set("pre_request")
+            || crate::python::hooks::is_set("post_request")
+        {
+            self.served += 1;
+            request_object(py, head, ex.conn, &environ, input.as_any(), self.served).ok()
+        } else {
+            None
+        };
+        if let Some(req) = &req {
+            crate::worker::run_worker_hook(py, "pre_request", std::slice::from_ref(req));
+        }
         let mut failure = match self.app.bind(py).call1((&environ, &start_response)) {
             Ok(iterable) => {
                 let mut failure = self.write_body(py, &iterable, &start_response).err();
@@ -341,6 +355,20 @@ impl Runtime {
             &sent_headers,
             start,
         );
+        if let Some(req) = &req {
+            if crate::python::hooks::is_set("post_request") {
+                match response_object(py, &status_text, status_code, &sent_headers, body_bytes) {
+                    Ok(resp) => crate::worker::run_worker_hook(
+                        py,
+                        "post_request",
+                        &[req.clone(), environ.clone().into_any(), resp],
+                    ),
+                    Err(e) => {
+                        crate::python::log_exception(py, "Exception in post_request hook", &e)
+                    }
+                }
+            }
+        }
         outcome
     }
 
@@ -481,6 +509,87 @@ impl Runtime {
         };
         log.write(&record);
     }
+}
+
+/// The `req` object hooks receive (Gunicorn's Request, duck-typed).
+fn request_object<'py>(
+    py: Python<'py>,
+    head: &RequestHead,
+    conn: &ConnEnv,
+    environ: &Bound<'py, PyDict>,
+    body: &Bound<'py, PyAny>,
+    number: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    use pyo3::IntoPyObject;
+    let headers = PyList::empty(py);
+    for h in &head.headers {
+        let value = environ::latin1(py, &h.value);
+        headers.append((h.name.to_ascii_uppercase(), value))?;
+    }
+    let scheme = environ
+        .get_item(intern!(py, "wsgi.url_scheme"))?
+        .unwrap_or_else(|| intern!(py, "http").clone().into_any());
+    let port: Bound<'py, PyAny> = match &conn.remote_port {
+        Some(p) => p.bind(py).clone().into_any(),
+        None => py.None().into_bound(py),
+    };
+    let peer = PyTuple::new(py, [conn.remote_addr.bind(py).clone().into_any(), port])?;
+    crate::python::hooks::namespace(
+        py,
+        &[
+            ("method", head.method.clone().into_pyobject(py)?.into_any()),
+            ("uri", head.target.clone().into_pyobject(py)?.into_any()),
+            ("path", head.path.clone().into_pyobject(py)?.into_any()),
+            ("query", head.query.clone().into_pyobject(py)?.into_any()),
+            (
+                "fragment",
+                head.fragment.clone().into_pyobject(py)?.into_any(),
+            ),
+            (
+                "version",
+                PyTuple::new(py, [head.version.0, head.version.1])?.into_any(),
+            ),
+            ("headers", headers.into_any()),
+            ("trailers", PyList::empty(py).into_any()),
+            ("body", body.clone()),
+            ("scheme", scheme),
+            ("peer_addr", peer.clone().into_any()),
+            ("remote_addr", peer.into_any()),
+            ("req_number", number.into_pyobject(py)?.into_any()),
+            ("proxy_protocol_info", py.None().into_bound(py)),
+        ],
+    )
+}
+
+/// The `resp` object `post_request` receives (Gunicorn's Response, duck-typed).
+fn response_object<'py>(
+    py: Python<'py>,
+    status: &str,
+    code: u16,
+    headers: &[(String, String)],
+    body_bytes: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    use pyo3::IntoPyObject;
+    let list = PyList::empty(py);
+    for (n, v) in headers {
+        list.append((n, v))?;
+    }
+    crate::python::hooks::namespace(
+        py,
+        &[
+            ("status", status.into_pyobject(py)?.into_any()),
+            ("status_code", code.into_pyobject(py)?.into_any()),
+            ("headers", list.into_any()),
+            ("sent", body_bytes.into_pyobject(py)?.into_any()),
+            ("response_length", body_bytes.into_pyobject(py)?.into_any()),
+            (
+                "headers_sent",
+                pyo3::types::PyBool::new(py, code != 0)
+                    .to_owned()
+                    .into_any(),
+            ),
+        ],
+    )
 }
 
 /// The method as a static string for the few places that name it (others become `-`).

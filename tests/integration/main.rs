@@ -9,6 +9,7 @@
 mod support;
 
 mod cli;
+mod config;
 mod frameworks;
 mod http;
 mod logging;

@@ -1,0 +1,304 @@
+//! Issue 4: drop-in configuration — gunicorn.conf.py, precedence, hooks, --print-config.
+
+use std::time::Duration;
+
+use crate::support::{run_to_exit_in, Server, TempDir};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Writes `gunicorn.conf.py` (and the test app) into a fresh directory.
+fn project(tag: &str, conf: &str) -> TempDir {
+    let dir = TempDir::new(tag);
+    std::fs::write(dir.join("gunicorn.conf.py"), conf).unwrap();
+    std::fs::copy(
+        crate::support::apps_dir().join("app.py"),
+        dir.join("app.py"),
+    )
+    .unwrap();
+    dir
+}
+
+/// A config file the way deployments write them: workers from the CPU count, a bind list,
+/// an access log, `wsgi_app`, and hooks that log. Every setting takes effect.
+#[test]
+fn deployment_style_config_file_takes_effect() {
+    let port = crate::support::free_port();
+    let dir = project(
+        "conf-deploy",
+        &format!(
+            r#"
+import multiprocessing
+workers = min(2, multiprocessing.cpu_count())
+bind = ["127.0.0.1:{port}"]
+timeout = 45
+accesslog = "-"
+access_log_format = 'ACCESS %(m)s %(U)s %(s)s'
+wsgi_app = "app:application"
+raw_env = ["FROM_CONF=yes"]
+
+def on_starting(server):
+    server.log.info("HOOK on_starting workers=%s", server.cfg.workers)
+
+def when_ready(server):
+    server.log.info("HOOK when_ready %s", server.LISTENERS)
+
+def post_fork(server, worker):
+    server.log.info("HOOK post_fork pid=%s master=%s", worker.pid, server.pid)
+
+def pre_request(worker, req):
+    worker.log.info("HOOK pre_request %s %s", req.method, req.path)
+
+def post_request(worker, req, environ, resp):
+    worker.log.info("HOOK post_request %s %s", resp.status_code, environ["PATH_INFO"])
+
+def on_exit(server):
+    server.log.info("HOOK on_exit")
+"#
+        ),
+    );
+    let mut s = Server::builder("conf-deploy")
+        .cwd(dir.path())
+        .wait_port(port)
+        .start();
+    s.wait_workers(2, DEADLINE);
+    let r = s.get("/os_environ?key=FROM_CONF");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body_str().contains("yes"),
+        "raw_env from the file: {}",
+        r.body_str()
+    );
+    s.wait_for_stdout("ACCESS GET /os_environ 200", DEADLINE);
+    let log = s.wait_for_log("HOOK post_request 200 /os_environ", DEADLINE);
+    for line in [
+        "HOOK on_starting workers=2",
+        &format!("HOOK when_ready ['http://127.0.0.1:{port}']"),
+        "HOOK post_fork pid=",
+        "HOOK pre_request GET /os_environ",
+    ] {
+        assert!(log.contains(line), "missing {line:?} in:\n{log}");
+    }
+    s.send_signal("TERM");
+    assert!(s.wait_exit(DEADLINE).success());
+    assert!(s.stderr().contains("HOOK on_exit"), "{}", s.stderr());
+}
+
+/// Precedence: defaults < file < GUNICORN_CMD_ARGS < command line.
+#[test]
+fn command_line_beats_env_beats_file() {
+    let dir = project(
+        "conf-prec",
+        "workers = 3\ntimeout = 11\nkeepalive = 7\nbacklog = 99\n",
+    );
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let done = run_to_exit_in(dir.path(), args, env, DEADLINE);
+        assert_eq!(done.code(), Some(0), "{}", done.output());
+        done.output()
+    };
+    let line = |out: &str, name: &str| {
+        out.lines()
+            .find(|l| l.split(" = ").next().map(str::trim) == Some(name))
+            .map(|l| l.split(" = ").nth(1).unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let out = run(
+        &["--print-config", "--keep-alive", "9", "app:application"],
+        &[("GUNICORN_CMD_ARGS", "--timeout 22 --keep-alive 8")],
+    );
+    assert_eq!(line(&out, "workers"), "3", "file over default");
+    assert_eq!(line(&out, "timeout"), "22", "env over file");
+    assert_eq!(line(&out, "keepalive"), "9", "command line over env");
+    assert_eq!(line(&out, "backlog"), "99");
+}
+
+/// `--print-config` prints every setting sorted as `name = value` (str() of the value),
+/// then checks the app loads; exit 0.
+#[test]
+fn print_config_lists_every_setting() {
+    let dir = project("conf-print", "loglevel = 'warning'\n");
+    let done = run_to_exit_in(
+        dir.path(),
+        &["--print-config", "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(done.code(), Some(0), "{}", done.output());
+    let out = done.stdout.clone();
+    let names: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split(" = ").next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(names.len(), 120, "all 120 settings: {out}");
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "sorted by name");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("loglevel ") && l.ends_with(" = warning")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("bind ") && l.ends_with(" = ['127.0.0.1:8000']")),
+        "{out}"
+    );
+}
+
+/// Gunicorn's errors for a missing `-c` file, a file that raises, and a bad value.
+#[test]
+fn broken_config_files_give_gunicorns_errors() {
+    let dir = project("conf-broken", "workers = 1\n");
+    let missing = run_to_exit_in(
+        dir.path(),
+        &["-c", "nope.py", "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(missing.code(), Some(1));
+    assert!(
+        missing.output().contains("Error: 'nope.py' doesn't exist"),
+        "{}",
+        missing.output()
+    );
+
+    std::fs::write(
+        dir.join("raises.py"),
+        "workers = 1\nraise RuntimeError('boom')\n",
+    )
+    .unwrap();
+    let raises = run_to_exit_in(
+        dir.path(),
+        &["-c", "raises.py", "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(raises.code(), Some(1));
+    assert!(
+        raises
+            .output()
+            .contains("Failed to read config file: raises.py"),
+        "{}",
+        raises.output()
+    );
+    assert!(
+        raises.output().contains("RuntimeError: boom"),
+        "{}",
+        raises.output()
+    );
+
+    std::fs::write(dir.join("bad.py"), "workers = 'many'\n").unwrap();
+    let bad = run_to_exit_in(
+        dir.path(),
+        &["-c", "bad.py", "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(bad.code(), Some(1));
+    assert!(
+        bad.output().contains("Invalid value for workers: 'many'"),
+        "{}",
+        bad.output()
+    );
+    assert!(bad.output().contains("Error: "), "{}", bad.output());
+
+    std::fs::write(dir.join("arity.py"), "def post_fork(server):\n    pass\n").unwrap();
+    let arity = run_to_exit_in(
+        dir.path(),
+        &["-c", "arity.py", "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(arity.code(), Some(1));
+    assert!(
+        arity.output().contains("Invalid value for post_fork"),
+        "{}",
+        arity.output()
+    );
+    assert!(arity.output().contains("arity"), "{}", arity.output());
+}
+
+/// `python:module` and `file:PATH` forms; a hook given as a dotted string.
+#[test]
+fn python_module_config_and_dotted_hooks() {
+    let port = crate::support::free_port();
+    let dir = project("conf-module", "");
+    std::fs::remove_file(dir.join("gunicorn.conf.py")).unwrap();
+    std::fs::write(
+        dir.join("myhooks.py"),
+        "def ready(server):\n    server.log.info('DOTTED when_ready')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("settings_mod.py"),
+        format!("bind = '127.0.0.1:{port}'\nworkers = 1\nwhen_ready = 'myhooks.ready'\n"),
+    )
+    .unwrap();
+    let s = Server::builder("conf-module")
+        .cwd(dir.path())
+        .env("PYTHONPATH", dir.path().display().to_string())
+        .args(["-c", "python:settings_mod", "app:application"])
+        .wait_port(port)
+        .start();
+    s.wait_for_log("DOTTED when_ready", DEADLINE);
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+/// A Gunicorn setting rgunicorn does not implement is named in a warning; one whose
+/// absence would change behaviour (TLS) is refused.
+#[test]
+fn unimplemented_settings_warn_or_refuse() {
+    let dir = project("conf-niche", "http2_max_frame_size = 32768\n");
+    let s = Server::builder("conf-niche")
+        .cwd(dir.path())
+        .args(["app:application"])
+        .start();
+    let log = s.wait_for_log("http2_max_frame_size", DEADLINE);
+    assert!(log.contains("[WARNING]"), "{log}");
+    std::fs::write(dir.join("tls.py"), "certfile = '/etc/ssl/cert.pem'\n").unwrap();
+    let tls = run_to_exit_in(
+        dir.path(),
+        &["-c", "tls.py", "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(tls.code(), Some(1), "{}", tls.output());
+    assert!(tls.output().contains("certfile"), "{}", tls.output());
+}
+
+/// HUP re-reads the configuration file: a changed `access_log_format` applies to the new
+/// workers.
+#[test]
+fn hup_rereads_the_config_file() {
+    let dir = project(
+        "conf-hup",
+        "accesslog = '-'\naccess_log_format = 'BEFORE %(U)s'\n",
+    );
+    let mut s = Server::builder("conf-hup")
+        .cwd(dir.path())
+        .args(["-w", "1", "app:application"])
+        .start();
+    let first = s.wait_workers(1, DEADLINE);
+    assert_eq!(s.get("/pid").status, 200);
+    s.wait_for_stdout("BEFORE /pid", DEADLINE);
+    std::fs::write(
+        dir.join("gunicorn.conf.py"),
+        "accesslog = '-'\naccess_log_format = 'AFTER %(U)s'\n",
+    )
+    .unwrap();
+    s.send_signal("HUP");
+    let replaced = crate::support::poll_until(DEADLINE, || {
+        let now = s.worker_pids();
+        (now.len() == 1 && now[0] != first[0]).then_some(())
+    });
+    assert!(replaced.is_some(), "{}", s.stderr());
+    let seen = crate::support::poll_until(DEADLINE, || {
+        assert_eq!(s.get("/pid?again").status, 200);
+        s.stdout().contains("AFTER /pid").then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "the new format applies after HUP: {}",
+        s.stdout()
+    );
+}
