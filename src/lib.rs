@@ -166,6 +166,33 @@ pub fn run(argv: &[String]) -> i32 {
         });
     }
 
+    if config.preload_app {
+        // Imported here, before `Starting rgunicorn` (as Gunicorn does); workers inherit it
+        // through fork, sharing its memory copy-on-write.
+        let failed = Python::attach(|py| match wsgi::app::load(py, &app_module) {
+            Ok(app) => {
+                wsgi::app::set_preloaded(app);
+                None
+            }
+            Err(e) => {
+                if let wsgi::app::AppError::Import(err) = &e {
+                    python::log_exception(py, "Exception while preloading the application", err);
+                } else {
+                    eprintln!("{}", e.message(py));
+                }
+                Some(e.exit_code())
+            }
+        });
+        if let Some(code) = failed {
+            return code;
+        }
+    }
+    if config.capture_output && config.errorlog != "-" {
+        // The app's print() and stray writes to stdout/stderr go to the error log file.
+        if let Err(e) = log::capture_output() {
+            return config_error(&format!("can't capture output: {e}"));
+        }
+    }
     if log::enabled(config::LogLevel::Debug) {
         debug!("Current configuration:");
         for (name, value) in config.describe() {
@@ -173,6 +200,9 @@ pub fn run(argv: &[String]) -> i32 {
         }
     }
     info!("Starting rgunicorn {VERSION}");
+    if config.reload {
+        warn!("Reloader is on. Use in development only!");
+    }
     // A master started by USR2 adopts its parent's sockets and writes `<pidfile>.2`.
     let upgrade = master::reexec::inherited();
     let pidfile_path = config.pidfile.as_ref().map(|p| match &upgrade {

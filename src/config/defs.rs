@@ -737,7 +737,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Restart workers when code changes.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "reload_engine",
@@ -748,7 +748,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_reload_engine,
         default: || Value::Str("auto".to_string()),
         help: "The implementation that should be used to power reload: auto, poll or inotify.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "reload_extra_files",
@@ -759,7 +759,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_reload_extra_file,
         default: empty_list,
         help: "Extends reload option to also watch and reload on additional files (glob patterns allowed).",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "spew",
@@ -803,7 +803,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Load application code before the worker processes are forked.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "sendfile",
@@ -1031,7 +1031,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Redirect stdout/stderr to specified file in errorlog.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "logger_class",

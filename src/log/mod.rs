@@ -126,6 +126,25 @@ pub fn error_log_raw(text: &str) {
     }
 }
 
+/// Points file descriptors 1 and 2 at the error log file (`--capture-output`).
+///
+/// # Errors
+/// The error log is not a file, or dup2 failed.
+pub fn capture_output() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let guard = ERROR_SINK.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(Sink::File { file, .. }) = guard.as_ref() else {
+        return Ok(());
+    };
+    for target in [1, 2] {
+        // SAFETY: dup2 onto the standard descriptors, which the process owns.
+        if unsafe { nix::libc::dup2(file.as_raw_fd(), target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Reopens the error log file (USR1).
 pub fn reopen() {
     if let Some(sink) = ERROR_SINK

@@ -84,6 +84,7 @@ pub struct EventLoop<'a> {
     head_timeout: Duration,
     keepalive: Duration,
     last_parent_check: Instant,
+    reloader: Option<super::reload::Reloader>,
 }
 
 fn ip_and_port(addr: &ListenAddr) -> Option<(String, String)> {
@@ -139,6 +140,11 @@ impl<'a> EventLoop<'a> {
             head_timeout: Duration::from_secs(timeout),
             keepalive: Duration::from_secs(seed.config.keepalive),
             last_parent_check: Instant::now(),
+            reloader: seed.config.reload.then(|| {
+                let mut watched = seed.config.reload_extra_files.clone();
+                watched.extend(super::broken_files());
+                Python::attach(|py| super::reload::Reloader::new(py, &watched))
+            }),
         };
         for i in 0..lp.listeners.len() {
             lp.set_listening(i, true)?;
@@ -174,6 +180,14 @@ impl<'a> EventLoop<'a> {
                 self.runtime.reopen_logs();
             }
             self.check_parent();
+            if let Some(path) = self.reloader.as_mut().and_then(|r| r.changed(py)) {
+                info!("Worker reloading: {} modified", path.display());
+                super::run_worker_hook(py, "worker_int", &[]);
+                // Leave like a recycled worker: what was accepted is answered; the sockets
+                // stay open in the master for the next worker.
+                self.reloader = None;
+                super::retire();
+            }
             if !super::is_alive() {
                 self.wind_down(py);
                 if self.open == 0 {

@@ -6,6 +6,7 @@
 
 mod event_loop;
 pub mod io;
+mod reload;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,8 @@ static ALIVE: AtomicBool = AtomicBool::new(true);
 static REOPEN_LOGS: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
+    /// Files of a failed import, watched by `--reload` in addition to loaded modules.
+    static BROKEN_FILES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
     /// This worker's `worker` object for hooks (built once at boot).
     static WORKER_OBJ: std::cell::RefCell<Option<Py<PyAny>>> = const { std::cell::RefCell::new(None) };
 }
@@ -260,8 +263,24 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         }
     }
     let app_module = seed.config.app_module.clone().unwrap_or_default();
-    let app = match crate::wsgi::app::load(py, &app_module) {
+    let app = match crate::wsgi::app::load_or_preloaded(py, &app_module) {
         Ok(app) => app,
+        Err(e) if seed.config.reload => {
+            // Under --reload a broken app is shown, not fatal: fix the file and it reloads.
+            let text = match &e {
+                AppError::Import(err) => crate::python::format_exception(py, err),
+                AppError::Load(msg) => msg.clone(),
+            };
+            BROKEN_FILES.with(|f| *f.borrow_mut() = crate::wsgi::app::failure_files(py, &e));
+            report_boot_failure(py, e);
+            match crate::wsgi::app::error_app(py, &text) {
+                Ok(app) => app,
+                Err(e) => {
+                    crate::python::log_exception(py, "Exception in worker process", &e);
+                    return crate::error::WORKER_BOOT_ERROR;
+                }
+            }
+        }
         Err(e) => return report_boot_failure(py, e),
     };
     if let Some(worker) = worker_object(py) {
@@ -308,6 +327,11 @@ fn report_boot_failure(py: Python<'_>, e: AppError) -> i32 {
         }
     }
     e.exit_code()
+}
+
+/// Files `--reload` must watch because the app failed to import from them.
+pub(crate) fn broken_files() -> Vec<String> {
+    BROKEN_FILES.with(|f| f.borrow().clone())
 }
 
 /// Consumes the SIGUSR1 flag.

@@ -6,6 +6,81 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::error::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 
+/// The app imported by the master with `--preload`; workers inherit it through fork.
+static PRELOADED: std::sync::Mutex<Option<Py<PyAny>>> = std::sync::Mutex::new(None);
+
+/// Keeps the master's preloaded app for the workers it forks.
+pub fn set_preloaded(app: Py<PyAny>) {
+    *PRELOADED.lock().unwrap_or_else(|p| p.into_inner()) = Some(app);
+}
+
+/// The app a worker serves: the preloaded one, or a fresh import of `spec`.
+///
+/// # Errors
+/// See [`load`].
+pub fn load_or_preloaded(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, AppError> {
+    if let Some(app) = PRELOADED.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        return Ok(app.clone_ref(py));
+    }
+    load(py, spec)
+}
+
+/// Under `--reload`, an app that failed to import is replaced by one that answers every
+/// request with a plain-text 500 carrying `text` (the traceback), as Gunicorn does for a
+/// SyntaxError, until the file is fixed and the worker reloads.
+///
+/// # Errors
+/// A Python error while defining it.
+pub fn error_app(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
+    let globals = pyo3::types::PyDict::new(py);
+    globals.set_item("_body", text.as_bytes())?;
+    py.run(
+        c"def app(environ, start_response):
+    start_response('500 Internal Server Error', [('Content-Type', 'text/plain'), ('Content-Length', str(len(_body)))])
+    return [_body]
+",
+        Some(&globals),
+        None,
+    )?;
+    Ok(globals
+        .get_item("app")?
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("error app missing"))?
+        .unbind())
+}
+
+/// The files named in an import failure's traceback (and a SyntaxError's own file), so
+/// `--reload` can watch them although the broken module never made it into sys.modules.
+pub fn failure_files(py: Python<'_>, err: &AppError) -> Vec<String> {
+    let AppError::Import(e) = err else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    if let Ok(name) = e
+        .value(py)
+        .getattr("filename")
+        .and_then(|f| f.extract::<String>())
+    {
+        files.push(name);
+    }
+    let frames = py
+        .import("traceback")
+        .and_then(|tb| tb.call_method1("extract_tb", (e.traceback(py),)))
+        .and_then(|frames| {
+            frames
+                .try_iter()
+                .map(|it| it.filter_map(Result::ok).collect::<Vec<_>>())
+        });
+    for frame in frames.unwrap_or_default() {
+        if let Ok(name) = frame
+            .getattr("filename")
+            .and_then(|f| f.extract::<String>())
+        {
+            files.push(name);
+        }
+    }
+    files
+}
+
 /// Why the app could not be loaded.
 pub enum AppError {
     /// An exception while importing the module (including ModuleNotFoundError): exit 3.

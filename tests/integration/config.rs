@@ -302,3 +302,105 @@ fn hup_rereads_the_config_file() {
         s.stdout()
     );
 }
+
+/// `--preload` imports the app once, in the master (before `Starting rgunicorn`); the
+/// workers serve that same app.
+#[test]
+fn preload_imports_the_app_once_in_the_master() {
+    let dir = project("preload", "");
+    std::fs::write(
+        dir.join("preapp.py"),
+        "import os\nIMPORTED_IN = os.getpid()\nopen('imports.log', 'a').write('%d\\n' % IMPORTED_IN)\n\
+def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [str(IMPORTED_IN).encode()]\n",
+    )
+    .unwrap();
+    let mut s = Server::builder("preload")
+        .cwd(dir.path())
+        .args(["--preload", "-w", "2", "preapp:application"])
+        .start();
+    s.wait_workers(2, DEADLINE);
+    let imports = std::fs::read_to_string(dir.join("imports.log")).unwrap();
+    assert_eq!(
+        imports.trim(),
+        s.pid().to_string(),
+        "imported once, by the master"
+    );
+    assert_eq!(
+        s.get("/").body_str(),
+        s.pid().to_string(),
+        "workers serve the preloaded app"
+    );
+}
+
+/// `--capture-output` sends the app's print() output to the error log file.
+#[test]
+fn capture_output_sends_prints_to_the_error_log() {
+    let dir = project("capture", "");
+    std::fs::write(
+        dir.join("printer.py"),
+        "def application(environ, start_response):\n    print('PRINTED BY THE APP', flush=True)\n    start_response('200 OK', [])\n    return [b'ok']\n",
+    )
+    .unwrap();
+    let log = dir.join("error.log");
+    let s = Server::builder("capture")
+        .cwd(dir.path())
+        .args([
+            "--capture-output",
+            "--error-logfile",
+            &log.display().to_string(),
+            "printer:application",
+        ])
+        .start();
+    assert_eq!(s.get("/").status, 200);
+    crate::support::wait_for_file(&log, "PRINTED BY THE APP", DEADLINE);
+}
+
+/// `--reload`: editing the app restarts the worker with the new code; a SyntaxError is
+/// served as a 500 with its traceback until the file is fixed.
+#[test]
+fn reload_restarts_workers_on_code_changes() {
+    let dir = project("reload", "");
+    let app = dir.join("live.py");
+    let version = |v: &str| {
+        format!("def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{v}']\n")
+    };
+    std::fs::write(&app, version("one")).unwrap();
+    let s = Server::builder("reload")
+        .cwd(dir.path())
+        .args(["--reload", "-w", "1", "live:application"])
+        .start();
+    assert_eq!(s.get("/").body_str(), "one");
+    assert!(
+        s.stderr()
+            .contains("Reloader is on. Use in development only!"),
+        "{}",
+        s.stderr()
+    );
+    // Let the reloader take its first snapshot before the edit (mtime granularity).
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&app, version("two")).unwrap();
+    let two =
+        crate::support::poll_until(DEADLINE, || (s.get("/").body_str() == "two").then_some(()));
+    assert!(two.is_some(), "the new code is served: {}", s.stderr());
+    assert!(s.stderr().contains("Worker reloading:"), "{}", s.stderr());
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&app, "def application(:\n").unwrap();
+    let broken = crate::support::poll_until(DEADLINE, || {
+        let r = s.get("/");
+        (r.status == 500 && r.body_str().contains("SyntaxError")).then_some(())
+    });
+    assert!(
+        broken.is_some(),
+        "a SyntaxError is served as a 500 with its traceback"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&app, version("three")).unwrap();
+    let fixed = crate::support::poll_until(DEADLINE, || {
+        (s.get("/").body_str() == "three").then_some(())
+    });
+    assert!(
+        fixed.is_some(),
+        "fixing the file reloads again: {}",
+        s.stderr()
+    );
+}
