@@ -187,6 +187,15 @@ fn parse_hook(text: &str) -> Result<Value, String> {
 
 /// Dict settings (`secure_scheme_headers`, `logconfig_dict`) come from a config file only;
 /// text never is a dict (Gunicorn's `validate_dict` message, trailing space included).
+/// Gunicorn's default: header (upper case) -> the value that means HTTPS.
+fn default_secure_scheme_headers() -> Value {
+    Value::Dict(vec![
+        ("X-FORWARDED-PROTOCOL".to_string(), "ssl".to_string()),
+        ("X-FORWARDED-PROTO".to_string(), "https".to_string()),
+        ("X-FORWARDED-SSL".to_string(), "on".to_string()),
+    ])
+}
+
 fn parse_dict(text: &str) -> Result<Value, String> {
     Err(format!("Value is not a dictionary: {text} "))
 }
@@ -948,12 +957,11 @@ pub static SETTINGS: &[Setting] = &[
         section: "Server Mechanics",
         flags: &[],
         meta: "",
-        // A dict in Gunicorn (`default` is `None` until `Value` has a dict kind).
         action: Action::Set,
         parse: parse_dict,
-        default: none,
+        default: default_secure_scheme_headers,
         help: "A dictionary containing headers and values that the front-end proxy uses to indicate HTTPS requests.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "forwarded_allow_ips",
@@ -1060,10 +1068,9 @@ pub static SETTINGS: &[Setting] = &[
         section: "Logging",
         flags: &[],
         meta: "",
-        // A dict in Gunicorn (`default` is `None` until `Value` has a dict kind).
         action: Action::Set,
         parse: parse_dict,
-        default: none,
+        default: default_secure_scheme_headers,
         help: "The log config dictionary to use, in the logging module's dictConfig format.",
         support: Support::Ignored(NOT_YET),
     },
@@ -1592,7 +1599,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_comma_list,
         default: || Value::List(vec!["SCRIPT_NAME".to_string(), "PATH_INFO".to_string()]),
         help: "Upper-case header names a trusted front-end proxy may set, to be used in the WSGI environ.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "header_map",
@@ -1603,7 +1610,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_header_map,
         default: || Value::Str("drop".to_string()),
         help: "Configure how header field names are mapped into environ: drop, refuse or dangerous.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "asgi_loop",

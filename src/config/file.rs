@@ -122,6 +122,22 @@ pub fn value_for(setting: &Setting, value: &Bound<'_, PyAny>) -> Result<Value, C
     if value.is_none() {
         return Ok(Value::None);
     }
+    if let Ok(dict) = value.cast::<PyDict>() {
+        let mut pairs = Vec::with_capacity(dict.len());
+        for (k, v) in dict.iter() {
+            let (Ok(k), Ok(v)) = (k.str(), v.str()) else {
+                return Err(invalid(format!("Value is not a dictionary: {shown} ")));
+            };
+            pairs.push((k.to_string(), v.to_string()));
+        }
+        return match setting.name {
+            "secure_scheme_headers" => Ok(Value::Dict(pairs)),
+            _ => Err(invalid(format!(
+                "{shown} is not a supported value for {}",
+                setting.name
+            ))),
+        };
+    }
     let parts = texts(value).ok_or_else(|| {
         invalid(format!(
             "{shown} is not a supported value for {}",

@@ -240,6 +240,18 @@ impl Identity {
     }
 }
 
+/// What happens to a request header whose name has an underscore (`header_map`): it could
+/// pose as another header once `-` and `_` both become `_` in the environ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderMap {
+    /// Dropped silently (the default).
+    Drop,
+    /// The request is refused with 400.
+    Refuse,
+    /// Mapped into the environ like any header.
+    Dangerous,
+}
+
 /// Every resolved setting, typed. Built once in the master and inherited by the workers.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -265,6 +277,11 @@ pub struct Config {
     pub chdir: PathBuf,
     pub raw_env: Vec<(String, String)>,
     pub forwarded_allow_ips: TrustedPeers,
+    /// Header (upper case) -> value meaning HTTPS, believed from trusted peers.
+    pub secure_scheme_headers: Vec<(String, String)>,
+    /// Underscore header names (upper case) a trusted peer may send (`*` = any).
+    pub forwarder_headers: Vec<String>,
+    pub header_map: HeaderMap,
     pub accesslog: Option<String>,
     pub access_log_format: String,
     pub errorlog: String,
@@ -483,6 +500,24 @@ impl Config {
             chdir: PathBuf::from(text(&values, "chdir").unwrap_or_else(|| ".".to_string())),
             raw_env,
             forwarded_allow_ips,
+            secure_scheme_headers: match values.get("secure_scheme_headers") {
+                Some(Value::Dict(pairs)) => pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            },
+            forwarder_headers: list(&values, "forwarder_headers")
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(|s| s.trim().to_ascii_uppercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            header_map: match text(&values, "header_map").as_deref() {
+                Some("refuse") => HeaderMap::Refuse,
+                Some("dangerous") => HeaderMap::Dangerous,
+                _ => HeaderMap::Drop,
+            },
             accesslog: text(&values, "accesslog"),
             access_log_format: text(&values, "access_log_format").unwrap_or_default(),
             errorlog: text(&values, "errorlog").unwrap_or_else(|| "-".to_string()),

@@ -25,6 +25,8 @@ pub enum Value {
     Int(i64),
     Str(String),
     List(Vec<String>),
+    /// A string-to-string dict (`secure_scheme_headers`), in insertion order.
+    Dict(Vec<(String, String)>),
 }
 
 impl fmt::Display for Value {
@@ -64,6 +66,18 @@ impl fmt::Display for Value {
                     quoted(f, item)?;
                 }
                 write!(f, "]")
+            }
+            Value::Dict(pairs) => {
+                write!(f, "{{")?;
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    quoted(f, k)?;
+                    write!(f, ": ")?;
+                    quoted(f, v)?;
+                }
+                write!(f, "}}")
             }
         }
     }

@@ -171,6 +171,13 @@ pub fn cfg_object<'py>(
             Value::Int(n) => n.into_pyobject(py)?.into_any(),
             Value::Str(s) => s.into_pyobject(py)?.into_any(),
             Value::List(items) => PyList::new(py, items)?.into_any(),
+            Value::Dict(pairs) => {
+                let d = PyDict::new(py);
+                for (k, v) in pairs {
+                    d.set_item(k, v)?;
+                }
+                d.into_any()
+            }
         };
         attrs.push((*name, v));
     }

@@ -11,17 +11,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 
+use crate::config::HeaderMap;
 use crate::http::request::RequestHead;
-
-/// Gunicorn's default `secure_scheme_headers`: header (upper case) → value meaning HTTPS.
-const SECURE_SCHEME_HEADERS: [(&str, &str); 3] = [
-    ("X-FORWARDED-PROTOCOL", "ssl"),
-    ("X-FORWARDED-PROTO", "https"),
-    ("X-FORWARDED-SSL", "on"),
-];
-
-/// Gunicorn's default `forwarder_headers`: underscore names a trusted proxy may send.
-const FORWARDER_HEADERS: [&str; 2] = ["SCRIPT_NAME", "PATH_INFO"];
 
 /// Header-name → environ-key cache bound (names beyond it are converted every time).
 const MAX_CACHED_HEADER_KEYS: usize = 512;
@@ -55,6 +46,11 @@ pub struct EnvironBuilder {
     template: Py<PyDict>,
     script_name: String,
     header_keys: HashMap<String, Py<PyString>>,
+    /// `secure_scheme_headers`: header (upper case) -> the value that means HTTPS.
+    secure_scheme_headers: Vec<(String, String)>,
+    /// `forwarder_headers` (upper case; `*` = any).
+    forwarder_headers: Vec<String>,
+    header_map: HeaderMap,
 }
 
 /// Decodes bytes as latin-1 (PEP 3333's "native strings").
@@ -106,7 +102,8 @@ impl EnvironBuilder {
     ///
     /// # Errors
     /// A Python error while creating the template (a broken interpreter).
-    pub fn new(py: Python<'_>, multiprocess: bool) -> PyResult<EnvironBuilder> {
+    pub fn new(py: Python<'_>, config: &crate::config::Config) -> PyResult<EnvironBuilder> {
+        let multiprocess = config.workers > 1;
         let t = PyDict::new(py);
         t.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
         t.set_item("wsgi.url_scheme", "http")?;
@@ -126,6 +123,9 @@ impl EnvironBuilder {
             template: t.unbind(),
             script_name,
             header_keys: HashMap::new(),
+            secure_scheme_headers: config.secure_scheme_headers.clone(),
+            forwarder_headers: config.forwarder_headers.clone(),
+            header_map: config.header_map,
         })
     }
 
@@ -190,12 +190,29 @@ impl EnvironBuilder {
         let mut scheme: Option<&'static str> = None;
         for header in &head.headers {
             let upper = header.name.to_ascii_uppercase();
-            if upper.contains('_') && !(conn.trusted && FORWARDER_HEADERS.contains(&upper.as_str()))
-            {
-                continue;
+            if upper.contains('_') {
+                let forwarded = conn.trusted
+                    && self
+                        .forwarder_headers
+                        .iter()
+                        .any(|f| *f == upper || f == "*");
+                if !forwarded {
+                    match self.header_map {
+                        HeaderMap::Drop => continue,
+                        HeaderMap::Refuse => {
+                            return Err(BuildError::Env(EnvironError::BadRequest(format!(
+                                "Invalid HTTP header name: '{}'",
+                                header.name
+                            ))))
+                        }
+                        HeaderMap::Dangerous => {}
+                    }
+                }
             }
             if conn.trusted {
-                if let Some((_, secure)) = SECURE_SCHEME_HEADERS.iter().find(|(n, _)| *n == upper) {
+                if let Some((_, secure)) =
+                    self.secure_scheme_headers.iter().find(|(n, _)| *n == upper)
+                {
                     let this = if header.value == secure.as_bytes() {
                         "https"
                     } else {

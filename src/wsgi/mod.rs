@@ -134,7 +134,7 @@ impl Runtime {
     ) -> PyResult<Runtime> {
         Ok(Runtime {
             app,
-            environ: EnvironBuilder::new(py, config.workers > 1)?,
+            environ: EnvironBuilder::new(py, config)?,
             access_log,
             io_timeout: Duration::from_secs(if config.timeout == 0 {
                 30

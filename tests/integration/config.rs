@@ -404,3 +404,64 @@ fn reload_restarts_workers_on_code_changes() {
         s.stderr()
     );
 }
+
+/// Behind proxies: custom `secure_scheme_headers` and `forwarder_headers` from a trusted
+/// peer, and `header_map` for underscore headers (drop by default, refuse, dangerous).
+#[test]
+fn proxy_header_settings_shape_the_environ() {
+    let dir = project(
+        "proxy",
+        "forwarded_allow_ips = '127.0.0.1'\nsecure_scheme_headers = {'X-SCHEME': 'https'}\nforwarder_headers = 'SCRIPT_NAME,REMOTE_USER'\n",
+    );
+    let s = Server::builder("proxy")
+        .cwd(dir.path())
+        .args(["app:application"])
+        .start();
+    let env = |raw: &str| {
+        let r = s.request(raw);
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body_str()
+    };
+    let https = env(
+        "GET /environ HTTP/1.1\r\nHost: x\r\nX-Scheme: https\r\nX-Forwarded-Proto: https\r\n\r\n",
+    );
+    assert!(
+        https.contains(r#""wsgi.url_scheme": "https""#),
+        "custom scheme header: {https}"
+    );
+    let http = env("GET /environ HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n\r\n");
+    assert!(
+        http.contains(r#""wsgi.url_scheme": "http""#),
+        "the default headers no longer count: {http}"
+    );
+    let user = env("GET /environ HTTP/1.1\r\nHost: x\r\nREMOTE_USER: alice\r\nX_OTHER: 1\r\n\r\n");
+    assert!(
+        user.contains(r#""HTTP_REMOTE_USER": "alice""#),
+        "a forwarder header passes: {user}"
+    );
+    assert!(
+        !user.contains("HTTP_X_OTHER"),
+        "other underscore headers are dropped: {user}"
+    );
+
+    std::fs::write(dir.join("refuse.py"), "header_map = 'refuse'\n").unwrap();
+    let refuse = Server::builder("proxy-refuse")
+        .cwd(dir.path())
+        .args(["-c", "refuse.py", "app:application"])
+        .start();
+    let r = refuse.request("GET /environ HTTP/1.1\r\nHost: x\r\nX_Foo: 1\r\n\r\n");
+    assert_eq!(r.status, 400, "{r:?}");
+
+    let dangerous = Server::builder("proxy-dangerous")
+        .cwd(dir.path())
+        .args([
+            "-c",
+            "refuse.py",
+            "--header-map",
+            "dangerous",
+            "app:application",
+        ])
+        .start();
+    let r = dangerous.request("GET /environ HTTP/1.1\r\nHost: x\r\nX_Foo: 1\r\n\r\n");
+    assert!(r.body_str().contains(r#""HTTP_X_FOO": "1""#), "{r:?}");
+}
