@@ -121,6 +121,12 @@ pub fn run(argv: &[String]) -> i32 {
     for warning in &config.warnings {
         warn!("{warning}");
     }
+    if let Some((host, prefix, tags)) = &config.statsd {
+        match log::statsd::Statsd::connect(host, prefix, tags) {
+            Ok(client) => log::statsd::init(client),
+            Err(e) => warn!("statsd: can't reach {host}: {e}; metrics are off"),
+        }
+    }
     if let Some(path) = config.accesslog.as_deref().filter(|p| *p != "-") {
         if let Err(e) = log::Sink::open(path, log::Sink::Stdout) {
             return config_error(&format!("can't open access log '{path}': {e}"));

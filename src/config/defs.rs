@@ -1149,7 +1149,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_statsd_host,
         default: none,
         help: "The address of the StatsD server to log to.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "dogstatsd_tags",
@@ -1160,7 +1160,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_dogstatsd_tags,
         default: empty_str,
         help: "A comma-delimited list of datadog statsd (dogstatsd) tags to append to statsd metrics.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "statsd_prefix",
@@ -1171,7 +1171,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_stripped,
         default: empty_str,
         help: "Prefix to use when emitting statsd metrics (a trailing . is added, if not provided).",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "enable_backlog_metric",

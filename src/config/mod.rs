@@ -282,6 +282,8 @@ pub struct Config {
     /// Underscore header names (upper case) a trusted peer may send (`*` = any).
     pub forwarder_headers: Vec<String>,
     pub header_map: HeaderMap,
+    /// `--statsd-host`, `--statsd-prefix`, `--dogstatsd-tags`.
+    pub statsd: Option<(String, String, String)>,
     pub accesslog: Option<String>,
     pub access_log_format: String,
     pub errorlog: String,
@@ -513,6 +515,13 @@ impl Config {
                 .map(|s| s.trim().to_ascii_uppercase())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            statsd: text(&values, "statsd_host").map(|host| {
+                (
+                    host,
+                    text(&values, "statsd_prefix").unwrap_or_default(),
+                    text(&values, "dogstatsd_tags").unwrap_or_default(),
+                )
+            }),
             header_map: match text(&values, "header_map").as_deref() {
                 Some("refuse") => HeaderMap::Refuse,
                 Some("dangerous") => HeaderMap::Dangerous,

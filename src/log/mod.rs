@@ -5,6 +5,7 @@
 //! and a lock held by a logging thread at fork time would stay locked in the child forever.
 
 pub mod access;
+pub mod statsd;
 mod time;
 
 use std::fs::{File, OpenOptions};
@@ -96,6 +97,13 @@ pub fn level_name(level: LogLevel) -> &'static str {
 pub fn error_log(level: LogLevel, message: &str, traceback: Option<&str>) {
     if !enabled(level) {
         return;
+    }
+    match (level, traceback.is_some()) {
+        (LogLevel::Error | LogLevel::Critical, true) => statsd::log_line("exception"),
+        (LogLevel::Critical, false) => statsd::log_line("critical"),
+        (LogLevel::Error, false) => statsd::log_line("error"),
+        (LogLevel::Warning, _) => statsd::log_line("warning"),
+        _ => {}
     }
     let mut line = format!(
         "{} [{}] [{}] {}\n",

@@ -571,6 +571,7 @@ impl Master {
         if count != self.logged_count {
             self.logged_count = count;
             debug!("{count} workers");
+            crate::log::statsd::workers(count);
         }
     }
 

@@ -31,6 +31,11 @@ const CONN_BASE: usize = 1 << 16;
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// A head larger than this is refused even when the configured limits are unlimited.
 const MAX_HEAD_BYTES: usize = 1024 * 1024;
+/// While a connection we just accepted has not sent its first bytes, other workers get the
+/// next ones: a sync worker that takes two fresh connections and then runs one slow request
+/// leaves the other waiting behind it while a sibling is idle. Bounded, so a client that
+/// connects and never sends (a browser preconnect) delays accepting by this much only.
+const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(10);
 /// How long a closing connection may take to send us its last bytes (Gunicorn: 2 s).
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -65,6 +70,7 @@ struct Conn {
     queued: bool,
     /// Requests answered on this connection (a fresh one is never "idle keep-alive").
     requests: u64,
+    accepted_at: Instant,
 }
 
 pub struct EventLoop<'a> {
@@ -256,10 +262,24 @@ impl<'a> EventLoop<'a> {
         }
     }
 
+    /// How much longer a just-accepted, still silent connection holds back further accepts.
+    fn fresh_hold(&self) -> Option<Duration> {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| c.requests == 0 && c.phase == Phase::Idle && c.buf.is_empty())
+            .map(|c| FRESH_CONNECTION_GRACE.saturating_sub(c.accepted_at.elapsed()))
+            .filter(|left| !left.is_zero())
+            .max()
+    }
+
     fn poll_timeout(&self) -> Duration {
         let can_accept = super::is_alive() && self.open < self.seed.config.worker_connections;
-        if !self.pending.is_empty() || (can_accept && self.listeners.iter().any(|l| l.ready)) {
+        if !self.pending.is_empty() {
             return Duration::ZERO;
+        }
+        if can_accept && self.listeners.iter().any(|l| l.ready) {
+            return self.fresh_hold().unwrap_or(Duration::ZERO);
         }
         // Wake at least every half timeout (heartbeat) and every second (parent check).
         let beat = Duration::from_millis((self.seed.config.timeout * 500).clamp(100, 1000));
@@ -299,7 +319,7 @@ impl<'a> EventLoop<'a> {
     /// Accepts at most one connection per listener per turn, so workers sharing a listener
     /// take turns instead of one of them grabbing a whole burst.
     fn accept(&mut self, py: Python<'_>) {
-        if !super::is_alive() {
+        if !super::is_alive() || self.fresh_hold().is_some() {
             return;
         }
         for i in 0..self.listeners.len() {
@@ -412,6 +432,7 @@ impl<'a> EventLoop<'a> {
             eof: false,
             queued: false,
             requests: 0,
+            accepted_at: Instant::now(),
         });
         self.open += 1;
         Ok(())

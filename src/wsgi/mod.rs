@@ -467,6 +467,7 @@ impl Runtime {
         );
     }
 
+    /// Records the request in StatsD and the access log.
     #[allow(clippy::too_many_arguments)]
     fn log_access(
         &mut self,
@@ -479,6 +480,7 @@ impl Runtime {
         response_headers: &[(String, String)],
         start: Instant,
     ) {
+        crate::log::statsd::request(status.parse().unwrap_or(0), start.elapsed());
         let Some(log) = self.access_log.as_mut() else {
             return;
         };

@@ -465,3 +465,56 @@ fn proxy_header_settings_shape_the_environ() {
     let r = dangerous.request("GET /environ HTTP/1.1\r\nHost: x\r\nX_Foo: 1\r\n\r\n");
     assert!(r.body_str().contains(r#""HTTP_X_FOO": "1""#), "{r:?}");
 }
+
+/// StatsD: request counters, status, duration and the worker gauge reach a UDP listener,
+/// with the prefix and dogstatsd tags.
+#[test]
+fn statsd_metrics_reach_a_udp_listener() {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let host = udp.local_addr().unwrap().to_string();
+    let s = Server::start(
+        "statsd",
+        &[
+            "-w",
+            "1",
+            "--statsd-host",
+            &host,
+            "--statsd-prefix",
+            "shop",
+            "--dogstatsd-tags",
+            "env:test",
+            "app:application",
+        ],
+    );
+    let mut seen = String::new();
+    let complete = crate::support::poll_until(DEADLINE, || {
+        assert_eq!(s.get("/pid").status, 200);
+        let mut buf = [0u8; 512];
+        while let Ok(n) = udp.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+            if seen.contains("request.duration") && seen.contains("workers") {
+                break;
+            }
+        }
+        (seen.contains("request.duration") && seen.contains("gunicorn.workers")).then_some(())
+    });
+    assert!(complete.is_some(), "metrics received: {seen}");
+    for expected in [
+        "shop.gunicorn.requests:1|c|@1.0|#env:test",
+        "shop.gunicorn.request.status.200:1|c|@1.0|#env:test",
+        "shop.gunicorn.workers:1|g|#env:test",
+    ] {
+        assert!(
+            seen.lines().any(|l| l == expected),
+            "missing {expected:?} in:\n{seen}"
+        );
+    }
+    assert!(
+        seen.lines()
+            .any(|l| l.starts_with("shop.gunicorn.request.duration:")
+                && l.ends_with("|ms|#env:test")),
+        "{seen}"
+    );
+}

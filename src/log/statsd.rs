@@ -1,0 +1,117 @@
+//! StatsD metrics (`--statsd-host`), with Gunicorn's names: `gunicorn.requests`,
+//! `gunicorn.request.status.<code>`, `gunicorn.request.duration` (ms), `gunicorn.workers`
+//! (gauge, from the master) and `gunicorn.log.<level>` counters; `--statsd-prefix` goes in
+//! front and `--dogstatsd-tags` are appended as `|#tags`. Datagrams are fire-and-forget:
+//! a missing collector never slows or stops the server.
+
+use std::net::{ToSocketAddrs, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
+use std::time::Duration;
+
+enum Target {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+/// A connected StatsD client.
+pub struct Statsd {
+    target: Target,
+    prefix: String,
+    tags: String,
+}
+
+static STATSD: Mutex<Option<Statsd>> = Mutex::new(None);
+
+impl Statsd {
+    /// Connects a datagram socket to `host:port` or `unix://PATH`.
+    ///
+    /// # Errors
+    /// The address does not resolve or the socket cannot be created.
+    pub fn connect(host: &str, prefix: &str, tags: &str) -> std::io::Result<Statsd> {
+        let target = if let Some(path) = host
+            .strip_prefix("unix://")
+            .or_else(|| host.strip_prefix("unix:"))
+        {
+            let sock = UnixDatagram::unbound()?;
+            sock.connect(path)?;
+            Target::Unix(sock)
+        } else {
+            let hostport = host.strip_prefix("udp://").unwrap_or(host);
+            let hostport = if hostport.contains(':') {
+                hostport.to_string()
+            } else {
+                format!("{hostport}:8125")
+            };
+            let addr = hostport
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other(format!("can't resolve {host}")))?;
+            let sock = UdpSocket::bind(if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            })?;
+            sock.set_nonblocking(true)?;
+            sock.connect(addr)?;
+            Target::Udp(sock)
+        };
+        // Gunicorn: a non-empty prefix gets exactly one trailing dot.
+        let prefix = match prefix.trim_end_matches('.') {
+            "" => String::new(),
+            p => format!("{p}."),
+        };
+        let tags = if tags.is_empty() {
+            String::new()
+        } else {
+            format!("|#{tags}")
+        };
+        Ok(Statsd {
+            target,
+            prefix,
+            tags,
+        })
+    }
+
+    fn send(&self, name: &str, value: &str, kind: &str) {
+        let line = format!("{}gunicorn.{name}:{value}|{kind}{}", self.prefix, self.tags);
+        let _ = match &self.target {
+            Target::Udp(s) => s.send(line.as_bytes()),
+            Target::Unix(s) => s.send(line.as_bytes()),
+        };
+    }
+}
+
+/// Turns metrics on (master, before forking; workers inherit the socket).
+pub fn init(client: Statsd) {
+    *STATSD.lock().unwrap_or_else(|p| p.into_inner()) = Some(client);
+}
+
+fn with(f: impl FnOnce(&Statsd)) {
+    if let Some(client) = STATSD.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        f(client);
+    }
+}
+
+/// One request done: count, status, duration.
+pub fn request(status: u16, duration: Duration) {
+    with(|s| {
+        s.send("requests", "1", "c|@1.0");
+        s.send(&format!("request.status.{status}"), "1", "c|@1.0");
+        s.send(
+            "request.duration",
+            &format!("{:.3}", duration.as_secs_f64() * 1000.0),
+            "ms",
+        );
+    });
+}
+
+/// The master's worker count changed.
+pub fn workers(count: usize) {
+    with(|s| s.send("workers", &count.to_string(), "g"));
+}
+
+/// A log line at warning level or above (`exception` when it carries a traceback).
+pub fn log_line(level: &str) {
+    with(|s| s.send(&format!("log.{level}"), "1", "c|@1.0"));
+}
