@@ -150,6 +150,24 @@ pub fn run(argv: &[String]) -> i32 {
         return config_error(&msg);
     }
     Python::attach(|py| python::hooks::install(py, &config.hooks));
+    if config.logconfig_dict.is_some()
+        || config.logconfig_json.is_some()
+        || config.logconfig.is_some()
+    {
+        let configured = Python::attach(|py| {
+            python::logging::configure(
+                py,
+                config.logconfig_dict.as_deref(),
+                config.logconfig_json.as_deref(),
+                config.logconfig.as_deref(),
+                config.loglevel,
+            )
+        });
+        match configured {
+            Ok(level) => log::set_level(level),
+            Err(msg) => return config_error(&msg),
+        }
+    }
 
     if config.print_config {
         // Written, not println!'d: `--print-config | head` must not panic on a closed pipe.

@@ -1061,7 +1061,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_stripped,
         default: none,
         help: "The log config file to use (logging.fileConfig format).",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "logconfig_dict",
@@ -1070,9 +1070,9 @@ pub static SETTINGS: &[Setting] = &[
         meta: "",
         action: Action::Set,
         parse: parse_dict,
-        default: default_secure_scheme_headers,
+        default: || Value::Dict(Vec::new()),
         help: "The log config dictionary to use, in the logging module's dictConfig format.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "logconfig_json",
@@ -1083,7 +1083,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_stripped,
         default: none,
         help: "The log config to read config from a JSON file.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "syslog_addr",

@@ -170,6 +170,8 @@ pub fn value_for(setting: &Setting, value: &Bound<'_, PyAny>) -> Result<Value, C
 pub struct FileSettings {
     pub values: Vec<(&'static str, Value)>,
     pub hooks: Vec<(&'static str, Py<PyAny>)>,
+    /// Settings kept as the Python objects themselves (`logconfig_dict`, a nested dict).
+    pub objects: Vec<(&'static str, Py<PyAny>)>,
 }
 
 /// The settings a configuration source sets.
@@ -207,6 +209,27 @@ pub fn read(
             out.values
                 .push((setting.name, Value::Str(format!("<{qualname}()>"))));
             out.hooks.push((setting.name, hook.unbind()));
+            continue;
+        }
+        if setting.name == "logconfig_dict" {
+            if !value.is_instance_of::<PyDict>() {
+                return Err(ConfigError::FileValue {
+                    name: setting.name.to_string(),
+                    value: value.repr().map(|r| r.to_string()).unwrap_or_default(),
+                    reason: format!(
+                        "Value is not a dictionary: {} ",
+                        value.repr().map(|r| r.to_string()).unwrap_or_default()
+                    ),
+                });
+            }
+            let shown = value.repr().map(|r| r.to_string()).unwrap_or_default();
+            let shown = if value.len().unwrap_or(0) == 0 {
+                Value::Dict(Vec::new())
+            } else {
+                Value::Str(shown)
+            };
+            out.values.push((setting.name, shown));
+            out.objects.push((setting.name, value.unbind()));
             continue;
         }
         out.values.push((setting.name, value_for(setting, &value)?));

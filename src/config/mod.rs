@@ -282,6 +282,10 @@ pub struct Config {
     /// Underscore header names (upper case) a trusted peer may send (`*` = any).
     pub forwarder_headers: Vec<String>,
     pub header_map: HeaderMap,
+    /// `--log-config` (INI), `--log-config-json`, and `logconfig_dict` from the file.
+    pub logconfig: Option<String>,
+    pub logconfig_json: Option<String>,
+    pub logconfig_dict: Option<std::sync::Arc<pyo3::Py<pyo3::PyAny>>>,
     /// `--statsd-host`, `--statsd-prefix`, `--dogstatsd-tags`.
     pub statsd: Option<(String, String, String)>,
     pub accesslog: Option<String>,
@@ -376,6 +380,11 @@ pub fn load(py: pyo3::Python<'_>, args: &[String]) -> Result<Invocation, ConfigE
         });
     let mut config = Config::from_values(app_module, values)?;
     config.warnings = warnings;
+    config.logconfig_dict = from_file
+        .objects
+        .into_iter()
+        .find(|(name, _)| *name == "logconfig_dict")
+        .map(|(_, obj)| std::sync::Arc::new(obj));
     config.hooks = from_file
         .hooks
         .into_iter()
@@ -515,6 +524,9 @@ impl Config {
                 .map(|s| s.trim().to_ascii_uppercase())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            logconfig: text(&values, "logconfig"),
+            logconfig_json: text(&values, "logconfig_json"),
+            logconfig_dict: None,
             statsd: text(&values, "statsd_host").map(|host| {
                 (
                     host,

@@ -127,6 +127,43 @@ impl AccessFormat {
         AccessFormat { segments }
     }
 
+    /// Every atom by name, as Gunicorn hands them to a `gunicorn.access` logger: the
+    /// standard ones, `{header}i`, `{header}o`, and the `{key}e` the format mentions.
+    pub fn atoms(&self, r: &AccessRecord<'_>) -> Vec<(String, String)> {
+        let escape = |v: String| v.replace('"', "\\\"");
+        let mut out: Vec<(String, String)> = [
+            "h", "l", "u", "t", "r", "m", "U", "q", "H", "s", "B", "b", "f", "a", "T", "M", "D",
+            "L", "p",
+        ]
+        .iter()
+        .map(|name| (name.to_string(), escape(atom_value(&atom_named(name), r))))
+        .collect();
+        for h in r.request_headers {
+            out.push((
+                format!("{{{}}}i", h.name.to_ascii_lowercase()),
+                escape(latin1(&h.value)),
+            ));
+        }
+        for (name, value) in r.response_headers {
+            out.push((
+                format!("{{{}}}o", name.to_ascii_lowercase()),
+                escape(value.clone()),
+            ));
+        }
+        for seg in &self.segments {
+            if let Segment::Atom {
+                atom: Atom::Environ(key),
+                ..
+            } = seg
+            {
+                if let Some(v) = (r.environ)(key) {
+                    out.push((format!("{{{}}}e", key.to_ascii_lowercase()), escape(v)));
+                }
+            }
+        }
+        out
+    }
+
     /// Renders one line (with its trailing newline).
     pub fn render(&self, r: &AccessRecord<'_>) -> String {
         let mut out = String::with_capacity(160);
@@ -282,11 +319,18 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 /// The access log of one process: a compiled format and where lines go.
 pub struct AccessLog {
     pub format: AccessFormat,
+    /// The format as configured, for a `gunicorn.access` Python logger.
+    pub format_text: String,
     pub sink: Sink,
 }
 
 impl AccessLog {
-    pub fn write(&mut self, record: &AccessRecord<'_>) {
+    pub fn write(&mut self, py: pyo3::Python<'_>, record: &AccessRecord<'_>) {
+        if crate::python::logging::is_active() {
+            let atoms = self.format.atoms(record);
+            crate::python::logging::access(py, &self.format_text, &atoms);
+            return;
+        }
         let line = self.format.render(record);
         self.sink.write_line(line.as_bytes());
     }

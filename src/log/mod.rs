@@ -77,6 +77,11 @@ impl Sink {
 static ERROR_SINK: Mutex<Option<Sink>> = Mutex::new(None);
 static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
 
+/// Changes the error log's level (a logging configuration may set its own).
+pub fn set_level(level: LogLevel) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
 /// Whether a message at `level` would be written.
 pub fn enabled(level: LogLevel) -> bool {
     level as u8 >= LEVEL.load(Ordering::Relaxed)
@@ -104,6 +109,10 @@ pub fn error_log(level: LogLevel, message: &str, traceback: Option<&str>) {
         (LogLevel::Error, false) => statsd::log_line("error"),
         (LogLevel::Warning, _) => statsd::log_line("warning"),
         _ => {}
+    }
+    if crate::python::logging::is_active() {
+        crate::python::logging::error(level, message, traceback);
+        return;
     }
     let mut line = format!(
         "{} [{}] [{}] {}\n",

@@ -4,6 +4,7 @@
 pub mod fork;
 pub mod hooks;
 pub mod interpreter;
+pub mod logging;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule};

@@ -246,9 +246,17 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     };
     // Log files are opened while we may still be root; then privileges drop, before any
     // app code runs (Gunicorn's order).
-    let access_log = seed.config.accesslog.as_deref().and_then(|path| {
+    // With a logging configuration, access records go to `gunicorn.access` even without
+    // --access-logfile (as in Gunicorn); the sink is then unused.
+    let access_path = match seed.config.accesslog.as_deref() {
+        Some(path) => Some(path),
+        None if crate::python::logging::is_active() => Some("-"),
+        None => None,
+    };
+    let access_log = access_path.and_then(|path| {
         Sink::open(path, Sink::Stdout).ok().map(|sink| AccessLog {
             format: AccessFormat::compile(&seed.config.access_log_format),
+            format_text: seed.config.access_log_format.clone(),
             sink,
         })
     });

@@ -509,7 +509,7 @@ impl Runtime {
             duration: start.elapsed(),
             environ: &lookup,
         };
-        log.write(&record);
+        log.write(py, &record);
     }
 }
 

@@ -518,3 +518,97 @@ fn statsd_metrics_reach_a_udp_listener() {
         "{seen}"
     );
 }
+
+/// `logconfig_dict` with a custom JSON formatter: our error log and access log go through
+/// Python logging, and the access record carries Gunicorn's atoms in `record.args`.
+#[test]
+fn logconfig_dict_routes_logs_through_python_logging() {
+    let dir = project(
+        "logdict",
+        r#"
+import json, logging
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record):
+        data = {"level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        if record.name == "gunicorn.access":
+            data["status"] = record.args["s"]
+            data["path"] = record.args["U"]
+            data["xff"] = record.args["{x-forwarded-for}i"]
+        return json.dumps(data)
+
+logconfig_dict = {
+    "formatters": {"json": {"()": JsonFormatter}},
+    "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["out"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["out"], "propagate": False},
+    },
+}
+"#,
+    );
+    let s = Server::builder("logdict")
+        .cwd(dir.path())
+        .args(["-w", "1", "app:application"])
+        .start();
+    let r = s.request("GET /pid HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.1.2.3\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let out = s.wait_for_stdout(r#""logger": "gunicorn.access""#, DEADLINE);
+    let access = out.lines().find(|l| l.contains("gunicorn.access")).unwrap();
+    assert!(
+        access.contains(r#""status": "200""#) && access.contains(r#""path": "/pid""#),
+        "{access}"
+    );
+    assert!(access.contains(r#""xff": "10.1.2.3""#), "{access}");
+    assert!(
+        out.contains(
+            r#"{"level": "INFO", "logger": "gunicorn.error", "msg": "Booting worker with pid: "#
+        ),
+        "{out}"
+    );
+}
+
+/// `--log-config-json FILE` and `--log-config FILE` (INI, fileConfig) configure logging too.
+#[test]
+fn logconfig_json_and_ini_files_apply() {
+    let dir = project("logfiles", "");
+    std::fs::write(
+        dir.join("log.json"),
+        r#"{"formatters": {"tagged": {"format": "JSONCFG %(levelname)s %(message)s"}},
+            "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "tagged", "stream": "ext://sys.stderr"}},
+            "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["err"], "propagate": false}}}"#,
+    )
+    .unwrap();
+    let json = Server::builder("logjson")
+        .cwd(dir.path())
+        .args(["--log-config-json", "log.json", "app:application"])
+        .start();
+    json.wait_for_log("JSONCFG INFO Booting worker with pid:", DEADLINE);
+    drop(json);
+    std::fs::write(
+        dir.join("log.ini"),
+        "[loggers]\nkeys=root,error\n[handlers]\nkeys=err\n[formatters]\nkeys=tagged\n\
+[logger_root]\nlevel=INFO\nhandlers=err\n\
+[logger_error]\nlevel=INFO\nhandlers=err\npropagate=0\nqualname=gunicorn.error\n\
+[handler_err]\nclass=StreamHandler\nformatter=tagged\nargs=(sys.stderr,)\n\
+[formatter_tagged]\nformat=INICFG %(levelname)s %(message)s\n",
+    )
+    .unwrap();
+    let ini = Server::builder("logini")
+        .cwd(dir.path())
+        .args(["--log-config", "log.ini", "app:application"])
+        .start();
+    ini.wait_for_log("INICFG INFO Booting worker with pid:", DEADLINE);
+    let missing = run_to_exit_in(
+        dir.path(),
+        &["--log-config", "nope.ini", "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(missing.code(), Some(1), "{}", missing.output());
+    assert!(
+        missing.output().contains("log config 'nope.ini' not found"),
+        "{}",
+        missing.output()
+    );
+}
