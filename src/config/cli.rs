@@ -54,6 +54,10 @@ pub fn command() -> Command {
         if !setting.meta.is_empty() {
             arg = arg.value_name(setting.meta);
         }
+        if setting.name == "proxy_protocol" {
+            // Gunicorn's optional value: a bare `--proxy-protocol` means auto.
+            arg = arg.num_args(0..=1).default_missing_value("auto");
+        }
         cmd = cmd.arg(arg);
     }
     cmd

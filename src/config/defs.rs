@@ -1335,7 +1335,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_proxy_protocol,
         default: || Value::Str("off".to_string()),
         help: "Enable PROXY protocol support: off, v1, v2 or auto (a bare --proxy-protocol means auto).",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "proxy_allow_ips",
@@ -1346,7 +1346,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_addr_list,
         default: local_addrs,
         help: "Front-end's IP addresses or networks from which allowed accept proxy requests (comma separated).",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "protocol",

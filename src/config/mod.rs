@@ -286,6 +286,9 @@ pub struct Config {
     pub logconfig: Option<String>,
     pub logconfig_json: Option<String>,
     pub logconfig_dict: Option<std::sync::Arc<pyo3::Py<pyo3::PyAny>>>,
+    /// `--proxy-protocol` and the peers allowed to send a PROXY header.
+    pub proxy_protocol: crate::http::proxy::ProxyMode,
+    pub proxy_allow_ips: TrustedPeers,
     /// `--statsd-host`, `--statsd-prefix`, `--dogstatsd-tags`.
     pub statsd: Option<(String, String, String)>,
     pub accesslog: Option<String>,
@@ -524,6 +527,11 @@ impl Config {
                 .map(|s| s.trim().to_ascii_uppercase())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            proxy_protocol: crate::http::proxy::ProxyMode::from_setting(
+                &text(&values, "proxy_protocol").unwrap_or_default(),
+            ),
+            proxy_allow_ips: TrustedPeers::parse(&list(&values, "proxy_allow_ips").join(","))
+                .map_err(ConfigError::Invalid)?,
             logconfig: text(&values, "logconfig"),
             logconfig_json: text(&values, "logconfig_json"),
             logconfig_dict: None,

@@ -28,6 +28,7 @@
 pub mod body;
 pub mod date;
 pub mod error;
+pub mod proxy;
 pub mod request;
 pub mod response;
 mod syntax;

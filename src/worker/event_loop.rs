@@ -18,6 +18,7 @@ use pyo3::types::{IntoPyDict, PyString};
 use tracing::{debug, error, info, warn};
 
 use crate::http::error::error_page;
+use crate::http::proxy::{parse_proxy, ProxyMode, ProxyParse};
 use crate::http::request::{parse_head, Limits};
 use crate::master::WorkerSeed;
 use crate::sock::{ListenAddr, Peer};
@@ -71,6 +72,10 @@ struct Conn {
     /// Requests answered on this connection (a fresh one is never "idle keep-alive").
     requests: u64,
     accepted_at: Instant,
+    /// The TCP peer (None on unix sockets), before any PROXY header.
+    peer_ip: Option<std::net::IpAddr>,
+    /// A PROXY header may still come (only before the first request).
+    proxy_pending: bool,
 }
 
 pub struct EventLoop<'a> {
@@ -407,6 +412,7 @@ impl<'a> EventLoop<'a> {
             },
             socket: socket.unbind(),
             trusted: self.seed.config.forwarded_allow_ips.trusts(peer.ip()),
+            proxy: None,
         };
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -433,6 +439,8 @@ impl<'a> EventLoop<'a> {
             queued: false,
             requests: 0,
             accepted_at: Instant::now(),
+            peer_ip: peer.ip(),
+            proxy_pending: self.seed.config.proxy_protocol != ProxyMode::Off,
         });
         self.open += 1;
         Ok(())
@@ -566,6 +574,55 @@ impl<'a> EventLoop<'a> {
         if conn.phase == Phase::Closing || conn.buf.is_empty() {
             return Served::Incomplete;
         }
+        if conn.proxy_pending {
+            match parse_proxy(&conn.buf, self.seed.config.proxy_protocol) {
+                Ok(ProxyParse::NeedMore) => return Served::Incomplete,
+                Ok(ProxyParse::Absent) => conn.proxy_pending = false,
+                Ok(ProxyParse::Header(header, len)) => {
+                    if !self.seed.config.proxy_allow_ips.trusts(conn.peer_ip) {
+                        warn!(
+                            "Invalid request from ip={}: Request forbidden",
+                            conn.env.remote_ip
+                        );
+                        let page = error_page(403, "Forbidden", "Request forbidden");
+                        return self.reject(py, idx, &page);
+                    }
+                    conn.buf.drain(..len);
+                    conn.proxy_pending = false;
+                    if let Some(src) = header.source {
+                        let proxy_port = conn
+                            .env
+                            .remote_port
+                            .as_ref()
+                            .map(|p| p.bind(py).to_string())
+                            .unwrap_or_default();
+                        conn.env.proxy = Some((
+                            header.protocol.to_string(),
+                            conn.env.remote_ip.clone(),
+                            proxy_port,
+                        ));
+                        conn.env.remote_ip = src.ip().to_string();
+                        conn.env.remote_addr = PyString::new(py, &conn.env.remote_ip).unbind();
+                        conn.env.remote_port =
+                            Some(PyString::new(py, &src.port().to_string()).unbind());
+                    } else {
+                        conn.env.proxy =
+                            Some((header.protocol.to_string(), String::new(), String::new()));
+                    }
+                    if conn.buf.is_empty() {
+                        return Served::Incomplete;
+                    }
+                }
+                Err(msg) => {
+                    warn!("Invalid request from ip={}: {msg}", conn.env.remote_ip);
+                    let page = error_page(400, "Bad Request", &msg);
+                    return self.reject(py, idx, &page);
+                }
+            }
+        }
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return Served::Closed;
+        };
         let head = match parse_head(&conn.buf, &self.limits) {
             Ok(Some(head)) => head,
             Ok(None) if conn.buf.len() >= MAX_HEAD_BYTES => {

@@ -31,6 +31,8 @@ pub struct ConnEnv {
     pub socket: Py<PyAny>,
     /// The peer may set scheme headers and forwarder headers.
     pub trusted: bool,
+    /// From a PROXY header: protocol, and the proxy's own address and port.
+    pub proxy: Option<(String, String, String)>,
 }
 
 /// Why no environ could be built for a request.
@@ -184,6 +186,11 @@ impl EnvironBuilder {
             env.set_item(intern!(py, "REMOTE_PORT"), port.bind(py))?;
         }
         env.set_item(intern!(py, "gunicorn.socket"), conn.socket.bind(py))?;
+        if let Some((protocol, addr, port)) = &conn.proxy {
+            env.set_item(intern!(py, "PROXY_PROTOCOL"), protocol)?;
+            env.set_item(intern!(py, "PROXY_ADDR"), addr)?;
+            env.set_item(intern!(py, "PROXY_PORT"), port)?;
+        }
 
         let mut script_name: Option<String> = None;
         let mut host: Option<String> = None;

@@ -612,3 +612,57 @@ fn logconfig_json_and_ini_files_apply() {
         missing.output()
     );
 }
+
+/// PROXY protocol v1 and v2: the client address from the header becomes REMOTE_ADDR/PORT
+/// (with PROXY_* keys); a peer outside `--proxy-allow-from` gets 403; plain requests still
+/// work in auto mode.
+#[test]
+fn proxy_protocol_v1_and_v2() {
+    let s = Server::start("proxyproto", &["app:application", "--proxy-protocol"]);
+    let field = |body: &str, key: &str| {
+        let needle = format!("\"{key}\": \"");
+        body.split(&needle)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    let v1 = s.request(
+        "PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nGET /environ HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(v1.status, 200, "{v1:?}");
+    let body = v1.body_str();
+    assert_eq!(field(&body, "REMOTE_ADDR"), "203.0.113.7", "{body}");
+    assert_eq!(field(&body, "REMOTE_PORT"), "5555");
+    assert_eq!(field(&body, "PROXY_PROTOCOL"), "TCP4");
+    assert_eq!(field(&body, "PROXY_ADDR"), "127.0.0.1");
+
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 198, 51, 100, 9, 127, 0, 0, 1, 0x1f, 0x90, 0, 80,
+    ]);
+    v2.extend_from_slice(b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = s.request(&v2);
+    assert_eq!(field(&r.body_str(), "REMOTE_ADDR"), "198.51.100.9", "{r:?}");
+    assert_eq!(field(&r.body_str(), "REMOTE_PORT"), "8080");
+
+    let plain = s.request("GET /environ HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(field(&plain.body_str(), "REMOTE_ADDR"), "127.0.0.1");
+
+    let bad = s.request("PROXY TCP4 nonsense\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(bad.status, 400, "{bad:?}");
+
+    let strict = Server::start(
+        "proxyproto-deny",
+        &[
+            "--proxy-protocol",
+            "v1",
+            "--proxy-allow-from",
+            "10.9.9.9",
+            "app:application",
+        ],
+    );
+    let denied = strict
+        .request("PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(denied.status, 403, "{denied:?}");
+}
