@@ -121,6 +121,16 @@ pub fn run(argv: &[String]) -> i32 {
     for warning in &config.warnings {
         warn!("{warning}");
     }
+    if let Some((addr, facility, prefix)) = &config.syslog {
+        if let Err(e) = log::syslog::init(
+            addr,
+            facility,
+            prefix,
+            !config.disable_redirect_access_to_syslog,
+        ) {
+            warn!("syslog: can't reach {addr}: {e}; not logging to syslog");
+        }
+    }
     if let Some((host, prefix, tags)) = &config.statsd {
         match log::statsd::Statsd::connect(host, prefix, tags) {
             Ok(client) => log::statsd::init(client),

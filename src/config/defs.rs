@@ -995,7 +995,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Disable redirect access logs to syslog.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "access_log_format",
@@ -1094,7 +1094,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_syslog_addr,
         default: default_syslog_addr,
         help: "Address to send syslog messages.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "syslog",
@@ -1105,7 +1105,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Send Gunicorn logs to syslog.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "syslog_prefix",
@@ -1116,7 +1116,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_stripped,
         default: none,
         help: "Makes Gunicorn use the parameter as program-name in the syslog entries.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "syslog_facility",
@@ -1127,7 +1127,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_syslog_facility,
         default: || Value::Str("user".to_string()),
         help: "Syslog facility name.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Full,
     },
     Setting {
         name: "enable_stdio_inheritance",

@@ -286,6 +286,9 @@ pub struct Config {
     pub logconfig: Option<String>,
     pub logconfig_json: Option<String>,
     pub logconfig_dict: Option<std::sync::Arc<pyo3::Py<pyo3::PyAny>>>,
+    /// `--log-syslog`: (address, facility, prefix) when on.
+    pub syslog: Option<(String, String, String)>,
+    pub disable_redirect_access_to_syslog: bool,
     /// `--proxy-protocol` and the peers allowed to send a PROXY header.
     pub proxy_protocol: crate::http::proxy::ProxyMode,
     pub proxy_allow_ips: TrustedPeers,
@@ -532,6 +535,18 @@ impl Config {
             ),
             proxy_allow_ips: TrustedPeers::parse(&list(&values, "proxy_allow_ips").join(","))
                 .map_err(ConfigError::Invalid)?,
+            syslog: flag(&values, "syslog").then(|| {
+                (
+                    text(&values, "syslog_addr")
+                        .unwrap_or_else(|| "udp://localhost:514".to_string()),
+                    text(&values, "syslog_facility").unwrap_or_else(|| "user".to_string()),
+                    text(&values, "syslog_prefix")
+                        .or_else(|| text(&values, "proc_name"))
+                        .or_else(|| app_module.clone())
+                        .unwrap_or_else(|| "rgunicorn".to_string()),
+                )
+            }),
+            disable_redirect_access_to_syslog: flag(&values, "disable_redirect_access_to_syslog"),
             logconfig: text(&values, "logconfig"),
             logconfig_json: text(&values, "logconfig_json"),
             logconfig_dict: None,

@@ -322,6 +322,8 @@ pub struct AccessLog {
     /// The format as configured, for a `gunicorn.access` Python logger.
     pub format_text: String,
     pub sink: Sink,
+    /// False when the access log exists only for syslog (no --access-logfile).
+    pub to_sink: bool,
 }
 
 impl AccessLog {
@@ -332,7 +334,10 @@ impl AccessLog {
             return;
         }
         let line = self.format.render(record);
-        self.sink.write_line(line.as_bytes());
+        super::syslog::access(&line);
+        if self.to_sink {
+            self.sink.write_line(line.as_bytes());
+        }
     }
 }
 

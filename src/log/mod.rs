@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod statsd;
+pub mod syslog;
 mod time;
 
 use std::fs::{File, OpenOptions};
@@ -110,6 +111,7 @@ pub fn error_log(level: LogLevel, message: &str, traceback: Option<&str>) {
         (LogLevel::Warning, _) => statsd::log_line("warning"),
         _ => {}
     }
+    syslog::error(level, message);
     if crate::python::logging::is_active() {
         crate::python::logging::error(level, message, traceback);
         return;

@@ -248,9 +248,11 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     // app code runs (Gunicorn's order).
     // With a logging configuration, access records go to `gunicorn.access` even without
     // --access-logfile (as in Gunicorn); the sink is then unused.
+    let syslog_access =
+        seed.config.syslog.is_some() && !seed.config.disable_redirect_access_to_syslog;
     let access_path = match seed.config.accesslog.as_deref() {
         Some(path) => Some(path),
-        None if crate::python::logging::is_active() => Some("-"),
+        None if crate::python::logging::is_active() || syslog_access => Some("-"),
         None => None,
     };
     let access_log = access_path.and_then(|path| {
@@ -258,6 +260,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
             format: AccessFormat::compile(&seed.config.access_log_format),
             format_text: seed.config.access_log_format.clone(),
             sink,
+            to_sink: seed.config.accesslog.is_some(),
         })
     });
     if let Some(identity) = &seed.config.identity {

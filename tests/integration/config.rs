@@ -666,3 +666,53 @@ fn proxy_protocol_v1_and_v2() {
         .request("PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(denied.status, 403, "{denied:?}");
 }
+
+/// `--log-syslog`: error and access lines reach the syslog address with Gunicorn's
+/// `<PRI>gunicorn.<prefix>.<error|access>: [pid] message` shape and the facility.
+#[test]
+fn syslog_receives_error_and_access_lines() {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let to = format!("udp://{}", udp.local_addr().unwrap());
+    let s = Server::start(
+        "syslog",
+        &[
+            "-w",
+            "1",
+            "--log-syslog",
+            "--log-syslog-to",
+            &to,
+            "--log-syslog-prefix",
+            "shop",
+            "--log-syslog-facility",
+            "local0",
+            "app:application",
+        ],
+    );
+    let mut seen = String::new();
+    let complete = crate::support::poll_until(DEADLINE, || {
+        assert_eq!(s.get("/pid").status, 200);
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = udp.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]).replace('\0', "\n"));
+            if seen.contains("gunicorn.shop.access") {
+                break;
+            }
+        }
+        (seen.contains("Booting worker") && seen.contains("gunicorn.shop.access")).then_some(())
+    });
+    assert!(complete.is_some(), "syslog lines: {seen}");
+    // local0 (16) * 8 + info (6) = 134.
+    assert!(
+        seen.lines()
+            .any(|l| l.starts_with("<134>gunicorn.shop.error: [")
+                && l.contains("] Booting worker with pid: ")),
+        "{seen}"
+    );
+    assert!(
+        seen.lines()
+            .any(|l| l.starts_with("<134>gunicorn.shop.access: [")
+                && l.contains("\"GET /pid HTTP/1.1\" 200")),
+        "{seen}"
+    );
+}
