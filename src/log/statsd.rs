@@ -4,7 +4,7 @@
 //! front and `--dogstatsd-tags` are appended as `|#tags`. Datagrams are fire-and-forget:
 //! a missing collector never slows or stops the server.
 
-use std::net::{ToSocketAddrs, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -37,23 +37,8 @@ impl Statsd {
             sock.connect(path)?;
             Target::Unix(sock)
         } else {
-            let hostport = host.strip_prefix("udp://").unwrap_or(host);
-            let hostport = if hostport.contains(':') {
-                hostport.to_string()
-            } else {
-                format!("{hostport}:8125")
-            };
-            let addr = hostport
-                .to_socket_addrs()?
-                .next()
-                .ok_or_else(|| std::io::Error::other(format!("can't resolve {host}")))?;
-            let sock = UdpSocket::bind(if addr.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            })?;
-            sock.set_nonblocking(true)?;
-            sock.connect(addr)?;
+            let addr = super::resolve(host.strip_prefix("udp://").unwrap_or(host), 8125)?;
+            let sock = super::udp_client(addr)?;
             Target::Udp(sock)
         };
         // Gunicorn: a non-empty prefix gets exactly one trailing dot.

@@ -3,7 +3,7 @@
 //! SysLogHandler sends it: `<PRI>gunicorn.<prefix>.<error|access>: [pid] message`.
 
 use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::Mutex;
 
@@ -70,27 +70,11 @@ fn connect(addr: &str) -> std::io::Result<Target> {
         Some(rest) => (true, rest),
         None => (false, addr.strip_prefix("udp://").unwrap_or(addr)),
     };
-    let hostport = if hostport
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:514")
-    };
-    let target = hostport
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("can't resolve {addr}")))?;
+    let target = super::resolve(hostport, 514)?;
     if tcp {
         return TcpStream::connect(target).map(Target::Tcp);
     }
-    let sock = UdpSocket::bind(if target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    })?;
-    sock.connect(target)?;
+    let sock = super::udp_client(target)?;
     Ok(Target::Udp(sock))
 }
 
