@@ -1050,7 +1050,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_stripped,
         default: || Value::Str("gunicorn.glogging.Logger".to_string()),
         help: "The logger you want to use to log events in Gunicorn.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Ignored("rgunicorn logs natively; route logs through Python with logconfig_dict instead"),
     },
     Setting {
         name: "logconfig",
