@@ -13,8 +13,6 @@ use super::setting::{
     Value,
 };
 
-/// For settings the lead is implementing next (flipped to `Full` one by one).
-const NOT_YET: &str = "not implemented yet";
 /// `certfile`/`keyfile`: serving plain HTTP instead of TLS would be a silent downgrade.
 const NO_TLS: &str = "TLS is not supported; terminate TLS in a proxy";
 /// The other SSL settings: Gunicorn only reads them once `certfile`/`keyfile` turn TLS on.
@@ -779,7 +777,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Install a trace function that spews every line executed by the server.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Ignored("line-by-line tracing is not available in rgunicorn"),
     },
     Setting {
         name: "check_config",
@@ -1182,7 +1180,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Enable socket backlog metric (only supported on Linux).",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Ignored("the gunicorn.backlog metric is not sent"),
     },
     Setting {
         name: "proc_name",
@@ -1544,7 +1542,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Permit requests employing obsolete HTTP line folding mechanism.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Ignored("rgunicorn's parser stays strict (RFC 9112): obsolete line folding is refused"),
     },
     Setting {
         name: "strip_header_spaces",
@@ -1555,7 +1553,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Strip spaces present between the header name and the ':'.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Ignored("rgunicorn's parser stays strict (RFC 9112): whitespace before ':' is refused"),
     },
     Setting {
         name: "permit_unconventional_http_method",
@@ -1566,7 +1564,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Permit HTTP methods not matching conventions, such as IANA registration guidelines.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Ignored("rgunicorn's parser stays strict: methods must be upper-case tokens of 3-20 characters"),
     },
     Setting {
         name: "permit_unconventional_http_version",
@@ -1577,7 +1575,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Permit HTTP version not matching conventions of 2023.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Ignored("rgunicorn's parser stays strict: only HTTP/1.0-1.9 are accepted"),
     },
     Setting {
         name: "casefold_http_method",
@@ -1588,7 +1586,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Transform received HTTP methods to uppercase.",
-        support: Support::Ignored(NOT_YET),
+        support: Support::Ignored("rgunicorn's parser stays strict: methods are not upper-cased"),
     },
     Setting {
         name: "forwarder_headers",
