@@ -22,6 +22,7 @@ pub mod proctitle;
 pub mod python;
 pub mod sock;
 pub mod systemd;
+pub mod tls;
 pub mod worker;
 pub mod wsgi;
 
@@ -281,8 +282,8 @@ pub fn run(argv: &[String]) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let shown: Vec<String> = listeners.iter().map(|l| l.addr.to_string()).collect();
-    info!("Listening at: {} ({})", shown.join(","), std::process::id());
+    let shown = sock::describe_all(&listeners, config.tls.is_some());
+    info!("Listening at: {shown} ({})", std::process::id());
     info!("Using worker: sync");
     proctitle::set(&format!("rgunicorn: master [{}]", config.proc_name));
     systemd::notify("READY=1\nSTATUS=rgunicorn arbiter booted");

@@ -100,6 +100,21 @@ pub struct BindOptions {
     pub owner: Option<(u32, u32)>,
 }
 
+/// The `Listening at:` list: `http://H:P` (or `https://` under TLS), `unix:PATH`, joined by commas.
+pub fn describe_all(listeners: &[Listener], tls: bool) -> String {
+    listeners
+        .iter()
+        .map(|l| {
+            let shown = l.addr.to_string();
+            match (tls, shown.strip_prefix("http://")) {
+                (true, Some(rest)) => format!("https://{rest}"),
+                _ => shown,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A bound, listening, non-blocking socket.
 #[derive(Debug)]
 pub struct Listener {

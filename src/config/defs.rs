@@ -13,8 +13,6 @@ use super::setting::{
     Value,
 };
 
-/// `certfile`/`keyfile`: serving plain HTTP instead of TLS would be a silent downgrade.
-const NO_TLS: &str = "TLS is not supported; terminate TLS in a proxy";
 /// The other SSL settings: Gunicorn only reads them once `certfile`/`keyfile` turn TLS on.
 const TLS_ONLY: &str =
     "only used with TLS (certfile/keyfile), which rgunicorn does not support; terminate TLS in a proxy";
@@ -1377,7 +1375,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_stripped,
         default: none,
         help: "SSL key file.",
-        support: Support::Refused(NO_TLS),
+        support: Support::Full,
     },
     Setting {
         name: "certfile",
@@ -1388,7 +1386,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_stripped,
         default: none,
         help: "SSL certificate file.",
-        support: Support::Refused(NO_TLS),
+        support: Support::Full,
     },
     Setting {
         name: "ssl_version",

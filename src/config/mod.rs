@@ -289,6 +289,8 @@ pub struct Config {
     /// `--log-syslog`: (address, facility, prefix) when on.
     pub syslog: Option<(String, String, String)>,
     pub disable_redirect_access_to_syslog: bool,
+    /// TLS for every listener when `--certfile` is given (with `--keyfile`).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// `--proxy-protocol` and the peers allowed to send a PROXY header.
     pub proxy_protocol: crate::http::proxy::ProxyMode,
     pub proxy_allow_ips: TrustedPeers,
@@ -535,6 +537,13 @@ impl Config {
             ),
             proxy_allow_ips: TrustedPeers::parse(&list(&values, "proxy_allow_ips").join(","))
                 .map_err(ConfigError::Invalid)?,
+            tls: match text(&values, "certfile") {
+                Some(cert) => Some(
+                    crate::tls::server_config(&cert, text(&values, "keyfile").as_deref())
+                        .map_err(ConfigError::Invalid)?,
+                ),
+                None => None,
+            },
             syslog: flag(&values, "syslog").then(|| {
                 (
                     text(&values, "syslog_addr")

@@ -445,9 +445,9 @@ impl Master {
             match crate::sock::rebind(&new.binds, &new.bind_options(), current) {
                 Ok(listeners) => {
                     self.listeners = listeners;
-                    let shown: Vec<String> =
-                        self.listeners.iter().map(|l| l.addr.to_string()).collect();
-                    info!("Listening at: {} ({})", shown.join(","), self.pid);
+                    let shown =
+                        crate::sock::describe_all(&self.listeners, self.config.tls.is_some());
+                    info!("Listening at: {shown} ({})", self.pid);
                 }
                 Err((msg, current)) => {
                     error!("{msg}; keeping the current sockets");

@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyString};
 use tracing::{debug, error, info, warn};
 
+use super::io::Transport;
 use crate::http::error::error_page;
 use crate::http::proxy::{parse_proxy, ProxyMode, ProxyParse};
 use crate::http::request::{parse_head, Limits};
@@ -71,6 +72,8 @@ struct Conn {
     queued: bool,
     /// Requests answered on this connection (a fresh one is never "idle keep-alive").
     requests: u64,
+    /// The socket, or the TLS session over it.
+    io: Transport,
     accepted_at: Instant,
     /// The TCP peer (None on unix sockets), before any PROXY header.
     peer_ip: Option<std::net::IpAddr>,
@@ -398,7 +401,19 @@ impl<'a> EventLoop<'a> {
             Peer::Tcp(a) => (a.ip().to_string(), Some(a.port().to_string())),
             Peer::Unix => (String::new(), None),
         };
+        let io = match &self.seed.config.tls {
+            Some(tls) => {
+                let session = rustls::ServerConnection::new(std::sync::Arc::clone(tls))
+                    .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+                Transport::Tls(
+                    fd.as_raw_fd(),
+                    std::rc::Rc::new(std::cell::RefCell::new(session)),
+                )
+            }
+            None => Transport::Plain(fd.as_raw_fd()),
+        };
         let env = ConnEnv {
+            https: io.is_tls(),
             remote_addr: PyString::new(py, &remote_ip).unbind(),
             remote_port: remote_port.map(|p| PyString::new(py, &p).unbind()),
             remote_ip,
@@ -438,6 +453,7 @@ impl<'a> EventLoop<'a> {
             eof: false,
             queued: false,
             requests: 0,
+            io,
             accepted_at: Instant::now(),
             peer_ip: peer.ip(),
             proxy_pending: self.seed.config.proxy_protocol != ProxyMode::Off,
@@ -459,8 +475,9 @@ impl<'a> EventLoop<'a> {
 
     /// Half-closes our side and lingers briefly, so unread client bytes do not make the
     /// kernel answer with a RST that would destroy the response in flight.
-    fn close_gracefully(&mut self, idx: usize) {
+    fn close_gracefully(&mut self, py: Python<'_>, idx: usize) {
         if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+            conn.io.close_notify(py);
             if shutdown(conn.fd.as_raw_fd(), Shutdown::Write).is_err() {
                 self.close(idx);
                 return;
@@ -508,15 +525,18 @@ impl<'a> EventLoop<'a> {
         while !drained && conn.buf.len() < limit {
             let start = conn.buf.len();
             conn.buf.resize(start + READ_CHUNK_BYTES, 0);
-            match nix::unistd::read(&conn.fd, &mut conn.buf[start..]) {
+            match conn
+                .io
+                .read_nonblocking(py, &mut conn.buf[start..], self.head_timeout)
+            {
                 Ok(0) => {
                     conn.buf.truncate(start);
                     conn.eof = true;
                     drained = true;
                 }
                 Ok(n) => conn.buf.truncate(start + n),
-                Err(Errno::EINTR) => conn.buf.truncate(start),
-                Err(Errno::EAGAIN) => {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => conn.buf.truncate(start),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     conn.buf.truncate(start);
                     drained = true;
                 }
@@ -560,9 +580,9 @@ impl<'a> EventLoop<'a> {
     fn reject(&mut self, py: Python<'_>, idx: usize, page: &[u8]) -> Served {
         if let Some(conn) = self.conns.get(idx).and_then(Option::as_ref) {
             let slices = &mut [std::io::IoSlice::new(page)];
-            let _ = super::io::write_all(py, conn.fd.as_raw_fd(), slices, self.head_timeout);
+            let _ = conn.io.write_all(py, slices, self.head_timeout);
         }
-        self.close_gracefully(idx);
+        self.close_gracefully(py, idx);
         Served::Closed
     }
 
@@ -648,9 +668,8 @@ impl<'a> EventLoop<'a> {
         let may_keep_alive = super::is_alive()
             && !self.keepalive.is_zero()
             && (max_requests == 0 || self.served + 1 < max_requests);
-        let fd = conn.fd.as_raw_fd();
         let mut exchange = Exchange {
-            fd,
+            io: conn.io.clone(),
             buf: &mut conn.buf,
             conn: &conn.env,
             may_keep_alive,
@@ -678,7 +697,7 @@ impl<'a> EventLoop<'a> {
                 Served::Request
             }
             Outcome::Close => {
-                self.close_gracefully(idx);
+                self.close_gracefully(py, idx);
                 Served::Closed
             }
             Outcome::Exit(_) => {

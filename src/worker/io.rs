@@ -185,3 +185,171 @@ pub fn send_file(
     }
     Ok(sent)
 }
+
+/// A connection's byte stream: the socket itself, or a TLS session over it. Cloning is
+/// cheap (an fd number, or a shared handle to the one session).
+#[derive(Clone)]
+pub enum Transport {
+    Plain(RawFd),
+    Tls(
+        RawFd,
+        std::rc::Rc<std::cell::RefCell<rustls::ServerConnection>>,
+    ),
+}
+
+/// `Read`/`Write` over a raw non-blocking fd, for rustls' `read_tls`/`write_tls`.
+struct FdIo(RawFd);
+
+impl std::io::Read for FdIo {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        nix::unistd::read(borrow(self.0), buf).map_err(std::io::Error::from)
+    }
+}
+
+impl std::io::Write for FdIo {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        nix::unistd::write(borrow(self.0), buf).map_err(std::io::Error::from)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends whatever ciphertext the session has queued, waiting (GIL released) while the
+/// socket is full.
+fn flush_tls(
+    py: Python<'_>,
+    fd: RawFd,
+    tls: &mut rustls::ServerConnection,
+    timeout: Duration,
+) -> Result<(), IoError> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut FdIo(fd)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                wait_ready(py, fd, true, Instant::now() + timeout)?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(IoError::Closed(e)),
+        }
+    }
+    Ok(())
+}
+
+impl Transport {
+    /// The socket underneath.
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Transport::Plain(fd) | Transport::Tls(fd, _) => *fd,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(..))
+    }
+
+    /// Reads what is available without waiting: `Ok(0)` at end of stream, `WouldBlock`
+    /// when nothing has arrived. TLS handshake replies are sent on the way.
+    pub fn read_nonblocking(
+        &self,
+        py: Python<'_>,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(fd) => {
+                nix::unistd::read(borrow(*fd), buf).map_err(std::io::Error::from)
+            }
+            Transport::Tls(fd, tls) => {
+                let mut tls = tls.borrow_mut();
+                loop {
+                    match std::io::Read::read(&mut tls.reader(), buf) {
+                        Ok(n) => return Ok(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        // The peer closed without close_notify: treat as end of stream.
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
+                        Err(e) => return Err(e),
+                    }
+                    match tls.read_tls(&mut FdIo(*fd)) {
+                        Ok(0) => return Ok(0),
+                        Ok(_) => {}
+                        Err(e) => return Err(e),
+                    }
+                    let processed = tls.process_new_packets();
+                    // Handshake messages (or an alert) go out before we look for data.
+                    flush_tls(py, *fd, &mut tls, timeout)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    if let Err(e) = processed {
+                        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads once into `buf`'s spare capacity (at most `max` bytes), waiting up to
+    /// `timeout` for data; 0 at end of stream.
+    pub fn read_some(
+        &self,
+        py: Python<'_>,
+        buf: &mut Vec<u8>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, IoError> {
+        if let Transport::Plain(fd) = self {
+            return read_some(py, *fd, buf, max, timeout);
+        }
+        let deadline = Instant::now() + timeout;
+        let start = buf.len();
+        buf.resize(start + max, 0);
+        let result = loop {
+            match self.read_nonblocking(py, &mut buf[start..], timeout) {
+                Ok(n) => break Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = wait_ready(py, self.fd(), false, deadline) {
+                        break Err(e);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(IoError::Closed(e)),
+            }
+        };
+        buf.truncate(start + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
+    /// Writes every byte of `slices` (encrypted under TLS), waiting while the socket is full.
+    pub fn write_all(
+        &self,
+        py: Python<'_>,
+        slices: &mut [IoSlice<'_>],
+        timeout: Duration,
+    ) -> Result<(), IoError> {
+        match self {
+            Transport::Plain(fd) => write_all(py, *fd, slices, timeout),
+            Transport::Tls(fd, tls) => {
+                let mut tls = tls.borrow_mut();
+                for slice in slices.iter() {
+                    let mut rest: &[u8] = slice;
+                    while !rest.is_empty() {
+                        let n = std::io::Write::write(&mut tls.writer(), rest)
+                            .map_err(IoError::Closed)?;
+                        rest = &rest[n..];
+                        // rustls buffers a bounded amount: send it before taking more.
+                        flush_tls(py, *fd, &mut tls, timeout)?;
+                    }
+                }
+                flush_tls(py, *fd, &mut tls, timeout)
+            }
+        }
+    }
+
+    /// Ends a TLS session politely (close_notify); nothing to do for plain sockets.
+    pub fn close_notify(&self, py: Python<'_>) {
+        if let Transport::Tls(fd, tls) = self {
+            let mut tls = tls.borrow_mut();
+            tls.send_close_notify();
+            let _ = flush_tls(py, *fd, &mut tls, Duration::from_millis(200));
+        }
+    }
+}

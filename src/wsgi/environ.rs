@@ -31,6 +31,8 @@ pub struct ConnEnv {
     pub socket: Py<PyAny>,
     /// The peer may set scheme headers and forwarder headers.
     pub trusted: bool,
+    /// The connection is TLS: `wsgi.url_scheme` is https unless a trusted proxy says otherwise.
+    pub https: bool,
     /// From a PROXY header: protocol, and the proxy's own address and port.
     pub proxy: Option<(String, String, String)>,
 }
@@ -268,7 +270,7 @@ impl EnvironBuilder {
                 host = Some(authority.clone());
             }
         }
-        let scheme = scheme.unwrap_or("http");
+        let scheme = scheme.unwrap_or(if conn.https { "https" } else { "http" });
         if scheme == "https" {
             env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
         }

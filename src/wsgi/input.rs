@@ -5,7 +5,6 @@
 //! memory stays bounded by what the app requests, and bytes past the body's end (a pipelined
 //! next request) are never consumed. After the app returns, the worker takes the buffer back.
 
-use std::os::fd::RawFd;
 use std::time::Duration;
 
 use pyo3::exceptions::PyIOError;
@@ -14,14 +13,14 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::http::body::BodyDecoder;
 use crate::http::error::ParseError;
-use crate::worker::io::{read_some, IoError};
+use crate::worker::io::{IoError, Transport};
 
 /// How much is read from the socket per system call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// What the worker hands over to, and gets back from, [`WsgiInput`].
 pub struct BodySource {
-    pub fd: RawFd,
+    pub io: Transport,
     /// Received bytes not consumed yet: body bytes first, then possibly a pipelined request.
     pub buf: Vec<u8>,
     pub decoder: BodyDecoder,
@@ -104,7 +103,7 @@ impl WsgiInput {
                     .clamp(1, READ_CHUNK_BYTES),
                 None => READ_CHUNK_BYTES,
             };
-            match read_some(py, src.fd, &mut src.buf, max, src.timeout) {
+            match src.io.read_some(py, &mut src.buf, max, src.timeout) {
                 Ok(0) => {
                     self.broken = true;
                     return Err(PyIOError::new_err(

@@ -9,7 +9,6 @@ pub mod file_wrapper;
 pub mod input;
 pub mod response;
 
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PySystemExit, PyTypeError};
@@ -22,7 +21,7 @@ use crate::http::body::BodyDecoder;
 use crate::http::error::error_page;
 use crate::http::request::RequestHead;
 use crate::log::access::{AccessLog, AccessRecord};
-use crate::worker::io::{write_all, IoError};
+use crate::worker::io::IoError;
 use environ::{ConnEnv, EnvironBuilder, EnvironError};
 use file_wrapper::FileWrapper;
 use input::{BodySource, WsgiInput};
@@ -85,7 +84,7 @@ pub enum Outcome {
 
 /// The connection a request arrived on, as the runtime needs it.
 pub struct Exchange<'a> {
-    pub fd: RawFd,
+    pub io: crate::worker::io::Transport,
     /// Bytes received after the head (body, maybe a pipelined request); given back after.
     pub buf: &'a mut Vec<u8>,
     pub conn: &'a ConnEnv,
@@ -186,7 +185,7 @@ impl Runtime {
         };
         if head.expect_continue {
             let mut slices = [std::io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
-            if write_all(py, ex.fd, &mut slices, self.io_timeout).is_err() {
+            if ex.io.write_all(py, &mut slices, self.io_timeout).is_err() {
                 return Outcome::Close;
             }
         }
@@ -215,14 +214,14 @@ impl Runtime {
             }
         };
         let source = BodySource {
-            fd: ex.fd,
+            io: ex.io.clone(),
             buf: std::mem::take(ex.buf),
             decoder: BodyDecoder::new(&head.body),
             timeout: self.io_timeout,
         };
         let made = Bound::new(py, WsgiInput::new(source)).and_then(|input| {
             environ.set_item(intern!(py, "wsgi.input"), &input)?;
-            let writer = ResponseWriter::new(ex.fd, facts, self.io_timeout);
+            let writer = ResponseWriter::new(ex.io.clone(), facts, self.io_timeout);
             let start_response = Bound::new(py, StartResponse::new(writer))?;
             environ.set_item(
                 intern!(py, "wsgi.early_hints"),
@@ -423,6 +422,9 @@ impl Runtime {
         wrapper: &FileWrapper,
         sr: &Bound<'_, StartResponse>,
     ) -> Option<Result<(), Failure>> {
+        if !sr.borrow().writer.can_sendfile() {
+            return None;
+        }
         let (file_fd, offset, available) = file_wrapper::sendfile_source(py, wrapper)?;
         let mut sr = sr.borrow_mut();
         let result = (|| {
@@ -448,12 +450,9 @@ impl Runtime {
         msg: &str,
     ) {
         let page = error_page(code, reason, msg);
-        let _ = write_all(
-            py,
-            ex.fd,
-            &mut [std::io::IoSlice::new(&page)],
-            self.io_timeout,
-        );
+        let _ = ex
+            .io
+            .write_all(py, &mut [std::io::IoSlice::new(&page)], self.io_timeout);
         let environ = PyDict::new(py);
         self.log_access(
             py,

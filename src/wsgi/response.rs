@@ -17,7 +17,7 @@ use crate::http::error::ResponseError;
 use crate::http::response::{
     chunk_size_line, encode_early_hints, encode_head, Framing, ResponsePlan, ResponseSpec,
 };
-use crate::worker::io::{write_all, IoError};
+use crate::worker::io::{IoError, Transport};
 
 /// The facts about the request that shape the response.
 #[derive(Clone, Copy, Debug)]
@@ -47,7 +47,7 @@ impl From<ResponseError> for SendError {
 
 /// The state of one response on the wire.
 pub struct ResponseWriter {
-    fd: RawFd,
+    io: Transport,
     facts: RequestFacts,
     timeout: Duration,
     head: Vec<u8>,
@@ -63,9 +63,9 @@ pub struct ResponseWriter {
 }
 
 impl ResponseWriter {
-    pub fn new(fd: RawFd, facts: RequestFacts, timeout: Duration) -> ResponseWriter {
+    pub fn new(io: Transport, facts: RequestFacts, timeout: Duration) -> ResponseWriter {
         ResponseWriter {
-            fd,
+            io,
             facts,
             timeout,
             head: Vec::with_capacity(256),
@@ -178,7 +178,9 @@ impl ResponseWriter {
         if slices.iter().all(|s| s.is_empty()) {
             return Ok(());
         }
-        write_all(py, self.fd, &mut slices, self.timeout).map_err(SendError::Io)?;
+        self.io
+            .write_all(py, &mut slices, self.timeout)
+            .map_err(SendError::Io)?;
         self.body_bytes += body.len() as u64;
         Ok(())
     }
@@ -197,10 +199,16 @@ impl ResponseWriter {
             self.plan.as_ref().map(|p| &p.framing),
             Some(Framing::Chunked)
         ) {
-            write_all(py, self.fd, &mut [IoSlice::new(b"0\r\n\r\n")], self.timeout)
+            self.io
+                .write_all(py, &mut [IoSlice::new(b"0\r\n\r\n")], self.timeout)
                 .map_err(SendError::Io)?;
         }
         Ok(())
+    }
+
+    /// Whether a file can go out with sendfile(2): not through a TLS session.
+    pub fn can_sendfile(&self) -> bool {
+        !self.io.is_tls()
     }
 
     /// How many of `available` file bytes the body may still carry.
@@ -227,11 +235,13 @@ impl ResponseWriter {
         if chunked {
             let mut size_buf = [0u8; 20];
             let line = chunk_size_line(usize::try_from(count).unwrap_or(usize::MAX), &mut size_buf);
-            write_all(py, self.fd, &mut [IoSlice::new(line)], self.timeout)
+            self.io
+                .write_all(py, &mut [IoSlice::new(line)], self.timeout)
                 .map_err(SendError::Io)?;
         }
-        let sent = crate::worker::io::send_file(py, self.fd, file_fd, offset, count, self.timeout)
-            .map_err(SendError::Io)?;
+        let sent =
+            crate::worker::io::send_file(py, self.io.fd(), file_fd, offset, count, self.timeout)
+                .map_err(SendError::Io)?;
         if sent < count {
             // The file shrank under us: the framing promised more bytes than exist.
             return Err(SendError::Io(IoError::Closed(
@@ -239,7 +249,8 @@ impl ResponseWriter {
             )));
         }
         if chunked {
-            write_all(py, self.fd, &mut [IoSlice::new(b"\r\n")], self.timeout)
+            self.io
+                .write_all(py, &mut [IoSlice::new(b"\r\n")], self.timeout)
                 .map_err(SendError::Io)?;
         }
         if let Some(left) = self.remaining.as_mut() {
@@ -264,12 +275,16 @@ impl ResponseWriter {
             .collect();
         let mut out = Vec::with_capacity(128);
         encode_early_hints(&mut out, &pairs)?;
-        write_all(py, self.fd, &mut [IoSlice::new(&out)], self.timeout).map_err(SendError::Io)
+        self.io
+            .write_all(py, &mut [IoSlice::new(&out)], self.timeout)
+            .map_err(SendError::Io)
     }
 
     /// Sends a whole ready-made response (an error page) when nothing was sent yet.
     pub fn send_raw(&mut self, py: Python<'_>, bytes: &[u8]) -> Result<(), SendError> {
-        write_all(py, self.fd, &mut [IoSlice::new(bytes)], self.timeout).map_err(SendError::Io)
+        self.io
+            .write_all(py, &mut [IoSlice::new(bytes)], self.timeout)
+            .map_err(SendError::Io)
     }
 }
 

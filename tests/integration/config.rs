@@ -716,3 +716,61 @@ fn syslog_receives_error_and_access_lines() {
         "{seen}"
     );
 }
+
+/// TLS with `--certfile`/`--keyfile`: requests over TLS (keep-alive and pipelined) are
+/// served with `wsgi.url_scheme = https`, and the listener is logged as `https://`. The
+/// client is Python's ssl module, verifying the test certificate.
+#[test]
+fn tls_serves_https() {
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let cert = certs.join("cert.pem").display().to_string();
+    let key = certs.join("key.pem").display().to_string();
+    let s = Server::start(
+        "tls",
+        &["--certfile", &cert, "--keyfile", &key, "app:application"],
+    );
+    assert!(
+        s.stderr()
+            .contains(&format!("Listening at: https://127.0.0.1:{}", s.port)),
+        "{}",
+        s.stderr()
+    );
+    let client = format!(
+        r#"
+import ssl, socket
+ctx = ssl.create_default_context(cafile={cert:?})
+with socket.create_connection(("127.0.0.1", {port})) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET /environ HTTP/1.1\r\nHost: localhost\r\n\r\nGET /pid HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+print(data.count(b"HTTP/1.1 200 OK"), b'"wsgi.url_scheme": "https"' in data)
+"#,
+        port = s.port
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&client)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "2 True",
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A certificate that cannot be read is a start-up error.
+    let bad = run_to_exit_in(
+        &certs,
+        &["--certfile", "missing.pem", "app:application"],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(bad.code(), Some(1), "{}", bad.output());
+    assert!(bad.output().contains("missing.pem"), "{}", bad.output());
+}
