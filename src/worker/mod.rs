@@ -114,7 +114,7 @@ fn on_quit(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<
 fn on_abort(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
     run_worker_hook(py, "worker_abort", &[]);
     stop_gracefully();
-    let what = crate::wsgi::describe_current_request()
+    let what = crate::wsgi::describe_current_request(py)
         .unwrap_or_else(|| "no request (between requests)".to_string());
     let stacks = thread_stacks(py).unwrap_or_else(|e| format!("(stacks unavailable: {e})\n"));
     crate::log::error_log(

@@ -27,34 +27,38 @@ use file_wrapper::FileWrapper;
 use input::{BodySource, WsgiInput};
 use response::{RequestFacts, ResponseWriter, SendError, StartResponse};
 
-/// The request a worker is running, for the timeout report (`worker_abort`).
-pub struct CurrentRequest {
-    pub method: String,
-    pub target: String,
-    pub peer: String,
-    pub started: Instant,
-}
-
 thread_local! {
-    static CURRENT: std::cell::RefCell<Option<CurrentRequest>> = const { std::cell::RefCell::new(None) };
+    /// The environ of the request in hand and when it started, for the timeout report
+    /// (a reference, so recording it costs an incref, not copies).
+    static CURRENT: std::cell::RefCell<Option<(Py<PyDict>, Instant)>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Describes the request in hand (`GET /path from 127.0.0.1 after 31.2 s`), if any.
-pub fn describe_current_request() -> Option<String> {
+pub fn describe_current_request(py: Python<'_>) -> Option<String> {
     CURRENT.with(|c| {
-        c.borrow().as_ref().map(|r| {
-            format!(
-                "{} {} from {} after {:.1} s",
-                r.method,
-                r.target,
-                if r.peer.is_empty() {
-                    "a unix socket peer"
-                } else {
-                    &r.peer
-                },
-                r.started.elapsed().as_secs_f64()
-            )
-        })
+        let current = c.borrow();
+        let (environ, started) = current.as_ref()?;
+        let environ = environ.bind(py);
+        let get = |key: &str| -> String {
+            environ
+                .get_item(key)
+                .ok()
+                .flatten()
+                .and_then(|v| v.extract::<String>().ok())
+                .unwrap_or_default()
+        };
+        let peer = get("REMOTE_ADDR");
+        Some(format!(
+            "{} {} from {} after {:.1} s",
+            get("REQUEST_METHOD"),
+            get("RAW_URI"),
+            if peer.is_empty() {
+                "a unix socket peer".to_string()
+            } else {
+                peer
+            },
+            started.elapsed().as_secs_f64()
+        ))
     })
 }
 
@@ -157,14 +161,6 @@ impl Runtime {
         let start = Instant::now();
         // Gunicorn's default pre_request hook.
         debug!("{} {}", head.method, head.path);
-        CURRENT.with(|c| {
-            *c.borrow_mut() = Some(CurrentRequest {
-                method: head.method.clone(),
-                target: head.target.clone(),
-                peer: ex.conn.remote_ip.clone(),
-                started: start,
-            })
-        });
         let outcome = self.run_request(py, ex, head, start);
         CURRENT.with(|c| *c.borrow_mut() = None);
         outcome
@@ -213,6 +209,7 @@ impl Runtime {
                 return Outcome::Close;
             }
         };
+        CURRENT.with(|c| *c.borrow_mut() = Some((environ.clone().unbind(), start)));
         let source = BodySource {
             io: ex.io.clone(),
             buf: std::mem::take(ex.buf),
@@ -341,7 +338,19 @@ impl Runtime {
             (Some(s), true) => s.split(' ').next().unwrap_or("").to_string(),
             _ => status_code.to_string(),
         };
-        let sent_headers = std::mem::take(&mut sr.writer.sent_headers);
+        // Copied only for the access log and post_request, and only if they went out.
+        let wants_headers =
+            self.access_log.is_some() || crate::python::hooks::is_set("post_request");
+        let sent_headers: Vec<(String, String)> =
+            if wants_headers && status_code == sr.writer.status_code {
+                sr.headers
+                    .iter()
+                    .filter(|(n, _)| !crate::http::response::is_hop_by_hop(n))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
         drop(sr);
         drop(input_ref);
         self.log_access(

@@ -57,8 +57,6 @@ pub struct ResponseWriter {
     pub body_bytes: u64,
     /// A body was given for HEAD/204/304/1xx and dropped (warned once).
     warned_no_body: bool,
-    /// Sent headers, as the access log's `%({name}o)s` shows them.
-    pub sent_headers: Vec<(String, String)>,
     pub status_code: u16,
 }
 
@@ -73,7 +71,6 @@ impl ResponseWriter {
             remaining: None,
             body_bytes: 0,
             warned_no_body: false,
-            sent_headers: Vec::new(),
             status_code: 0,
         }
     }
@@ -113,11 +110,6 @@ impl ResponseWriter {
             _ => None,
         };
         self.status_code = plan.code;
-        self.sent_headers = headers
-            .iter()
-            .filter(|(n, _)| !crate::http::response::is_hop_by_hop(n))
-            .cloned()
-            .collect();
         self.plan = Some(plan);
         Ok(())
     }
