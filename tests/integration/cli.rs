@@ -284,13 +284,7 @@ fn app_spec_forms() {
 #[test]
 fn missing_module_exits_3_with_traceback_and_no_restart_loop() {
     let out = run_to_exit(&["-w", "2", "importerror"], &[], EXIT_DEADLINE);
-    assert_eq!(
-        out.code(),
-        Some(3),
-        "exit {}: {}",
-        describe(&out.status),
-        out.output()
-    );
+    out.expect_code(3);
     let log = out.stderr;
     assert!(log.contains("Traceback (most recent call last)"), "{log}");
     assert!(
@@ -308,13 +302,7 @@ fn missing_module_exits_3_with_traceback_and_no_restart_loop() {
 #[test]
 fn nonexistent_module_exits_3() {
     let out = run_to_exit(&["rgunicorn_no_such_module_xyz"], &[], EXIT_DEADLINE);
-    assert_eq!(
-        out.code(),
-        Some(3),
-        "exit {}: {}",
-        describe(&out.status),
-        out.output()
-    );
+    out.expect_code(3);
     assert!(
         out.stderr.contains("rgunicorn_no_such_module_xyz"),
         "{}",
@@ -326,13 +314,7 @@ fn nonexistent_module_exits_3() {
 #[test]
 fn missing_attribute_exits_4() {
     let out = run_to_exit(&["app:nothere"], &[], EXIT_DEADLINE);
-    assert_eq!(
-        out.code(),
-        Some(4),
-        "exit {}: {}",
-        describe(&out.status),
-        out.output()
-    );
+    out.expect_code(4);
     assert!(
         out.output()
             .contains("Failed to find attribute 'nothere' in 'app'."),
@@ -350,13 +332,7 @@ fn missing_attribute_exits_4() {
 #[test]
 fn non_callable_app_exits_4() {
     let out = run_to_exit(&["notcallable"], &[], EXIT_DEADLINE);
-    assert_eq!(
-        out.code(),
-        Some(4),
-        "exit {}: {}",
-        describe(&out.status),
-        out.output()
-    );
+    out.expect_code(4);
     assert!(
         out.output()
             .contains("Application object must be callable."),
@@ -427,13 +403,7 @@ fn factory_with_non_literal_arguments_exits_4() {
     let flag = dir.join("executed");
     let spec = format!("factory:create(open('{}', 'w'))", flag.display());
     let out = run_to_exit(&[&spec], &[], EXIT_DEADLINE);
-    assert_eq!(
-        out.code(),
-        Some(4),
-        "exit {}: {}",
-        describe(&out.status),
-        out.output()
-    );
+    out.expect_code(4);
     assert!(!flag.exists(), "the argument expression was executed");
     assert!(
         out.stderr.contains("Reason: App failed to load."),

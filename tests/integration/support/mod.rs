@@ -576,6 +576,17 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// Asserts the exit status, showing how it ended and the output when it differs.
+    pub fn expect_code(&self, code: i32) {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "exit {}: {}",
+            describe(&self.status),
+            self.output()
+        );
+    }
+
     pub fn code(&self) -> Option<i32> {
         self.status.code()
     }
