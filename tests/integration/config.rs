@@ -361,6 +361,19 @@ fn capture_output_sends_prints_to_the_error_log() {
 fn reload_restarts_workers_on_code_changes() {
     let dir = project("reload", "");
     let app = dir.join("live.py");
+    // A later modification time than the reloader saw, without waiting for the clock.
+    let bump = std::cell::Cell::new(0u64);
+    let write = |content: &str| {
+        std::fs::write(&app, content).unwrap();
+        bump.set(bump.get() + 10);
+        let when = std::time::SystemTime::now() + Duration::from_secs(bump.get());
+        std::fs::File::options()
+            .write(true)
+            .open(&app)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    };
     let version = |v: &str| {
         format!("def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{v}']\n")
     };
@@ -376,15 +389,12 @@ fn reload_restarts_workers_on_code_changes() {
         "{}",
         s.stderr()
     );
-    // Let the reloader take its first snapshot before the edit (mtime granularity).
-    std::thread::sleep(Duration::from_millis(1100));
-    std::fs::write(&app, version("two")).unwrap();
+    write(&version("two"));
     let two =
         crate::support::poll_until(DEADLINE, || (s.get("/").body_str() == "two").then_some(()));
     assert!(two.is_some(), "the new code is served: {}", s.stderr());
     assert!(s.stderr().contains("Worker reloading:"), "{}", s.stderr());
-    std::thread::sleep(Duration::from_millis(1100));
-    std::fs::write(&app, "def application(:\n").unwrap();
+    write("def application(:\n");
     let broken = crate::support::poll_until(DEADLINE, || {
         let r = s.get("/");
         (r.status == 500 && r.body_str().contains("SyntaxError")).then_some(())
@@ -393,8 +403,7 @@ fn reload_restarts_workers_on_code_changes() {
         broken.is_some(),
         "a SyntaxError is served as a 500 with its traceback"
     );
-    std::thread::sleep(Duration::from_millis(1100));
-    std::fs::write(&app, version("three")).unwrap();
+    write(&version("three"));
     let fixed = crate::support::poll_until(DEADLINE, || {
         (s.get("/").body_str() == "three").then_some(())
     });

@@ -5,8 +5,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    describe, is_alive, log_lines_with, number_after, poll_until, wait_for_file, Conn, Server,
-    LOG_DEADLINE,
+    describe, is_alive, log_lines_with, number_after, poll_until, Conn, Server, LOG_DEADLINE,
 };
 
 /// The pid a `/pid` request was served by.
@@ -215,17 +214,8 @@ fn max_requests_counts_keep_alive_requests() {
 #[test]
 fn sigterm_is_graceful_for_in_flight_request() {
     let mut s = Server::start("term", &["-w", "1", "app"]);
-    let marker = s.dir.join("sleep-started");
-    let port = s.port;
-    let path = format!("/sleep?s=2&marker={}", marker.display());
-    let client = thread::spawn(move || {
-        let mut c = Conn::tcp(port);
-        c.send(format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        ));
-        c.read_response()
-    });
-    wait_for_file(&marker, "\n", LOG_DEADLINE);
+    let mut c = s.slow_request(2);
+    let client = thread::spawn(move || c.read_response());
     s.send_signal("TERM");
     let r = client.join().expect("client thread");
     assert_eq!(r.status, 200, "the in-flight request completes: {r:?}");
@@ -249,17 +239,8 @@ fn sigterm_is_graceful_for_in_flight_request() {
 #[test]
 fn sigterm_is_bounded_by_graceful_timeout() {
     let mut s = Server::start("graceful", &["-w", "1", "--graceful-timeout", "2", "app"]);
-    let marker = s.dir.join("sleep-started");
-    let port = s.port;
-    let path = format!("/sleep?s=60&marker={}", marker.display());
-    let client = thread::spawn(move || {
-        let mut c = Conn::tcp(port);
-        c.send(format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        ));
-        c.read_to_end()
-    });
-    wait_for_file(&marker, "\n", LOG_DEADLINE);
+    let mut c = s.slow_request(60);
+    let client = thread::spawn(move || c.read_to_end());
     let sent = Instant::now();
     s.send_signal("TERM");
     let status = s.wait_exit(Duration::from_secs(30));
@@ -283,17 +264,8 @@ fn sigint_exits_quickly() {
     let mut s = Server::start("int", &["-w", "2", "app"]);
     s.wait_for_log_count("Booting worker with pid: ", 2, LOG_DEADLINE);
     let workers = s.wait_workers(2, LOG_DEADLINE);
-    let marker = s.dir.join("sleep-started");
-    let port = s.port;
-    let path = format!("/sleep?s=60&marker={}", marker.display());
-    let client = thread::spawn(move || {
-        let mut c = Conn::tcp(port);
-        c.send(format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        ));
-        c.read_to_end()
-    });
-    wait_for_file(&marker, "\n", LOG_DEADLINE);
+    let mut c = s.slow_request(60);
+    let client = thread::spawn(move || c.read_to_end());
     let sent = Instant::now();
     s.send_signal("INT");
     let status = s.wait_exit(Duration::from_secs(20));

@@ -10,19 +10,12 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// arrives are accepted and answered before the worker exits, not reset.
 #[test]
 fn term_drains_fifty_queued_connections() {
-    let tmp = TempDir::new("drain");
-    let marker = tmp.join("busy");
     let mut s = Server::start(
         "drain",
         &["-w", "1", "--graceful-timeout", "60", "app:application"],
     );
     // Keep the only worker inside the app so new connections stay in the backlog.
-    let mut busy = Conn::tcp(s.port);
-    busy.send(format!(
-        "GET /sleep?s=2&marker={} HTTP/1.1\r\nHost: x\r\n\r\n",
-        marker.display()
-    ));
-    wait_for_file(&marker, "\n", DEADLINE);
+    let mut busy = s.slow_request(2);
     let mut queued: Vec<Conn> = (0..50)
         .map(|i| {
             let mut c = Conn::tcp(s.port);
@@ -272,38 +265,69 @@ fn process_titles_name_master_and_workers() {
     assert_eq!(worker_title.as_deref(), Some("rgunicorn: worker [shop]"));
 }
 
-/// Sends requests on fresh connections from a thread until told to stop (bounded by a
-/// deadline and a count); returns (answered with 200, failed).
-fn steady_load(
-    port: u16,
+/// A client thread sending requests on fresh connections until stopped (bounded by a
+/// deadline and a count), counting what it got.
+struct SteadyLoad {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<(u32, Vec<String>)> {
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let end = std::time::Instant::now() + Duration::from_secs(60);
-        let (mut ok, mut failed) = (0u32, Vec::new());
-        for i in 0..20_000 {
-            if stop.load(std::sync::atomic::Ordering::Relaxed) || std::time::Instant::now() > end {
-                break;
-            }
-            let result = (|| -> std::io::Result<String> {
-                let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
-                c.set_read_timeout(Some(Duration::from_secs(10)))?;
-                c.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-                let mut out = String::new();
-                c.read_to_string(&mut out)?;
-                Ok(out)
-            })();
-            match result {
-                Ok(out) if out.starts_with("HTTP/1.1 200") => ok += 1,
-                Ok(out) => {
-                    failed.push(format!("request {i}: {}", out.lines().next().unwrap_or("")))
+    answered: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    thread: std::thread::JoinHandle<(u32, Vec<String>)>,
+}
+
+impl SteadyLoad {
+    fn start(port: u16) -> SteadyLoad {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let answered = std::sync::Arc::new(AtomicU32::new(0));
+        let (stop2, answered2) = (stop.clone(), answered.clone());
+        let thread = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let end = std::time::Instant::now() + Duration::from_secs(60);
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            for i in 0..20_000 {
+                if stop2.load(Ordering::Relaxed) || std::time::Instant::now() > end {
+                    break;
                 }
-                Err(e) => failed.push(format!("request {i}: {e}")),
+                let result = (|| -> std::io::Result<String> {
+                    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    c.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                    let mut out = String::new();
+                    c.read_to_string(&mut out)?;
+                    Ok(out)
+                })();
+                match result {
+                    Ok(out) if out.starts_with("HTTP/1.1 200") => ok += 1,
+                    Ok(out) => {
+                        failed.push(format!("request {i}: {}", out.lines().next().unwrap_or("")))
+                    }
+                    Err(e) => failed.push(format!("request {i}: {e}")),
+                }
+                answered2.fetch_add(1, Ordering::Relaxed);
             }
+            (ok, failed)
+        });
+        SteadyLoad {
+            stop,
+            answered,
+            thread,
         }
-        (ok, failed)
-    })
+    }
+
+    /// Waits (with a deadline) until `n` more requests went through.
+    fn wait_for_more(&self, n: u32) {
+        use std::sync::atomic::Ordering;
+        let target = self.answered.load(Ordering::Relaxed) + n;
+        let reached = crate::support::poll_until(DEADLINE, || {
+            (self.answered.load(Ordering::Relaxed) >= target).then_some(())
+        });
+        assert!(reached.is_some(), "the load made no progress");
+    }
+
+    /// Stops the client; (answered with 200, failures).
+    fn finish(self) -> (u32, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
 }
 
 /// HUP under a steady load: new workers replace the old ones and no request fails.
@@ -311,18 +335,16 @@ fn steady_load(
 fn hup_under_load_loses_no_request() {
     let mut s = Server::start("hup-load", &["-w", "2", "app:application"]);
     let before = s.wait_workers(2, DEADLINE);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = steady_load(s.port, stop.clone());
-    std::thread::sleep(Duration::from_millis(300)); // let the load start; not a sync point
+    let load = SteadyLoad::start(s.port);
+    load.wait_for_more(5);
     s.send_signal("HUP");
     s.wait_for_log("Hang up: Master", DEADLINE);
     let replaced = crate::support::poll_until(DEADLINE, || {
         let now = s.worker_pids();
         (now.len() == 2 && now.iter().all(|p| !before.contains(p))).then_some(now)
     });
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = load.join().unwrap();
+    load.wait_for_more(5);
+    let (ok, failed) = load.finish();
     assert!(
         replaced.is_some(),
         "the old workers were replaced: {}",
@@ -414,9 +436,8 @@ fn usr2_upgrade_under_load_loses_no_request() {
         ],
     );
     s.wait_workers(2, DEADLINE);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = steady_load(s.port, stop.clone());
-    std::thread::sleep(Duration::from_millis(300)); // let the load start; not a sync point
+    let load = SteadyLoad::start(s.port);
+    load.wait_for_more(5);
     s.send_signal("USR2");
     let new_master: u32 = crate::support::poll_until(DEADLINE, || {
         std::fs::read_to_string(&pid2).ok()?.trim().parse().ok()
@@ -436,9 +457,8 @@ fn usr2_upgrade_under_load_loses_no_request() {
         let text = std::fs::read_to_string(&pidfile).ok()?;
         (text.trim() == new_master.to_string() && !pid2.exists()).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = load.join().unwrap();
+    load.wait_for_more(5);
+    let (ok, failed) = load.finish();
     assert!(
         promoted.is_some(),
         "the new master was promoted: {}",
@@ -492,18 +512,11 @@ fn ttin_and_ttou_adjust_the_worker_count() {
 /// A second INT/QUIT during a graceful stop escalates to a quick stop.
 #[test]
 fn int_during_graceful_stop_escalates() {
-    let tmp = TempDir::new("escalate");
-    let marker = tmp.join("busy");
     let mut s = Server::start(
         "escalate",
         &["-w", "1", "--graceful-timeout", "60", "app:application"],
     );
-    let mut busy = Conn::tcp(s.port);
-    busy.send(format!(
-        "GET /sleep?s=50&marker={} HTTP/1.1\r\nHost: x\r\n\r\n",
-        marker.display()
-    ));
-    wait_for_file(&marker, "\n", DEADLINE);
+    let _busy = s.slow_request(50);
     s.send_signal("TERM");
     s.wait_for_log("Handling signal: term", DEADLINE);
     s.send_signal("INT");

@@ -508,6 +508,21 @@ impl Server {
         Conn::tcp(self.port)
     }
 
+    /// Sends `GET /sleep?s=<secs>` (Connection: close) on a new connection and returns it
+    /// once the app has the request in hand (it writes a marker file before sleeping).
+    pub fn slow_request(&self, secs: u32) -> Conn {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let marker = self.dir.join(&format!("slow-request-{n}"));
+        let mut c = self.connect();
+        c.send(format!(
+            "GET /sleep?s={secs}&marker={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            marker.display()
+        ));
+        wait_for_file(&marker, "\n", LOG_DEADLINE);
+        c
+    }
+
     /// `GET path` with `Connection: close` on a fresh connection.
     pub fn get(&self, path: &str) -> Response {
         self.request(format!(
