@@ -219,23 +219,6 @@ impl ParseError {
         }
     }
 
-    /// True for errors raised while decoding a request body (as opposed to the head).
-    pub fn is_body_error(&self) -> bool {
-        use ParseError::*;
-        matches!(
-            self,
-            InvalidChunkSize { .. }
-                | ChunkSizeOverflow { .. }
-                | ChunkSizeLineTooLong
-                | InvalidChunkExtension { .. }
-                | ChunkMissingTerminator { .. }
-                | InvalidTrailer { .. }
-                | ForbiddenTrailer { .. }
-                | TrailerSectionTooLarge
-                | ChunkedBodyTruncated
-        )
-    }
-
     /// The text Gunicorn's `handle_error` puts in the page (`mesg`): some rules
     /// wrap `str(exc)` once more, e.g. `Invalid Method 'Invalid HTTP method: 'get''`.
     pub fn page_message(&self) -> String {

@@ -2,7 +2,7 @@
 //! main loop wakes on the pipe and handles each pending signal by name (Gunicorn: "NO
 //! LOGGING, just queue the signal").
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -82,11 +82,6 @@ impl SignalQueue {
             out.extend(std::iter::repeat_n(*sig, n));
         }
         out
-    }
-
-    /// Gives up the wake-up pipe's read end (a worker has no use for it).
-    pub fn into_fd(self) -> OwnedFd {
-        self.wake_read.into()
     }
 }
 
