@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::body::BodyDecoder;
 use super::error::ParseError;
-use super::request::{parse_head, Limits, RequestHead};
+use super::request::{parse_head, parse_head_resuming, HeadScan, Limits, RequestHead};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/requests");
 
@@ -55,11 +55,13 @@ fn run_whole(data: &[u8], limits: &Limits) -> Outcome {
     }
 }
 
-/// Parses with the input arriving one byte at a time.
+/// Parses with the input arriving one byte at a time, resuming where the last attempt
+/// stopped, as the worker does.
 fn run_bytewise(data: &[u8], limits: &Limits) -> Outcome {
     let mut end = 0;
+    let mut scan = HeadScan::default();
     let head = loop {
-        match parse_head(&data[..end], limits) {
+        match parse_head_resuming(&data[..end], limits, &mut scan) {
             Ok(Some(head)) => break head,
             Ok(None) if end < data.len() => end += 1,
             Ok(None) => return Outcome::Incomplete,

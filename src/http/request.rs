@@ -173,6 +173,56 @@ impl RequestHead {
 ///
 /// Any violated rule, as the matching [`ParseError`] variant.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, ParseError> {
+    parse_head_resuming(buf, limits, &mut HeadScan::default())
+}
+
+/// Where the parse of an incomplete head stopped, so that the next attempt on the same
+/// (grown) buffer resumes there: a large head trickled in small pieces then costs linear,
+/// not quadratic, time. Reset it (`HeadScan::default()`) whenever the buffer's front is
+/// consumed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeadScan {
+    /// Start of the first header line not checked yet (0: none checked).
+    line: usize,
+    /// Header lines checked so far.
+    count: usize,
+    /// Start of the last checked header line (named in the obs-fold error).
+    prev_line: usize,
+    /// Bytes already searched by [`HeadScan::head_complete_in`].
+    searched: usize,
+}
+
+impl HeadScan {
+    /// Whether `buf` seems to hold the end of a head (an empty line) that the parser has not
+    /// looked at yet: the reader stops reading ahead then. Searches only new bytes.
+    pub fn head_complete_in(&mut self, buf: &[u8]) -> bool {
+        let tail = &buf[self.searched.saturating_sub(2).min(buf.len())..];
+        let found = tail
+            .windows(2)
+            .enumerate()
+            .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && tail.get(i + 2) == Some(&b'\n')));
+        if !found {
+            self.searched = buf.len();
+        }
+        found
+    }
+
+    /// The parser found no complete head in `buf`: what is there now needs no new search.
+    pub fn searched_all(&mut self, buf: &[u8]) {
+        self.searched = buf.len();
+    }
+}
+
+/// Like [`parse_head`], resuming from (and updating) `scan` while the head is incomplete.
+///
+/// # Errors
+///
+/// As [`parse_head`]; the same bytes give the same result, however they were split.
+pub fn parse_head_resuming(
+    buf: &[u8],
+    limits: &Limits,
+    scan: &mut HeadScan,
+) -> Result<Option<RequestHead>, ParseError> {
     // Exactly one leading CRLF is tolerated (RFC 9112 §2.2 "SHOULD ignore at least
     // one"; Gunicorn 27 ignores exactly one and refuses more).
     let start = match buf {
@@ -205,7 +255,10 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, Pa
 
     // ---- header section: find its end, checking line endings and limits ----
     let section_start = start + lf + 1;
-    let Some((section_end, count)) = scan_header_section(buf, section_start, limits)? else {
+    if scan.line < section_start {
+        (scan.line, scan.count, scan.prev_line) = (section_start, 0, 0);
+    }
+    let Some((section_end, count)) = scan_header_section(buf, section_start, limits, scan)? else {
         return Ok(None);
     };
     let section = &buf[section_start..section_end];
@@ -272,19 +325,22 @@ fn check_partial_request_line(rest: &[u8], limits: &Limits) -> Result<(), ParseE
     Ok(())
 }
 
-/// Walks the header lines from `section_start`: refuses bare LF, obs-fold, too many or too
-/// long lines, and (while incomplete) a section past `max_header_section`.
-/// Returns the end of the head (after the empty line) and the number of header
-/// lines, or `None` when the empty line has not arrived yet.
+/// Walks the header lines from where `scan` stopped (at first `section_start`): refuses
+/// bare LF, obs-fold, too many or too long lines, and (while incomplete) a section past
+/// `max_header_section`. Returns the end of the head (after the empty line) and the number
+/// of header lines, or `None` when the empty line has not arrived yet (`scan` then holds
+/// the start of the incomplete line).
 fn scan_header_section(
     buf: &[u8],
     section_start: usize,
     limits: &Limits,
+    scan: &mut HeadScan,
 ) -> Result<Option<(usize, usize)>, ParseError> {
-    let mut pos = section_start;
-    let mut count = 0usize;
-    let mut prev_line = 0usize;
+    let mut pos = scan.line;
+    let mut count = scan.count;
+    let mut prev_line = scan.prev_line;
     loop {
+        (scan.line, scan.count, scan.prev_line) = (pos, count, prev_line);
         let rest = &buf[pos..];
         let Some(lf) = find_lf(rest) else {
             let partial = partial_line_len(rest);
