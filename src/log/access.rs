@@ -324,6 +324,8 @@ pub struct AccessLog {
     pub sink: Sink,
     /// False when the access log exists only for syslog (no --access-logfile).
     pub to_sink: bool,
+    /// Lines lost since writing started failing (0 while writes succeed).
+    pub failed_lines: u64,
 }
 
 impl AccessLog {
@@ -336,8 +338,41 @@ impl AccessLog {
         let line = self.format.render(record);
         super::syslog::access(&line);
         if self.to_sink {
-            self.sink.write_line(line.as_bytes());
+            match self.sink.write_line(line.as_bytes()) {
+                Ok(()) => self.report_lost_lines(),
+                Err(e) => {
+                    // Said once when it starts, then counted: a full disk must not also
+                    // flood the error log.
+                    if self.failed_lines == 0 {
+                        tracing::error!(
+                            "Can't write the access log to {}: {e}; lines are dropped until \
+                             writing works again",
+                            self.sink.describe()
+                        );
+                    }
+                    self.failed_lines += 1;
+                }
+            }
         }
+    }
+
+    /// After failed writes, says how many lines were lost (when writing works again, when
+    /// the log is reopened, and when the worker exits).
+    pub fn report_lost_lines(&mut self) {
+        if self.failed_lines > 0 {
+            tracing::error!(
+                "Access log: {} lines could not be written to {}",
+                self.failed_lines,
+                self.sink.describe()
+            );
+            self.failed_lines = 0;
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.report_lost_lines();
     }
 }
 

@@ -53,16 +53,29 @@ impl Sink {
         })
     }
 
-    /// Writes one whole line (already ending in `\n`); a failed log write is not worth dying for.
-    pub fn write_line(&mut self, line: &[u8]) {
-        let _ = match self {
+    /// Writes one whole line (already ending in `\n`).
+    ///
+    /// # Errors
+    /// The write failed (disk full, closed pipe); a failed log write is not worth dying for,
+    /// so callers report it (or cannot) and go on.
+    pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        match self {
             Sink::Stderr => std::io::stderr().lock().write_all(line),
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(line).and_then(|_| out.flush())
             }
             Sink::File { file, .. } => file.write_all(line),
-        };
+        }
+    }
+
+    /// Where the lines go, for messages: the file's path, `stdout` or `stderr`.
+    pub fn describe(&self) -> &str {
+        match self {
+            Sink::Stderr => "stderr",
+            Sink::Stdout => "stdout",
+            Sink::File { path, .. } => path,
+        }
     }
 
     /// Reopens a file sink at its path (after logrotate moved it away).
@@ -164,19 +177,20 @@ pub fn error_log(level: LogLevel, message: &str, traceback: Option<&str>) {
         }
     }
     let mut guard = ERROR_SINK.lock().unwrap_or_else(|p| p.into_inner());
-    match guard.as_mut() {
+    // Nowhere is left to report a failure of the error log itself.
+    let _ = match guard.as_mut() {
         Some(sink) => sink.write_line(line.as_bytes()),
         None => Sink::Stderr.write_line(line.as_bytes()),
-    }
+    };
 }
 
 /// Writes raw text (a bare line, as Python's last-resort handler would) to the error log.
 pub fn error_log_raw(text: &str) {
     let mut guard = ERROR_SINK.lock().unwrap_or_else(|p| p.into_inner());
-    match guard.as_mut() {
+    let _ = match guard.as_mut() {
         Some(sink) => sink.write_line(text.as_bytes()),
         None => Sink::Stderr.write_line(text.as_bytes()),
-    }
+    };
 }
 
 /// Points file descriptors 1 and 2 at the error log file (`--capture-output`).

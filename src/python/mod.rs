@@ -43,11 +43,31 @@ _logger.setLevel(LEVEL)
 _logger.propagate = False
 ";
 
-/// Registers `_rgunicorn` and routes the `gunicorn.error` logger to our error log.
+/// Standard modules a worker uses after it has dropped privileges (`gunicorn.socket`,
+/// timeout reports, tracebacks, hooks, the app spec, `--reload`). The master imports them
+/// before any fork, so a worker whose user cannot read the standard library still works.
+const WORKER_MODULES: [&str; 10] = [
+    "socket",
+    "threading",
+    "traceback",
+    "ast",
+    "inspect",
+    "types",
+    "atexit",
+    "glob",
+    "signal",
+    "logging",
+];
+
+/// Registers `_rgunicorn`, routes the `gunicorn.error` logger to our error log, and imports
+/// what workers will need ([`WORKER_MODULES`]).
 ///
 /// # Errors
 /// A Python exception while setting up (it would mean a broken interpreter).
 pub fn install_bridge(py: Python<'_>, level: LogLevel) -> PyResult<()> {
+    for name in WORKER_MODULES {
+        py.import(name)?;
+    }
     let module = PyModule::new(py, "_rgunicorn")?;
     module.add_function(wrap_pyfunction!(log, &module)?)?;
     crate::wsgi::register_types(&module)?;

@@ -14,13 +14,13 @@ use nix::sys::socket::{
     accept4, getpeername, setsockopt, shutdown, sockopt, Shutdown, SockFlag, SockaddrStorage,
 };
 use pyo3::prelude::*;
-use pyo3::types::{IntoPyDict, PyString};
-use tracing::{debug, error, info, warn};
+use pyo3::types::PyString;
+use tracing::{error, info, warn};
 
 use super::io::Transport;
 use crate::http::error::error_page;
 use crate::http::proxy::{parse_proxy, ProxyMode, ProxyParse};
-use crate::http::request::{parse_head, Limits};
+use crate::http::request::{parse_head_resuming, HeadScan, Limits};
 use crate::master::WorkerSeed;
 use crate::sock::{ListenAddr, Peer};
 use crate::wsgi::environ::ConnEnv;
@@ -40,6 +40,19 @@ const MAX_HEAD_BYTES: usize = 1024 * 1024;
 const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(10);
 /// How long a closing connection may take to send us its last bytes (Gunicorn: 2 s).
 const LINGER: Duration = Duration::from_secs(2);
+/// When the worker stops, an idle keep-alive connection stays open this long (less if its
+/// keep-alive ends sooner): a client in a request loop sends its next request right after
+/// a response, and that request is answered (with `Connection: close`) instead of meeting
+/// a reset. Short, so that stopping stays quick.
+const LAST_CALL: Duration = Duration::from_secs(1);
+/// After `accept` failed for lack of descriptors or memory, it is tried again this often
+/// (the listener is edge-triggered: no new event comes for connections already queued).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Read-ahead budget of one worker: the capacity of all connection buffers together. Past
+/// it, the connection holding the most is refused (its head is unreasonably large).
+const MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
+/// A buffer this large is measured against the budget; an emptied one is freed.
+const LARGE_BUFFER_BYTES: usize = 64 * 1024;
 
 struct ListenerState {
     fd: RawFd,
@@ -63,7 +76,10 @@ enum Phase {
 struct Conn {
     fd: OwnedFd,
     buf: Vec<u8>,
+    /// Where the head parser stopped in `buf` (it resumes there when more bytes come).
+    scan: HeadScan,
     phase: Phase,
+    /// On the worker's [`EventLoop::clock`], which stands still while a request is served.
     deadline: Instant,
     env: ConnEnv,
     /// The client shut down its sending side.
@@ -99,6 +115,14 @@ pub struct EventLoop<'a> {
     keepalive: Duration,
     last_parent_check: Instant,
     reloader: Option<super::reload::Reloader>,
+    /// Time spent serving requests. Connection deadlines run on [`EventLoop::clock`], which
+    /// leaves this out: a connection's idle or head time counts only while the worker could
+    /// have served it, so waiting behind another client's slow request never expires it.
+    busy: Duration,
+    /// `accept` is failing for lack of resources: when to try again.
+    accept_retry: Option<Instant>,
+    /// How many accepts failed in the current burst (logged once at its start and end).
+    accept_failures: u64,
 }
 
 fn ip_and_port(addr: &ListenAddr) -> Option<(String, String)> {
@@ -159,11 +183,20 @@ impl<'a> EventLoop<'a> {
                 watched.extend(super::broken_files());
                 Python::attach(|py| super::reload::Reloader::new(py, &watched))
             }),
+            busy: Duration::ZERO,
+            accept_retry: None,
+            accept_failures: 0,
         };
         for i in 0..lp.listeners.len() {
             lp.set_listening(i, true)?;
         }
         Ok(lp)
+    }
+
+    /// The connections' clock: monotonic time less the time spent serving requests.
+    fn clock(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_sub(self.busy).unwrap_or(now)
     }
 
     fn set_listening(&mut self, i: usize, on: bool) -> std::io::Result<()> {
@@ -252,7 +285,7 @@ impl<'a> EventLoop<'a> {
                 }
             }
             self.accept(py);
-            self.expire();
+            self.expire(py);
         }
     }
 
@@ -286,24 +319,27 @@ impl<'a> EventLoop<'a> {
         if !self.pending.is_empty() {
             return Duration::ZERO;
         }
-        if can_accept && self.listeners.iter().any(|l| l.ready) {
-            return self.fresh_hold().unwrap_or(Duration::ZERO);
-        }
         // Wake at least every half timeout (heartbeat) and every second (parent check).
-        let beat = Duration::from_millis((self.seed.config.timeout * 500).clamp(100, 1000));
-        let now = Instant::now();
-        let next = self.conns.iter().flatten().map(|c| c.deadline).min();
-        match next {
-            Some(d) => d.saturating_duration_since(now).min(beat),
-            None => beat,
+        let mut wait = Duration::from_millis((self.seed.config.timeout * 500).clamp(100, 1000));
+        if can_accept && self.listeners.iter().any(|l| l.ready) {
+            match self.accept_retry {
+                None => return self.fresh_hold().unwrap_or(Duration::ZERO),
+                Some(at) => wait = wait.min(at.saturating_duration_since(Instant::now())),
+            }
+        }
+        let now = self.clock();
+        match self.conns.iter().flatten().map(|c| c.deadline).min() {
+            Some(d) => d.saturating_duration_since(now).min(wait),
+            None => wait,
         }
     }
 
-    /// Stopping: no new connections; idle ones are closed now, the rest finish.
+    /// Stopping: no new connections; what was sent is answered, with `Connection: close`.
     ///
     /// Beyond Gunicorn (its issue #3397): connections already queued in the listen backlog
     /// are accepted and served before the worker leaves, instead of being reset when the
-    /// listeners close. Only connections idle between requests are closed at once.
+    /// listeners close. A connection idle between requests gets a last call (see
+    /// [`LAST_CALL`]) and is closed by [`EventLoop::expire`] only when provably idle.
     fn wind_down(&mut self, py: Python<'_>) {
         if !self.backlog_drained && super::drains_backlog() {
             self.backlog_drained = true;
@@ -314,12 +350,10 @@ impl<'a> EventLoop<'a> {
         for i in 0..self.listeners.len() {
             let _ = self.set_listening(i, false);
         }
-        for idx in 0..self.conns.len() {
-            if self.conns[idx]
-                .as_ref()
-                .is_some_and(|c| c.phase == Phase::Idle && c.buf.is_empty() && c.requests > 0)
-            {
-                self.close(idx);
+        let last_call = self.clock() + LAST_CALL;
+        for conn in self.conns.iter_mut().flatten() {
+            if conn.phase == Phase::Idle && conn.buf.is_empty() {
+                conn.deadline = conn.deadline.min(last_call);
             }
         }
     }
@@ -328,6 +362,9 @@ impl<'a> EventLoop<'a> {
     /// take turns instead of one of them grabbing a whole burst.
     fn accept(&mut self, py: Python<'_>) {
         if !super::is_alive() || self.fresh_hold().is_some() {
+            return;
+        }
+        if self.accept_retry.is_some_and(|at| Instant::now() < at) {
             return;
         }
         for i in 0..self.listeners.len() {
@@ -350,8 +387,16 @@ impl<'a> EventLoop<'a> {
             Ok(raw) => {
                 // SAFETY: accept4 just returned this descriptor; nothing else owns it.
                 let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                if self.accept_failures > 0 {
+                    warn!(
+                        "Accepting connections again after {} failed attempts",
+                        self.accept_failures
+                    );
+                    self.accept_failures = 0;
+                }
+                self.accept_retry = None;
                 if let Err(e) = self.add_conn(py, i, owned) {
-                    debug!("dropping a new connection: {e}");
+                    error!("Dropping a new connection: {e}");
                 }
                 true
             }
@@ -360,8 +405,21 @@ impl<'a> EventLoop<'a> {
                 self.listeners[i].ready = false;
                 false
             }
+            Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                // Out of descriptors or memory: the connection stays queued in the kernel.
+                // Retry on a timer (no new readiness event will come for it), and say so
+                // once per burst rather than once per attempt.
+                if self.accept_failures == 0 {
+                    error!(
+                        "Can't accept new connections: {e}; retrying every {} ms",
+                        ACCEPT_RETRY.as_millis()
+                    );
+                }
+                self.accept_failures += 1;
+                self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                false
+            }
             Err(e) => {
-                // EMFILE and friends: try again on the next turn rather than spin.
                 error!("accept error: {e}");
                 self.listeners[i].ready = false;
                 false
@@ -390,13 +448,6 @@ impl<'a> EventLoop<'a> {
             }
             ListenAddr::Unix(_) => Peer::Unix,
         };
-        let dup = nix::unistd::dup(&fd)
-            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
-        let socket = py
-            .import(pyo3::intern!(py, "socket"))?
-            .getattr(pyo3::intern!(py, "socket"))?
-            .call((), Some(&[("fileno", dup.as_raw_fd())].into_py_dict(py)?))?;
-        std::mem::forget(dup); // the Python socket object owns the duplicate now
         let (remote_ip, remote_port) = match &peer {
             Peer::Tcp(a) => (a.ip().to_string(), Some(a.port().to_string())),
             Peer::Unix => (String::new(), None),
@@ -425,7 +476,8 @@ impl<'a> EventLoop<'a> {
                 ListenAddr::Unix(p) => p.display().to_string(),
                 ListenAddr::Tcp(_) => String::new(),
             },
-            socket: socket.unbind(),
+            fd: fd.as_raw_fd(),
+            socket: std::cell::OnceCell::new(),
             trusted: self.seed.config.forwarded_allow_ips.trusts(peer.ip()),
             proxy: None,
         };
@@ -447,8 +499,9 @@ impl<'a> EventLoop<'a> {
         self.conns[idx] = Some(Conn {
             fd,
             buf: Vec::new(),
+            scan: HeadScan::default(),
             phase: Phase::Idle,
-            deadline: Instant::now() + self.head_timeout,
+            deadline: self.clock() + self.head_timeout,
             env,
             eof: false,
             queued: false,
@@ -462,8 +515,9 @@ impl<'a> EventLoop<'a> {
         Ok(())
     }
 
-    fn close(&mut self, idx: usize) {
+    fn close(&mut self, py: Python<'_>, idx: usize) {
         if let Some(conn) = self.conns.get_mut(idx).and_then(Option::take) {
+            conn.env.release(py);
             let _ = self
                 .poll
                 .registry()
@@ -476,24 +530,106 @@ impl<'a> EventLoop<'a> {
     /// Half-closes our side and lingers briefly, so unread client bytes do not make the
     /// kernel answer with a RST that would destroy the response in flight.
     fn close_gracefully(&mut self, py: Python<'_>, idx: usize) {
+        let linger_until = self.clock() + LINGER;
         if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
             conn.io.close_notify(py);
             if shutdown(conn.fd.as_raw_fd(), Shutdown::Write).is_err() {
-                self.close(idx);
+                self.close(py, idx);
                 return;
             }
             conn.phase = Phase::Closing;
             conn.buf = Vec::new();
-            conn.deadline = Instant::now() + LINGER;
+            conn.deadline = linger_until;
         }
     }
 
-    fn expire(&mut self) {
-        let now = Instant::now();
+    /// Closes the connections whose time is up. An idle one is closed only when provably
+    /// idle: bytes that arrived meanwhile (a request already on its way) are served instead.
+    fn expire(&mut self, py: Python<'_>) {
+        let now = self.clock();
         for idx in 0..self.conns.len() {
-            if self.conns[idx].as_ref().is_some_and(|c| c.deadline <= now) {
-                self.close(idx);
+            let Some(conn) = self.conns[idx].as_ref() else {
+                continue;
+            };
+            if conn.deadline > now {
+                continue;
             }
+            if conn.phase == Phase::Idle && !conn.eof {
+                self.read_available(py, idx);
+                if let Some(conn) = self.conns[idx].as_mut().filter(|c| !c.buf.is_empty()) {
+                    conn.phase = Phase::Head;
+                    conn.deadline = now + self.head_timeout;
+                    self.requeue(idx);
+                    continue;
+                }
+            }
+            self.close(py, idx);
+        }
+    }
+
+    /// Reads what arrived on connection `idx` into its buffer, until the socket is empty,
+    /// the peer closed, or a complete request head is buffered (no further read-ahead while
+    /// that request waits to be served). Returns whether the socket was read empty.
+    fn read_available(&mut self, py: Python<'_>, idx: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return true;
+        };
+        let mut chunk = [0u8; READ_CHUNK_BYTES];
+        loop {
+            if conn.eof {
+                return true;
+            }
+            if conn.buf.len() >= MAX_HEAD_BYTES + READ_CHUNK_BYTES
+                || conn.scan.head_complete_in(&conn.buf)
+            {
+                return false;
+            }
+            match conn.io.read_nonblocking(py, &mut chunk, self.head_timeout) {
+                Ok(0) => conn.eof = true,
+                // Grown only by what actually arrived.
+                Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => conn.eof = true,
+            }
+        }
+    }
+
+    /// Keeps the worker's read-ahead within [`MAX_BUFFERED_BYTES`]: while over it, the
+    /// connection holding the largest buffer (a huge or endless head) is refused.
+    fn enforce_read_budget(&mut self, py: Python<'_>, idx: usize) {
+        if self.conns[idx]
+            .as_ref()
+            .is_none_or(|c| c.buf.capacity() < LARGE_BUFFER_BYTES)
+        {
+            return;
+        }
+        loop {
+            let total: usize = self.conns.iter().flatten().map(|c| c.buf.capacity()).sum();
+            if total <= MAX_BUFFERED_BYTES {
+                return;
+            }
+            let Some((worst, ip)) = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+                .max_by_key(|(_, c)| c.buf.capacity())
+                .map(|(i, c)| (i, c.env.remote_ip.clone()))
+            else {
+                return;
+            };
+            warn!(
+                "Invalid request from ip={ip}: request head too large for the worker's \
+                 read-ahead budget ({} MiB buffered)",
+                total >> 20
+            );
+            let page = error_page(
+                431,
+                "Request Header Fields Too Large",
+                "Request header section too large",
+            );
+            self.reject(py, worst, &page);
         }
     }
 
@@ -507,50 +643,27 @@ impl<'a> EventLoop<'a> {
             loop {
                 match nix::unistd::read(&conn.fd, &mut sink) {
                     Ok(0) => {
-                        self.close(idx);
+                        self.close(py, idx);
                         return None;
                     }
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(Errno::EAGAIN) => return None,
                     Err(_) => {
-                        self.close(idx);
+                        self.close(py, idx);
                         return None;
                     }
                 }
             }
         }
-        // Edge-triggered: read until EAGAIN (or the buffer bound, then come back next turn).
-        let limit = MAX_HEAD_BYTES + READ_CHUNK_BYTES;
-        let mut drained = conn.eof;
-        while !drained && conn.buf.len() < limit {
-            let start = conn.buf.len();
-            conn.buf.resize(start + READ_CHUNK_BYTES, 0);
-            match conn
-                .io
-                .read_nonblocking(py, &mut conn.buf[start..], self.head_timeout)
-            {
-                Ok(0) => {
-                    conn.buf.truncate(start);
-                    conn.eof = true;
-                    drained = true;
-                }
-                Ok(n) => conn.buf.truncate(start + n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => conn.buf.truncate(start),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    conn.buf.truncate(start);
-                    drained = true;
-                }
-                Err(_) => {
-                    conn.buf.truncate(start);
-                    conn.eof = true;
-                    drained = true;
-                }
-            }
-        }
+        // Edge-triggered: read until EAGAIN, or come back next turn (see read_available).
+        let drained = self.read_available(py, idx);
+        let head_deadline = self.clock() + self.head_timeout;
+        let conn = self.conns.get_mut(idx).and_then(Option::as_mut)?;
         if conn.phase == Phase::Idle && !conn.buf.is_empty() {
             conn.phase = Phase::Head;
-            conn.deadline = Instant::now() + self.head_timeout;
+            conn.deadline = head_deadline;
         }
+        self.enforce_read_budget(py, idx);
         let served = match self.serve_one(py, idx) {
             Served::Exit(code) => return Some(code),
             Served::Closed => return None,
@@ -560,7 +673,7 @@ impl<'a> EventLoop<'a> {
         let conn = self.conns.get_mut(idx)?.as_mut()?;
         if conn.eof && (conn.buf.is_empty() || !served) {
             // The client finished sending; nothing complete is left to answer.
-            self.close(idx);
+            self.close(py, idx);
         } else if (served && !conn.buf.is_empty()) || !drained {
             self.requeue(idx);
         }
@@ -580,7 +693,9 @@ impl<'a> EventLoop<'a> {
     fn reject(&mut self, py: Python<'_>, idx: usize, page: &[u8]) -> Served {
         if let Some(conn) = self.conns.get(idx).and_then(Option::as_ref) {
             let slices = &mut [std::io::IoSlice::new(page)];
+            let began = Instant::now();
             let _ = conn.io.write_all(py, slices, self.head_timeout);
+            self.busy += began.elapsed();
         }
         self.close_gracefully(py, idx);
         Served::Closed
@@ -596,7 +711,10 @@ impl<'a> EventLoop<'a> {
         }
         if conn.proxy_pending {
             match parse_proxy(&conn.buf, self.seed.config.proxy_protocol) {
-                Ok(ProxyParse::NeedMore) => return Served::Incomplete,
+                Ok(ProxyParse::NeedMore) => {
+                    conn.scan.searched_all(&conn.buf);
+                    return Served::Incomplete;
+                }
                 Ok(ProxyParse::Absent) => conn.proxy_pending = false,
                 Ok(ProxyParse::Header(header, len)) => {
                     if !self.seed.config.proxy_allow_ips.trusts(conn.peer_ip) {
@@ -608,6 +726,7 @@ impl<'a> EventLoop<'a> {
                         return self.reject(py, idx, &page);
                     }
                     conn.buf.drain(..len);
+                    conn.scan = HeadScan::default();
                     conn.proxy_pending = false;
                     if let Some(src) = header.source {
                         let proxy_port = conn
@@ -643,7 +762,7 @@ impl<'a> EventLoop<'a> {
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return Served::Closed;
         };
-        let head = match parse_head(&conn.buf, &self.limits) {
+        let head = match parse_head_resuming(&conn.buf, &self.limits, &mut conn.scan) {
             Ok(Some(head)) => head,
             Ok(None) if conn.buf.len() >= MAX_HEAD_BYTES => {
                 warn!(
@@ -657,13 +776,17 @@ impl<'a> EventLoop<'a> {
                 );
                 return self.reject(py, idx, &page);
             }
-            Ok(None) => return Served::Incomplete,
+            Ok(None) => {
+                conn.scan.searched_all(&conn.buf);
+                return Served::Incomplete;
+            }
             Err(e) => {
                 warn!("Invalid request from ip={}: {e}", conn.env.remote_ip);
                 return self.reject(py, idx, &e.to_error_page());
             }
         };
         conn.buf.drain(..head.head_len);
+        conn.scan = HeadScan::default();
         let max_requests = self.seed.max_requests;
         let may_keep_alive = super::is_alive()
             && !self.keepalive.is_zero()
@@ -674,7 +797,9 @@ impl<'a> EventLoop<'a> {
             conn: &conn.env,
             may_keep_alive,
         };
+        let began = Instant::now();
         let outcome = self.runtime.handle(py, &mut exchange, &head);
+        self.busy += began.elapsed();
         self.served += 1;
         self.seed.heartbeat.beat(self.seed.slot);
         if max_requests > 0 && self.served >= max_requests && super::is_alive() {
@@ -683,11 +808,15 @@ impl<'a> EventLoop<'a> {
         }
         match outcome {
             Outcome::KeepAlive => {
+                let now = self.clock();
                 if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
                     conn.requests += 1;
                     let idle = conn.buf.is_empty();
+                    if idle && conn.buf.capacity() > LARGE_BUFFER_BYTES {
+                        conn.buf = Vec::new();
+                    }
                     conn.phase = if idle { Phase::Idle } else { Phase::Head };
-                    conn.deadline = Instant::now()
+                    conn.deadline = now
                         + if idle {
                             self.keepalive
                         } else {
@@ -704,7 +833,7 @@ impl<'a> EventLoop<'a> {
                 // Like Gunicorn's sync worker: an abort or quit that interrupted a request
                 // was answered (500) and the worker leaves with status 0, so the master has
                 // nothing more to report.
-                self.close(idx);
+                self.close(py, idx);
                 Served::Exit(0)
             }
         }

@@ -255,13 +255,22 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         None if crate::python::logging::is_active() || syslog_access => Some("-"),
         None => None,
     };
-    let access_log = access_path.and_then(|path| {
-        Sink::open(path, Sink::Stdout).ok().map(|sink| AccessLog {
+    let access_log = access_path.and_then(|path| match Sink::open(path, Sink::Stdout) {
+        Ok(sink) => Some(AccessLog {
             format: AccessFormat::compile(&seed.config.access_log_format),
             format_text: seed.config.access_log_format.clone(),
             sink,
             to_sink: seed.config.accesslog.is_some(),
-        })
+            failed_lines: 0,
+        }),
+        Err(e) => {
+            crate::log::error_log(
+                crate::config::LogLevel::Error,
+                &format!("Can't open the access log {path}: {e}; requests are not logged"),
+                None,
+            );
+            None
+        }
     });
     if let Some(identity) = &seed.config.identity {
         if let Err(msg) = identity.switch_to() {
@@ -283,7 +292,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
                 AppError::Load(msg) => msg.clone(),
             };
             BROKEN_FILES.with(|f| *f.borrow_mut() = crate::wsgi::app::failure_files(py, &e));
-            report_boot_failure(py, e);
+            report_boot_failure(py, seed, e);
             match crate::wsgi::app::error_app(py, &text) {
                 Ok(app) => app,
                 Err(e) => {
@@ -292,7 +301,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
                 }
             }
         }
-        Err(e) => return report_boot_failure(py, e),
+        Err(e) => return report_boot_failure(py, seed, e),
     };
     if let Some(worker) = worker_object(py) {
         let _ = worker.setattr("wsgi", app.bind(py));
@@ -327,10 +336,26 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
 }
 
 /// Logs a failed app import the way Gunicorn does and returns the exit status for it.
-fn report_boot_failure(py: Python<'_>, e: AppError) -> i32 {
+fn report_boot_failure(py: Python<'_>, seed: &WorkerSeed<'_>, e: AppError) -> i32 {
     match &e {
         AppError::Import(err) => {
             crate::python::log_exception(py, "Exception in worker process", err);
+            if let Some(identity) = &seed.config.identity {
+                let paths = unreadable_paths(py, err);
+                if !paths.is_empty() {
+                    crate::log::error_log(
+                        crate::config::LogLevel::Error,
+                        &format!(
+                            "Permission denied: the worker's user (uid {}, gid {}) cannot read \
+                             {}; imports from there fail",
+                            identity.uid,
+                            identity.gid,
+                            paths.join(", ")
+                        ),
+                        None,
+                    );
+                }
+            }
         }
         AppError::Load(msg) => {
             debug!("Exception while loading the application");
@@ -338,6 +363,37 @@ fn report_boot_failure(py: Python<'_>, e: AppError) -> i32 {
         }
     }
     e.exit_code()
+}
+
+/// After a privilege drop, why an import may have failed: the file a PermissionError names,
+/// or the `sys.path` entries the worker's user cannot list (a module there is then simply
+/// "not found").
+fn unreadable_paths(py: Python<'_>, err: &PyErr) -> Vec<String> {
+    let globals = pyo3::types::PyDict::new(py);
+    let found = (|| -> PyResult<Vec<String>> {
+        globals.set_item("err", err.value(py))?;
+        py.run(
+            c"
+import os, sys
+found = []
+if isinstance(err, PermissionError) and err.filename:
+    found.append(str(err.filename))
+for entry in sys.path:
+    try:
+        os.listdir(entry or '.')
+    except PermissionError:
+        found.append(os.path.abspath(entry or '.'))
+    except OSError:
+        pass
+",
+            Some(&globals),
+            None,
+        )?;
+        globals
+            .get_item("found")?
+            .map_or_else(|| Ok(Vec::new()), |f| f.extract())
+    })();
+    found.unwrap_or_default()
 }
 
 /// Files `--reload` must watch because the app failed to import from them.

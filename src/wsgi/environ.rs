@@ -5,7 +5,9 @@
 //! trusted peers (`forwarded_allow_ips`; unix-socket peers are always trusted), and header
 //! names with an underscore are dropped (they could spoof `HTTP_X_FOO` from `X-Foo`).
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::os::fd::RawFd;
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -27,8 +29,11 @@ pub struct ConnEnv {
     pub server: Option<(Py<PyString>, Py<PyString>)>,
     /// Unix socket path (SERVER_NAME when there is no Host header).
     pub unix_path: String,
-    /// `gunicorn.socket`.
-    pub socket: Py<PyAny>,
+    /// The connection's descriptor, owned by the event loop.
+    pub fd: RawFd,
+    /// `gunicorn.socket`, made at the connection's first request. It wraps `fd` itself
+    /// (no `dup`: one descriptor per connection) and is detached when the connection ends.
+    pub socket: OnceCell<Py<PyAny>>,
     /// The peer may set scheme headers and forwarder headers.
     pub trusted: bool,
     /// The connection is TLS: `wsgi.url_scheme` is https unless a trusted proxy says otherwise.
@@ -36,6 +41,28 @@ pub struct ConnEnv {
     /// From a PROXY header: protocol, and the proxy's own address and port.
     pub proxy: Option<(String, String, String)>,
 }
+
+impl ConnEnv {
+    /// The connection is over: `gunicorn.socket` lets go of the descriptor, so an app that
+    /// kept the object can no longer reach whatever reuses that number (it raises instead).
+    pub fn release(&self, py: Python<'_>) {
+        if let Some(socket) = self.socket.get() {
+            if let Err(e) = socket.bind(py).call_method0(intern!(py, "detach")) {
+                tracing::debug!("gunicorn.socket detach failed: {e}");
+            }
+        }
+    }
+}
+
+/// `environ['gunicorn.socket']`'s class: a `socket.socket` over the server's descriptor.
+/// Closing it only lets go of the descriptor, which stays the server's to close.
+const CONNECTION_SOCKET: &std::ffi::CStr = c"
+import socket
+class ConnectionSocket(socket.socket):
+    __slots__ = ()
+    def close(self):
+        self.detach()
+";
 
 /// Why no environ could be built for a request.
 pub enum EnvironError {
@@ -48,6 +75,8 @@ pub enum EnvironError {
 /// Builds environ dicts for one worker.
 pub struct EnvironBuilder {
     template: Py<PyDict>,
+    /// [`CONNECTION_SOCKET`], defined (and `socket` imported) when the worker boots.
+    socket_class: Py<PyAny>,
     script_name: String,
     header_keys: HashMap<String, Py<PyString>>,
     /// `secure_scheme_headers`: header (upper case) -> the value that means HTTPS.
@@ -123,8 +152,14 @@ impl EnvironBuilder {
         t.set_item("SERVER_SOFTWARE", format!("rgunicorn/{}", crate::VERSION))?;
         let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
         t.set_item("SCRIPT_NAME", &script_name)?;
+        let namespace = PyDict::new(py);
+        py.run(CONNECTION_SOCKET, Some(&namespace), None)?;
+        let socket_class = namespace
+            .get_item("ConnectionSocket")?
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no ConnectionSocket"))?;
         Ok(EnvironBuilder {
             template: t.unbind(),
+            socket_class: socket_class.unbind(),
             script_name,
             header_keys: HashMap::new(),
             secure_scheme_headers: config.secure_scheme_headers.clone(),
@@ -187,7 +222,17 @@ impl EnvironBuilder {
         if let Some(port) = &conn.remote_port {
             env.set_item(intern!(py, "REMOTE_PORT"), port.bind(py))?;
         }
-        env.set_item(intern!(py, "gunicorn.socket"), conn.socket.bind(py))?;
+        let socket = match conn.socket.get() {
+            Some(socket) => socket.bind(py).clone(),
+            None => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "fileno"), conn.fd)?;
+                let socket = self.socket_class.bind(py).call((), Some(&kwargs))?;
+                let _ = conn.socket.set(socket.clone().unbind());
+                socket
+            }
+        };
+        env.set_item(intern!(py, "gunicorn.socket"), socket)?;
         if let Some((protocol, addr, port)) = &conn.proxy {
             env.set_item(intern!(py, "PROXY_PROTOCOL"), protocol)?;
             env.set_item(intern!(py, "PROXY_ADDR"), addr)?;

@@ -152,6 +152,7 @@ impl Runtime {
     /// Reopens the access log file (USR1).
     pub fn reopen_logs(&mut self) {
         if let Some(log) = self.access_log.as_mut() {
+            log.report_lost_lines();
             log.sink.reopen();
         }
     }

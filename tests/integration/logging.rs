@@ -397,3 +397,35 @@ fn shutdown_leaves_only_log_lines() {
         }
     }
 }
+
+/// An access log that cannot be written (a full disk) is said once at ERROR, then counted
+/// and reported when the worker exits, instead of failing silently or flooding.
+#[test]
+fn access_log_write_failures_are_reported_once_with_a_count() {
+    let mut s = Server::start(
+        "access-full",
+        &[
+            "-w",
+            "1",
+            "--access-logfile",
+            "/dev/full",
+            "app:application",
+        ],
+    );
+    for _ in 0..5 {
+        assert_eq!(s.get("/pid").status, 200);
+    }
+    s.wait_for_log("Can't write the access log to /dev/full", LOG_DEADLINE);
+    s.send_signal("TERM");
+    assert!(s.wait_exit(LOG_DEADLINE).success());
+    let log = s.stderr();
+    assert_eq!(
+        log.matches("Can't write the access log").count(),
+        1,
+        "said once: {log}"
+    );
+    assert!(
+        log.contains("Access log: 5 lines could not be written to /dev/full"),
+        "{log}"
+    );
+}

@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod frameworks;
 mod http;
+mod lifecycle;
 mod logging;
 mod process;
 mod signals;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::support::load::{KeepAliveLoad, SteadyLoad};
 use crate::support::{wait_for_file, Conn, Server, TempDir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -265,78 +266,16 @@ fn process_titles_name_master_and_workers() {
     assert_eq!(worker_title.as_deref(), Some("rgunicorn: worker [shop]"));
 }
 
-/// A client thread sending requests on fresh connections until stopped (bounded by a
-/// deadline and a count), counting what it got.
-struct SteadyLoad {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    answered: std::sync::Arc<std::sync::atomic::AtomicU32>,
-    thread: std::thread::JoinHandle<(u32, Vec<String>)>,
-}
-
-impl SteadyLoad {
-    fn start(port: u16) -> SteadyLoad {
-        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let answered = std::sync::Arc::new(AtomicU32::new(0));
-        let (stop2, answered2) = (stop.clone(), answered.clone());
-        let thread = std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            let end = std::time::Instant::now() + Duration::from_secs(60);
-            let (mut ok, mut failed) = (0u32, Vec::new());
-            for i in 0..20_000 {
-                if stop2.load(Ordering::Relaxed) || std::time::Instant::now() > end {
-                    break;
-                }
-                let result = (|| -> std::io::Result<String> {
-                    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
-                    c.set_read_timeout(Some(Duration::from_secs(10)))?;
-                    c.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-                    let mut out = String::new();
-                    c.read_to_string(&mut out)?;
-                    Ok(out)
-                })();
-                match result {
-                    Ok(out) if out.starts_with("HTTP/1.1 200") => ok += 1,
-                    Ok(out) => {
-                        failed.push(format!("request {i}: {}", out.lines().next().unwrap_or("")))
-                    }
-                    Err(e) => failed.push(format!("request {i}: {e}")),
-                }
-                answered2.fetch_add(1, Ordering::Relaxed);
-            }
-            (ok, failed)
-        });
-        SteadyLoad {
-            stop,
-            answered,
-            thread,
-        }
-    }
-
-    /// Waits (with a deadline) until `n` more requests went through.
-    fn wait_for_more(&self, n: u32) {
-        use std::sync::atomic::Ordering;
-        let target = self.answered.load(Ordering::Relaxed) + n;
-        let reached = crate::support::poll_until(DEADLINE, || {
-            (self.answered.load(Ordering::Relaxed) >= target).then_some(())
-        });
-        assert!(reached.is_some(), "the load made no progress");
-    }
-
-    /// Stops the client; (answered with 200, failures).
-    fn finish(self) -> (u32, Vec<String>) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
-}
-
-/// HUP under a steady load: new workers replace the old ones and no request fails.
+/// HUP under load, fresh connections and 50 keep-alive clients POSTing back to back: new
+/// workers replace the old ones and no request fails or is lost.
 #[test]
 fn hup_under_load_loses_no_request() {
     let mut s = Server::start("hup-load", &["-w", "2", "app:application"]);
     let before = s.wait_workers(2, DEADLINE);
     let load = SteadyLoad::start(s.port);
+    let keepalive = KeepAliveLoad::start(s.port, 50);
     load.wait_for_more(5);
+    keepalive.wait_for_more(200);
     s.send_signal("HUP");
     s.wait_for_log("Hang up: Master", DEADLINE);
     let replaced = crate::support::poll_until(DEADLINE, || {
@@ -344,12 +283,15 @@ fn hup_under_load_loses_no_request() {
         (now.len() == 2 && now.iter().all(|p| !before.contains(p))).then_some(now)
     });
     load.wait_for_more(5);
+    keepalive.wait_for_more(200);
     let (ok, failed) = load.finish();
+    let (kept, lost) = keepalive.finish();
     assert!(
         replaced.is_some(),
         "the old workers were replaced: {}",
         s.stderr()
     );
+    crate::lifecycle::assert_none_lost(kept, &lost, &s);
     assert!(ok > 20, "the load ran ({ok} requests)");
     assert!(
         failed.is_empty(),
@@ -418,8 +360,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// USR2 + TERM of the old master under a steady load: the new binary takes over the
-/// sockets, is promoted (pidfile `.2` renamed), and no request fails.
+/// USR2 + TERM of the old master under load (fresh and keep-alive connections): the new
+/// binary takes over the sockets, is promoted (pidfile `.2` renamed), and no request fails.
 #[test]
 fn usr2_upgrade_under_load_loses_no_request() {
     let tmp = TempDir::new("usr2");
@@ -437,7 +379,9 @@ fn usr2_upgrade_under_load_loses_no_request() {
     );
     s.wait_workers(2, DEADLINE);
     let load = SteadyLoad::start(s.port);
+    let keepalive = KeepAliveLoad::start(s.port, 50);
     load.wait_for_more(5);
+    keepalive.wait_for_more(200);
     s.send_signal("USR2");
     let new_master: u32 = crate::support::poll_until(DEADLINE, || {
         std::fs::read_to_string(&pid2).ok()?.trim().parse().ok()
@@ -458,7 +402,10 @@ fn usr2_upgrade_under_load_loses_no_request() {
         (text.trim() == new_master.to_string() && !pid2.exists()).then_some(())
     });
     load.wait_for_more(5);
+    keepalive.wait_for_more(200);
     let (ok, failed) = load.finish();
+    let (kept, lost) = keepalive.finish();
+    crate::lifecycle::assert_none_lost(kept, &lost, &s);
     assert!(
         promoted.is_some(),
         "the new master was promoted: {}",

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};

@@ -1,0 +1,220 @@
+//! The connection lifecycle under keep-alive: a request that was sent is answered, across
+//! slow requests and `--max-requests` recycling (HUP and USR2 are in `signals`),
+//! descriptor exhaustion, privilege drops and read-ahead floods.
+//!
+//! The clients behave like production ones ([`KeepAliveLoad`]): persistent connections,
+//! the next request sent right after a response, a reconnect only when the server said
+//! `Connection: close`. Any request that was sent and got no complete response is lost.
+
+use std::time::{Duration, Instant};
+
+use crate::support::load::KeepAliveLoad;
+use crate::support::{Server, TempDir, LOG_DEADLINE as DEADLINE};
+
+/// Asserts that a load ran and lost nothing.
+pub fn assert_none_lost(ok: u32, lost: &[String], s: &Server) {
+    assert!(ok > 50, "the load ran ({ok} requests)");
+    assert!(
+        lost.is_empty(),
+        "{} of {} requests lost: {:?}\n--- server log ---\n{}",
+        lost.len(),
+        ok as usize + lost.len(),
+        &lost[..lost.len().min(5)],
+        s.stderr()
+    );
+}
+
+/// Keep-alive clients that wait behind another client's slow request (longer than
+/// `--keep-alive`) are answered when the worker is free, not reset: the idle clock stands
+/// still while the worker cannot serve them.
+#[test]
+fn a_slow_request_costs_other_keepalive_clients_nothing() {
+    let s = Server::start(
+        "ka-slow",
+        &["-w", "2", "--keep-alive", "1", "app:application"],
+    );
+    let load = KeepAliveLoad::start(s.port, 10);
+    load.wait_for_more(50);
+    // Longer than the keep-alive timeout; clients on this worker wait behind it.
+    let slow = s.get("/sleep?s=3");
+    assert_eq!(slow.status, 200);
+    load.wait_for_more(50);
+    let (ok, lost) = load.finish();
+    assert_none_lost(ok, &lost, &s);
+}
+
+/// `--max-requests` recycles workers many times under keep-alive load; nothing is lost.
+#[test]
+fn max_requests_recycling_loses_no_keepalive_request() {
+    let s = Server::start(
+        "ka-max",
+        &["-w", "2", "--max-requests", "50", "app:application"],
+    );
+    let load = KeepAliveLoad::start(s.port, 4);
+    load.wait_for_more(600);
+    let (ok, lost) = load.finish();
+    let recycled = s
+        .stderr()
+        .matches("Autorestarting worker after current request.")
+        .count();
+    assert!(recycled >= 5, "workers were recycled ({recycled} times)");
+    assert_none_lost(ok, &lost, &s);
+}
+
+/// Tests that switch to `nobody` need root (CI runs as root); elsewhere they say so and pass.
+fn running_as_root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: needs root to switch users");
+    }
+    root
+}
+
+/// An app that imports nothing: only what the worker itself needs from the standard library.
+const BARE_APP: &str = r#"
+def application(environ, start_response):
+    sock = environ["gunicorn.socket"]
+    body = ("%s %s" % (type(sock).__name__, sock.fileno() >= 0)).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// With `-u nobody` and an interpreter under a directory `nobody` cannot read (here the
+/// build's Python, under root's home, or any root-only install), the worker still serves:
+/// everything it needs was imported before the privilege drop.
+#[test]
+fn a_worker_as_nobody_serves_without_reading_the_standard_library() {
+    if !running_as_root() {
+        return;
+    }
+    let dir = TempDir::new("nobody-app");
+    std::fs::write(dir.join("bare.py"), BARE_APP).unwrap();
+    let s = Server::builder("nobody")
+        .cwd(dir.path())
+        .args(["-w", "1", "-u", "nobody", "-g", "65534", "bare:application"])
+        .start();
+    let r = s.get("/");
+    assert_eq!(r.status, 200, "{}", s.stderr());
+    assert_eq!(r.body_str(), "ConnectionSocket True");
+}
+
+/// A worker whose user cannot read the app's packages fails to boot loudly (exit 3, as
+/// Gunicorn's import failures), naming the path it cannot read.
+#[test]
+fn a_worker_that_cannot_read_the_app_says_which_path() {
+    if !running_as_root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("nobody-private");
+    let private = dir.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::write(private.join("bare.py"), BARE_APP).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let done = crate::support::run_to_exit_in(
+        &private,
+        &[
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "-u",
+            "nobody",
+            "-g",
+            "65534",
+            "bare:application",
+        ],
+        &[],
+        DEADLINE,
+    );
+    done.expect_code(3);
+    let output = done.output();
+    let line = output
+        .lines()
+        .find(|l| l.contains("Permission denied: the worker's user (uid 65534"))
+        .unwrap_or_else(|| panic!("no permission report: {output}"));
+    assert!(
+        line.contains(&private.display().to_string()),
+        "the report names the unreadable directory: {line}"
+    );
+}
+
+/// The descriptor numbers process `pid` has open now.
+fn open_fds(pid: u32) -> Vec<u64> {
+    let mut fds: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort_unstable();
+    fds
+}
+
+/// The `RLIMIT_NOFILE` that leaves exactly `n` descriptor numbers free below it (new
+/// descriptors take the lowest free number; the limit bounds numbers, not a count).
+fn limit_leaving(open: &[u64], n: usize) -> u64 {
+    (0..)
+        .filter(|fd| !open.contains(fd))
+        .nth(n)
+        .unwrap_or(u64::MAX)
+}
+
+/// Out of descriptors, a worker says so once, keeps the queued client waiting, and answers
+/// it as soon as descriptors are free again (a timer retries `accept`: no new connection
+/// has to come first). Each connection costs one descriptor.
+#[test]
+fn a_worker_out_of_descriptors_recovers_without_a_new_connection() {
+    let mut s = Server::start(
+        "emfile",
+        &["-w", "1", "--keep-alive", "60", "app:application"],
+    );
+    let worker = s.wait_workers(1, DEADLINE)[0];
+    // A first keep-alive connection, answered: the worker is booted and holds it.
+    let mut first = s.connect();
+    first.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(first.read_response().status, 200);
+    // Room for exactly three more descriptors.
+    let limit = limit_leaving(&open_fds(worker), 3);
+    let rlimit = nix::libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit only reads `rlimit` and writes nothing back (old limit: null).
+    let set = unsafe {
+        nix::libc::prlimit(
+            worker as nix::libc::pid_t,
+            nix::libc::RLIMIT_NOFILE,
+            &rlimit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit on the worker");
+    let mut held: Vec<crate::support::Conn> = (0..3)
+        .map(|_| {
+            let mut c = s.connect();
+            c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(c.read_response().status, 200);
+            c
+        })
+        .collect();
+    held.push(first);
+    let mut queued = s.connect();
+    queued.send("GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.wait_for_log("Can't accept new connections", DEADLINE);
+    held.clear();
+    let freed = Instant::now();
+    let r = queued.read_response();
+    assert_eq!(r.status, 200);
+    assert!(
+        freed.elapsed() < Duration::from_secs(10),
+        "answered {:?} after descriptors were freed",
+        freed.elapsed()
+    );
+    let log = s.wait_for_log("Accepting connections again after", DEADLINE);
+    assert_eq!(
+        log.matches("Can't accept new connections").count(),
+        1,
+        "logged once per burst: {log}"
+    );
+}
