@@ -23,6 +23,7 @@ pub mod python;
 pub mod sock;
 pub mod systemd;
 pub mod tls;
+pub mod transport;
 pub mod worker;
 pub mod wsgi;
 

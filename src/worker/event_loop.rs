@@ -10,19 +10,17 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
-use nix::sys::socket::{
-    accept4, getpeername, setsockopt, shutdown, sockopt, Shutdown, SockFlag, SockaddrStorage,
-};
+use nix::sys::socket::{accept4, getpeername, setsockopt, sockopt, SockFlag, SockaddrStorage};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use tracing::{error, info, warn};
 
-use super::io::Transport;
 use crate::http::error::error_page;
 use crate::http::proxy::{parse_proxy, ProxyMode, ProxyParse};
 use crate::http::request::{parse_head_resuming, HeadScan, Limits};
 use crate::master::WorkerSeed;
 use crate::sock::{ListenAddr, Peer};
+use crate::transport::Transport;
 use crate::wsgi::environ::ConnEnv;
 use crate::wsgi::{Exchange, Outcome, Runtime};
 
@@ -50,7 +48,7 @@ const LAST_CALL: Duration = Duration::from_secs(1);
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Read-ahead budget of one worker: the capacity of all connection buffers together. Past
 /// it, the connection holding the most is refused (its head is unreasonably large).
-const MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
+const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 /// A buffer this large is measured against the budget; an emptied one is freed.
 const LARGE_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -63,18 +61,28 @@ struct ListenerState {
     server: Option<(Py<PyString>, Py<PyString>)>,
 }
 
-#[derive(PartialEq, Eq)]
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
 enum Phase {
     /// Between requests: waiting up to `keepalive` for the next one.
     Idle,
     /// Some bytes of a head arrived: the rest must come before the head deadline.
     Head,
+    /// A response is complete but the client has not taken all of it: the loop sends the
+    /// rest as the socket drains (the worker serves others meanwhile), then goes on with
+    /// [`After`]. Nothing is read from the connection until then.
+    Flushing(After),
     /// Our side is shut down; discarding the client's last bytes before closing.
     Closing,
 }
 
+/// What a connection does once its response is out.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+enum After {
+    KeepAlive,
+    Close,
+}
+
 struct Conn {
-    fd: OwnedFd,
     buf: Vec<u8>,
     /// Where the head parser stopped in `buf` (it resumes there when more bytes come).
     scan: HeadScan,
@@ -88,7 +96,7 @@ struct Conn {
     queued: bool,
     /// Requests answered on this connection (a fresh one is never "idle keep-alive").
     requests: u64,
-    /// The socket, or the TLS session over it.
+    /// The socket (it owns it), or the TLS session over it.
     io: Transport,
     accepted_at: Instant,
     /// The TCP peer (None on unix sockets), before any PROXY header.
@@ -274,7 +282,7 @@ impl<'a> EventLoop<'a> {
                 }
             }
             if woke {
-                super::io::drain_wake_fd();
+                crate::transport::drain_wake_fd();
                 if let Err(e) = py.check_signals() {
                     return exit_status(py, &e);
                 }
@@ -452,16 +460,14 @@ impl<'a> EventLoop<'a> {
             Peer::Tcp(a) => (a.ip().to_string(), Some(a.port().to_string())),
             Peer::Unix => (String::new(), None),
         };
+        let raw_fd = fd.as_raw_fd();
         let io = match &self.seed.config.tls {
             Some(tls) => {
                 let session = rustls::ServerConnection::new(std::sync::Arc::clone(tls))
                     .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
-                Transport::Tls(
-                    fd.as_raw_fd(),
-                    std::rc::Rc::new(std::cell::RefCell::new(session)),
-                )
+                Transport::tls(fd, session)
             }
-            None => Transport::Plain(fd.as_raw_fd()),
+            None => Transport::plain(fd),
         };
         let env = ConnEnv {
             https: io.is_tls(),
@@ -476,7 +482,7 @@ impl<'a> EventLoop<'a> {
                 ListenAddr::Unix(p) => p.display().to_string(),
                 ListenAddr::Tcp(_) => String::new(),
             },
-            fd: fd.as_raw_fd(),
+            fd: raw_fd,
             socket: std::cell::OnceCell::new(),
             trusted: self.seed.config.forwarded_allow_ips.trusts(peer.ip()),
             proxy: None,
@@ -491,13 +497,12 @@ impl<'a> EventLoop<'a> {
         self.poll
             .registry()
             .register(
-                &mut SourceFd(&fd.as_raw_fd()),
+                &mut SourceFd(&raw_fd),
                 Token(CONN_BASE + idx),
                 Interest::READABLE,
             )
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         self.conns[idx] = Some(Conn {
-            fd,
             buf: Vec::new(),
             scan: HeadScan::default(),
             phase: Phase::Idle,
@@ -521,7 +526,8 @@ impl<'a> EventLoop<'a> {
             let _ = self
                 .poll
                 .registry()
-                .deregister(&mut SourceFd(&conn.fd.as_raw_fd()));
+                .deregister(&mut SourceFd(&conn.io.raw_fd()));
+            conn.io.close();
             self.free.push(idx);
             self.open -= 1;
         }
@@ -533,7 +539,7 @@ impl<'a> EventLoop<'a> {
         let linger_until = self.clock() + LINGER;
         if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
             conn.io.close_notify(py);
-            if shutdown(conn.fd.as_raw_fd(), Shutdown::Write).is_err() {
+            if !conn.io.shutdown_write() {
                 self.close(py, idx);
                 return;
             }
@@ -638,10 +644,14 @@ impl<'a> EventLoop<'a> {
     /// cannot monopolise the worker while other connections wait.
     fn on_readable(&mut self, py: Python<'_>, idx: usize) -> Option<i32> {
         let conn = self.conns.get_mut(idx)?.as_mut()?;
+        if let Phase::Flushing(after) = conn.phase {
+            self.flush(py, idx, after);
+            return None;
+        }
         if conn.phase == Phase::Closing {
             let mut sink = [0u8; 4096];
             loop {
-                match nix::unistd::read(&conn.fd, &mut sink) {
+                match conn.io.read_raw(&mut sink) {
                     Ok(0) => {
                         self.close(py, idx);
                         return None;
@@ -666,7 +676,7 @@ impl<'a> EventLoop<'a> {
         self.enforce_read_budget(py, idx);
         let served = match self.serve_one(py, idx) {
             Served::Exit(code) => return Some(code),
-            Served::Closed => return None,
+            Served::Closed | Served::Flushing => return None,
             Served::Request => true,
             Served::Incomplete => false,
         };
@@ -697,8 +707,79 @@ impl<'a> EventLoop<'a> {
             let _ = conn.io.write_all(py, slices, self.head_timeout);
             self.busy += began.elapsed();
         }
-        self.close_gracefully(py, idx);
-        Served::Closed
+        self.finish_response(py, idx, After::Close)
+    }
+
+    /// A response is complete: go on with `after` now, or once the loop has sent what the
+    /// client has not taken yet.
+    fn finish_response(&mut self, py: Python<'_>, idx: usize, after: After) -> Served {
+        let deadline = self.clock() + self.head_timeout;
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return Served::Closed;
+        };
+        if !conn.io.has_pending_output() {
+            return self.after_response(py, idx, after);
+        }
+        conn.phase = Phase::Flushing(after);
+        conn.deadline = deadline;
+        let _ = self.poll.registry().reregister(
+            &mut SourceFd(&conn.io.raw_fd()),
+            Token(CONN_BASE + idx),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        Served::Flushing
+    }
+
+    /// The response is out: wait for the next request, or close.
+    fn after_response(&mut self, py: Python<'_>, idx: usize, after: After) -> Served {
+        if after == After::Close {
+            self.close_gracefully(py, idx);
+            return Served::Closed;
+        }
+        let now = self.clock();
+        if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+            let idle = conn.buf.is_empty();
+            if idle && conn.buf.capacity() > LARGE_BUFFER_BYTES {
+                conn.buf = Vec::new();
+            }
+            conn.phase = if idle { Phase::Idle } else { Phase::Head };
+            conn.deadline = now
+                + if idle {
+                    self.keepalive
+                } else {
+                    self.head_timeout
+                };
+        }
+        Served::Request
+    }
+
+    /// Sends more of a finished response to a client that was slow to take it; when all is
+    /// out, the connection goes on (and is read again: requests may have arrived meanwhile).
+    fn flush(&mut self, py: Python<'_>, idx: usize, after: After) {
+        let deadline = self.clock() + self.head_timeout;
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let before = conn.io.flushed_bytes();
+        match conn.io.flush_nonblocking() {
+            Ok(true) => {
+                let _ = self.poll.registry().reregister(
+                    &mut SourceFd(&conn.io.raw_fd()),
+                    Token(CONN_BASE + idx),
+                    Interest::READABLE,
+                );
+                if self.after_response(py, idx, after) == Served::Request {
+                    self.requeue(idx);
+                }
+            }
+            Ok(false) => {
+                // The write deadline counts from the client's last progress.
+                if conn.io.flushed_bytes() > before {
+                    conn.deadline = deadline;
+                }
+            }
+            Err(_) => self.close(py, idx),
+        }
     }
 
     /// Parses the head at the start of the connection's buffer and serves that request.
@@ -806,29 +887,12 @@ impl<'a> EventLoop<'a> {
             info!("Autorestarting worker after current request.");
             super::retire();
         }
+        if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+            conn.requests += 1;
+        }
         match outcome {
-            Outcome::KeepAlive => {
-                let now = self.clock();
-                if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
-                    conn.requests += 1;
-                    let idle = conn.buf.is_empty();
-                    if idle && conn.buf.capacity() > LARGE_BUFFER_BYTES {
-                        conn.buf = Vec::new();
-                    }
-                    conn.phase = if idle { Phase::Idle } else { Phase::Head };
-                    conn.deadline = now
-                        + if idle {
-                            self.keepalive
-                        } else {
-                            self.head_timeout
-                        };
-                }
-                Served::Request
-            }
-            Outcome::Close => {
-                self.close_gracefully(py, idx);
-                Served::Closed
-            }
+            Outcome::KeepAlive => self.finish_response(py, idx, After::KeepAlive),
+            Outcome::Close => self.finish_response(py, idx, After::Close),
             Outcome::Exit(_) => {
                 // Like Gunicorn's sync worker: an abort or quit that interrupted a request
                 // was answered (500) and the worker leaves with status 0, so the master has
@@ -841,7 +905,10 @@ impl<'a> EventLoop<'a> {
 }
 
 /// What serving from a connection's buffer did.
+#[derive(PartialEq, Eq, Debug)]
 enum Served {
+    /// A response waits for a slow client; the loop sends it (the connection is parked).
+    Flushing,
     /// One request was answered; the connection stays open.
     Request,
     /// No complete head yet.

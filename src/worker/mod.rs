@@ -5,7 +5,6 @@
 //! a buffer, not the worker. Only a complete request head reaches the app.
 
 mod event_loop;
-pub mod io;
 mod reload;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -199,7 +198,7 @@ fn install_signals(py: Python<'_>) -> PyResult<OwnedFd> {
     sigmod.call_method("set_wakeup_fd", (write.as_raw_fd(),), Some(&kwargs))?;
     // Python keeps using the raw fd number; the write end must stay open for our lifetime.
     std::mem::forget(write);
-    io::set_wake_fd(read.as_raw_fd());
+    crate::transport::set_wake_fd(read.as_raw_fd());
     Ok(read)
 }
 

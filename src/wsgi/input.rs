@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::http::body::BodyDecoder;
 use crate::http::error::ParseError;
-use crate::worker::io::{IoError, Transport};
+use crate::transport::{IoError, Transport};
 
 /// How much is read from the socket per system call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;

@@ -21,7 +21,7 @@ use crate::http::body::BodyDecoder;
 use crate::http::error::error_page;
 use crate::http::request::RequestHead;
 use crate::log::access::{AccessLog, AccessRecord};
-use crate::worker::io::IoError;
+use crate::transport::IoError;
 use environ::{ConnEnv, EnvironBuilder, EnvironError};
 use file_wrapper::FileWrapper;
 use input::{BodySource, WsgiInput};
@@ -88,7 +88,7 @@ pub enum Outcome {
 
 /// The connection a request arrived on, as the runtime needs it.
 pub struct Exchange<'a> {
-    pub io: crate::worker::io::Transport,
+    pub io: crate::transport::Transport,
     /// Bytes received after the head (body, maybe a pipelined request); given back after.
     pub buf: &'a mut Vec<u8>,
     pub conn: &'a ConnEnv,

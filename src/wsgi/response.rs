@@ -17,7 +17,7 @@ use crate::http::error::ResponseError;
 use crate::http::response::{
     chunk_size_line, encode_early_hints, encode_head, Framing, ResponsePlan, ResponseSpec,
 };
-use crate::worker::io::{IoError, Transport};
+use crate::transport::{IoError, Transport};
 
 /// The facts about the request that shape the response.
 #[derive(Clone, Copy, Debug)]
@@ -231,15 +231,13 @@ impl ResponseWriter {
                 .write_all(py, &mut [IoSlice::new(line)], self.timeout)
                 .map_err(SendError::Io)?;
         }
-        let sent =
-            crate::worker::io::send_file(py, self.io.fd(), file_fd, offset, count, self.timeout)
-                .map_err(SendError::Io)?;
-        if sent < count {
-            // The file shrank under us: the framing promised more bytes than exist.
-            return Err(SendError::Io(IoError::Closed(
-                std::io::ErrorKind::UnexpectedEof.into(),
-            )));
-        }
+        // SAFETY: the fd belongs to the app's file object, which the wrapper keeps open for
+        // this call; what waits for the client later uses its own duplicate.
+        let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(file_fd) };
+        self.io
+            .send_file(file, offset, count)
+            .map_err(SendError::Io)?;
+        let sent = count;
         if chunked {
             self.io
                 .write_all(py, &mut [IoSlice::new(b"\r\n")], self.timeout)

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::load::KeepAliveLoad;
-use crate::support::{Server, TempDir, LOG_DEADLINE as DEADLINE};
+use crate::support::{poll_until, Server, TempDir, LOG_DEADLINE as DEADLINE};
 
 /// Asserts that a load ran and lost nothing.
 pub fn assert_none_lost(ok: u32, lost: &[String], s: &Server) {
@@ -217,4 +217,142 @@ fn a_worker_out_of_descriptors_recovers_without_a_new_connection() {
         1,
         "logged once per burst: {log}"
     );
+}
+
+/// A TCP connection with a tiny receive buffer, so the server's writes stall as soon as
+/// this client stops reading (loopback buffers would otherwise absorb megabytes).
+fn non_reading_client(port: u16) -> std::net::TcpStream {
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
+    let addr = SockaddrIn::new(127, 0, 0, 1, port);
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).unwrap();
+    std::net::TcpStream::from(fd)
+}
+
+/// Slow readers cannot pin a worker: with `-w 1`, a client that never reads a 512 KiB
+/// generated response and another that never reads a 50 MB file are answered from the
+/// event loop, and a third client is served at once (before: after `--timeout` per stall).
+#[test]
+fn clients_that_do_not_read_their_responses_do_not_hold_the_worker() {
+    use std::io::Write;
+    let tmp = TempDir::new("slow-readers");
+    let file = tmp.join("big.bin");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(50_000_000)
+        .unwrap();
+    let s = Server::start("slow-readers", &["-w", "1", "-t", "10", "app:application"]);
+    let mut big = non_reading_client(s.port);
+    big.write_all(b"GET /big?size=524288&cl=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut huge = non_reading_client(s.port);
+    let request = format!(
+        "GET /file?path={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        file.display()
+    );
+    huge.write_all(request.as_bytes()).unwrap();
+    // Both responses have started (their first bytes wait in the clients' buffers).
+    for client in [&big, &huge] {
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        assert!(client.peek(&mut [0u8; 1]).is_ok_and(|n| n == 1));
+    }
+    let asked = Instant::now();
+    let r = s.get("/pid");
+    assert_eq!(r.status, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "the third client waited {:?} behind the non-reading ones",
+        asked.elapsed()
+    );
+    // The stalled responses are still there for their clients, whole.
+    use std::io::Read;
+    let mut got = Vec::new();
+    let complete = |got: &[u8]| {
+        got.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .is_some_and(|i| got.len() - (i + 4) >= 524_288)
+    };
+    while !complete(&got) {
+        let mut chunk = [0u8; 65536];
+        match big.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body_start = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(got.len() - body_start, 524_288, "the whole 512 KiB arrived");
+    assert!(got[body_start..]
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == (i % 251) as u8));
+}
+
+/// Pushes up to `each` bytes of `pattern` (repeated) into every connection without reading
+/// anything back, for at most 5 s; returns the connections (kept open).
+fn flood(port: u16, conns: usize, pattern: &[u8], each: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    let mut streams: Vec<(std::net::TcpStream, usize)> = (0..conns)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, 0)
+        })
+        .collect();
+    let data: Vec<u8> = pattern.iter().copied().cycle().take(each).collect();
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && streams.iter().any(|(_, sent)| *sent < each) {
+        for (s, sent) in streams.iter_mut().filter(|(_, sent)| *sent < each) {
+            match s.write(&data[*sent..]) {
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => *sent = each,
+            }
+        }
+        std::thread::yield_now();
+    }
+    streams.into_iter().map(|(s, _)| s).collect()
+}
+
+/// Read-ahead is bounded: 100 slow clients with 800 KB heads that never end (each within
+/// every limit) and 300 connections that each push 1 MB of pipelined requests and never
+/// read leave the worker under 64 MB of memory while normal clients are served.
+#[test]
+fn read_ahead_floods_stay_within_the_worker_budget() {
+    let mut s = Server::start("read-ahead", &["-w", "1", "app:application"]);
+    let worker = s.wait_workers(1, DEADLINE)[0];
+    assert_eq!(s.get("/pid").status, 200);
+    // 98 header lines of 8000 bytes each, and no empty line.
+    let line = format!("X-Long: {}\r\n", "y".repeat(7990));
+    let head = format!("GET / HTTP/1.1\r\nHost: x\r\n{}", line.repeat(98));
+    let partial = flood(s.port, 100, head.as_bytes(), head.len());
+    // 1 KiB requests, pipelined.
+    let padding = "x".repeat(1024 - 39);
+    let request = format!("GET /pid HTTP/1.1\r\nHost: x\r\nX-Pad: {padding}\r\n\r\n");
+    assert_eq!(request.len(), 1024);
+    let pipelined = flood(s.port, 300, request.as_bytes(), 1 << 20);
+    // The kernel holds what the worker has not read yet; give it time to read greedily
+    // (as it did before), serving normal clients meanwhile.
+    let over = poll_until(Duration::from_secs(3), || {
+        assert_eq!(s.get("/pid").status, 200, "a normal client is served");
+        let peak = crate::support::proc_status_kib(worker, "VmHWM").unwrap_or(0);
+        (peak >= 64 * 1024).then_some(peak)
+    });
+    assert_eq!(over, None, "the worker's memory peaked past 64 MiB");
+    assert!(
+        s.stderr().contains("read-ahead budget"),
+        "the largest heads were refused: {}",
+        s.stderr()
+    );
+    drop((pipelined, partial));
 }

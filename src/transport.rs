@@ -1,0 +1,558 @@
+//! A connection's byte transport, below both the worker's event loop and the WSGI layer:
+//! the socket (or a TLS session over it), waits with a deadline and the GIL released (woken
+//! by signals through Python's wakeup fd, so TERM, QUIT or a timeout's ABRT are handled
+//! while a client is slow), and an outbox of response bytes the client has not taken yet.
+//!
+//! The outbox is what keeps a slow reader from pinning the worker: when the socket is full,
+//! up to [`OUTBOX_BYTES`] of a response (and a `sendfile` body of any size) wait there, the
+//! request completes, and the event loop drains the rest while it serves other connections.
+//! Only output beyond that bound makes the worker wait for the client.
+//!
+//! A [`Transport`] is a cheap handle (an `Rc`) shared by the event loop and the request's
+//! Python objects. The socket belongs to it: once the connection is closed, every handle
+//! still around (a `write` callable kept by the app) fails instead of reaching whatever
+//! descriptor later reuses the number.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use pyo3::{PyResult, Python};
+
+/// Response bytes one connection may hold for a client that is not reading (at least a
+/// whole ordinary response); beyond it the worker waits for the client.
+pub const OUTBOX_BYTES: usize = 1024 * 1024;
+/// Response bytes all connections of a process may hold together (files not counted: they
+/// stay in the page cache, not in our memory).
+const QUEUED_BYTES_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Bytes held in every outbox of this process.
+static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Read end of the worker's signal wakeup pipe (-1 outside a worker).
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Records the wakeup pipe's read end for every wait in this process.
+pub fn set_wake_fd(fd: RawFd) {
+    WAKE_FD.store(fd, Ordering::Relaxed);
+}
+
+/// The wakeup pipe's read end, if this process is a worker.
+pub fn wake_fd() -> Option<RawFd> {
+    Some(WAKE_FD.load(Ordering::Relaxed)).filter(|&fd| fd >= 0)
+}
+
+/// Empties the wakeup pipe (its bytes only say "a signal came").
+pub fn drain_wake_fd() {
+    if let Some(fd) = wake_fd() {
+        let mut sink = [0u8; 64];
+        // SAFETY: the wakeup pipe stays open for the worker's whole life.
+        let pipe = unsafe { BorrowedFd::borrow_raw(fd) };
+        while nix::unistd::read(pipe, &mut sink).is_ok_and(|n| n > 0) {}
+    }
+}
+
+/// Why a blocking operation did not complete.
+#[derive(Debug)]
+pub enum IoError {
+    /// The peer went away, the socket failed, or the connection is already closed.
+    Closed(std::io::Error),
+    /// No progress before the deadline.
+    TimedOut,
+    /// A signal handler raised (SystemExit from QUIT/INT/ABRT): the worker must leave.
+    Signal(pyo3::PyErr),
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IoError::Closed(e) => write!(f, "{e}"),
+            IoError::TimedOut => write!(f, "timed out"),
+            IoError::Signal(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+fn closed(e: impl Into<std::io::Error>) -> IoError {
+    IoError::Closed(e.into())
+}
+
+/// Runs pending Python signal handlers; an exception they raise ends the wait.
+fn run_signal_handlers(py: Python<'_>) -> PyResult<()> {
+    drain_wake_fd();
+    py.check_signals()
+}
+
+/// Waits until `fd` is readable (or writable), up to `deadline`, GIL released.
+fn wait_ready(py: Python<'_>, fd: RawFd, writable: bool, deadline: Instant) -> Result<(), IoError> {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(IoError::TimedOut);
+        }
+        let wait_ms = (deadline - now).as_millis().min(1000) as u16;
+        let wake = wake_fd();
+        let (ready, woke) = py.detach(move || {
+            let flags = if writable {
+                PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            // SAFETY: `fd` is the connection's socket, open for this whole call (only the
+            // owning thread closes it, and it is here); the wakeup pipe is never closed.
+            let mut fds = vec![PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, flags)];
+            if let Some(w) = wake {
+                // SAFETY: as above.
+                fds.push(PollFd::new(
+                    unsafe { BorrowedFd::borrow_raw(w) },
+                    PollFlags::POLLIN,
+                ));
+            }
+            match poll(&mut fds, PollTimeout::from(wait_ms)) {
+                Ok(_) => {
+                    let ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+                    let woke = fds
+                        .get(1)
+                        .and_then(|f| f.revents())
+                        .is_some_and(|r| !r.is_empty());
+                    (ready, woke)
+                }
+                Err(_) => (false, true),
+            }
+        });
+        if woke {
+            run_signal_handlers(py).map_err(IoError::Signal)?;
+        }
+        if ready {
+            return Ok(());
+        }
+    }
+}
+
+/// `Read`/`Write` over a raw non-blocking fd, for rustls' `read_tls`/`write_tls`.
+struct FdIo<'a>(BorrowedFd<'a>);
+
+impl std::io::Read for FdIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        nix::unistd::read(self.0, buf).map_err(std::io::Error::from)
+    }
+}
+
+impl std::io::Write for FdIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        nix::unistd::write(self.0, buf).map_err(std::io::Error::from)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What waits in an outbox, in order.
+enum Segment {
+    Bytes {
+        data: Vec<u8>,
+        sent: usize,
+    },
+    /// The rest of a `sendfile` body: a duplicate of the app's file descriptor (the app's
+    /// file object is closed when the request ends).
+    File {
+        file: OwnedFd,
+        offset: i64,
+        left: u64,
+    },
+}
+
+#[derive(Default)]
+struct Outbox {
+    segments: VecDeque<Segment>,
+    /// Bytes held in `Bytes` segments.
+    bytes: usize,
+}
+
+impl Outbox {
+    fn push_bytes(&mut self, slices: &[IoSlice<'_>]) {
+        let len: usize = slices.iter().map(|s| s.len()).sum();
+        let mut data = Vec::with_capacity(len);
+        for s in slices {
+            data.extend_from_slice(s);
+        }
+        self.bytes += len;
+        QUEUED_BYTES.fetch_add(len, Ordering::Relaxed);
+        self.segments.push_back(Segment::Bytes { data, sent: 0 });
+    }
+
+    /// Whether `len` more bytes may wait here (and in the process as a whole).
+    fn has_room(&self, len: usize) -> bool {
+        self.bytes + len <= OUTBOX_BYTES
+            && QUEUED_BYTES.load(Ordering::Relaxed) + len <= QUEUED_BYTES_LIMIT
+    }
+
+    fn clear(&mut self) {
+        QUEUED_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.bytes = 0;
+        self.segments.clear();
+    }
+}
+
+struct Link {
+    /// The socket's number while it is open, -1 after [`Transport::close`].
+    fd: Cell<RawFd>,
+    socket: RefCell<Option<OwnedFd>>,
+    tls: Option<RefCell<rustls::ServerConnection>>,
+    /// Plain sockets only; a TLS session buffers its own records (up to [`OUTBOX_BYTES`]).
+    out: RefCell<Outbox>,
+    /// Bytes sent from the outbox (or the TLS session's buffer) so far: a flush that moved
+    /// this made progress.
+    flushed: Cell<u64>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.out.get_mut().clear();
+    }
+}
+
+/// A connection's byte stream: the socket itself, or a TLS session over it. Cloning is
+/// cheap; every clone is the same connection.
+#[derive(Clone)]
+pub struct Transport(Rc<Link>);
+
+impl Transport {
+    /// A plain connection over `socket` (non-blocking).
+    pub fn plain(socket: OwnedFd) -> Transport {
+        Transport::new(socket, None)
+    }
+
+    /// A TLS connection over `socket` (non-blocking).
+    pub fn tls(socket: OwnedFd, mut session: rustls::ServerConnection) -> Transport {
+        session.set_buffer_limit(Some(OUTBOX_BYTES));
+        Transport::new(socket, Some(RefCell::new(session)))
+    }
+
+    fn new(socket: OwnedFd, tls: Option<RefCell<rustls::ServerConnection>>) -> Transport {
+        Transport(Rc::new(Link {
+            fd: Cell::new(socket.as_raw_fd()),
+            socket: RefCell::new(Some(socket)),
+            tls,
+            out: RefCell::new(Outbox::default()),
+            flushed: Cell::new(0),
+        }))
+    }
+
+    /// The socket's number (-1 once closed), for registering it with the event loop.
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.fd.get()
+    }
+
+    /// The socket for one system call; an error once the connection is closed.
+    fn socket(&self) -> Result<BorrowedFd<'_>, IoError> {
+        match self.0.fd.get() {
+            -1 => Err(closed(Errno::EBADF)),
+            // SAFETY: the descriptor is open: only `close` (on this thread, not during this
+            // borrow's syscall) closes it, and it sets the number to -1 first.
+            fd => Ok(unsafe { BorrowedFd::borrow_raw(fd) }),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.0.tls.is_some()
+    }
+
+    /// Closes the socket now. Handles still held elsewhere fail from here on.
+    pub fn close(&self) {
+        self.0.fd.set(-1);
+        self.0.out.borrow_mut().clear();
+        drop(self.0.socket.borrow_mut().take());
+    }
+
+    /// Reads raw bytes (no TLS), to discard what a closing client still sends.
+    ///
+    /// # Errors
+    /// As `read(2)`; EBADF once closed.
+    pub fn read_raw(&self, buf: &mut [u8]) -> nix::Result<usize> {
+        match self.socket() {
+            Ok(fd) => nix::unistd::read(fd, buf),
+            Err(_) => Err(Errno::EBADF),
+        }
+    }
+
+    /// Shuts our sending side down (after the last response); false if that failed.
+    pub fn shutdown_write(&self) -> bool {
+        self.socket().is_ok_and(|fd| {
+            nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Write).is_ok()
+        })
+    }
+
+    /// Reads what is available without waiting: `Ok(0)` at end of stream, `WouldBlock`
+    /// when nothing has arrived. TLS handshake replies are sent on the way.
+    pub fn read_nonblocking(
+        &self,
+        py: Python<'_>,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> std::io::Result<usize> {
+        let fd = self
+            .socket()
+            .map_err(|_| std::io::Error::from(Errno::EBADF))?;
+        let Some(tls) = &self.0.tls else {
+            return nix::unistd::read(fd, buf).map_err(std::io::Error::from);
+        };
+        let mut tls = tls.borrow_mut();
+        loop {
+            match std::io::Read::read(&mut tls.reader(), buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // The peer closed without close_notify: treat as end of stream.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(&mut FdIo(fd))? == 0 {
+                return Ok(0);
+            }
+            let processed = tls.process_new_packets();
+            // Handshake messages (or an alert) go out before we look for data.
+            flush_tls(py, fd, &mut tls, timeout)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let Err(e) = processed {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+
+    /// Reads once into `buf`'s spare capacity (at most `max` bytes), waiting up to
+    /// `timeout` for data; 0 at end of stream.
+    pub fn read_some(
+        &self,
+        py: Python<'_>,
+        buf: &mut Vec<u8>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, IoError> {
+        let deadline = Instant::now() + timeout;
+        if self.has_pending_output() {
+            // What we owe the client (a `100 Continue`) goes first, as far as it can.
+            self.flush_nonblocking()?;
+        }
+        let start = buf.len();
+        buf.resize(start + max, 0);
+        let result = loop {
+            match self.read_nonblocking(py, &mut buf[start..], timeout) {
+                Ok(n) => break Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = wait_ready(py, self.raw_fd(), false, deadline) {
+                        break Err(e);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(IoError::Closed(e)),
+            }
+        };
+        buf.truncate(start + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
+    /// Sends every byte of `slices` (encrypted under TLS), or leaves what the socket does
+    /// not take in the outbox while it has room; otherwise waits (GIL released) for the
+    /// client, each wait lasting at most `timeout` without progress.
+    pub fn write_all(
+        &self,
+        py: Python<'_>,
+        slices: &mut [IoSlice<'_>],
+        timeout: Duration,
+    ) -> Result<(), IoError> {
+        if let Some(tls) = &self.0.tls {
+            return self.write_tls(py, &mut tls.borrow_mut(), slices, timeout);
+        }
+        let mut slices = slices;
+        IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            // Queued bytes go out first, so order is kept.
+            if self.flush_nonblocking()? {
+                match nix::sys::uio::writev(self.socket()?, slices) {
+                    Ok(0) => return Err(closed(std::io::ErrorKind::WriteZero)),
+                    Ok(n) => {
+                        IoSlice::advance_slices(&mut slices, n);
+                        continue;
+                    }
+                    Err(Errno::EAGAIN) => {}
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(closed(e)),
+                }
+            }
+            let len = slices.iter().map(|s| s.len()).sum();
+            let mut out = self.0.out.borrow_mut();
+            if out.has_room(len) {
+                out.push_bytes(slices);
+                return Ok(());
+            }
+            drop(out);
+            wait_ready(py, self.raw_fd(), true, Instant::now() + timeout)?;
+        }
+        Ok(())
+    }
+
+    fn write_tls(
+        &self,
+        py: Python<'_>,
+        tls: &mut rustls::ServerConnection,
+        slices: &[IoSlice<'_>],
+        timeout: Duration,
+    ) -> Result<(), IoError> {
+        let fd = self.socket()?;
+        for slice in slices {
+            let mut rest: &[u8] = slice;
+            while !rest.is_empty() {
+                let n = std::io::Write::write(&mut tls.writer(), rest).map_err(IoError::Closed)?;
+                rest = &rest[n..];
+                if n == 0 {
+                    // The session's buffer is full: the client must take some first.
+                    flush_tls(py, fd, tls, timeout)?;
+                } else {
+                    send_tls(fd, tls)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `count` bytes of `file` from `offset` with `sendfile(2)` (no copy through user
+    /// space); what the socket does not take now waits in the outbox, whatever its size.
+    pub fn send_file(
+        &self,
+        file: BorrowedFd<'_>,
+        mut offset: i64,
+        count: u64,
+    ) -> Result<(), IoError> {
+        let mut left = count;
+        if self.flush_nonblocking()? {
+            while left > 0 {
+                let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+                match nix::sys::sendfile::sendfile(self.socket()?, file, Some(&mut offset), chunk) {
+                    // The file is shorter than announced: the framing cannot be kept.
+                    Ok(0) => return Err(closed(std::io::ErrorKind::UnexpectedEof)),
+                    Ok(n) => left -= n as u64,
+                    Err(Errno::EAGAIN) => break,
+                    Err(Errno::EINTR) => {}
+                    Err(e) => return Err(closed(e)),
+                }
+            }
+        }
+        if left > 0 {
+            let file = file.try_clone_to_owned().map_err(IoError::Closed)?;
+            self.0
+                .out
+                .borrow_mut()
+                .segments
+                .push_back(Segment::File { file, offset, left });
+        }
+        Ok(())
+    }
+
+    /// Bytes sent from what was waiting, so far (see [`Transport::flush_nonblocking`]).
+    pub fn flushed_bytes(&self) -> u64 {
+        self.0.flushed.get()
+    }
+
+    /// Whether response bytes are still waiting for the client.
+    pub fn has_pending_output(&self) -> bool {
+        match &self.0.tls {
+            Some(tls) => tls.borrow().wants_write(),
+            None => !self.0.out.borrow().segments.is_empty(),
+        }
+    }
+
+    /// Sends what is waiting without blocking: true once everything is out, false when the
+    /// socket is full.
+    ///
+    /// # Errors
+    /// The connection failed or is closed; nothing more can be sent.
+    pub fn flush_nonblocking(&self) -> Result<bool, IoError> {
+        if let Some(tls) = &self.0.tls {
+            let mut tls = tls.borrow_mut();
+            let sent = send_tls(self.socket()?, &mut tls)?;
+            self.0.flushed.set(self.0.flushed.get() + sent as u64);
+            return Ok(!tls.wants_write());
+        }
+        let mut out = self.0.out.borrow_mut();
+        while let Some(front) = out.segments.front_mut() {
+            let fd = self.socket()?;
+            let done = match front {
+                Segment::Bytes { data, sent } => match nix::unistd::write(fd, &data[*sent..]) {
+                    Ok(n) => {
+                        self.0.flushed.set(self.0.flushed.get() + n as u64);
+                        *sent += n;
+                        *sent == data.len()
+                    }
+                    Err(Errno::EAGAIN) => return Ok(false),
+                    Err(Errno::EINTR) => false,
+                    Err(e) => return Err(closed(e)),
+                },
+                Segment::File { file, offset, left } => {
+                    let chunk = usize::try_from((*left).min(1 << 30)).unwrap_or(1 << 30);
+                    match nix::sys::sendfile::sendfile(fd, &*file, Some(offset), chunk) {
+                        Ok(0) => return Err(closed(std::io::ErrorKind::UnexpectedEof)),
+                        Ok(n) => {
+                            self.0.flushed.set(self.0.flushed.get() + n as u64);
+                            *left -= n as u64;
+                            *left == 0
+                        }
+                        Err(Errno::EAGAIN) => return Ok(false),
+                        Err(Errno::EINTR) => false,
+                        Err(e) => return Err(closed(e)),
+                    }
+                }
+            };
+            if done {
+                if let Some(Segment::Bytes { data, .. }) = out.segments.pop_front() {
+                    out.bytes -= data.len();
+                    QUEUED_BYTES.fetch_sub(data.len(), Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Ends a TLS session politely (close_notify); nothing to do for plain sockets.
+    pub fn close_notify(&self, py: Python<'_>) {
+        if let (Some(tls), Ok(fd)) = (&self.0.tls, self.socket()) {
+            let mut tls = tls.borrow_mut();
+            tls.send_close_notify();
+            let _ = flush_tls(py, fd, &mut tls, Duration::from_millis(200));
+        }
+    }
+}
+
+/// Sends the session's queued records until the socket is full; returns the bytes sent.
+fn send_tls(fd: BorrowedFd<'_>, tls: &mut rustls::ServerConnection) -> Result<usize, IoError> {
+    let mut sent = 0;
+    while tls.wants_write() {
+        match tls.write_tls(&mut FdIo(fd)) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(IoError::Closed(e)),
+        }
+    }
+    Ok(sent)
+}
+
+/// Sends every queued record, waiting (GIL released) while the socket is full.
+fn flush_tls(
+    py: Python<'_>,
+    fd: BorrowedFd<'_>,
+    tls: &mut rustls::ServerConnection,
+    timeout: Duration,
+) -> Result<(), IoError> {
+    loop {
+        send_tls(fd, tls)?;
+        if !tls.wants_write() {
+            return Ok(());
+        }
+        wait_ready(py, fd.as_raw_fd(), true, Instant::now() + timeout)?;
+    }
+}
