@@ -141,6 +141,8 @@ pub struct WorkerSeed<'a> {
     pub age: u64,
     pub max_requests: u64,
     pub master_pid: Pid,
+    /// Connections passed between workers (see `worker::handoff`).
+    pub handoff: &'a crate::worker::handoff::Channel,
 }
 
 /// The arbiter's state.
@@ -149,6 +151,8 @@ pub struct Master {
     listeners: Vec<Listener>,
     signals: SignalQueue,
     heartbeat: Heartbeat,
+    /// Shared by every worker of this master, like the listeners.
+    handoff: crate::worker::handoff::Channel,
     workers: BTreeMap<Pid, WorkerRecord>,
     num_workers: usize,
     next_age: u64,
@@ -179,6 +183,7 @@ impl Master {
         Ok(Master {
             num_workers: config.workers,
             heartbeat: Heartbeat::new()?,
+            handoff: crate::worker::handoff::Channel::new()?,
             workers: BTreeMap::new(),
             next_age: 0,
             logged_count: 0,
@@ -643,6 +648,7 @@ impl Master {
                     age: self.next_age,
                     max_requests,
                     master_pid: self.pid,
+                    handoff: &self.handoff,
                 };
                 crate::worker::run(seed)
             }

@@ -24,7 +24,11 @@ use crate::transport::Transport;
 use crate::wsgi::environ::ConnEnv;
 use crate::wsgi::{Exchange, Outcome, Runtime};
 
+use super::handoff::{Received, Watcher, MAX_CARRIED_BYTES};
+
 const WAKE: Token = Token(usize::MAX);
+/// The hand-off channel: connections passed on by sibling workers.
+const HANDOFF: Token = Token(usize::MAX - 1);
 /// Connection tokens start here; listener tokens are their index below it.
 const CONN_BASE: usize = 1 << 16;
 /// Read size per `read(2)` while waiting for a request head.
@@ -101,6 +105,10 @@ struct Conn {
     accepted_at: Instant,
     /// The TCP peer (None on unix sockets), before any PROXY header.
     peer_ip: Option<std::net::IpAddr>,
+    /// Index of the listener that accepted it.
+    listener: usize,
+    /// It may move to another worker (not TLS, not PROXY protocol).
+    movable: bool,
     /// A PROXY header may still come (only before the first request).
     proxy_pending: bool,
 }
@@ -131,6 +139,12 @@ pub struct EventLoop<'a> {
     accept_retry: Option<Instant>,
     /// How many accepts failed in the current burst (logged once at its start and end).
     accept_failures: u64,
+    /// Hands idle connections to siblings during long app calls (with more than 1 worker).
+    watcher: Option<Watcher>,
+    /// The hand-off channel may have a connection for us.
+    handoff_ready: bool,
+    /// Slots handed off during the last app call (reused buffer).
+    handed: Vec<usize>,
 }
 
 fn ip_and_port(addr: &ListenAddr) -> Option<(String, String)> {
@@ -149,6 +163,20 @@ impl<'a> EventLoop<'a> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut SourceFd(&wake), WAKE, Interest::READABLE)?;
+        poll.registry().register(
+            &mut SourceFd(&seed.handoff.recv_fd()),
+            HANDOFF,
+            Interest::READABLE,
+        )?;
+        // With one worker there is nobody to hand a connection to.
+        let watcher = if seed.config.workers > 1 {
+            Some(Watcher::start(
+                seed.handoff,
+                seed.config.worker_connections,
+            )?)
+        } else {
+            None
+        };
         let listeners = Python::attach(|py| {
             seed.listeners
                 .iter()
@@ -194,6 +222,9 @@ impl<'a> EventLoop<'a> {
             busy: Duration::ZERO,
             accept_retry: None,
             accept_failures: 0,
+            watcher,
+            handoff_ready: true,
+            handed: Vec::new(),
         };
         for i in 0..lp.listeners.len() {
             lp.set_listening(i, true)?;
@@ -270,6 +301,7 @@ impl<'a> EventLoop<'a> {
             for event in events.iter() {
                 match event.token() {
                     WAKE => woke = true,
+                    HANDOFF => self.handoff_ready = true,
                     Token(i) if i < CONN_BASE => {
                         if let Some(l) = self.listeners.get_mut(i) {
                             l.ready = true;
@@ -369,6 +401,7 @@ impl<'a> EventLoop<'a> {
     /// Accepts at most one connection per listener per turn, so workers sharing a listener
     /// take turns instead of one of them grabbing a whole burst.
     fn accept(&mut self, py: Python<'_>) {
+        self.take_handoff(py);
         if !super::is_alive() || self.fresh_hold().is_some() {
             return;
         }
@@ -435,7 +468,81 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    fn add_conn(&mut self, py: Python<'_>, listener: usize, fd: OwnedFd) -> PyResult<()> {
+    /// Takes one connection a sibling passed on (one per turn, like accepting), also while
+    /// stopping: a connection handed off is never dropped.
+    fn take_handoff(&mut self, py: Python<'_>) {
+        if !self.handoff_ready || self.open >= self.seed.config.worker_connections {
+            return;
+        }
+        match self.seed.handoff.receive() {
+            Ok(received) => self.adopt(py, received),
+            Err(Errno::EAGAIN) => self.handoff_ready = false,
+            Err(e) => warn!("Dropping a connection handed over by a sibling: {e}"),
+        }
+    }
+
+    /// Serves a connection a sibling passed on, with the bytes it had read.
+    fn adopt(&mut self, py: Python<'_>, received: Received) {
+        if received.listener >= self.listeners.len() {
+            warn!("Dropping a connection handed over for an unknown listener");
+            return;
+        }
+        match self.add_conn(py, received.listener, received.socket) {
+            Ok(idx) => {
+                if let Some(conn) = self.conns[idx].as_mut() {
+                    // Not a fresh connection: it has been served before, or was waiting.
+                    conn.requests = 1;
+                    conn.buf = received.buffered;
+                }
+                self.refresh_idle(idx);
+                // Its request is already in the socket (or the buffer): read it now.
+                self.requeue(idx);
+            }
+            Err(e) => error!("Dropping a connection handed over by a sibling: {e}"),
+        }
+    }
+
+    /// Tells the watcher whether connection `idx` is idle and may move to a sibling.
+    fn refresh_idle(&self, idx: usize) {
+        let Some(watcher) = &self.watcher else {
+            return;
+        };
+        let idle = self
+            .conns
+            .get(idx)
+            .and_then(Option::as_ref)
+            .filter(|c| c.movable && c.phase == Phase::Idle && c.buf.is_empty() && !c.eof)
+            .map(|c| (c.io.raw_fd(), c.listener));
+        watcher.set_idle(idx, idle);
+    }
+
+    /// The worker is leaving in the middle of things (a timeout's abort): every connection
+    /// that can move goes to a sibling, with what was already read, instead of being reset.
+    fn hand_off_all(&mut self, py: Python<'_>) {
+        if self.seed.config.workers < 2 {
+            return;
+        }
+        for idx in 0..self.conns.len() {
+            let Some(conn) = self.conns[idx].as_ref() else {
+                continue;
+            };
+            let waiting = matches!(conn.phase, Phase::Idle | Phase::Head);
+            if conn.movable
+                && waiting
+                && !conn.eof
+                && conn.buf.len() <= MAX_CARRIED_BYTES
+                && self
+                    .seed
+                    .handoff
+                    .send(conn.io.raw_fd(), conn.listener, &conn.buf)
+                    .is_ok()
+            {
+                self.close(py, idx);
+            }
+        }
+    }
+
+    fn add_conn(&mut self, py: Python<'_>, listener: usize, fd: OwnedFd) -> PyResult<usize> {
         let l = &self.listeners[listener];
         let peer = match &l.addr {
             ListenAddr::Tcp(_) => {
@@ -494,14 +601,15 @@ impl<'a> EventLoop<'a> {
                 self.conns.len() - 1
             }
         };
-        self.poll
-            .registry()
-            .register(
-                &mut SourceFd(&raw_fd),
-                Token(CONN_BASE + idx),
-                Interest::READABLE,
-            )
-            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&raw_fd),
+            Token(CONN_BASE + idx),
+            Interest::READABLE,
+        ) {
+            self.free.push(idx);
+            return Err(pyo3::exceptions::PyOSError::new_err(e.to_string()));
+        }
+        let movable = !io.is_tls() && self.seed.config.proxy_protocol == ProxyMode::Off;
         self.conns[idx] = Some(Conn {
             buf: Vec::new(),
             scan: HeadScan::default(),
@@ -515,9 +623,12 @@ impl<'a> EventLoop<'a> {
             accepted_at: Instant::now(),
             peer_ip: peer.ip(),
             proxy_pending: self.seed.config.proxy_protocol != ProxyMode::Off,
+            listener,
+            movable,
         });
         self.open += 1;
-        Ok(())
+        self.refresh_idle(idx);
+        Ok(idx)
     }
 
     fn close(&mut self, py: Python<'_>, idx: usize) {
@@ -528,6 +639,7 @@ impl<'a> EventLoop<'a> {
                 .registry()
                 .deregister(&mut SourceFd(&conn.io.raw_fd()));
             conn.io.close();
+            self.refresh_idle(idx);
             self.free.push(idx);
             self.open -= 1;
         }
@@ -577,6 +689,12 @@ impl<'a> EventLoop<'a> {
     /// the peer closed, or a complete request head is buffered (no further read-ahead while
     /// that request waits to be served). Returns whether the socket was read empty.
     fn read_available(&mut self, py: Python<'_>, idx: usize) -> bool {
+        let drained = self.read_into_buffer(py, idx);
+        self.refresh_idle(idx);
+        drained
+    }
+
+    fn read_into_buffer(&mut self, py: Python<'_>, idx: usize) -> bool {
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return true;
         };
@@ -750,6 +868,7 @@ impl<'a> EventLoop<'a> {
                     self.head_timeout
                 };
         }
+        self.refresh_idle(idx);
         Served::Request
     }
 
@@ -879,8 +998,18 @@ impl<'a> EventLoop<'a> {
             may_keep_alive,
         };
         let began = Instant::now();
+        if let Some(watcher) = &self.watcher {
+            watcher.call_started();
+        }
         let outcome = self.runtime.handle(py, &mut exchange, &head);
+        if let Some(watcher) = &self.watcher {
+            watcher.call_ended(&mut self.handed);
+        }
         self.busy += began.elapsed();
+        // Connections a sibling took over while the app ran: only our copy is closed.
+        for handed in std::mem::take(&mut self.handed) {
+            self.close(py, handed);
+        }
         self.served += 1;
         self.seed.heartbeat.beat(self.seed.slot);
         if max_requests > 0 && self.served >= max_requests && super::is_alive() {
@@ -896,8 +1025,9 @@ impl<'a> EventLoop<'a> {
             Outcome::Exit(_) => {
                 // Like Gunicorn's sync worker: an abort or quit that interrupted a request
                 // was answered (500) and the worker leaves with status 0, so the master has
-                // nothing more to report.
+                // nothing more to report. What is waiting goes to a sibling.
                 self.close(py, idx);
+                self.hand_off_all(py);
                 Served::Exit(0)
             }
         }

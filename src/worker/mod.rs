@@ -5,6 +5,7 @@
 //! a buffer, not the worker. Only a complete request head reaches the app.
 
 mod event_loop;
+pub mod handoff;
 mod reload;
 
 use std::os::fd::{AsRawFd, OwnedFd};

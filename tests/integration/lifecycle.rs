@@ -356,3 +356,69 @@ fn read_ahead_floods_stay_within_the_worker_budget() {
     );
     drop((pipelined, partial));
 }
+
+/// Opens keep-alive connections until two are served by the same worker; returns them
+/// with that worker's pid.
+fn two_connections_on_one_worker(
+    s: &Server,
+) -> (crate::support::Conn, crate::support::Conn, String) {
+    let mut seen: Vec<(crate::support::Conn, String)> = Vec::new();
+    for _ in 0..40 {
+        let mut c = s.connect();
+        c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+        let pid = c.read_response().body_str();
+        if let Some(i) = seen.iter().position(|(_, p)| *p == pid) {
+            let (first, _) = seen.swap_remove(i);
+            return (first, c, pid);
+        }
+        seen.push((c, pid));
+    }
+    panic!("no two connections landed on the same worker");
+}
+
+/// A request on an idle keep-alive connection of a worker that is busy in a long app call
+/// goes to an idle sibling within 50 ms of being sent (before: it waited for the call).
+#[test]
+fn a_busy_worker_hands_a_waiting_request_to_an_idle_sibling() {
+    let s = Server::start("handoff", &["-w", "2", "app:application"]);
+    let (mut idle, mut busy, pid) = two_connections_on_one_worker(&s);
+    let marker = s.dir.join("in-app");
+    busy.send(format!(
+        "GET /sleep?s=3&marker={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        marker.display()
+    ));
+    let in_app = poll_until(DEADLINE, || marker.exists().then_some(()));
+    assert!(in_app.is_some(), "the slow request reached the app");
+    let sent = Instant::now();
+    idle.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = idle.read_response();
+    let waited = sent.elapsed();
+    assert_eq!(r.status, 200);
+    assert_ne!(r.body_str(), pid, "a sibling answered");
+    assert!(
+        waited < Duration::from_secs(1),
+        "answered after {waited:?} (the busy worker's call lasts 3 s)"
+    );
+    // The connection stays usable, and the slow request is answered too.
+    idle.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(idle.read_response().status, 200);
+    assert_eq!(busy.read_response().body_str(), "slept");
+}
+
+/// A worker killed for a timeout passes its other connections to a sibling instead of
+/// resetting them: their next request is answered.
+#[test]
+fn a_timed_out_worker_passes_its_connections_on() {
+    let s = Server::start("handoff-abort", &["-w", "2", "-t", "2", "app:application"]);
+    let (mut idle, mut busy, pid) = two_connections_on_one_worker(&s);
+    busy.send("GET /sleep?s=30 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        busy.read_response().status,
+        500,
+        "the hung request is aborted"
+    );
+    idle.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = idle.read_response();
+    assert_eq!(r.status, 200);
+    assert_ne!(r.body_str(), pid, "a sibling answered");
+}

@@ -1,0 +1,355 @@
+//! Hand-off of waiting connections between workers.
+//!
+//! Keep-alive ties a connection to the worker that accepted it. Gunicorn's sync worker never
+//! keeps one, so a client's next request always goes to whichever worker is free; ours would
+//! wait behind the app call in hand, even with a sibling idle (head-of-line blocking), and
+//! would be reset if the worker is killed. So:
+//!
+//! - While the worker is inside the app for longer than [`ENGAGE_AFTER`], a small Rust
+//!   thread (the [`Watcher`]; it never touches Python) polls the worker's idle connections.
+//!   One that receives a request is passed, descriptor and all (`SCM_RIGHTS`), into the
+//!   [`Channel`], and the worker forgets it when the app returns.
+//! - The channel is one datagram socket pair made by the master before the first fork and
+//!   shared by every worker, like the listening sockets: a worker takes a connection from
+//!   it only when it is in its event loop, so it goes to a worker that is free. With every
+//!   worker busy it waits there, as a new connection waits in the listen backlog.
+//! - A worker that leaves after a timeout (or any abort that ends the request in hand) passes
+//!   its remaining connections on the same way, with the bytes it had already read.
+//!
+//! TLS connections (their session lives in this process) and PROXY-protocol connections
+//! (their client address came from a header already consumed) are never handed off.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    recv, recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType, UnixAddr,
+};
+
+/// How long an app call runs before the watcher starts looking at the idle connections:
+/// short calls (almost all) never wake it.
+pub const ENGAGE_AFTER: Duration = Duration::from_millis(20);
+/// How often an engaged watcher looks again (it is also woken by data on any of them).
+const WATCH_TICK: Duration = Duration::from_millis(10);
+/// After this long without requests the watcher sleeps until the next one starts.
+const DOZE_AFTER: Duration = Duration::from_secs(1);
+/// Bytes already read that may travel with a connection (more: it stays where it is).
+pub const MAX_CARRIED_BYTES: usize = 64 * 1024;
+/// Header of a hand-off datagram: the listener index, as 4 bytes little-endian.
+const HEADER: usize = 4;
+
+/// The datagram socket pair connections travel through, shared by the master's workers.
+pub struct Channel {
+    send: OwnedFd,
+    recv: OwnedFd,
+}
+
+/// A connection taken from the channel.
+pub struct Received {
+    pub socket: OwnedFd,
+    /// Index of the listener that accepted it (the same in every worker).
+    pub listener: usize,
+    /// Request bytes the previous worker had read.
+    pub buffered: Vec<u8>,
+}
+
+impl Channel {
+    /// Makes the pair (non-blocking, close-on-exec: a USR2 re-exec makes its own).
+    ///
+    /// # Errors
+    /// `socketpair` failed (out of descriptors).
+    pub fn new() -> nix::Result<Channel> {
+        let (send, recv) = socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )?;
+        Ok(Channel { send, recv })
+    }
+
+    /// The receiving end, for the event loop to watch.
+    pub fn recv_fd(&self) -> RawFd {
+        self.recv.as_raw_fd()
+    }
+
+    /// Passes `socket` (accepted on listener `listener`, with `buffered` bytes already read)
+    /// to whichever worker takes it. Never blocks: a full queue is an error.
+    ///
+    /// # Errors
+    /// The queue is full (EAGAIN), or too many bytes to carry.
+    pub fn send(&self, socket: RawFd, listener: usize, buffered: &[u8]) -> nix::Result<()> {
+        send_connection(self.send.as_fd(), socket, listener, buffered)
+    }
+
+    /// Takes one connection, if one is waiting.
+    ///
+    /// # Errors
+    /// EAGAIN when none is waiting; other errors of `recvmsg`.
+    pub fn receive(&self) -> nix::Result<Received> {
+        let mut data = vec![0u8; HEADER + MAX_CARRIED_BYTES];
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut data)];
+        let msg = recvmsg::<UnixAddr>(
+            self.recv.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let len = msg.bytes;
+        let mut socket = None;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: SCM_RIGHTS just installed this descriptor in our table; we
+                    // are its only owner.
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    if socket.is_none() {
+                        socket = Some(owned);
+                    }
+                }
+            }
+        }
+        let socket = socket.ok_or(Errno::EBADMSG)?;
+        if len < HEADER {
+            return Err(Errno::EBADMSG);
+        }
+        let mut header = [0u8; HEADER];
+        header.copy_from_slice(&data[..HEADER]);
+        data.truncate(len);
+        data.drain(..HEADER);
+        Ok(Received {
+            socket,
+            listener: u32::from_le_bytes(header) as usize,
+            buffered: data,
+        })
+    }
+}
+
+/// What the event loop and the watcher thread share.
+struct Shared {
+    /// Monotonic milliseconds at which the app call in hand started; 0 between calls.
+    busy_since: AtomicU64,
+    /// Per connection slot: 0, or an idle connection that may be handed off
+    /// (`IDLE | listener << 32 | fd`).
+    idle: Vec<AtomicU64>,
+    /// Held by the watcher while it hands a connection off, and by the loop when an app
+    /// call ends: after that, no hand-off of this call can still be under way.
+    handed: Mutex<Vec<usize>>,
+    dozing: AtomicBool,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+const IDLE: u64 = 1 << 63;
+
+/// The watcher thread of one worker, and the loop's side of it.
+pub struct Watcher {
+    shared: Arc<Shared>,
+    started: Instant,
+}
+
+impl Watcher {
+    /// Starts the thread for a worker with `slots` connection slots.
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    pub fn start(channel: &Channel, slots: usize) -> std::io::Result<Watcher> {
+        let shared = Arc::new(Shared {
+            busy_since: AtomicU64::new(0),
+            idle: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            handed: Mutex::new(Vec::new()),
+            dozing: AtomicBool::new(false),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let send = channel.send.try_clone()?;
+        let started = Instant::now();
+        let theirs = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("rgunicorn-handoff".into())
+            .spawn(move || {
+                // Signals are for the main thread, where Python handles them.
+                let _ = nix::sys::signal::SigSet::all().thread_block();
+                watch(&theirs, &send, started);
+            })?;
+        Ok(Watcher { shared, started })
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1: 0 means "not busy".
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Records whether connection slot `idx` is idle and may be handed off.
+    pub fn set_idle(&self, idx: usize, idle: Option<(RawFd, usize)>) {
+        if let Some(cell) = self.shared.idle.get(idx) {
+            let value = match idle {
+                Some((fd, listener)) if fd >= 0 && listener < 1 << 16 => {
+                    IDLE | (listener as u64) << 32 | u64::from(fd.unsigned_abs())
+                }
+                _ => 0,
+            };
+            cell.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// An app call starts: the watcher may engage if it lasts.
+    pub fn call_started(&self) {
+        self.shared
+            .busy_since
+            .store(self.now_ms(), Ordering::Release);
+        if self.shared.dozing.load(Ordering::Relaxed) {
+            let _guard = self.shared.handed.lock();
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// The app call ended: the slots handed off meanwhile go into `handed` (the loop closes
+    /// its copies of them). No hand-off happens after this returns.
+    pub fn call_ended(&self, handed: &mut Vec<usize>) {
+        let mut list = self.shared.handed.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.busy_since.store(0, Ordering::Release);
+        handed.append(&mut list);
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let _guard = self.shared.handed.lock();
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The watcher thread: waits for a long app call, then polls the idle connections and hands
+/// off each that receives a request.
+fn watch(shared: &Shared, send: &OwnedFd, started: Instant) {
+    let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+    let mut last_busy = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let since = shared.busy_since.load(Ordering::Acquire);
+        if since == 0 {
+            if last_busy.elapsed() < DOZE_AFTER {
+                std::thread::sleep(WATCH_TICK);
+                continue;
+            }
+            let guard = shared.handed.lock().unwrap_or_else(|p| p.into_inner());
+            shared.dozing.store(true, Ordering::Relaxed);
+            if shared.busy_since.load(Ordering::Acquire) == 0
+                && !shared.stop.load(Ordering::Relaxed)
+            {
+                drop(shared.wake.wait(guard));
+            }
+            shared.dozing.store(false, Ordering::Relaxed);
+            continue;
+        }
+        last_busy = Instant::now();
+        let busy_for = Duration::from_millis(now_ms().saturating_sub(since));
+        if busy_for < ENGAGE_AFTER {
+            std::thread::sleep(ENGAGE_AFTER - busy_for);
+            continue;
+        }
+        let candidates: Vec<(usize, u64)> = shared
+            .idle
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.load(Ordering::Relaxed)))
+            .filter(|(_, v)| v & IDLE != 0)
+            .collect();
+        if candidates.is_empty() {
+            std::thread::sleep(WATCH_TICK);
+            continue;
+        }
+        let ready = wait_readable(&candidates);
+        let mut moved = false;
+        for idx in ready.iter().copied() {
+            let Some((_, value)) = candidates.iter().find(|(i, _)| *i == idx) else {
+                continue;
+            };
+            let mut handed = shared.handed.lock().unwrap_or_else(|p| p.into_inner());
+            // Still the same app call, and the connection still idle: the loop is not
+            // touching it, and cannot until it takes the lock.
+            if shared.busy_since.load(Ordering::Acquire) != since
+                || shared.idle[idx].load(Ordering::Relaxed) != *value
+            {
+                break;
+            }
+            let fd = (value & 0xffff_ffff) as RawFd;
+            let listener = ((value >> 32) & 0xffff) as usize;
+            if has_request_bytes(fd) && send_connection(send.as_fd(), fd, listener, &[]).is_ok() {
+                shared.idle[idx].store(0, Ordering::Relaxed);
+                handed.push(idx);
+                moved = true;
+            }
+        }
+        if !ready.is_empty() && !moved {
+            // Readable but not movable (the client closed, or the queue is full): do not
+            // spin on it.
+            std::thread::sleep(WATCH_TICK);
+        }
+    }
+}
+
+/// One hand-off datagram: the listener index, the bytes already read, the descriptor.
+fn send_connection(
+    channel: BorrowedFd<'_>,
+    socket: RawFd,
+    listener: usize,
+    buffered: &[u8],
+) -> nix::Result<()> {
+    if buffered.len() > MAX_CARRIED_BYTES {
+        return Err(Errno::EMSGSIZE);
+    }
+    let header = u32::try_from(listener)
+        .map_err(|_| Errno::EINVAL)?
+        .to_le_bytes();
+    let iov = [IoSlice::new(&header), IoSlice::new(buffered)];
+    let fds = [socket];
+    sendmsg::<UnixAddr>(
+        channel.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map(|_| ())
+}
+
+/// Slots among `candidates` whose connection became readable within one tick.
+fn wait_readable(candidates: &[(usize, u64)]) -> Vec<usize> {
+    let mut fds: Vec<PollFd<'_>> = candidates
+        .iter()
+        .map(|(_, v)| {
+            // SAFETY: the loop keeps these sockets open while the app call lasts (it is
+            // inside the call), and a hand-off re-checks the slot under the lock.
+            let fd = unsafe { BorrowedFd::borrow_raw((v & 0xffff_ffff) as RawFd) };
+            PollFd::new(fd, PollFlags::POLLIN)
+        })
+        .collect();
+    let tick = PollTimeout::from(u16::try_from(WATCH_TICK.as_millis()).unwrap_or(10));
+    match poll(&mut fds, tick) {
+        Ok(n) if n > 0 => fds
+            .iter()
+            .zip(candidates)
+            .filter(|(f, _)| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+            .map(|(_, (i, _))| *i)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a readable connection holds request bytes (not just the client's close).
+fn has_request_bytes(fd: RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+        Ok(n) if n > 0
+    )
+}
