@@ -1,5 +1,6 @@
-//! The worker's event loop: accepts connections, reads request heads with a deadline each,
-//! and hands every complete head to the WSGI runtime, one at a time.
+//! The worker's event loop: polls, accepts (from the listeners and the hand-off channel),
+//! and dispatches each ready connection to its next step (see `conn` for the state
+//! machine), handing every complete request head to the WSGI runtime, one at a time.
 //!
 //! Readiness is edge-triggered (mio), so every read runs until `EAGAIN`, and after a request
 //! is served the socket is read again before the connection goes idle.
@@ -15,15 +16,14 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 use tracing::{error, info, warn};
 
-use crate::http::error::error_page;
-use crate::http::proxy::{parse_proxy, ProxyMode, ProxyParse};
-use crate::http::request::{parse_head_resuming, HeadScan, Limits};
+use crate::http::request::Limits;
 use crate::master::WorkerSeed;
 use crate::sock::{ListenAddr, Peer};
 use crate::transport::Transport;
 use crate::wsgi::environ::ConnEnv;
 use crate::wsgi::{Exchange, Outcome, Runtime};
 
+use super::conn::{too_large_page, After, Conn, Next, Parsed, Phase, ProxyPolicy, State, Timeouts};
 use super::handoff::{Received, Watcher, MAX_CARRIED_BYTES};
 
 const WAKE: Token = Token(usize::MAX);
@@ -31,22 +31,11 @@ const WAKE: Token = Token(usize::MAX);
 const HANDOFF: Token = Token(usize::MAX - 1);
 /// Connection tokens start here; listener tokens are their index below it.
 const CONN_BASE: usize = 1 << 16;
-/// Read size per `read(2)` while waiting for a request head.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
-/// A head larger than this is refused even when the configured limits are unlimited.
-const MAX_HEAD_BYTES: usize = 1024 * 1024;
 /// While a connection we just accepted has not sent its first bytes, other workers get the
 /// next ones: a sync worker that takes two fresh connections and then runs one slow request
 /// leaves the other waiting behind it while a sibling is idle. Bounded, so a client that
 /// connects and never sends (a browser preconnect) delays accepting by this much only.
 const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(10);
-/// How long a closing connection may take to send us its last bytes (Gunicorn: 2 s).
-const LINGER: Duration = Duration::from_secs(2);
-/// When the worker stops, an idle keep-alive connection stays open this long (less if its
-/// keep-alive ends sooner): a client in a request loop sends its next request right after
-/// a response, and that request is answered (with `Connection: close`) instead of meeting
-/// a reset. Short, so that stopping stays quick.
-const LAST_CALL: Duration = Duration::from_secs(1);
 /// After `accept` failed for lack of descriptors or memory, it is tried again this often
 /// (the listener is edge-triggered: no new event comes for connections already queued).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -65,54 +54,6 @@ struct ListenerState {
     server: Option<(Py<PyString>, Py<PyString>)>,
 }
 
-#[derive(PartialEq, Eq, Clone, Copy, Debug)]
-enum Phase {
-    /// Between requests: waiting up to `keepalive` for the next one.
-    Idle,
-    /// Some bytes of a head arrived: the rest must come before the head deadline.
-    Head,
-    /// A response is complete but the client has not taken all of it: the loop sends the
-    /// rest as the socket drains (the worker serves others meanwhile), then goes on with
-    /// [`After`]. Nothing is read from the connection until then.
-    Flushing(After),
-    /// Our side is shut down; discarding the client's last bytes before closing.
-    Closing,
-}
-
-/// What a connection does once its response is out.
-#[derive(PartialEq, Eq, Clone, Copy, Debug)]
-enum After {
-    KeepAlive,
-    Close,
-}
-
-struct Conn {
-    buf: Vec<u8>,
-    /// Where the head parser stopped in `buf` (it resumes there when more bytes come).
-    scan: HeadScan,
-    phase: Phase,
-    /// On the worker's [`EventLoop::clock`], which stands still while a request is served.
-    deadline: Instant,
-    env: ConnEnv,
-    /// The client shut down its sending side.
-    eof: bool,
-    /// Already in `pending` for the next turn.
-    queued: bool,
-    /// Requests answered on this connection (a fresh one is never "idle keep-alive").
-    requests: u64,
-    /// The socket (it owns it), or the TLS session over it.
-    io: Transport,
-    accepted_at: Instant,
-    /// The TCP peer (None on unix sockets), before any PROXY header.
-    peer_ip: Option<std::net::IpAddr>,
-    /// Index of the listener that accepted it.
-    listener: usize,
-    /// It may move to another worker (not TLS, not PROXY protocol).
-    movable: bool,
-    /// A PROXY header may still come (only before the first request).
-    proxy_pending: bool,
-}
-
 pub struct EventLoop<'a> {
     seed: &'a WorkerSeed<'a>,
     runtime: Runtime,
@@ -127,8 +68,7 @@ pub struct EventLoop<'a> {
     open: usize,
     limits: Limits,
     served: u64,
-    head_timeout: Duration,
-    keepalive: Duration,
+    timeouts: Timeouts,
     last_parent_check: Instant,
     reloader: Option<super::reload::Reloader>,
     /// Time spent serving requests. Connection deadlines run on [`EventLoop::clock`], which
@@ -211,8 +151,10 @@ impl<'a> EventLoop<'a> {
             open: 0,
             limits: seed.config.limits,
             served: 0,
-            head_timeout: Duration::from_secs(timeout),
-            keepalive: Duration::from_secs(seed.config.keepalive),
+            timeouts: Timeouts {
+                head: Duration::from_secs(timeout),
+                keepalive: Duration::from_secs(seed.config.keepalive),
+            },
             last_parent_check: Instant::now(),
             reloader: seed.config.reload.then(|| {
                 let mut watched = seed.config.reload_extra_files.clone();
@@ -320,7 +262,7 @@ impl<'a> EventLoop<'a> {
                 }
             }
             for &idx in &ready {
-                if let Some(code) = self.on_readable(py, idx) {
+                if let Some(code) = self.on_ready(py, idx) {
                     return code;
                 }
             }
@@ -348,7 +290,7 @@ impl<'a> EventLoop<'a> {
         self.conns
             .iter()
             .flatten()
-            .filter(|c| c.requests == 0 && c.phase == Phase::Idle && c.buf.is_empty())
+            .filter(|c| c.is_silent_fresh())
             .map(|c| FRESH_CONNECTION_GRACE.saturating_sub(c.accepted_at.elapsed()))
             .filter(|left| !left.is_zero())
             .max()
@@ -368,7 +310,7 @@ impl<'a> EventLoop<'a> {
             }
         }
         let now = self.clock();
-        match self.conns.iter().flatten().map(|c| c.deadline).min() {
+        match self.conns.iter().flatten().map(|c| c.state.deadline).min() {
             Some(d) => d.saturating_duration_since(now).min(wait),
             None => wait,
         }
@@ -379,7 +321,7 @@ impl<'a> EventLoop<'a> {
     /// Beyond Gunicorn (its issue #3397): connections already queued in the listen backlog
     /// are accepted and served before the worker leaves, instead of being reset when the
     /// listeners close. A connection idle between requests gets a last call (see
-    /// [`LAST_CALL`]) and is closed by [`EventLoop::expire`] only when provably idle.
+    /// [`State::last_call`]) and is closed by [`EventLoop::expire`] only when provably idle.
     fn wind_down(&mut self, py: Python<'_>) {
         if !self.backlog_drained && super::drains_backlog() {
             self.backlog_drained = true;
@@ -390,11 +332,9 @@ impl<'a> EventLoop<'a> {
         for i in 0..self.listeners.len() {
             let _ = self.set_listening(i, false);
         }
-        let last_call = self.clock() + LAST_CALL;
+        let now = self.clock();
         for conn in self.conns.iter_mut().flatten() {
-            if conn.phase == Phase::Idle && conn.buf.is_empty() {
-                conn.deadline = conn.deadline.min(last_call);
-            }
+            conn.state.last_call(!conn.buf.is_empty(), now);
         }
     }
 
@@ -491,7 +431,7 @@ impl<'a> EventLoop<'a> {
             Ok(idx) => {
                 if let Some(conn) = self.conns[idx].as_mut() {
                     // Not a fresh connection: it has been served before, or was waiting.
-                    conn.requests = 1;
+                    conn.state.requests = 1;
                     conn.buf = received.buffered;
                 }
                 self.refresh_idle(idx);
@@ -511,8 +451,7 @@ impl<'a> EventLoop<'a> {
             .conns
             .get(idx)
             .and_then(Option::as_ref)
-            .filter(|c| c.movable && c.phase == Phase::Idle && c.buf.is_empty() && !c.eof)
-            .map(|c| (c.io.raw_fd(), c.listener));
+            .and_then(Conn::handoff_candidate);
         watcher.set_idle(idx, idle);
     }
 
@@ -526,11 +465,7 @@ impl<'a> EventLoop<'a> {
             let Some(conn) = self.conns[idx].as_ref() else {
                 continue;
             };
-            let waiting = matches!(conn.phase, Phase::Idle | Phase::Head);
-            if conn.movable
-                && waiting
-                && !conn.eof
-                && conn.buf.len() <= MAX_CARRIED_BYTES
+            if conn.may_move_with_buffer(MAX_CARRIED_BYTES)
                 && self
                     .seed
                     .handoff
@@ -609,23 +544,9 @@ impl<'a> EventLoop<'a> {
             self.free.push(idx);
             return Err(pyo3::exceptions::PyOSError::new_err(e.to_string()));
         }
-        let movable = !io.is_tls() && self.seed.config.proxy_protocol == ProxyMode::Off;
-        self.conns[idx] = Some(Conn {
-            buf: Vec::new(),
-            scan: HeadScan::default(),
-            phase: Phase::Idle,
-            deadline: self.clock() + self.head_timeout,
-            env,
-            eof: false,
-            queued: false,
-            requests: 0,
-            io,
-            accepted_at: Instant::now(),
-            peer_ip: peer.ip(),
-            proxy_pending: self.seed.config.proxy_protocol != ProxyMode::Off,
-            listener,
-            movable,
-        });
+        let state = State::fresh(self.clock(), self.timeouts);
+        let proxy = self.seed.config.proxy_protocol;
+        self.conns[idx] = Some(Conn::new(io, env, peer.ip(), listener, proxy, state));
         self.open += 1;
         self.refresh_idle(idx);
         Ok(idx)
@@ -648,16 +569,15 @@ impl<'a> EventLoop<'a> {
     /// Half-closes our side and lingers briefly, so unread client bytes do not make the
     /// kernel answer with a RST that would destroy the response in flight.
     fn close_gracefully(&mut self, py: Python<'_>, idx: usize) {
-        let linger_until = self.clock() + LINGER;
+        let now = self.clock();
         if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
             conn.io.close_notify(py);
             if !conn.io.shutdown_write() {
                 self.close(py, idx);
                 return;
             }
-            conn.phase = Phase::Closing;
+            conn.state.closing(now);
             conn.buf = Vec::new();
-            conn.deadline = linger_until;
         }
     }
 
@@ -669,14 +589,13 @@ impl<'a> EventLoop<'a> {
             let Some(conn) = self.conns[idx].as_ref() else {
                 continue;
             };
-            if conn.deadline > now {
+            if conn.state.deadline > now {
                 continue;
             }
-            if conn.phase == Phase::Idle && !conn.eof {
+            if conn.state.phase == Phase::Idle && !conn.eof {
                 self.read_available(py, idx);
                 if let Some(conn) = self.conns[idx].as_mut().filter(|c| !c.buf.is_empty()) {
-                    conn.phase = Phase::Head;
-                    conn.deadline = now + self.head_timeout;
+                    conn.state.bytes_arrived(now, self.timeouts);
                     self.requeue(idx);
                     continue;
                 }
@@ -685,38 +604,17 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    /// Reads what arrived on connection `idx` into its buffer, until the socket is empty,
-    /// the peer closed, or a complete request head is buffered (no further read-ahead while
-    /// that request waits to be served). Returns whether the socket was read empty.
+    /// Reads what arrived on connection `idx` (see [`Conn::read_available`]); returns
+    /// whether the socket was read empty.
     fn read_available(&mut self, py: Python<'_>, idx: usize) -> bool {
-        let drained = self.read_into_buffer(py, idx);
+        let head = self.timeouts.head;
+        let drained = self
+            .conns
+            .get_mut(idx)
+            .and_then(Option::as_mut)
+            .is_none_or(|conn| conn.read_available(py, head));
         self.refresh_idle(idx);
         drained
-    }
-
-    fn read_into_buffer(&mut self, py: Python<'_>, idx: usize) -> bool {
-        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
-            return true;
-        };
-        let mut chunk = [0u8; READ_CHUNK_BYTES];
-        loop {
-            if conn.eof {
-                return true;
-            }
-            if conn.buf.len() >= MAX_HEAD_BYTES + READ_CHUNK_BYTES
-                || conn.scan.head_complete_in(&conn.buf)
-            {
-                return false;
-            }
-            match conn.io.read_nonblocking(py, &mut chunk, self.head_timeout) {
-                Ok(0) => conn.eof = true,
-                // Grown only by what actually arrived.
-                Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-                Err(_) => conn.eof = true,
-            }
-        }
     }
 
     /// Keeps the worker's read-ahead within [`MAX_BUFFERED_BYTES`]: while over it, the
@@ -748,48 +646,54 @@ impl<'a> EventLoop<'a> {
                  read-ahead budget ({} MiB buffered)",
                 total >> 20
             );
-            let page = error_page(
-                431,
-                "Request Header Fields Too Large",
-                "Request header section too large",
-            );
-            self.reject(py, worst, &page);
+            self.reject(py, worst, &too_large_page());
         }
+    }
+
+    /// A connection is ready: the next step of its state machine.
+    fn on_ready(&mut self, py: Python<'_>, idx: usize) -> Option<i32> {
+        let conn = self.conns.get_mut(idx)?.as_mut()?;
+        match conn.state.phase {
+            Phase::Flushing(_) => {
+                self.flush(py, idx);
+                None
+            }
+            Phase::Closing => {
+                self.discard_input(py, idx);
+                None
+            }
+            Phase::Idle | Phase::Head => self.on_readable(py, idx),
+        }
+    }
+
+    /// A closing connection: what the client still sends is read and dropped until it
+    /// closes too (or the linger deadline passes).
+    fn discard_input(&mut self, py: Python<'_>, idx: usize) {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut sink = [0u8; 4096];
+        loop {
+            match conn.io.read_raw(&mut sink) {
+                Ok(0) => break,
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return,
+                Err(_) => break,
+            }
+        }
+        self.close(py, idx);
     }
 
     /// Reads what arrived and serves at most one request from it. A connection with more
     /// buffered (pipelined) requests is requeued for the next turn, so one fast client
     /// cannot monopolise the worker while other connections wait.
     fn on_readable(&mut self, py: Python<'_>, idx: usize) -> Option<i32> {
-        let conn = self.conns.get_mut(idx)?.as_mut()?;
-        if let Phase::Flushing(after) = conn.phase {
-            self.flush(py, idx, after);
-            return None;
-        }
-        if conn.phase == Phase::Closing {
-            let mut sink = [0u8; 4096];
-            loop {
-                match conn.io.read_raw(&mut sink) {
-                    Ok(0) => {
-                        self.close(py, idx);
-                        return None;
-                    }
-                    Ok(_) | Err(Errno::EINTR) => {}
-                    Err(Errno::EAGAIN) => return None,
-                    Err(_) => {
-                        self.close(py, idx);
-                        return None;
-                    }
-                }
-            }
-        }
         // Edge-triggered: read until EAGAIN, or come back next turn (see read_available).
         let drained = self.read_available(py, idx);
-        let head_deadline = self.clock() + self.head_timeout;
+        let now = self.clock();
         let conn = self.conns.get_mut(idx).and_then(Option::as_mut)?;
-        if conn.phase == Phase::Idle && !conn.buf.is_empty() {
-            conn.phase = Phase::Head;
-            conn.deadline = head_deadline;
+        if !conn.buf.is_empty() {
+            conn.state.bytes_arrived(now, self.timeouts);
         }
         self.enforce_read_budget(py, idx);
         let served = match self.serve_one(py, idx) {
@@ -822,7 +726,7 @@ impl<'a> EventLoop<'a> {
         if let Some(conn) = self.conns.get(idx).and_then(Option::as_ref) {
             let slices = &mut [std::io::IoSlice::new(page)];
             let began = Instant::now();
-            let _ = conn.io.write_all(py, slices, self.head_timeout);
+            let _ = conn.io.write_all(py, slices, self.timeouts.head);
             self.busy += began.elapsed();
         }
         self.finish_response(py, idx, After::Close)
@@ -831,51 +735,21 @@ impl<'a> EventLoop<'a> {
     /// A response is complete: go on with `after` now, or once the loop has sent what the
     /// client has not taken yet.
     fn finish_response(&mut self, py: Python<'_>, idx: usize, after: After) -> Served {
-        let deadline = self.clock() + self.head_timeout;
+        let now = self.clock();
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return Served::Closed;
         };
-        if !conn.io.has_pending_output() {
-            return self.after_response(py, idx, after);
-        }
-        conn.phase = Phase::Flushing(after);
-        conn.deadline = deadline;
-        let _ = self.poll.registry().reregister(
-            &mut SourceFd(&conn.io.raw_fd()),
-            Token(CONN_BASE + idx),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        Served::Flushing
-    }
-
-    /// The response is out: wait for the next request, or close.
-    fn after_response(&mut self, py: Python<'_>, idx: usize, after: After) -> Served {
-        if after == After::Close {
-            self.close_gracefully(py, idx);
-            return Served::Closed;
-        }
-        let now = self.clock();
-        if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
-            let idle = conn.buf.is_empty();
-            if idle && conn.buf.capacity() > LARGE_BUFFER_BYTES {
-                conn.buf = Vec::new();
-            }
-            conn.phase = if idle { Phase::Idle } else { Phase::Head };
-            conn.deadline = now
-                + if idle {
-                    self.keepalive
-                } else {
-                    self.head_timeout
-                };
-        }
-        self.refresh_idle(idx);
-        Served::Request
+        let pending = conn.io.has_pending_output();
+        let next =
+            conn.state
+                .response_complete(after, pending, !conn.buf.is_empty(), now, self.timeouts);
+        self.go_on(py, idx, next)
     }
 
     /// Sends more of a finished response to a client that was slow to take it; when all is
     /// out, the connection goes on (and is read again: requests may have arrived meanwhile).
-    fn flush(&mut self, py: Python<'_>, idx: usize, after: After) {
-        let deadline = self.clock() + self.head_timeout;
+    fn flush(&mut self, py: Python<'_>, idx: usize) {
+        let now = self.clock();
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
@@ -887,109 +761,72 @@ impl<'a> EventLoop<'a> {
                     Token(CONN_BASE + idx),
                     Interest::READABLE,
                 );
-                if self.after_response(py, idx, after) == Served::Request {
+                let next = conn
+                    .state
+                    .output_drained(!conn.buf.is_empty(), now, self.timeouts);
+                if self.go_on(py, idx, next) == Served::Request {
                     self.requeue(idx);
                 }
             }
             Ok(false) => {
                 // The write deadline counts from the client's last progress.
                 if conn.io.flushed_bytes() > before {
-                    conn.deadline = deadline;
+                    conn.state.output_progress(now, self.timeouts);
                 }
             }
             Err(_) => self.close(py, idx),
         }
     }
 
-    /// Parses the head at the start of the connection's buffer and serves that request.
+    /// Carries out a transition's [`Next`] step.
+    fn go_on(&mut self, py: Python<'_>, idx: usize, next: Next) -> Served {
+        match next {
+            Next::Close => {
+                self.close_gracefully(py, idx);
+                Served::Closed
+            }
+            Next::Flush => {
+                if let Some(conn) = self.conns.get(idx).and_then(Option::as_ref) {
+                    let _ = self.poll.registry().reregister(
+                        &mut SourceFd(&conn.io.raw_fd()),
+                        Token(CONN_BASE + idx),
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                }
+                Served::Flushing
+            }
+            Next::Read => {
+                if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                    if conn.buf.is_empty() && conn.buf.capacity() > LARGE_BUFFER_BYTES {
+                        conn.buf = Vec::new();
+                    }
+                }
+                self.refresh_idle(idx);
+                Served::Request
+            }
+        }
+    }
+
+    /// Finds the request at the start of the connection's buffer and serves it.
     fn serve_one(&mut self, py: Python<'_>, idx: usize) -> Served {
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return Served::Closed;
         };
-        if conn.phase == Phase::Closing || conn.buf.is_empty() {
-            return Served::Incomplete;
-        }
-        if conn.proxy_pending {
-            match parse_proxy(&conn.buf, self.seed.config.proxy_protocol) {
-                Ok(ProxyParse::NeedMore) => {
-                    conn.scan.searched_all(&conn.buf);
-                    return Served::Incomplete;
-                }
-                Ok(ProxyParse::Absent) => conn.proxy_pending = false,
-                Ok(ProxyParse::Header(header, len)) => {
-                    if !self.seed.config.proxy_allow_ips.trusts(conn.peer_ip) {
-                        warn!(
-                            "Invalid request from ip={}: Request forbidden",
-                            conn.env.remote_ip
-                        );
-                        let page = error_page(403, "Forbidden", "Request forbidden");
-                        return self.reject(py, idx, &page);
-                    }
-                    conn.buf.drain(..len);
-                    conn.scan = HeadScan::default();
-                    conn.proxy_pending = false;
-                    if let Some(src) = header.source {
-                        let proxy_port = conn
-                            .env
-                            .remote_port
-                            .as_ref()
-                            .map(|p| p.bind(py).to_string())
-                            .unwrap_or_default();
-                        conn.env.proxy = Some((
-                            header.protocol.to_string(),
-                            conn.env.remote_ip.clone(),
-                            proxy_port,
-                        ));
-                        conn.env.remote_ip = src.ip().to_string();
-                        conn.env.remote_addr = PyString::new(py, &conn.env.remote_ip).unbind();
-                        conn.env.remote_port =
-                            Some(PyString::new(py, &src.port().to_string()).unbind());
-                    } else {
-                        conn.env.proxy =
-                            Some((header.protocol.to_string(), String::new(), String::new()));
-                    }
-                    if conn.buf.is_empty() {
-                        return Served::Incomplete;
-                    }
-                }
-                Err(msg) => {
-                    warn!("Invalid request from ip={}: {msg}", conn.env.remote_ip);
-                    let page = error_page(400, "Bad Request", &msg);
-                    return self.reject(py, idx, &page);
-                }
-            }
-        }
-        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
-            return Served::Closed;
+        let proxy = ProxyPolicy {
+            mode: self.seed.config.proxy_protocol,
+            allow: &self.seed.config.proxy_allow_ips,
         };
-        let head = match parse_head_resuming(&conn.buf, &self.limits, &mut conn.scan) {
-            Ok(Some(head)) => head,
-            Ok(None) if conn.buf.len() >= MAX_HEAD_BYTES => {
-                warn!(
-                    "Invalid request from ip={}: request head larger than {MAX_HEAD_BYTES} bytes",
-                    conn.env.remote_ip
-                );
-                let page = error_page(
-                    431,
-                    "Request Header Fields Too Large",
-                    "Request header section too large",
-                );
+        let head = match conn.next_request(py, &self.limits, proxy) {
+            Parsed::Request(head) => head,
+            Parsed::Incomplete => return Served::Incomplete,
+            Parsed::Refused { reason, page } => {
+                warn!("Invalid request from ip={}: {reason}", conn.env.remote_ip);
                 return self.reject(py, idx, &page);
             }
-            Ok(None) => {
-                conn.scan.searched_all(&conn.buf);
-                return Served::Incomplete;
-            }
-            Err(e) => {
-                warn!("Invalid request from ip={}: {e}", conn.env.remote_ip);
-                return self.reject(py, idx, &e.to_error_page());
-            }
         };
-        conn.buf.drain(..head.head_len);
-        conn.scan = HeadScan::default();
         let max_requests = self.seed.max_requests;
         let may_keep_alive = super::is_alive()
-            && !self.keepalive.is_zero()
+            && !self.timeouts.keepalive.is_zero()
             && (max_requests == 0 || self.served + 1 < max_requests);
         let mut exchange = Exchange {
             io: conn.io.clone(),
@@ -1015,9 +852,6 @@ impl<'a> EventLoop<'a> {
         if max_requests > 0 && self.served >= max_requests && super::is_alive() {
             info!("Autorestarting worker after current request.");
             super::retire();
-        }
-        if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
-            conn.requests += 1;
         }
         match outcome {
             Outcome::KeepAlive => self.finish_response(py, idx, After::KeepAlive),

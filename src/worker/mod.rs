@@ -4,6 +4,7 @@
 //! Connection I/O happens outside Python: idle keep-alive connections and slow clients cost
 //! a buffer, not the worker. Only a complete request head reaches the app.
 
+mod conn;
 mod event_loop;
 pub mod handoff;
 mod reload;

@@ -1,0 +1,487 @@
+//! One client connection as the event loop drives it: its state machine ([`State`]), the
+//! bytes read ahead of the parser, and the two steps that need only the connection itself
+//! (reading what arrived, and finding the next request in it).
+//!
+//! ```text
+//!  accepted ─> Idle ─bytes─> Head ─complete head─> [in the app] ─┬─ all sent ─┐
+//!               ^                                                │            │
+//!               │                              output waits ─> Flushing ─ sent┤
+//!               └──────────────── keep-alive ─────────────────────────────────┤
+//!                                                      close ─> Closing ─> closed
+//! ```
+//!
+//! Deadlines are on the loop's clock, which stands still while a request is in the app, so
+//! a connection's idle or head time counts only while the worker could have served it. A
+//! deadline that passes closes the connection, except an idle one that turns out to have
+//! bytes waiting: that request is served (see `EventLoop::expire`).
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+use crate::http::error::error_page;
+use crate::http::proxy::{parse_proxy, ProxyMode, ProxyParse};
+use crate::http::request::{parse_head_resuming, HeadScan, Limits, RequestHead};
+use crate::transport::Transport;
+use crate::wsgi::environ::ConnEnv;
+
+/// Read size per `read(2)` while waiting for a request head.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// A head larger than this is refused even when the configured limits are unlimited.
+pub const MAX_HEAD_BYTES: usize = 1024 * 1024;
+/// How long a closing connection may take to send us its last bytes (Gunicorn: 2 s).
+const LINGER: Duration = Duration::from_secs(2);
+/// When the worker stops, an idle keep-alive connection stays open this long (less if its
+/// keep-alive ends sooner): a client in a request loop sends its next request right after
+/// a response, and that request is answered (with `Connection: close`) instead of meeting
+/// a reset. Short, so that stopping stays quick.
+const LAST_CALL: Duration = Duration::from_secs(1);
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum Phase {
+    /// Between requests: waiting up to `keepalive` for the next one.
+    Idle,
+    /// Some bytes of a head arrived (or a request is buffered): the rest must come before
+    /// the head deadline.
+    Head,
+    /// A response is complete but the client has not taken all of it: the loop sends the
+    /// rest as the socket drains (the worker serves others meanwhile), then goes on with
+    /// [`After`]. Nothing is read from the connection until then.
+    Flushing(After),
+    /// Our side is shut down; discarding the client's last bytes before closing.
+    Closing,
+}
+
+/// What a connection does once its response is out.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum After {
+    KeepAlive,
+    Close,
+}
+
+/// What the loop does next with a connection after a transition.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum Next {
+    /// Wait for (or serve) the next request.
+    Read,
+    /// Wait until the socket takes more of the response.
+    Flush,
+    /// Shut down and close.
+    Close,
+}
+
+/// The timeouts transitions use (`--timeout` for heads and stalled writes, `--keep-alive`).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub head: Duration,
+    pub keepalive: Duration,
+}
+
+/// The state machine, kept apart from the I/O so its transitions can be tested alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct State {
+    pub phase: Phase,
+    pub deadline: Instant,
+    /// Responses completed on this connection (a fresh one is never "idle keep-alive").
+    pub requests: u64,
+}
+
+impl State {
+    /// Just accepted: the first request's head must come within the head timeout.
+    pub fn fresh(now: Instant, t: Timeouts) -> State {
+        State {
+            phase: Phase::Idle,
+            deadline: now + t.head,
+            requests: 0,
+        }
+    }
+
+    /// Bytes arrived on an idle connection: a head is under way.
+    pub fn bytes_arrived(&mut self, now: Instant, t: Timeouts) {
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Head;
+            self.deadline = now + t.head;
+        }
+    }
+
+    /// The app's response is complete; `output_pending`: the client has not taken all of
+    /// it yet; `buffered`: bytes of a next request are already here.
+    pub fn response_complete(
+        &mut self,
+        after: After,
+        output_pending: bool,
+        buffered: bool,
+        now: Instant,
+        t: Timeouts,
+    ) -> Next {
+        self.requests += 1;
+        if output_pending {
+            self.phase = Phase::Flushing(after);
+            self.deadline = now + t.head;
+            return Next::Flush;
+        }
+        self.response_sent(after, buffered, now, t)
+    }
+
+    /// A flushing response went out whole.
+    pub fn output_drained(&mut self, buffered: bool, now: Instant, t: Timeouts) -> Next {
+        match self.phase {
+            Phase::Flushing(after) => self.response_sent(after, buffered, now, t),
+            _ => Next::Read,
+        }
+    }
+
+    fn response_sent(&mut self, after: After, buffered: bool, now: Instant, t: Timeouts) -> Next {
+        match after {
+            After::Close => Next::Close,
+            After::KeepAlive if buffered => {
+                self.phase = Phase::Head;
+                self.deadline = now + t.head;
+                Next::Read
+            }
+            After::KeepAlive => {
+                self.phase = Phase::Idle;
+                self.deadline = now + t.keepalive;
+                Next::Read
+            }
+        }
+    }
+
+    /// The client took more of a flushing response: its write deadline starts again.
+    pub fn output_progress(&mut self, now: Instant, t: Timeouts) {
+        if matches!(self.phase, Phase::Flushing(_)) {
+            self.deadline = now + t.head;
+        }
+    }
+
+    /// Our side is shut down: discard what the client still sends, briefly.
+    pub fn closing(&mut self, now: Instant) {
+        self.phase = Phase::Closing;
+        self.deadline = now + LINGER;
+    }
+
+    /// The worker is stopping: an idle connection gets a last call (never a longer wait).
+    pub fn last_call(&mut self, buffered: bool, now: Instant) {
+        if self.phase == Phase::Idle && !buffered {
+            self.deadline = self.deadline.min(now + LAST_CALL);
+        }
+    }
+}
+
+/// The next request on a connection, or why there is none.
+pub enum Parsed {
+    Request(RequestHead),
+    /// More bytes are needed.
+    Incomplete,
+    /// Refused: log `Invalid request from ip=…: <reason>`, answer `page`, close.
+    Refused {
+        reason: String,
+        page: Vec<u8>,
+    },
+}
+
+/// What the PROXY protocol settings allow.
+#[derive(Clone, Copy)]
+pub struct ProxyPolicy<'a> {
+    pub mode: ProxyMode,
+    pub allow: &'a crate::config::TrustedPeers,
+}
+
+pub struct Conn {
+    pub state: State,
+    pub buf: Vec<u8>,
+    /// Where the head parser stopped in `buf` (it resumes there when more bytes come).
+    scan: HeadScan,
+    pub env: ConnEnv,
+    /// The client shut down its sending side.
+    pub eof: bool,
+    /// Already in the loop's list for the next turn.
+    pub queued: bool,
+    /// The socket (it owns it), or the TLS session over it.
+    pub io: Transport,
+    pub accepted_at: Instant,
+    /// The TCP peer (None on unix sockets), before any PROXY header.
+    peer_ip: Option<std::net::IpAddr>,
+    /// Index of the listener that accepted it.
+    pub listener: usize,
+    /// It may move to another worker (not TLS, not PROXY protocol).
+    movable: bool,
+    /// A PROXY header may still come (only before the first request).
+    proxy_pending: bool,
+}
+
+impl Conn {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        io: Transport,
+        env: ConnEnv,
+        peer_ip: Option<std::net::IpAddr>,
+        listener: usize,
+        proxy: ProxyMode,
+        state: State,
+    ) -> Conn {
+        Conn {
+            state,
+            buf: Vec::new(),
+            scan: HeadScan::default(),
+            movable: !io.is_tls() && proxy == ProxyMode::Off,
+            env,
+            eof: false,
+            queued: false,
+            io,
+            accepted_at: Instant::now(),
+            peer_ip,
+            listener,
+            proxy_pending: proxy != ProxyMode::Off,
+        }
+    }
+
+    /// Just accepted, and nothing received yet.
+    pub fn is_silent_fresh(&self) -> bool {
+        self.state.requests == 0 && self.state.phase == Phase::Idle && self.buf.is_empty()
+    }
+
+    /// The socket and listener, if this connection is idle and may move to a sibling.
+    pub fn handoff_candidate(&self) -> Option<(RawFd, usize)> {
+        (self.movable && self.state.phase == Phase::Idle && self.buf.is_empty() && !self.eof)
+            .then(|| (self.io.raw_fd(), self.listener))
+    }
+
+    /// Whether it may be passed on with what it has read (a worker leaving mid-way).
+    pub fn may_move_with_buffer(&self, max_bytes: usize) -> bool {
+        self.movable
+            && matches!(self.state.phase, Phase::Idle | Phase::Head)
+            && !self.eof
+            && self.buf.len() <= max_bytes
+    }
+
+    /// Reads what arrived, until the socket is empty, the peer closed, or a complete
+    /// request head is buffered (no further read-ahead while that request waits to be
+    /// served; buffers grow only with bytes received). Returns whether the socket was read
+    /// empty.
+    pub fn read_available(&mut self, py: Python<'_>, timeout: Duration) -> bool {
+        let mut chunk = [0u8; READ_CHUNK_BYTES];
+        loop {
+            if self.eof {
+                return true;
+            }
+            if self.buf.len() >= MAX_HEAD_BYTES + READ_CHUNK_BYTES
+                || self.scan.head_complete_in(&self.buf)
+            {
+                return false;
+            }
+            match self.io.read_nonblocking(py, &mut chunk, timeout) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => self.eof = true,
+            }
+        }
+    }
+
+    /// Finds the next request at the start of the buffer (after a PROXY header on a new
+    /// connection) and takes its head out of the buffer; what follows stays (the body, a
+    /// pipelined request).
+    pub fn next_request(
+        &mut self,
+        py: Python<'_>,
+        limits: &Limits,
+        proxy: ProxyPolicy<'_>,
+    ) -> Parsed {
+        if self.buf.is_empty() {
+            return Parsed::Incomplete;
+        }
+        if self.proxy_pending {
+            match parse_proxy(&self.buf, proxy.mode) {
+                Ok(ProxyParse::NeedMore) => {
+                    self.scan.searched_all(&self.buf);
+                    return Parsed::Incomplete;
+                }
+                Ok(ProxyParse::Absent) => self.proxy_pending = false,
+                Ok(ProxyParse::Header(header, len)) => {
+                    if !proxy.allow.trusts(self.peer_ip) {
+                        return Parsed::Refused {
+                            reason: "Request forbidden".into(),
+                            page: error_page(403, "Forbidden", "Request forbidden"),
+                        };
+                    }
+                    self.buf.drain(..len);
+                    self.scan = HeadScan::default();
+                    self.proxy_pending = false;
+                    self.take_proxy_addresses(py, header.protocol, header.source);
+                    if self.buf.is_empty() {
+                        return Parsed::Incomplete;
+                    }
+                }
+                Err(msg) => {
+                    return Parsed::Refused {
+                        page: error_page(400, "Bad Request", &msg),
+                        reason: msg,
+                    }
+                }
+            }
+        }
+        match parse_head_resuming(&self.buf, limits, &mut self.scan) {
+            Ok(Some(head)) => {
+                self.buf.drain(..head.head_len);
+                self.scan = HeadScan::default();
+                Parsed::Request(head)
+            }
+            Ok(None) if self.buf.len() >= MAX_HEAD_BYTES => Parsed::Refused {
+                reason: format!("request head larger than {MAX_HEAD_BYTES} bytes"),
+                page: too_large_page(),
+            },
+            Ok(None) => {
+                self.scan.searched_all(&self.buf);
+                Parsed::Incomplete
+            }
+            Err(e) => Parsed::Refused {
+                reason: e.to_string(),
+                page: e.to_error_page(),
+            },
+        }
+    }
+
+    /// The client's address from a PROXY header; the proxy's own becomes `PROXY_ADDR`.
+    fn take_proxy_addresses(
+        &mut self,
+        py: Python<'_>,
+        protocol: &str,
+        source: Option<std::net::SocketAddr>,
+    ) {
+        let env = &mut self.env;
+        let Some(src) = source else {
+            env.proxy = Some((protocol.to_string(), String::new(), String::new()));
+            return;
+        };
+        let proxy_port = env
+            .remote_port
+            .as_ref()
+            .map(|p| p.bind(py).to_string())
+            .unwrap_or_default();
+        env.proxy = Some((protocol.to_string(), env.remote_ip.clone(), proxy_port));
+        env.remote_ip = src.ip().to_string();
+        env.remote_addr = PyString::new(py, &env.remote_ip).unbind();
+        env.remote_port = Some(PyString::new(py, &src.port().to_string()).unbind());
+    }
+}
+
+/// The 431 page for a head too large to hold.
+pub fn too_large_page() -> Vec<u8> {
+    error_page(
+        431,
+        "Request Header Fields Too Large",
+        "Request header section too large",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timeouts = Timeouts {
+        head: Duration::from_secs(30),
+        keepalive: Duration::from_secs(2),
+    };
+
+    fn at(state: &State, now: Instant) -> Duration {
+        state.deadline - now
+    }
+
+    #[test]
+    fn a_fresh_connection_waits_a_head_timeout_then_reads_a_head() {
+        let now = Instant::now();
+        let mut s = State::fresh(now, T);
+        assert_eq!((s.phase, at(&s, now), s.requests), (Phase::Idle, T.head, 0));
+        let later = now + Duration::from_secs(1);
+        s.bytes_arrived(later, T);
+        assert_eq!((s.phase, at(&s, later)), (Phase::Head, T.head));
+        // More bytes do not extend the head's deadline.
+        s.bytes_arrived(later + Duration::from_secs(5), T);
+        assert_eq!(at(&s, later), T.head);
+    }
+
+    #[test]
+    fn a_sent_response_goes_idle_for_keepalive_or_on_to_a_buffered_request() {
+        let now = Instant::now();
+        let mut s = State::fresh(now, T);
+        s.bytes_arrived(now, T);
+        assert_eq!(
+            s.response_complete(After::KeepAlive, false, false, now, T),
+            Next::Read
+        );
+        assert_eq!(
+            (s.phase, at(&s, now), s.requests),
+            (Phase::Idle, T.keepalive, 1)
+        );
+        s.bytes_arrived(now, T);
+        assert_eq!(
+            s.response_complete(After::KeepAlive, false, true, now, T),
+            Next::Read
+        );
+        assert_eq!((s.phase, at(&s, now), s.requests), (Phase::Head, T.head, 2));
+        assert_eq!(
+            s.response_complete(After::Close, false, true, now, T),
+            Next::Close
+        );
+    }
+
+    #[test]
+    fn a_response_the_client_has_not_taken_is_flushed_first() {
+        let now = Instant::now();
+        for (after, then) in [(After::KeepAlive, Next::Read), (After::Close, Next::Close)] {
+            let mut s = State::fresh(now, T);
+            s.bytes_arrived(now, T);
+            assert_eq!(s.response_complete(after, true, false, now, T), Next::Flush);
+            assert_eq!((s.phase, at(&s, now)), (Phase::Flushing(after), T.head));
+            let later = now + Duration::from_secs(10);
+            s.output_progress(later, T);
+            assert_eq!(
+                at(&s, later),
+                T.head,
+                "progress restarts the write deadline"
+            );
+            assert_eq!(s.output_drained(false, later, T), then);
+        }
+        let mut s = State::fresh(now, T);
+        s.response_complete(After::KeepAlive, true, false, now, T);
+        assert_eq!(s.output_drained(true, now, T), Next::Read);
+        assert_eq!(s.phase, Phase::Head, "a pipelined request waited meanwhile");
+    }
+
+    #[test]
+    fn stopping_gives_idle_connections_a_last_call_and_nothing_more() {
+        let now = Instant::now();
+        let mut idle = State::fresh(now, T);
+        idle.response_complete(After::KeepAlive, false, false, now, T);
+        idle.last_call(false, now);
+        assert_eq!(at(&idle, now), LAST_CALL.min(T.keepalive));
+        let long = Timeouts {
+            keepalive: Duration::from_secs(60),
+            ..T
+        };
+        let mut patient = State::fresh(now, long);
+        patient.response_complete(After::KeepAlive, false, false, now, long);
+        patient.last_call(false, now);
+        assert_eq!(at(&patient, now), LAST_CALL);
+        // Never later than it was, and a head under way keeps its own deadline.
+        let before = patient.deadline;
+        patient.last_call(false, now + Duration::from_millis(500));
+        assert_eq!(patient.deadline, before);
+        let mut head = State::fresh(now, T);
+        head.bytes_arrived(now, T);
+        head.last_call(true, now);
+        assert_eq!(at(&head, now), T.head);
+    }
+
+    #[test]
+    fn closing_lingers_briefly() {
+        let now = Instant::now();
+        let mut s = State::fresh(now, T);
+        s.closing(now);
+        assert_eq!((s.phase, at(&s, now)), (Phase::Closing, LINGER));
+    }
+}
