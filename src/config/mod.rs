@@ -210,34 +210,6 @@ impl Identity {
             initgroups,
         }))
     }
-
-    /// Drops the worker's privileges: supplementary groups, then gid, then uid (after uid
-    /// nothing else could be changed).
-    ///
-    /// # Errors
-    /// A system call refused (e.g. not running as root).
-    pub fn switch_to(&self) -> Result<(), String> {
-        use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
-        let gid = Gid::from_raw(self.gid);
-        if nix::unistd::getuid().is_root() {
-            match (&self.user_name, self.initgroups) {
-                (Some(name), true) => {
-                    let cname = std::ffi::CString::new(name.as_str()).map_err(|e| e.to_string())?;
-                    nix::unistd::initgroups(&cname, gid)
-                        .map_err(|e| format!("initgroups({name}): {e}"))?;
-                }
-                // Without this the worker would keep root's supplementary groups.
-                _ => setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?,
-            }
-        }
-        if nix::unistd::getgid() != gid {
-            setgid(gid).map_err(|e| format!("setgid({}): {e}", self.gid))?;
-        }
-        if nix::unistd::getuid().as_raw() != self.uid {
-            setuid(Uid::from_raw(self.uid)).map_err(|e| format!("setuid({}): {e}", self.uid))?;
-        }
-        Ok(())
-    }
 }
 
 /// What happens to a request header whose name has an underscore (`header_map`): it could

@@ -160,7 +160,7 @@ pub struct Master {
     logged_count: usize,
     rng: u64,
     pid: Pid,
-    pidfile: Option<crate::pidfile::Pidfile>,
+    pidfile: Option<crate::process::pidfile::Pidfile>,
     /// The command line (without the program), re-read on HUP.
     args: Vec<String>,
     /// How we were started, for a USR2 re-exec.
@@ -176,7 +176,7 @@ impl Master {
         config: Config,
         listeners: Vec<Listener>,
         signals: SignalQueue,
-        pidfile: Option<crate::pidfile::Pidfile>,
+        pidfile: Option<crate::process::pidfile::Pidfile>,
         args: Vec<String>,
     ) -> nix::Result<Master> {
         let pid = nix::unistd::getpid();
@@ -410,9 +410,9 @@ impl Master {
     /// reported and the running one is kept.
     fn reload(&mut self) {
         info!("Hang up: Master");
-        crate::systemd::notify(&format!(
+        crate::process::systemd::notify(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
-            crate::systemd::monotonic_usec()
+            crate::process::systemd::monotonic_usec()
         ));
         match Python::attach(|py| crate::config::load(py, &self.args)) {
             Ok(crate::config::Invocation::Run(new)) => {
@@ -427,7 +427,7 @@ impl Master {
             self.spawn_worker();
         }
         self.set_num_workers(self.config.workers);
-        crate::systemd::notify("READY=1");
+        crate::process::systemd::notify("READY=1");
     }
 
     fn apply(&mut self, new: Config) {
@@ -668,7 +668,7 @@ impl Master {
     /// Closes the listeners, stops the workers (TERM for graceful, QUIT for quick), waits up
     /// to `graceful_timeout`, kills what is left, and says goodbye.
     fn stop(mut self, how: Stop) -> i32 {
-        crate::systemd::notify("STOPPING=1");
+        crate::process::systemd::notify("STOPPING=1");
         // A USR2 child or parent shares our unix socket files: leave them in place.
         let shared = self.reexec_child.is_some() || self.master_parent.is_some();
         for mut l in std::mem::take(&mut self.listeners) {

@@ -33,6 +33,11 @@ pub fn is_hook(name: &str) -> bool {
     HOOKS.iter().any(|(n, _)| *n == name)
 }
 
+thread_local! {
+    /// This worker's `worker` object for hooks.
+    static WORKER_OBJ: std::cell::RefCell<Option<Py<PyAny>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// The hooks in force with their parameter counts (replaced as a whole on HUP).
 static HOOKS_SET: Mutex<Vec<(&'static str, Py<PyAny>, usize)>> = Mutex::new(Vec::new());
 
@@ -135,6 +140,30 @@ pub fn call(py: Python<'_>, name: &str, args: &[Bound<'_, PyAny>]) {
     if let Err(e) = hook.bind(py).call1(args) {
         super::log_exception(py, &format!("Exception in {name} hook"), &e);
     }
+}
+
+/// Records this worker's `worker` object (built once at boot) for the hooks that get it.
+pub fn set_worker_object(worker: Py<PyAny>) {
+    WORKER_OBJ.with(|w| *w.borrow_mut() = Some(worker));
+}
+
+/// The `worker` object hooks receive, if this process is a worker.
+pub fn worker_object(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
+    WORKER_OBJ.with(|w| w.borrow().as_ref().map(|o| o.bind(py).clone()))
+}
+
+/// Calls a worker-side hook (`pre_request`, `worker_int`, ...) with `worker` first, then
+/// `rest`; nothing outside a worker or when the hook is not set.
+pub fn call_worker_hook(py: Python<'_>, name: &str, rest: &[Bound<'_, PyAny>]) {
+    if !is_set(name) {
+        return;
+    }
+    let Some(worker) = worker_object(py) else {
+        return;
+    };
+    let mut args = vec![worker];
+    args.extend(rest.iter().cloned());
+    call(py, name, &args);
 }
 
 /// A `types.SimpleNamespace` with the given attributes: the duck-typed objects hooks get.

@@ -60,7 +60,7 @@ const WORKER_MODULES: [&str; 10] = [
 ];
 
 /// Registers `_rgunicorn`, routes the `gunicorn.error` logger to our error log, and imports
-/// what workers will need ([`WORKER_MODULES`]).
+/// what workers will need (`WORKER_MODULES`).
 ///
 /// # Errors
 /// A Python exception while setting up (it would mean a broken interpreter).

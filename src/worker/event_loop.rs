@@ -210,7 +210,7 @@ impl<'a> EventLoop<'a> {
             self.check_parent();
             if let Some(path) = self.reloader.as_mut().and_then(|r| r.changed(py)) {
                 info!("Worker reloading: {} modified", path.display());
-                super::run_worker_hook(py, "worker_int", &[]);
+                crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
                 // Leave like a recycled worker: what was accepted is answered; the sockets
                 // stay open in the master for the next worker.
                 self.reloader = None;

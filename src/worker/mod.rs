@@ -31,26 +31,6 @@ static REOPEN_LOGS: AtomicBool = AtomicBool::new(false);
 thread_local! {
     /// Files of a failed import, watched by `--reload` in addition to loaded modules.
     static BROKEN_FILES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// This worker's `worker` object for hooks (built once at boot).
-    static WORKER_OBJ: std::cell::RefCell<Option<Py<PyAny>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// The `worker` object hooks receive, if this process is a worker.
-pub fn worker_object(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
-    WORKER_OBJ.with(|w| w.borrow().as_ref().map(|o| o.bind(py).clone()))
-}
-
-/// Calls a worker-side hook with `worker` first, then `rest`.
-pub fn run_worker_hook(py: Python<'_>, name: &str, rest: &[Bound<'_, PyAny>]) {
-    if !crate::python::hooks::is_set(name) {
-        return;
-    }
-    let Some(worker) = worker_object(py) else {
-        return;
-    };
-    let mut args = vec![worker];
-    args.extend(rest.iter().cloned());
-    crate::python::hooks::call(py, name, &args);
 }
 
 /// Calls a `(server, worker)` hook (post_fork, worker_exit) from the worker.
@@ -58,7 +38,7 @@ fn run_server_worker_hook(py: Python<'_>, name: &str, seed: &WorkerSeed<'_>) {
     if !crate::python::hooks::is_set(name) {
         return;
     }
-    let Some(worker) = worker_object(py) else {
+    let Some(worker) = crate::python::hooks::worker_object(py) else {
         return;
     };
     let config = seed.config;
@@ -104,7 +84,7 @@ fn on_term(_signum: i32, _frame: &Bound<'_, PyAny>) {
 /// QUIT/INT: leave at once, interrupting the request in progress (Gunicorn: `sys.exit(0)`).
 #[pyfunction]
 fn on_quit(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
-    run_worker_hook(py, "worker_int", &[]);
+    crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
     stop_gracefully();
     Err(PySystemExit::new_err(0))
 }
@@ -113,7 +93,7 @@ fn on_quit(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<
 /// then SystemExit(1) unwinds the app and the request gets a 500.
 #[pyfunction]
 fn on_abort(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
-    run_worker_hook(py, "worker_abort", &[]);
+    crate::python::hooks::call_worker_hook(py, "worker_abort", &[]);
     stop_gracefully();
     let what = crate::wsgi::describe_current_request(py)
         .unwrap_or_else(|| "no request (between requests)".to_string());
@@ -219,7 +199,7 @@ pub fn run(seed: WorkerSeed<'_>) -> ! {
 }
 
 fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
-    crate::proctitle::set(&format!("rgunicorn: worker [{}]", seed.config.proc_name));
+    crate::process::proctitle::set(&format!("rgunicorn: worker [{}]", seed.config.proc_name));
     info!("Booting worker with pid: {}", std::process::id());
     let me = nix::unistd::getpid();
     match crate::master::worker_namespace(
@@ -230,7 +210,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         seed.age,
         false,
     ) {
-        Ok(obj) => WORKER_OBJ.with(|w| *w.borrow_mut() = Some(obj.unbind())),
+        Ok(obj) => crate::python::hooks::set_worker_object(obj.unbind()),
         Err(e) => crate::python::log_exception(py, "Exception in worker process", &e),
     }
     run_server_worker_hook(py, "post_fork", seed);
@@ -274,7 +254,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         }
     });
     if let Some(identity) = &seed.config.identity {
-        if let Err(msg) = identity.switch_to() {
+        if let Err(msg) = crate::process::identity::drop_privileges(identity) {
             crate::log::error_log(
                 crate::config::LogLevel::Error,
                 &format!("Exception in worker process: can't switch user/group: {msg}"),
@@ -304,11 +284,11 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         }
         Err(e) => return report_boot_failure(py, seed, e),
     };
-    if let Some(worker) = worker_object(py) {
+    if let Some(worker) = crate::python::hooks::worker_object(py) {
         let _ = worker.setattr("wsgi", app.bind(py));
         let _ = worker.setattr("booted", true);
     }
-    run_worker_hook(py, "post_worker_init", &[]);
+    crate::python::hooks::call_worker_hook(py, "post_worker_init", &[]);
     let runtime = match crate::wsgi::Runtime::new(py, app, seed.config, access_log) {
         Ok(r) => r,
         Err(e) => {

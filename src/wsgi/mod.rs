@@ -247,7 +247,7 @@ impl Runtime {
             None
         };
         if let Some(req) = &req {
-            crate::worker::run_worker_hook(py, "pre_request", std::slice::from_ref(req));
+            crate::python::hooks::call_worker_hook(py, "pre_request", std::slice::from_ref(req));
         }
         let mut failure = match self.app.bind(py).call1((&environ, &start_response)) {
             Ok(iterable) => {
@@ -367,7 +367,7 @@ impl Runtime {
         if let Some(req) = &req {
             if crate::python::hooks::is_set("post_request") {
                 match response_object(py, &status_text, status_code, &sent_headers, body_bytes) {
-                    Ok(resp) => crate::worker::run_worker_hook(
+                    Ok(resp) => crate::python::hooks::call_worker_hook(
                         py,
                         "post_request",
                         &[req.clone(), environ.clone().into_any(), resp],
