@@ -190,6 +190,8 @@ pub struct HeadScan {
     prev_line: usize,
     /// Bytes already searched by [`HeadScan::head_complete_in`].
     searched: usize,
+    /// The incomplete line at `line` has no LF before this offset.
+    no_lf_until: usize,
 }
 
 impl HeadScan {
@@ -340,9 +342,15 @@ fn scan_header_section(
     let mut count = scan.count;
     let mut prev_line = scan.prev_line;
     loop {
+        if scan.line != pos {
+            scan.no_lf_until = pos;
+        }
         (scan.line, scan.count, scan.prev_line) = (pos, count, prev_line);
         let rest = &buf[pos..];
-        let Some(lf) = find_lf(rest) else {
+        // The incomplete line was searched up to `no_lf_until` last time: only newer bytes.
+        let known = scan.no_lf_until.clamp(pos, buf.len()) - pos;
+        let Some(lf) = find_lf(&rest[known..]).map(|i| i + known) else {
+            scan.no_lf_until = buf.len();
             let partial = partial_line_len(rest);
             if partial > 0 && count >= limits.fields {
                 return Err(ParseError::TooManyHeaders);

@@ -36,8 +36,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// When the worker stops, an idle keep-alive connection stays open this long (less if its
 /// keep-alive ends sooner): a client in a request loop sends its next request right after
 /// a response, and that request is answered (with `Connection: close`) instead of meeting
-/// a reset. Short, so that stopping stays quick.
-const LAST_CALL: Duration = Duration::from_secs(1);
+/// a reset. Short, so that stopping stays quick; Gunicorn 27.0.1's gthread worker does the
+/// same for up to 2 s.
+const LAST_CALL: Duration = Duration::from_secs(2);
 
 #[derive(PartialEq, Eq, Clone, Copy, Debug)]
 pub enum Phase {
@@ -263,6 +264,10 @@ impl Conn {
     /// empty.
     pub fn read_available(&mut self, py: Python<'_>, timeout: Duration) -> bool {
         let mut chunk = [0u8; READ_CHUNK_BYTES];
+        // A plain socket that returned less than asked for was empty at that moment, and
+        // edge-triggered polling reports whatever arrives later: no read to see EAGAIN.
+        // (A TLS session may hold decrypted bytes back, so it is read until EAGAIN.)
+        let short_read_drains = !self.io.is_tls();
         loop {
             if self.eof {
                 return true;
@@ -274,6 +279,10 @@ impl Conn {
             }
             match self.io.read_nonblocking(py, &mut chunk, timeout) {
                 Ok(0) => self.eof = true,
+                Ok(n) if n < chunk.len() && short_read_drains => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return true;
+                }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,

@@ -1,0 +1,457 @@
+#!/usr/bin/env python3
+"""Connection-lifecycle scenarios, rgunicorn (release build) vs Gunicorn (sync), in one run.
+
+Where bench.py measures speed, this measures what production traffic meets around it:
+keep-alive clients across a slow request, HUP, --max-requests recycling and a worker timeout
+(requests lost), a request waiting behind another worker's app call (head-of-line delay),
+clients that do not read (a third client's latency), read-ahead floods (worker memory), a
+head trickled in small pieces (worker CPU) and descriptor exhaustion (recovery time).
+
+Usage: bench/lifecycle.py [--servers rgunicorn,gunicorn] [--only NAME,...] [--baseline BINARY]
+(--baseline adds a server "baseline": another rgunicorn binary, e.g. an older build.)
+Run bench/run once first: it builds target/release/rgunicorn and bench/.venv (gunicorn).
+Standard library only; every server listens on 127.0.0.1 and every loop is bounded.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+APPS = os.path.join(HERE, "apps")
+VENV = os.path.join(HERE, ".venv")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+APP = "lifecycle:app"
+BASELINE = [None]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One server under test: started fresh, its master and workers found by pid."""
+
+    def __init__(self, kind, args):
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="lifecycle-", suffix=".log")
+        common = ["-b", "127.0.0.1:%d" % self.port, "--log-level", "info"] + args + [APP]
+        if kind == "rgunicorn":
+            cmd = [os.path.join(TARGET, "release", "rgunicorn")] + common
+        elif kind == "baseline":
+            cmd = [BASELINE[0]] + common
+        else:
+            cmd = [os.path.join(VENV, "bin", "gunicorn"), "--no-control-socket"] + common
+        env = dict(os.environ, VIRTUAL_ENV=VENV, PATH=os.path.join(VENV, "bin") + ":" + os.environ["PATH"])
+        self.proc = subprocess.Popen(cmd, cwd=APPS, env=env, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if get(self.port, "/pid", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("%s did not start: %s" % (kind, self.logs()))
+
+    def workers(self):
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open("/proc/%s/stat" % entry) as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    if int(fields[1]) == self.proc.pid:
+                        pids.append(int(entry))
+                except OSError:
+                    pass
+        return sorted(pids)
+
+    def logs(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def read_response(sock):
+    """(status, headers text, body) of one Content-Length response; raises on EOF."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed after %d bytes" % len(buf))
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    text = head.decode("latin-1").lower()
+    length = int(re.search(r"content-length:\s*(\d+)", text).group(1))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed inside the body")
+        body += chunk
+    return int(text.split()[1]), text, body
+
+
+def get(port, path, timeout=30, sock=None):
+    own = sock is None
+    if own:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        return read_response(sock)
+    finally:
+        if own:
+            sock.close()
+
+
+class KeepAliveClients:
+    """Clients on persistent connections POSTing back to back; a request that was sent and
+    got no complete, correct answer is lost. Reconnects only when told `Connection: close`
+    (or after a loss)."""
+
+    def __init__(self, port, n, limit_s=60):
+        self.port, self.ok, self.lost, self.stop = port, 0, [], False
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(i, limit_s)) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def run(self, c, limit_s):
+        sock, end = None, time.time() + limit_s
+        for i in range(100000):
+            if self.stop or time.time() > end:
+                break
+            body = b"client %d request %d" % (c, i)
+            try:
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+                sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                status, head, got = read_response(sock)
+                if status != 200 or got != body:
+                    raise ConnectionError("status %d" % status)
+                with self.lock:
+                    self.ok += 1
+                if "connection: close" in head:
+                    sock.close()
+                    sock = None
+            except OSError as e:
+                with self.lock:
+                    self.lost.append("%s: %s" % (type(e).__name__, e))
+                if sock is not None:
+                    sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()
+
+    def total(self):
+        with self.lock:
+            return self.ok + len(self.lost)
+
+    def finish(self):
+        self.stop = True
+        for t in self.threads:
+            t.join()
+        return {"answered": self.ok, "lost": len(self.lost), "examples": self.lost[:3]}
+
+
+def wait_total(load, n, limit=30):
+    end = time.time() + limit
+    target = load.total() + n
+    while load.total() < target and time.time() < end:
+        time.sleep(0.02)
+
+
+def under_load(kind, args, clients, during):
+    """Starts a server with `args`, runs `clients` keep-alive clients, calls `during(server,
+    load)` (which returns extra figures or None), and reports answered/lost."""
+    s = Server(kind, args)
+    try:
+        load = KeepAliveClients(s.port, clients)
+        extra = during(s, load) or {}
+        result = load.finish()
+        result.update(extra)
+        return result
+    finally:
+        s.stop()
+
+
+def slow_request(kind):
+    """10 keep-alive clients (-w 2, --keep-alive 2) while one request takes 5 s."""
+    def during(s, load):
+        wait_total(load, 100)
+        get(s.port, "/sleep?s=5")
+        wait_total(load, 100)
+    return under_load(kind, ["-w", "2", "--keep-alive", "2"], 10, during)
+
+
+def hup(kind):
+    """20 keep-alive clients across a HUP (-w 2)."""
+    def during(s, load):
+        wait_total(load, 500)
+        before = s.workers()
+        s.proc.send_signal(signal.SIGHUP)
+        end = time.time() + 30
+        while time.time() < end and set(s.workers()) & set(before):
+            time.sleep(0.05)
+        wait_total(load, 500)
+    return under_load(kind, ["-w", "2"], 20, during)
+
+
+def max_requests(kind):
+    """4 keep-alive clients, 600 requests, --max-requests 50 (-w 2)."""
+    def during(s, load):
+        wait_total(load, 600, limit=60)
+    return under_load(kind, ["-w", "2", "--max-requests", "50"], 4, during)
+
+
+def timeout_kill(kind):
+    """16 keep-alive clients while a worker is killed for a timeout (-w 2 -t 2)."""
+    def during(s, load):
+        wait_total(load, 200)
+        try:
+            status = get(s.port, "/sleep?s=10")[0]
+        except OSError as e:
+            status = str(e)
+        wait_total(load, 200)
+        return {"hung_request": status}
+    return under_load(kind, ["-w", "2", "-t", "2"], 16, during)
+
+
+def head_of_line(kind):
+    """Connection A idle on worker X; a 1 s request on X; A sends 0.5 s into it (-w 2).
+    The figure is A's wait for its answer (a reconnect is allowed when the server closed A)."""
+    s = Server(kind, ["-w", "2"])
+    try:
+        conns = []
+        for _ in range(40):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+            _, head, body = get(s.port, "/pid", sock=c)
+            same = [x for x in conns if x[1] == body]
+            if same and "connection: close" not in head:
+                a, b = same[0][0], c
+                break
+            conns.append((c, body))
+        else:
+            # Gunicorn's sync worker closes every connection: A is a new connection.
+            a, b = None, socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        b.sendall(b"GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)  # the scenario's own timing: A sends 0.5 s into B's call
+        sent = time.time()
+        if a is None:
+            a = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        get(s.port, "/pid", sock=a)
+        waited = time.time() - sent
+        read_response(b)
+        return {"delay_ms": round(waited * 1000, 1)}
+    finally:
+        s.stop()
+
+
+def small_window_client(port):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(30)
+    return sock
+
+
+def slow_readers(kind):
+    """-w 1 -t 6: one client does not read a 512 KiB response, another a 50 MB file; the
+    figure is a third client's latency."""
+    s = Server(kind, ["-w", "1", "-t", "6"])
+    with tempfile.NamedTemporaryFile() as f:
+        f.truncate(50_000_000)
+        try:
+            big = small_window_client(s.port)
+            big.sendall(b"GET /big?size=524288 HTTP/1.1\r\nHost: x\r\n\r\n")
+            huge = small_window_client(s.port)
+            huge.sendall(b"GET /file?path=%s HTTP/1.1\r\nHost: x\r\n\r\n" % f.name.encode())
+            for c in (big, huge):
+                c.recv(1, socket.MSG_PEEK)
+            start = time.time()
+            get(s.port, "/pid")
+            return {"third_client_ms": round((time.time() - start) * 1000, 1)}
+        finally:
+            s.stop()
+
+
+def rss_peak_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def flood(port, n, data, seconds=5):
+    socks = []
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port))
+        c.setblocking(False)
+        socks.append([c, 0])
+    end = time.time() + seconds
+    while time.time() < end and any(sent < len(data) for _, sent in socks):
+        for entry in socks:
+            if entry[1] < len(data):
+                try:
+                    entry[1] += entry[0].send(data[entry[1]:])
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    entry[1] = len(data)
+    return [c for c, _ in socks]
+
+
+def normal_requests(port, seconds):
+    """Sends ordinary requests one after another for `seconds`; the slowest one's time."""
+    slowest, end = 0.0, time.time() + seconds
+    while time.time() < end:
+        t = time.time()
+        try:
+            get(port, "/pid", timeout=10)
+        except OSError:
+            pass
+        slowest = max(slowest, time.time() - t)
+    return slowest
+
+
+def read_ahead(kind):
+    """-w 1: 300 connections push 1 MB of pipelined 1 KiB requests and never read, then 100
+    send 784 KB heads that never end; normal requests meanwhile. Worker peak RSS and the
+    slowest normal request."""
+    s = Server(kind, ["-w", "1"])
+    try:
+        worker = s.workers()[0]
+        request = b"GET /pid HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"x" * 985 + b"\r\n\r\n"
+        held = flood(s.port, 300, request * 1024)
+        slowest = normal_requests(s.port, 3)
+        line = b"X-Long: " + b"y" * 7990 + b"\r\n"
+        held += flood(s.port, 100, b"GET / HTTP/1.1\r\nHost: x\r\n" + line * 98)
+        slowest = max(slowest, normal_requests(s.port, 3))
+        peak = rss_peak_mib(worker)
+        for c in held:
+            c.close()
+        return {"worker_peak_rss_mib": peak, "slowest_normal_ms": round(slowest * 1000, 1)}
+    finally:
+        s.stop()
+
+
+def cpu_seconds(pid):
+    """CPU time of `pid` in seconds, to the nanosecond (schedstat), not to the 10 ms tick."""
+    with open("/proc/%d/schedstat" % pid) as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def trickled_head(kind):
+    """-w 1: a 784 KB head (98 lines of 8000 bytes) sent in 256-byte pieces; the worker's
+    CPU time while it arrives."""
+    s = Server(kind, ["-w", "1"])
+    try:
+        worker = s.workers()[0]
+        line = b"X-Long: " + b"y" * 7990 + b"\r\n"
+        head = b"GET /pid HTTP/1.1\r\nHost: x\r\n" + line * 98
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        before = cpu_seconds(worker)
+        for i in range(0, len(head), 256):
+            c.sendall(head[i:i + 256])
+            time.sleep(0.0002)  # separate arrivals, as a slow client's
+        c.sendall(b"\r\n")
+        status = read_response(c)[0]
+        spent = cpu_seconds(worker) - before
+        return {"worker_cpu_ms": round(spent * 1000, 1), "pieces": -(-len(head) // 256),
+                "status": status}
+    finally:
+        s.stop()
+
+
+def fd_exhaustion(kind):
+    """-w 1: the worker's descriptor limit is set to what it uses, a client connects and
+    sends, then the limit is raised again: how long until that client is answered."""
+    s = Server(kind, ["-w", "1"])
+    try:
+        worker = s.workers()[0]
+        used = len(os.listdir("/proc/%d/fd" % worker))
+        highest = max(int(x) for x in os.listdir("/proc/%d/fd" % worker))
+        old = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+        resource.prlimit(worker, resource.RLIMIT_NOFILE, (min(used, highest + 1), old[1]))
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+        c.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(2)  # the scenario's own timing: 2 s without descriptors
+        resource.prlimit(worker, resource.RLIMIT_NOFILE, old)
+        freed = time.time()
+        try:
+            read_response(c)
+            return {"answered_after_free_ms": round((time.time() - freed) * 1000, 1)}
+        except OSError as e:
+            return {"answered_after_free_ms": None, "error": str(e)}
+    finally:
+        s.stop()
+
+
+SCENARIOS = [slow_request, hup, max_requests, timeout_kill, head_of_line, slow_readers,
+             read_ahead, trickled_head, fd_exhaustion]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--servers", default="rgunicorn,gunicorn")
+    p.add_argument("--only", default="")
+    p.add_argument("--json", default="")
+    p.add_argument("--baseline", default="", help="another rgunicorn binary to compare")
+    a = p.parse_args()
+    servers = a.servers.split(",")
+    if a.baseline:
+        BASELINE[0] = os.path.abspath(a.baseline)
+        servers.insert(1, "baseline")
+    only = set(filter(None, a.only.split(",")))
+    results = {}
+    for scenario in SCENARIOS:
+        if only and scenario.__name__ not in only:
+            continue
+        for kind in servers:
+            try:
+                out = scenario(kind)
+            except Exception as e:  # one scenario failing must not hide the others
+                out = {"error": "%s: %s" % (type(e).__name__, e)}
+            results.setdefault(scenario.__name__, {})[kind] = out
+            print("%-15s %-10s %s" % (scenario.__name__, kind, json.dumps(out)), flush=True)
+    print()
+    print("| scenario | " + " | ".join(servers) + " |")
+    print("|---|" + "---|" * len(servers))
+    for name, by_server in results.items():
+        cells = []
+        for kind in servers:
+            out = dict(by_server.get(kind, {}))
+            out.pop("examples", None)
+            cells.append(", ".join("%s %s" % (k, v) for k, v in out.items()))
+        print("| %s | %s |" % (name, " | ".join(cells)))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
