@@ -332,6 +332,19 @@ impl<'a> EventLoop<'a> {
         for i in 0..self.listeners.len() {
             let _ = self.set_listening(i, false);
         }
+        if !super::drains_backlog() {
+            // Recycled (max-requests, reload): a successor is on its way, so idle
+            // connections go to it (or a sibling) through the hand-off channel instead of
+            // holding this worker, and so its listeners, for a last call.
+            for idx in 0..self.conns.len() {
+                let candidate = self.conns[idx].as_ref().and_then(Conn::handoff_candidate);
+                if let Some((fd, listener)) = candidate {
+                    if self.seed.handoff.send(fd, listener, &[]).is_ok() {
+                        self.close(py, idx);
+                    }
+                }
+            }
+        }
         let now = self.clock();
         for conn in self.conns.iter_mut().flatten() {
             conn.state.last_call(!conn.buf.is_empty(), now);
@@ -409,9 +422,11 @@ impl<'a> EventLoop<'a> {
     }
 
     /// Takes one connection a sibling passed on (one per turn, like accepting), also while
-    /// stopping: a connection handed off is never dropped.
+    /// stopping on TERM (every worker is), so that one handed off is never dropped; but not
+    /// when recycled, as the connections it passed on are for its successor.
     fn take_handoff(&mut self, py: Python<'_>) {
-        if !self.handoff_ready || self.open >= self.seed.config.worker_connections {
+        let taking = super::is_alive() || super::drains_backlog();
+        if !taking || !self.handoff_ready || self.open >= self.seed.config.worker_connections {
             return;
         }
         match self.seed.handoff.receive() {
@@ -429,10 +444,15 @@ impl<'a> EventLoop<'a> {
         }
         match self.add_conn(py, received.listener, received.socket) {
             Ok(idx) => {
+                let now = self.clock();
                 if let Some(conn) = self.conns[idx].as_mut() {
                     // Not a fresh connection: it has been served before, or was waiting.
                     conn.state.requests = 1;
+                    conn.state.deadline = now + self.timeouts.keepalive;
                     conn.buf = received.buffered;
+                    if !conn.buf.is_empty() {
+                        conn.state.bytes_arrived(now, self.timeouts);
+                    }
                 }
                 self.refresh_idle(idx);
                 // Its request is already in the socket (or the buffer): read it now.

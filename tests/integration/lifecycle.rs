@@ -425,3 +425,36 @@ fn a_timed_out_worker_passes_its_connections_on() {
     assert_eq!(r.status, 200);
     assert_ne!(r.body_str(), pid, "a sibling answered");
 }
+
+/// A worker recycled by `--max-requests` passes its idle keep-alive connections to its
+/// successor instead of holding them (and its place) for a last call: with `-w 1`, an
+/// idle connection is still usable after the old worker has gone.
+#[test]
+fn a_recycled_worker_passes_idle_connections_to_its_successor() {
+    let mut s = Server::start(
+        "handoff-recycle",
+        &[
+            "-w",
+            "1",
+            "--max-requests",
+            "3",
+            "--keep-alive",
+            "60",
+            "app:application",
+        ],
+    );
+    let old = s.wait_workers(1, DEADLINE)[0];
+    let mut idle = s.connect();
+    idle.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(idle.read_response().body_str(), old.to_string());
+    for _ in 0..2 {
+        assert_eq!(s.get("/pid").status, 200);
+    }
+    let replaced = poll_until(DEADLINE, || {
+        let now = s.worker_pids();
+        (now.len() == 1 && now[0] != old && !crate::support::is_alive(old)).then_some(now[0])
+    });
+    let new = replaced.expect("the recycled worker was replaced");
+    idle.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(idle.read_response().body_str(), new.to_string());
+}
