@@ -238,7 +238,17 @@ pub fn parse_head_resuming(
     let Some(lf) = find_lf(rest) else {
         return check_partial_request_line(rest, limits).map(|()| None);
     };
-    if lf == 0 || rest[lf - 1] != b'\r' {
+    // The length first, as while the line was arriving: the same bytes give the same
+    // error however they were split (and Gunicorn, which looks for CRLF, says too long).
+    let bare_lf = lf == 0 || rest[lf - 1] != b'\r';
+    let content = partial_line_len(&rest[..lf]);
+    if limits.request_line > 0 && content > limits.request_line {
+        return Err(ParseError::RequestLineTooLong {
+            size: content,
+            limit: limits.request_line,
+        });
+    }
+    if bare_lf {
         return Err(ParseError::RequestLineBareLf {
             line: echo(&rest[..lf]),
         });
@@ -246,12 +256,6 @@ pub fn parse_head_resuming(
     let line = &rest[..lf - 1];
     if line.is_empty() {
         return Err(ParseError::ExtraLeadingEmptyLine);
-    }
-    if limits.request_line > 0 && line.len() > limits.request_line {
-        return Err(ParseError::RequestLineTooLong {
-            size: line.len(),
-            limit: limits.request_line,
-        });
     }
     let request_line = parse_request_line(line)?;
 
@@ -363,6 +367,15 @@ fn scan_header_section(
             }
             return Ok(None);
         };
+        // Gunicorn checks the count before each line, and a line's size with its CRLF;
+        // both come before the line ending, as they did while the line was arriving.
+        let content = partial_line_len(&rest[..lf]);
+        if content > 0 && count >= limits.fields {
+            return Err(ParseError::TooManyHeaders);
+        }
+        if content > 0 && content + 2 > limits.field_size {
+            return Err(ParseError::HeaderFieldTooLarge);
+        }
         if lf == 0 || rest[lf - 1] != b'\r' {
             return Err(ParseError::HeaderBareLf {
                 line: echo(&rest[..lf]),
@@ -371,13 +384,6 @@ fn scan_header_section(
         let line = &rest[..lf - 1];
         if line.is_empty() {
             return Ok(Some((pos + lf + 1, count)));
-        }
-        // Gunicorn checks the count before each line, and a line's size with its CRLF.
-        if count >= limits.fields {
-            return Err(ParseError::TooManyHeaders);
-        }
-        if line.len() + 2 > limits.field_size {
-            return Err(ParseError::HeaderFieldTooLarge);
         }
         if is_ows(line[0]) {
             // RFC 9112 §5.2: obs-fold is refused (Gunicorn: permit_obsolete_folding off).
