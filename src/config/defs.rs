@@ -13,9 +13,6 @@ use super::setting::{
     Value,
 };
 
-/// The other SSL settings: Gunicorn only reads them once `certfile`/`keyfile` turn TLS on.
-const TLS_ONLY: &str =
-    "only used with TLS (certfile/keyfile), which rgunicorn does not support; terminate TLS in a proxy";
 /// HTTP/2 settings: Gunicorn's own sync worker warns and serves HTTP/1.1 only.
 const HTTP2_ONLY: &str =
     "the sync worker serves HTTP/1.x only (Gunicorn's sync worker ignores HTTP/2 too)";
@@ -1318,7 +1315,10 @@ pub static SETTINGS: &[Setting] = &[
         "ssl_context",
         "Server Hooks",
         "Called when SSLContext is needed.",
-        Support::Ignored(TLS_ONLY),
+        Support::Refused(
+            "rgunicorn's TLS is rustls, which a Python SSLContext cannot configure; use \
+             certfile, keyfile, ca_certs and cert_reqs",
+        ),
     ),
     Setting {
         name: "proxy_protocol",
@@ -1408,7 +1408,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_cert_reqs,
         default: || Value::Int(0),
         help: "Whether client certificate is required (0 = none, 1 = optional, 2 = required).",
-        support: Support::Ignored(TLS_ONLY),
+        support: Support::Full,
     },
     Setting {
         name: "ca_certs",
@@ -1419,7 +1419,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_stripped,
         default: none,
         help: "CA certificates file.",
-        support: Support::Ignored(TLS_ONLY),
+        support: Support::Full,
     },
     Setting {
         name: "suppress_ragged_eofs",
@@ -1429,8 +1429,9 @@ pub static SETTINGS: &[Setting] = &[
         action: Action::SetTrue,
         parse: parse_bool,
         default: yes,
-        help: "Suppress ragged EOFs (see stdlib ssl module's).",
-        support: Support::Ignored(TLS_ONLY),
+        help: "Suppress ragged EOFs (see stdlib ssl module's); always on in rgunicorn, \
+               so False is refused with TLS on.",
+        support: Support::Full,
     },
     Setting {
         name: "do_handshake_on_connect",
@@ -1441,7 +1442,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Whether to perform SSL handshake on socket connect (see stdlib ssl module's).",
-        support: Support::Ignored(TLS_ONLY),
+        support: Support::Full,
     },
     Setting {
         name: "ciphers",
@@ -1451,8 +1452,9 @@ pub static SETTINGS: &[Setting] = &[
         action: Action::Set,
         parse: parse_stripped,
         default: none,
-        help: "SSL Cipher suite to use, in the format of an OpenSSL cipher list.",
-        support: Support::Ignored(TLS_ONLY),
+        help: "SSL Cipher suite to use, in the format of an OpenSSL cipher list (refused \
+               with TLS on: rustls offers only its own safe suites).",
+        support: Support::Full,
     },
     Setting {
         name: "http_protocols",

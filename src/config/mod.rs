@@ -511,8 +511,15 @@ impl Config {
                 .map_err(ConfigError::Invalid)?,
             tls: match text(&values, "certfile") {
                 Some(cert) => Some(
-                    crate::tls::server_config(&cert, text(&values, "keyfile").as_deref())
-                        .map_err(ConfigError::Invalid)?,
+                    crate::tls::server_config(&crate::tls::TlsOptions {
+                        certfile: &cert,
+                        keyfile: text(&values, "keyfile").as_deref(),
+                        cert_reqs: int(&values, "cert_reqs"),
+                        ca_certs: text(&values, "ca_certs").as_deref(),
+                        ciphers: text(&values, "ciphers").as_deref(),
+                        suppress_ragged_eofs: flag(&values, "suppress_ragged_eofs"),
+                    })
+                    .map_err(ConfigError::Invalid)?,
                 ),
                 None => None,
             },

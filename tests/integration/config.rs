@@ -783,3 +783,123 @@ print(data.count(b"HTTP/1.1 200 OK"), b'"wsgi.url_scheme": "https"' in data)
     assert_eq!(bad.code(), Some(1), "{}", bad.output());
     assert!(bad.output().contains("missing.pem"), "{}", bad.output());
 }
+
+/// One HTTPS request with Python's ssl module, presenting `client` (cert, key) if given:
+/// `200`, or `refused <error>` when the TLS handshake (or its post-handshake alert) fails.
+fn https_status(port: u16, client: Option<(&str, &str)>) -> String {
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let load = match client {
+        Some((cert, key)) => format!(
+            "ctx.load_cert_chain({:?}, {:?})",
+            certs.join(cert).display().to_string(),
+            certs.join(key).display().to_string()
+        ),
+        None => String::new(),
+    };
+    let script = format!(
+        r#"
+import ssl, socket
+ctx = ssl.create_default_context(cafile={cafile:?})
+{load}
+try:
+    with socket.create_connection(("127.0.0.1", {port}), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = s.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            print(data.split()[1].decode())
+except (ssl.SSLError, OSError) as e:
+    print("refused", type(e).__name__)
+"#,
+        cafile = certs.join("cert.pem").display().to_string(),
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+/// Client certificates: `--cert-reqs 2` (CERT_REQUIRED) serves only clients presenting a
+/// certificate from `--ca-certs`; `--cert-reqs 1` (CERT_OPTIONAL) also serves clients that
+/// present none, but never one that presents an untrusted certificate.
+#[test]
+fn tls_client_certificates_are_checked() {
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let path = |name: &str| certs.join(name).display().to_string();
+    for (reqs, without) in [("2", false), ("1", true)] {
+        let s = Server::start(
+            "tls-client",
+            &[
+                "--certfile",
+                &path("cert.pem"),
+                "--keyfile",
+                &path("key.pem"),
+                "--ca-certs",
+                &path("ca.pem"),
+                "--cert-reqs",
+                reqs,
+                "app:application",
+            ],
+        );
+        let valid = https_status(s.port, Some(("client.pem", "client-key.pem")));
+        assert_eq!(valid, "200", "cert_reqs {reqs}, a valid certificate");
+        let untrusted = https_status(s.port, Some(("untrusted.pem", "untrusted-key.pem")));
+        assert!(
+            untrusted.starts_with("refused"),
+            "cert_reqs {reqs}, an untrusted certificate: {untrusted}"
+        );
+        let none = https_status(s.port, None);
+        if without {
+            assert_eq!(none, "200", "cert_reqs {reqs}, no certificate");
+        } else {
+            assert!(
+                none.starts_with("refused"),
+                "cert_reqs {reqs}, no certificate: {none}"
+            );
+        }
+    }
+}
+
+/// TLS fails closed: a TLS setting rustls cannot honour exactly is a start-up error, never
+/// a warning with a weaker server behind it.
+#[test]
+fn tls_settings_that_cannot_be_honoured_are_refused() {
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let base = ["--certfile", "cert.pem", "--keyfile", "key.pem"];
+    for (extra, says) in [
+        (&["--cert-reqs", "2"][..], "set ca_certs"),
+        (
+            &["--ciphers", "ECDHE+AESGCM"][..],
+            "ciphers = 'ECDHE+AESGCM' can't be applied",
+        ),
+    ] {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push("app:application");
+        let done = run_to_exit_in(&certs, &args, &[], DEADLINE);
+        assert_eq!(done.code(), Some(1), "{}", done.output());
+        assert!(
+            done.output().contains("Error:") && done.output().contains(says),
+            "{}",
+            done.output()
+        );
+    }
+    let tmp = TempDir::new("tls-context");
+    let conf = tmp.join("conf.py");
+    std::fs::write(
+        &conf,
+        "def ssl_context(conf, default):\n    return default()\n",
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let hook = run_to_exit_in(&certs, &["-c", &conf, "app:application"], &[], DEADLINE);
+    assert_eq!(hook.code(), Some(1), "{}", hook.output());
+    assert!(hook.output().contains("ssl_context"), "{}", hook.output());
+}
