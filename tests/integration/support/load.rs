@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use super::{poll_until, LOG_DEADLINE as DEADLINE};
 
+/// A keep-alive client's bound (with its deadline): a release build answers tens of
+/// thousands of requests a second, so this must not be what ends a test's load.
+const MAX_REQUESTS_PER_CLIENT: u32 = 10_000_000;
+
 /// Waits (with a deadline) until `answered` has grown by `n`.
 fn wait_for_more(answered: &AtomicU32, n: u32) {
     let target = answered.load(Ordering::Relaxed) + n;
@@ -155,7 +159,7 @@ impl KeepAliveLoad {
                     let end = Instant::now() + Duration::from_secs(90);
                     let mut tally = Tally::default();
                     let mut conn: Option<TcpStream> = None;
-                    for i in 0..20_000 {
+                    for i in 0..MAX_REQUESTS_PER_CLIENT {
                         if stop.load(Ordering::Relaxed) || Instant::now() > end {
                             break;
                         }
