@@ -309,7 +309,7 @@ pub fn load(py: pyo3::Python<'_>, args: &[String]) -> Result<Invocation, ConfigE
     }
     let env_args = match std::env::var("GUNICORN_CMD_ARGS") {
         Ok(text) if !text.trim().is_empty() => {
-            let words = env::shell_split(&text).map_err(ConfigError::Invalid)?;
+            let words = env::shell_split(py, &text).map_err(ConfigError::Invalid)?;
             cli::parse(&words)?.values
         }
         _ => BTreeMap::new(),

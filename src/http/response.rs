@@ -196,11 +196,13 @@ pub fn encode_head(
                 .map(|(n, v)| n.len() + v.len() + 4)
                 .sum::<usize>(),
     );
-    out.extend_from_slice(b"HTTP/");
-    out.push(b'0' + spec.version.0 % 10);
-    out.push(b'.');
-    out.push(b'0' + spec.version.1 % 10);
-    out.push(b' ');
+    // Our own version for any 1.x above 1.0 (RFC 9110 §2.5: a server sends the highest
+    // minor version it supports), HTTP/1.0 to 1.0 clients.
+    out.extend_from_slice(if spec.version == (1, 0) {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
     push_latin1(out, spec.status);
     out.extend_from_slice(b"\r\nServer: ");
     out.extend_from_slice(SERVER.as_bytes());
@@ -418,10 +420,12 @@ mod tests {
     }
 
     #[test]
-    fn version_is_echoed() {
+    fn the_status_line_names_our_version_not_the_clients_minor() {
         let mut s = spec("200 OK", &[("Content-Length", "0")]);
         s.version = (1, 5);
-        assert!(encode(&s).0.starts_with("HTTP/1.5 200 OK\r\n"));
+        assert!(encode(&s).0.starts_with("HTTP/1.1 200 OK\r\n"));
+        s.version = (1, 0);
+        assert!(encode(&s).0.starts_with("HTTP/1.0 200 OK\r\n"));
     }
 
     #[test]

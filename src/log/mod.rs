@@ -198,17 +198,12 @@ pub fn error_log_raw(text: &str) {
 /// # Errors
 /// The error log is not a file, or dup2 failed.
 pub fn capture_output() -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     let guard = ERROR_SINK.lock().unwrap_or_else(|p| p.into_inner());
     let Some(Sink::File { file, .. }) = guard.as_ref() else {
         return Ok(());
     };
-    for target in [1, 2] {
-        // SAFETY: dup2 onto the standard descriptors, which the process owns.
-        if unsafe { nix::libc::dup2(file.as_raw_fd(), target) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+    nix::unistd::dup2_stdout(file)?;
+    nix::unistd::dup2_stderr(file)?;
     Ok(())
 }
 

@@ -423,6 +423,9 @@ impl Master {
             Err(e) => error!("Reload failed, keeping the running configuration: {e}"),
         }
         self.run_hook("on_reload", |_| Ok(Vec::new()));
+        for sig in self.signals.reclaim() {
+            warn!("{sig} had a Python handler in the master (set by the configuration); rgunicorn's own is restored");
+        }
         for _ in 0..self.config.workers {
             self.spawn_worker();
         }

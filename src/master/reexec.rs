@@ -104,15 +104,24 @@ impl Prepared {
     /// In the forked child: unblock signals, go back to the start directory, make the
     /// listeners inheritable and exec. Never returns (exit 127 if exec fails).
     pub fn exec(&self) -> ! {
-        // SAFETY: only async-signal-safe calls on data prepared before fork; the pointer
-        // arrays are NULL-terminated and point into CStrings owned by `self`.
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+        // Only async-signal-safe calls, on data prepared before fork (no allocation): a
+        // new master that could not take the sockets, or start where we did, must not run.
+        let prepared = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+            .and_then(|()| nix::unistd::chdir(self.cwd.as_c_str()))
+            .and_then(|()| {
+                self.fds.iter().try_for_each(|&fd| {
+                    // SAFETY: the listening sockets stay open in this child until exec.
+                    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map(drop)
+                })
+            });
+        // SAFETY: the pointer arrays are NULL-terminated and point into CStrings owned by
+        // `self`; _exit skips everything inherited from the parent.
         unsafe {
-            let mut empty: nix::libc::sigset_t = std::mem::zeroed();
-            nix::libc::sigemptyset(&mut empty);
-            nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            nix::libc::chdir(self.cwd.as_ptr());
-            for &fd in &self.fds {
-                nix::libc::fcntl(fd, nix::libc::F_SETFD, 0);
+            if prepared.is_err() {
+                nix::libc::_exit(127);
             }
             nix::libc::execve(
                 self.exe.as_ptr(),

@@ -29,6 +29,18 @@ pub const MASTER_SIGNALS: [Signal; 10] = [
 pub struct SignalQueue {
     counts: Arc<[AtomicUsize; 10]>,
     wake_read: UnixStream,
+    /// The actions as installed, to put back if Python code in the master replaced one.
+    installed: Vec<(Signal, nix::libc::sigaction)>,
+}
+
+/// The action in force for `sig` (None if it cannot be read).
+fn current_action(sig: Signal) -> Option<nix::libc::sigaction> {
+    // SAFETY: a null new action only reads the current one into `old`, which is plain data
+    // (nix has no query-only wrapper).
+    unsafe {
+        let mut old: nix::libc::sigaction = std::mem::zeroed();
+        (nix::libc::sigaction(sig as i32, std::ptr::null(), &mut old) == 0).then_some(old)
+    }
 }
 
 impl SignalQueue {
@@ -51,7 +63,34 @@ impl SignalQueue {
             }
             signal_hook::low_level::pipe::register(*sig as i32, wake_write.try_clone()?)?;
         }
-        Ok(SignalQueue { counts, wake_read })
+        let installed = MASTER_SIGNALS
+            .iter()
+            .filter_map(|&sig| current_action(sig).map(|action| (sig, action)))
+            .collect();
+        Ok(SignalQueue {
+            counts,
+            wake_read,
+            installed,
+        })
+    }
+
+    /// Puts back the master's handlers that Python code replaced (a configuration file or
+    /// a preloaded app calling `signal.signal`: the master would then never see that
+    /// signal, and could not be stopped or reloaded); returns the signals it had to.
+    pub fn reclaim(&self) -> Vec<Signal> {
+        let mut replaced = Vec::new();
+        for (sig, ours) in &self.installed {
+            let Some(now) = current_action(*sig) else {
+                continue;
+            };
+            if now.sa_sigaction != ours.sa_sigaction {
+                // SAFETY: reinstalls the exact action signal-hook installed (its handler
+                // and flags); the old action is not needed.
+                unsafe { nix::libc::sigaction(*sig as i32, ours, std::ptr::null_mut()) };
+                replaced.push(*sig);
+            }
+        }
+        replaced
     }
 
     /// The read end of the wake-up pipe (closed in workers).

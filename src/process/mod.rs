@@ -257,6 +257,11 @@ pub fn run(argv: &[String]) -> i32 {
     let shown = sock::describe_all(&listeners, config.tls.is_some());
     info!("Listening at: {shown} ({})", std::process::id());
     info!("Using worker: sync");
+    // The configuration file, hooks and a preloaded app are Python code run in this process:
+    // one that took a master signal for itself would leave the master deaf to it.
+    for sig in signals.reclaim() {
+        warn!("{sig} had a Python handler in the master (set by the configuration or the app); rgunicorn's own is restored");
+    }
     proctitle::set(&format!("rgunicorn: master [{}]", config.proc_name));
     systemd::notify("READY=1\nSTATUS=rgunicorn arbiter booted");
     match master::Master::new(config, listeners, signals, pidfile, args.to_vec()) {
@@ -359,10 +364,11 @@ fn daemonize(keep_stdio: bool) -> Result<(), String> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| format!("can't daemonize: /dev/null: {e}"))?;
-    let targets: &[i32] = if keep_stdio { &[0] } else { &[0, 1, 2] };
-    for &fd in targets {
-        // SAFETY: dup2 onto the standard descriptors, which we own.
-        unsafe { nix::libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+    let redirect = |e: nix::Error| format!("can't daemonize: redirecting stdio: {e}");
+    nix::unistd::dup2_stdin(&null).map_err(redirect)?;
+    if !keep_stdio {
+        nix::unistd::dup2_stdout(&null).map_err(redirect)?;
+        nix::unistd::dup2_stderr(&null).map_err(redirect)?;
     }
     Ok(())
 }

@@ -14,16 +14,24 @@ pub enum Forked {
     Child,
 }
 
-/// Forks the process. Must be called on the main thread, attached to the interpreter, with no
-/// other thread of ours running (a lock held by another thread would stay locked in the child).
+/// Forks the process, on the main thread, attached to the interpreter.
+///
+/// The master is not always single-threaded: a configuration file or a preloaded app may
+/// start Python threads. What makes the fork safe is this invariant: every lock of ours
+/// that a Python thread can take (the error-log sink, the hook table) is taken only with
+/// the GIL held and released before the GIL is, and the fork happens with the GIL held
+/// (PyOS_BeforeFork also takes the interpreter's own locks). So no other thread can be
+/// inside such a critical section at the moment of the fork, and the child's copies of
+/// those locks are free. (The master starts no Rust threads; the workers' hand-off
+/// watcher thread exists only in workers, which do not fork.)
 ///
 /// # Errors
 /// `fork(2)` failed (no child was created).
 pub fn fork(_py: Python<'_>) -> nix::Result<Forked> {
     // SAFETY: we hold the GIL (the `Python` token proves it), as PyOS_BeforeFork requires.
     unsafe { ffi::PyOS_BeforeFork() };
-    // SAFETY: the master is single-threaded at this point (no logging or runtime threads), so
-    // the child cannot inherit a lock held by a thread that does not exist in it.
+    // SAFETY: see the invariant above: no lock of ours is held by another thread while we
+    // hold the GIL, so the child inherits none locked.
     match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Parent { child }) => {
             // SAFETY: pairs with PyOS_BeforeFork in the parent.

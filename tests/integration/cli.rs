@@ -159,6 +159,36 @@ fn gunicorn_cmd_args_apply_and_cli_wins() {
     );
 }
 
+/// `GUNICORN_CMD_ARGS` is split by Python's own `shlex.split`, as Gunicorn splits it:
+/// inside double quotes a backslash before `$` stays, and an unclosed quote is an error.
+#[test]
+fn gunicorn_cmd_args_are_split_like_python_shlex() {
+    let done = crate::support::run_to_exit(
+        &["--print-config", "app:application"],
+        &[("GUNICORN_CMD_ARGS", r#"--name "a\$b c" --workers 3"#)],
+        LOG_DEADLINE,
+    );
+    assert_eq!(done.code(), Some(0), "{}", done.output());
+    assert!(
+        done.stdout.lines().any(|l| l
+            .split_once(" = ")
+            .is_some_and(|(k, v)| k.trim() == "proc_name" && v == r"a\$b c")),
+        "{}",
+        done.stdout
+    );
+    let bad = crate::support::run_to_exit(
+        &["app:application"],
+        &[("GUNICORN_CMD_ARGS", r#"--name "unclosed"#)],
+        LOG_DEADLINE,
+    );
+    assert_eq!(bad.code(), Some(1), "{}", bad.output());
+    assert!(
+        bad.output().contains("No closing quotation"),
+        "{}",
+        bad.output()
+    );
+}
+
 /// `-b` is repeatable: a TCP port and a unix socket both serve.
 #[test]
 fn bind_is_repeatable_tcp_and_unix() {

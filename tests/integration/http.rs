@@ -688,3 +688,12 @@ fn http10_keep_alive_with_unknown_length_closes() {
     );
     assert!(raw.ends_with("\r\n\r\none,two,three"), "{raw:?}");
 }
+
+/// A client speaking HTTP/1.x above 1.1 is answered in our version (RFC 9110 §2.5), not
+/// its own.
+#[test]
+fn the_status_line_says_http_1_1_to_a_later_minor_version() {
+    let s = Server::start("version-15", &["app:application"]);
+    let r = s.request("GET /pid HTTP/1.5\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status_line.split(' ').next(), Some("HTTP/1.1"), "{r:?}");
+}

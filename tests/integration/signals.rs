@@ -662,3 +662,29 @@ fn reuse_port_lets_another_socket_bind_the_port() {
         "without --reuse-port the port is exclusive"
     );
 }
+
+/// A configuration file (or a preloaded app) that installs its own Python handler for a
+/// master signal does not make the master deaf to it: rgunicorn puts its handler back,
+/// says so, and TERM still stops the server.
+#[test]
+fn python_code_in_the_master_cannot_take_its_signals() {
+    let tmp = TempDir::new("sig-conf");
+    let conf = tmp.join("conf.py");
+    std::fs::write(
+        &conf,
+        "import signal\nsignal.signal(signal.SIGTERM, lambda *a: None)\n",
+    )
+    .unwrap();
+    let mut s = Server::start(
+        "sig-conf",
+        &["-c", &conf.display().to_string(), "app:application"],
+    );
+    s.wait_for_log("SIGTERM had a Python handler in the master", DEADLINE);
+    s.send_signal("TERM");
+    let status = s.try_wait_exit(DEADLINE);
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "TERM stopped the master: {status:?}\n{}",
+        s.stderr()
+    );
+}
