@@ -517,6 +517,17 @@ impl Transport {
         Ok(true)
     }
 
+    /// Sends what is waiting, for at most `limit` (a worker about to exit gives its last
+    /// answer this moment to leave); what does not go out by then is dropped.
+    pub fn flush_for(&self, py: Python<'_>, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while matches!(self.flush_nonblocking(), Ok(false)) {
+            if wait_ready(py, self.raw_fd(), true, deadline).is_err() {
+                return;
+            }
+        }
+    }
+
     /// Ends a TLS session politely (close_notify); nothing to do for plain sockets.
     pub fn close_notify(&self, py: Python<'_>) {
         if let (Some(tls), Ok(fd)) = (&self.0.tls, self.socket()) {

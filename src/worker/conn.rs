@@ -244,10 +244,11 @@ impl Conn {
         self.state.requests == 0 && self.state.phase == Phase::Idle && self.buf.is_empty()
     }
 
-    /// The socket and listener, if this connection is idle and may move to a sibling.
-    pub fn handoff_candidate(&self) -> Option<(RawFd, usize)> {
+    /// The socket, listener and freshness (no request yet), if this connection is idle and
+    /// may move to a sibling.
+    pub fn handoff_candidate(&self) -> Option<(RawFd, usize, bool)> {
         (self.movable && self.state.phase == Phase::Idle && self.buf.is_empty() && !self.eof)
-            .then(|| (self.io.raw_fd(), self.listener))
+            .then(|| (self.io.raw_fd(), self.listener, self.state.requests == 0))
     }
 
     /// Whether it may be passed on with what it has read (a worker leaving mid-way).

@@ -338,8 +338,8 @@ impl<'a> EventLoop<'a> {
             // holding this worker, and so its listeners, for a last call.
             for idx in 0..self.conns.len() {
                 let candidate = self.conns[idx].as_ref().and_then(Conn::handoff_candidate);
-                if let Some((fd, listener)) = candidate {
-                    if self.seed.handoff.send(fd, listener, &[]).is_ok() {
+                if let Some((fd, listener, fresh)) = candidate {
+                    if self.seed.handoff.send(fd, listener, fresh, &[]).is_ok() {
                         self.close(py, idx);
                     }
                 }
@@ -446,9 +446,11 @@ impl<'a> EventLoop<'a> {
             Ok(idx) => {
                 let now = self.clock();
                 if let Some(conn) = self.conns[idx].as_mut() {
-                    // Not a fresh connection: it has been served before, or was waiting.
-                    conn.state.requests = 1;
-                    conn.state.deadline = now + self.timeouts.keepalive;
+                    if !received.fresh {
+                        // Served before: between requests, on keep-alive time.
+                        conn.state.requests = 1;
+                        conn.state.deadline = now + self.timeouts.keepalive;
+                    }
                     conn.buf = received.buffered;
                     if !conn.buf.is_empty() {
                         conn.state.bytes_arrived(now, self.timeouts);
@@ -489,7 +491,12 @@ impl<'a> EventLoop<'a> {
                 && self
                     .seed
                     .handoff
-                    .send(conn.io.raw_fd(), conn.listener, &conn.buf)
+                    .send(
+                        conn.io.raw_fd(),
+                        conn.listener,
+                        conn.state.requests == 0,
+                        &conn.buf,
+                    )
                     .is_ok()
             {
                 self.close(py, idx);
@@ -651,11 +658,14 @@ impl<'a> EventLoop<'a> {
             if total <= MAX_BUFFERED_BYTES {
                 return;
             }
+            // Only connections still reading a head hold read-ahead; one being answered
+            // or closed frees its buffer on its own.
             let Some((worst, ip)) = self
                 .conns
                 .iter()
                 .enumerate()
                 .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+                .filter(|(_, c)| matches!(c.state.phase, Phase::Idle | Phase::Head))
                 .max_by_key(|(_, c)| c.buf.capacity())
                 .map(|(i, c)| (i, c.env.remote_ip.clone()))
             else {
@@ -716,6 +726,11 @@ impl<'a> EventLoop<'a> {
             conn.state.bytes_arrived(now, self.timeouts);
         }
         self.enforce_read_budget(py, idx);
+        // The budget may have refused this very connection.
+        let conn = self.conns.get(idx).and_then(Option::as_ref)?;
+        if !matches!(conn.state.phase, Phase::Idle | Phase::Head) {
+            return None;
+        }
         let served = match self.serve_one(py, idx) {
             Served::Exit(code) => return Some(code),
             Served::Closed | Served::Flushing => return None,
@@ -743,7 +758,9 @@ impl<'a> EventLoop<'a> {
 
     /// Answers an unparsable request with its error page and closes the connection.
     fn reject(&mut self, py: Python<'_>, idx: usize, page: &[u8]) -> Served {
-        if let Some(conn) = self.conns.get(idx).and_then(Option::as_ref) {
+        if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+            // Nothing more is read or served from it: its read-ahead is freed now.
+            conn.buf = Vec::new();
             let slices = &mut [std::io::IoSlice::new(page)];
             let began = Instant::now();
             let _ = conn.io.write_all(py, slices, self.timeouts.head);
@@ -879,12 +896,29 @@ impl<'a> EventLoop<'a> {
             Outcome::Exit(_) => {
                 // Like Gunicorn's sync worker: an abort or quit that interrupted a request
                 // was answered (500) and the worker leaves with status 0, so the master has
-                // nothing more to report. What is waiting goes to a sibling.
+                // nothing more to report. What is waiting goes to a sibling. The answer
+                // (a 500) gets a moment to reach the client first.
+                if let Some(conn) = self.conns.get(idx).and_then(Option::as_ref) {
+                    conn.io.flush_for(py, Duration::from_millis(500));
+                }
                 self.close(py, idx);
                 self.hand_off_all(py);
                 Served::Exit(0)
             }
         }
+    }
+}
+
+impl Drop for EventLoop<'_> {
+    /// Connections still open when the worker leaves are closed properly: their
+    /// `gunicorn.socket` lets go of the descriptor before the descriptor is closed (else
+    /// Python's socket finalizer would close it first, and then we would, a second time).
+    fn drop(&mut self) {
+        Python::attach(|py| {
+            for idx in 0..self.conns.len() {
+                self.close(py, idx);
+            }
+        });
     }
 }
 

@@ -41,8 +41,9 @@ const WATCH_TICK: Duration = Duration::from_millis(10);
 const DOZE_AFTER: Duration = Duration::from_secs(1);
 /// Bytes already read that may travel with a connection (more: it stays where it is).
 pub const MAX_CARRIED_BYTES: usize = 64 * 1024;
-/// Header of a hand-off datagram: the listener index, as 4 bytes little-endian.
-const HEADER: usize = 4;
+/// Header of a hand-off datagram: the listener index (4 bytes, little-endian), then 1 if
+/// the connection has not sent a request yet (it keeps the head timeout), else 0.
+const HEADER: usize = 5;
 
 /// The datagram socket pair connections travel through, shared by the master's workers.
 pub struct Channel {
@@ -57,6 +58,8 @@ pub struct Received {
     pub listener: usize,
     /// Request bytes the previous worker had read.
     pub buffered: Vec<u8>,
+    /// No request has come on it yet.
+    pub fresh: bool,
 }
 
 impl Channel {
@@ -84,8 +87,14 @@ impl Channel {
     ///
     /// # Errors
     /// The queue is full (EAGAIN), or too many bytes to carry.
-    pub fn send(&self, socket: RawFd, listener: usize, buffered: &[u8]) -> nix::Result<()> {
-        send_connection(self.send.as_fd(), socket, listener, buffered)
+    pub fn send(
+        &self,
+        socket: RawFd,
+        listener: usize,
+        fresh: bool,
+        buffered: &[u8],
+    ) -> nix::Result<()> {
+        send_connection(self.send.as_fd(), socket, listener, fresh, buffered)
     }
 
     /// Takes one connection, if one is waiting.
@@ -120,14 +129,16 @@ impl Channel {
         if len < HEADER {
             return Err(Errno::EBADMSG);
         }
-        let mut header = [0u8; HEADER];
-        header.copy_from_slice(&data[..HEADER]);
+        let mut listener = [0u8; 4];
+        listener.copy_from_slice(&data[..4]);
+        let fresh = data[4] == 1;
         data.truncate(len);
         data.drain(..HEADER);
         Ok(Received {
             socket,
-            listener: u32::from_le_bytes(header) as usize,
+            listener: u32::from_le_bytes(listener) as usize,
             buffered: data,
+            fresh,
         })
     }
 }
@@ -148,6 +159,7 @@ struct Shared {
 }
 
 const IDLE: u64 = 1 << 63;
+const FRESH: u64 = 1 << 62;
 
 /// The watcher thread of one worker, and the loop's side of it.
 pub struct Watcher {
@@ -188,11 +200,12 @@ impl Watcher {
     }
 
     /// Records whether connection slot `idx` is idle and may be handed off.
-    pub fn set_idle(&self, idx: usize, idle: Option<(RawFd, usize)>) {
+    pub fn set_idle(&self, idx: usize, idle: Option<(RawFd, usize, bool)>) {
         if let Some(cell) = self.shared.idle.get(idx) {
             let value = match idle {
-                Some((fd, listener)) if fd >= 0 && listener < 1 << 16 => {
-                    IDLE | (listener as u64) << 32 | u64::from(fd.unsigned_abs())
+                Some((fd, listener, fresh)) if fd >= 0 && listener < 1 << 16 => {
+                    let fresh = if fresh { FRESH } else { 0 };
+                    IDLE | fresh | (listener as u64) << 32 | u64::from(fd.unsigned_abs())
                 }
                 _ => 0,
             };
@@ -202,10 +215,13 @@ impl Watcher {
 
     /// An app call starts: the watcher may engage if it lasts.
     pub fn call_started(&self) {
+        // SeqCst on both sides (here: store busy, load dozing; the watcher: store dozing,
+        // load busy): with weaker orders both could read the old value, and the watcher
+        // would sleep through the call.
         self.shared
             .busy_since
-            .store(self.now_ms(), Ordering::Release);
-        if self.shared.dozing.load(Ordering::Relaxed) {
+            .store(self.now_ms(), Ordering::SeqCst);
+        if self.shared.dozing.load(Ordering::SeqCst) {
             let _guard = self.shared.handed.lock();
             self.shared.wake.notify_one();
         }
@@ -241,9 +257,8 @@ fn watch(shared: &Shared, send: &OwnedFd, started: Instant) {
                 continue;
             }
             let guard = shared.handed.lock().unwrap_or_else(|p| p.into_inner());
-            shared.dozing.store(true, Ordering::Relaxed);
-            if shared.busy_since.load(Ordering::Acquire) == 0
-                && !shared.stop.load(Ordering::Relaxed)
+            shared.dozing.store(true, Ordering::SeqCst);
+            if shared.busy_since.load(Ordering::SeqCst) == 0 && !shared.stop.load(Ordering::Relaxed)
             {
                 drop(shared.wake.wait(guard));
             }
@@ -269,7 +284,7 @@ fn watch(shared: &Shared, send: &OwnedFd, started: Instant) {
         }
         let ready = wait_readable(&candidates);
         let mut moved = false;
-        for idx in ready.iter().copied() {
+        for idx in ready.iter().flatten().copied() {
             let Some((_, value)) = candidates.iter().find(|(i, _)| *i == idx) else {
                 continue;
             };
@@ -283,13 +298,18 @@ fn watch(shared: &Shared, send: &OwnedFd, started: Instant) {
             }
             let fd = (value & 0xffff_ffff) as RawFd;
             let listener = ((value >> 32) & 0xffff) as usize;
-            if has_request_bytes(fd) && send_connection(send.as_fd(), fd, listener, &[]).is_ok() {
+            let fresh = value & FRESH != 0;
+            if has_request_bytes(fd)
+                && send_connection(send.as_fd(), fd, listener, fresh, &[]).is_ok()
+            {
                 shared.idle[idx].store(0, Ordering::Relaxed);
                 handed.push(idx);
                 moved = true;
             }
         }
-        if !ready.is_empty() && !moved {
+        // Readable but nothing moved (the client closed, or the queue is full), or poll
+        // failed at once: wait a tick rather than spin.
+        if !moved && ready.as_ref().is_none_or(|r| !r.is_empty()) {
             // Readable but not movable (the client closed, or the queue is full): do not
             // spin on it.
             std::thread::sleep(WATCH_TICK);
@@ -302,14 +322,16 @@ fn send_connection(
     channel: BorrowedFd<'_>,
     socket: RawFd,
     listener: usize,
+    fresh: bool,
     buffered: &[u8],
 ) -> nix::Result<()> {
     if buffered.len() > MAX_CARRIED_BYTES {
         return Err(Errno::EMSGSIZE);
     }
-    let header = u32::try_from(listener)
-        .map_err(|_| Errno::EINVAL)?
-        .to_le_bytes();
+    let mut header = [0u8; HEADER];
+    let index = u32::try_from(listener).map_err(|_| Errno::EINVAL)?;
+    header[..4].copy_from_slice(&index.to_le_bytes());
+    header[4] = u8::from(fresh);
     let iov = [IoSlice::new(&header), IoSlice::new(buffered)];
     let fds = [socket];
     sendmsg::<UnixAddr>(
@@ -322,26 +344,32 @@ fn send_connection(
     .map(|_| ())
 }
 
-/// Slots among `candidates` whose connection became readable within one tick.
-fn wait_readable(candidates: &[(usize, u64)]) -> Vec<usize> {
+/// Slots among `candidates` whose connection became readable within one tick; None when
+/// poll returned at once with nothing readable (an error, a closed descriptor).
+fn wait_readable(candidates: &[(usize, u64)]) -> Option<Vec<usize>> {
     let mut fds: Vec<PollFd<'_>> = candidates
         .iter()
         .map(|(_, v)| {
-            // SAFETY: the loop keeps these sockets open while the app call lasts (it is
-            // inside the call), and a hand-off re-checks the slot under the lock.
+            // SAFETY: a descriptor the loop closed after this snapshot (the call ended) can
+            // at worst be polled by number for one tick: poll reads nothing through it, and
+            // a hand-off re-checks the slot under the lock before sending anything.
             let fd = unsafe { BorrowedFd::borrow_raw((v & 0xffff_ffff) as RawFd) };
             PollFd::new(fd, PollFlags::POLLIN)
         })
         .collect();
     let tick = PollTimeout::from(u16::try_from(WATCH_TICK.as_millis()).unwrap_or(10));
     match poll(&mut fds, tick) {
-        Ok(n) if n > 0 => fds
-            .iter()
-            .zip(candidates)
-            .filter(|(f, _)| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
-            .map(|(_, (i, _))| *i)
-            .collect(),
-        _ => Vec::new(),
+        Ok(0) => Some(Vec::new()),
+        Ok(_) => {
+            let ready: Vec<usize> = fds
+                .iter()
+                .zip(candidates)
+                .filter(|(f, _)| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+                .map(|(_, (i, _))| *i)
+                .collect();
+            (!ready.is_empty()).then_some(ready)
+        }
+        Err(_) => None,
     }
 }
 
