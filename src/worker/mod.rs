@@ -81,12 +81,48 @@ fn on_term(_signum: i32, _frame: &Bound<'_, PyAny>) {
     stop_gracefully();
 }
 
+/// Set once the worker serves: before, a quit only stops it (see [`on_quit`]).
+static SERVING: AtomicBool = AtomicBool::new(false);
+/// A quit (INT/QUIT) came while booting: leave without serving.
+static QUIT_WHILE_BOOTING: AtomicBool = AtomicBool::new(false);
+
 /// QUIT/INT: leave at once, interrupting the request in progress (Gunicorn: `sys.exit(0)`).
+///
+/// While the worker is still booting, the exception would surface in whatever Python code
+/// boot runs (the app's import, our own set-up) as a boot failure; a terminal's Ctrl-C
+/// reaches every worker at once, booting or not. Then the worker only notes the stop and
+/// leaves cleanly when boot is done.
 #[pyfunction]
 fn on_quit(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
     crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
     stop_gracefully();
-    Err(PySystemExit::new_err(0))
+    if SERVING.load(Ordering::Relaxed) {
+        Err(PySystemExit::new_err(0))
+    } else {
+        QUIT_WHILE_BOOTING.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The worker is leaving: a further stop signal (a terminal's Ctrl-C reaches the workers
+/// and the master, which then signals them again) must not raise into the exit handlers
+/// (Python prints "Exception ignored in atexit callback ... SystemExit"), so they are
+/// ignored from here on; the master's kill is the backstop.
+fn ignore_stop_signals(py: Python<'_>) {
+    let Ok(sigmod) = py.import("signal") else {
+        return;
+    };
+    let _ = sigmod.call_method1("set_wakeup_fd", (-1,));
+    if let Ok(ignore) = sigmod.getattr("SIG_IGN") {
+        for sig in [
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGTERM,
+            Signal::SIGABRT,
+        ] {
+            let _ = sigmod.call_method1("signal", (sig as i32, &ignore));
+        }
+    }
 }
 
 /// ABRT: the master timed us out. Says which request hung and where every thread was,
@@ -188,6 +224,7 @@ fn install_signals(py: Python<'_>) -> PyResult<OwnedFd> {
 pub fn run(seed: WorkerSeed<'_>) -> ! {
     let code = Python::attach(|py| {
         let code = boot_and_serve(py, &seed);
+        ignore_stop_signals(py);
         info!("Worker exiting (pid: {})", std::process::id());
         run_server_worker_hook(py, "worker_exit", &seed);
         crate::python::run_exit_handlers(py);
@@ -296,6 +333,12 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
             return crate::error::WORKER_BOOT_ERROR;
         }
     };
+    SERVING.store(true, Ordering::Relaxed);
+    if QUIT_WHILE_BOOTING.load(Ordering::Relaxed) {
+        // Told to quit while booting: leave cleanly without serving. (A TERM instead
+        // still serves the backlog on the way out, as any stopping worker does.)
+        return 0;
+    }
     let code = match event_loop::EventLoop::new(seed, runtime, wake.as_raw_fd()) {
         Ok(mut lp) => lp.run(py),
         Err(e) => {
@@ -309,9 +352,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     };
     // A signal arriving while exit handlers run must not write into a pipe nobody reads
     // (Python would print "Exception ignored ... BrokenPipeError"): detach it first.
-    if let Ok(sigmod) = py.import("signal") {
-        let _ = sigmod.call_method1("set_wakeup_fd", (-1,));
-    }
+    ignore_stop_signals(py);
     drop(wake);
     code
 }

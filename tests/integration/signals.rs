@@ -688,3 +688,70 @@ fn python_code_in_the_master_cannot_take_its_signals() {
         s.stderr()
     );
 }
+
+/// A terminal's Ctrl-C (SIGINT to the whole process group, through a real pty): 30 times
+/// with `-w 2`, the server exits 0 every time, with no traceback, no "Exception ignored"
+/// and no worker crash, as Gunicorn does.
+#[test]
+fn ctrl_c_in_a_terminal_is_clean() {
+    let script = r#"
+import os, pty, select, socket, sys, time
+binary, port, app_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+problems = []
+for i in range(30):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(app_dir)
+        os.execv(binary, [binary, "-w", "2", "-b", "127.0.0.1:%d" % port, "app:application"])
+    out, status = b"", None
+    deadline = time.time() + 30
+    while out.count(b"Booting worker") < 2 and time.time() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                break
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            s.recv(100)
+    except OSError:
+        pass
+    os.write(fd, b"\x03")
+    deadline = time.time() + 30
+    while status is None and time.time() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                pass
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = os.waitstatus_to_exitcode(st)
+    if status is None:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    seen = [w for w in ("Traceback", "Exception ignored", "was sent SIG", "exited with code") if w in text]
+    if status != 0 or seen:
+        problems.append("run %d: exit %s, %s\n%s" % (i, status, seen, text[-800:]))
+print("%d bad of 30" % len(problems))
+for p in problems[:3]:
+    print(p)
+"#;
+    let port = crate::support::free_port();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(crate::support::binary())
+        .arg(port.to_string())
+        .arg(crate::support::apps_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("0 bad of 30"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
