@@ -40,6 +40,8 @@ pub struct WsgiInput {
     pub(crate) broken: bool,
     /// A signal handler raised while we waited (SystemExit): re-raised to the app.
     pub(crate) interrupted: bool,
+    /// The request is over: reading refuses (see `response::request_over`).
+    pub(crate) finished: bool,
 }
 
 impl WsgiInput {
@@ -50,6 +52,7 @@ impl WsgiInput {
             error: None,
             broken: false,
             interrupted: false,
+            finished: false,
         }
     }
 
@@ -66,6 +69,9 @@ impl WsgiInput {
     /// Decodes until `pending` holds at least `want` bytes (or a newline, when `line`), or the
     /// body ends.
     fn fill(&mut self, py: Python<'_>, want: usize, line: bool) -> PyResult<()> {
+        if self.finished {
+            return Err(super::response::request_over("wsgi.input"));
+        }
         loop {
             let have_line = line && self.pending.contains(&b'\n');
             if self.pending.len() >= want || have_line {

@@ -330,6 +330,9 @@ impl Runtime {
         if let Some(source) = input_ref.take_source() {
             *ex.buf = source.buf;
         }
+        // From here on, what the app kept of this request refuses to act.
+        input_ref.finished = true;
+        sr.finished = true;
         let body_bytes = if status_code == sr.writer.status_code {
             sr.writer.body_bytes
         } else {

@@ -286,6 +286,14 @@ pub struct StartResponse {
     pub writer: ResponseWriter,
     /// A write() failed on the socket: the connection is finished.
     pub io_failed: Option<IoError>,
+    /// The request is over: a `start_response` or `write` kept past it refuses to act
+    /// (it would write into whatever the connection carries next).
+    pub finished: bool,
+}
+
+/// The error a request's objects raise once their request is over.
+pub fn request_over(what: &str) -> PyErr {
+    pyo3::exceptions::PyValueError::new_err(format!("{what} used after its request ended"))
 }
 
 impl StartResponse {
@@ -307,6 +315,7 @@ impl StartResponse {
             headers: Vec::new(),
             writer,
             io_failed: None,
+            finished: false,
         }
     }
 }
@@ -362,6 +371,9 @@ impl StartResponse {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
             let mut this = slf.borrow_mut();
+            if this.finished {
+                return Err(request_over("start_response"));
+            }
             match exc_info {
                 Some(info) if this.writer.headers_sent() => {
                     // PEP 3333: too late to change the response; re-raise the app's error.
@@ -391,6 +403,9 @@ impl StartResponse {
 
     /// `environ['wsgi.early_hints'](headers)`: a `103 Early Hints` before the response.
     fn early_hints(&mut self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.finished {
+            return Err(request_over("wsgi.early_hints"));
+        }
         let headers = extract_headers(headers)?;
         match self.writer.send_early_hints(py, &headers) {
             Ok(()) => Ok(()),
@@ -406,6 +421,9 @@ impl StartResponse {
 
     /// The legacy `write(data)` callable.
     fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.finished {
+            return Err(request_over("write()"));
+        }
         let bytes = data.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!(
                 "write() argument must be bytes, not {}",

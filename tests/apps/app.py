@@ -324,6 +324,34 @@ def head_body(environ, start_response):
     return _text(start_response, "body-for-head")
 
 
+STASH = {}
+
+
+def stash(environ, start_response):
+    """Keeps this request's write callable, start_response and wsgi.input past the request
+    (as a global, a closure or a thread might)."""
+    STASH["write"] = start_response("200 OK", [("Content-Type", "text/plain")])
+    STASH["start_response"] = start_response
+    STASH["input"] = environ["wsgi.input"]
+    return [b"stashed"]
+
+
+def stale(environ, start_response):
+    """Uses what /stash kept, from an earlier request; reports what each did."""
+    out = {}
+    for name, use in [
+        ("write", lambda: STASH["write"](b"INJECTED-FROM-OLD-REQUEST")),
+        ("start_response", lambda: STASH["start_response"]("500 X", [])),
+        ("input", lambda: STASH["input"].read()),
+    ]:
+        try:
+            use()
+            out[name] = "acted"
+        except Exception as e:
+            out[name] = type(e).__name__
+    return _json(start_response, out)
+
+
 ROUTES = {
     "/environ": environ_route,
     "/echo": echo,
@@ -350,6 +378,8 @@ ROUTES = {
     "/big": big,
     "/errors_write": errors_write,
     "/head_body": head_body,
+    "/stash": stash,
+    "/stale": stale,
 }
 
 

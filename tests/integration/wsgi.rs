@@ -784,3 +784,29 @@ fn body_on_204_is_dropped_with_warning() {
         LOG_DEADLINE,
     );
 }
+
+/// A request's objects die with the request: a `write` callable, `start_response` or
+/// `wsgi.input` kept past it raises when used later, and nothing it would have written
+/// reaches the next response on the connection (before: the bytes led that response).
+#[test]
+fn objects_kept_past_their_request_refuse_to_act() {
+    let s = Server::start("stale", &["-w", "1", "app:application"]);
+    let mut c = s.connect();
+    c.send("GET /stash HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+    c.send("GET /stale HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 200, "{r:?}");
+    let body = r.body_str();
+    assert!(
+        !r.raw_head.contains("INJECTED") && !body.contains("INJECTED"),
+        "{r:?}"
+    );
+    for key in ["write", "start_response", "input"] {
+        assert_eq!(
+            crate::support::json_str(&body, key).as_deref(),
+            Some("ValueError"),
+            "{key}: {body}"
+        );
+    }
+}
