@@ -243,6 +243,15 @@ pub fn parse_head_resuming(
     let bare_lf = lf == 0 || rest[lf - 1] != b'\r';
     let content = partial_line_len(&rest[..lf]);
     if limits.request_line > 0 && content > limits.request_line {
+        // A CR inside the line is refused while the line arrives as soon as the next byte
+        // shows it is not a CRLF; when that happens before the line is too long, it wins.
+        if let Some(cr) = rest[..content].iter().position(|&b| b == b'\r') {
+            if cr < limits.request_line {
+                return Err(ParseError::MalformedRequestLine {
+                    line: echo(&rest[..content]),
+                });
+            }
+        }
         return Err(ParseError::RequestLineTooLong {
             size: content,
             limit: limits.request_line,
