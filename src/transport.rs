@@ -13,12 +13,11 @@
 //! still around (a `write` callable kept by the app) fails instead of reaching whatever
 //! descriptor later reuses the number.
 
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -37,14 +36,22 @@ static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Read end of the worker's signal wakeup pipe (-1 outside a worker).
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
-/// Records the wakeup pipe's read end for every wait in this process.
+/// The thread that set the wakeup pipe (the worker's main thread, where Python runs signal
+/// handlers).
+static WAKE_THREAD: AtomicI32 = AtomicI32::new(-1);
+
+/// Records the wakeup pipe's read end for the waits of this thread (the worker's main one).
 pub fn set_wake_fd(fd: RawFd) {
     WAKE_FD.store(fd, Ordering::Relaxed);
+    WAKE_THREAD.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
 }
 
-/// The wakeup pipe's read end, if this process is a worker.
+/// The wakeup pipe's read end, in the worker's main thread. Threads the app started wait
+/// without it: draining it there would hide a signal from the main thread, and Python runs
+/// signal handlers on the main thread only.
 pub fn wake_fd() -> Option<RawFd> {
-    Some(WAKE_FD.load(Ordering::Relaxed)).filter(|&fd| fd >= 0)
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    (fd >= 0 && WAKE_THREAD.load(Ordering::Relaxed) == nix::unistd::gettid().as_raw()).then_some(fd)
 }
 
 /// Empties the wakeup pipe (its bytes only say "a signal came").
@@ -199,28 +206,53 @@ impl Outbox {
     }
 }
 
+/// The connection's state, shared by the event loop and the request's Python objects,
+/// which any Python thread may use. The GIL serialises them; the locks are there for Rust,
+/// and are never waited for while holding the GIL: the outbox and socket locks are never
+/// held across a wait, and the TLS session's (held while waiting for the socket) is only
+/// tried: a second thread finding it taken gets an error, not a deadlock.
 struct Link {
     /// The socket's number while it is open, -1 after [`Transport::close`].
-    fd: Cell<RawFd>,
-    socket: RefCell<Option<OwnedFd>>,
-    tls: Option<RefCell<rustls::ServerConnection>>,
+    fd: AtomicI32,
+    socket: Mutex<Option<OwnedFd>>,
+    tls: Option<Mutex<rustls::ServerConnection>>,
     /// Plain sockets only; a TLS session buffers its own records (up to [`OUTBOX_BYTES`]).
-    out: RefCell<Outbox>,
+    out: Mutex<Outbox>,
     /// Bytes sent from the outbox (or the TLS session's buffer) so far: a flush that moved
     /// this made progress.
-    flushed: Cell<u64>,
+    flushed: AtomicU64,
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        self.out.get_mut().clear();
+        lock(&self.out).clear();
+    }
+}
+
+/// Takes a lock that is never held across a wait (a panic cannot poison it: none happens
+/// with it held, but a poisoned one is taken all the same).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Takes the TLS session, or says another thread is using this connection.
+fn lock_session(
+    m: &Mutex<rustls::ServerConnection>,
+) -> Result<MutexGuard<'_, rustls::ServerConnection>, std::io::Error> {
+    match m.try_lock() {
+        Ok(guard) => Ok(guard),
+        Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+        Err(TryLockError::WouldBlock) => Err(std::io::Error::new(
+            std::io::ErrorKind::ResourceBusy,
+            "the connection is in use by another thread",
+        )),
     }
 }
 
 /// A connection's byte stream: the socket itself, or a TLS session over it. Cloning is
 /// cheap; every clone is the same connection.
 #[derive(Clone)]
-pub struct Transport(Rc<Link>);
+pub struct Transport(Arc<Link>);
 
 impl Transport {
     /// A plain connection over `socket` (non-blocking).
@@ -231,30 +263,31 @@ impl Transport {
     /// A TLS connection over `socket` (non-blocking).
     pub fn tls(socket: OwnedFd, mut session: rustls::ServerConnection) -> Transport {
         session.set_buffer_limit(Some(OUTBOX_BYTES));
-        Transport::new(socket, Some(RefCell::new(session)))
+        Transport::new(socket, Some(Mutex::new(session)))
     }
 
-    fn new(socket: OwnedFd, tls: Option<RefCell<rustls::ServerConnection>>) -> Transport {
-        Transport(Rc::new(Link {
-            fd: Cell::new(socket.as_raw_fd()),
-            socket: RefCell::new(Some(socket)),
+    fn new(socket: OwnedFd, tls: Option<Mutex<rustls::ServerConnection>>) -> Transport {
+        Transport(Arc::new(Link {
+            fd: AtomicI32::new(socket.as_raw_fd()),
+            socket: Mutex::new(Some(socket)),
             tls,
-            out: RefCell::new(Outbox::default()),
-            flushed: Cell::new(0),
+            out: Mutex::new(Outbox::default()),
+            flushed: AtomicU64::new(0),
         }))
     }
 
     /// The socket's number (-1 once closed), for registering it with the event loop.
     pub fn raw_fd(&self) -> RawFd {
-        self.0.fd.get()
+        self.0.fd.load(Ordering::Acquire)
     }
 
     /// The socket for one system call; an error once the connection is closed.
     fn socket(&self) -> Result<BorrowedFd<'_>, IoError> {
-        match self.0.fd.get() {
+        match self.0.fd.load(Ordering::Acquire) {
             -1 => Err(closed(Errno::EBADF)),
-            // SAFETY: the descriptor is open: only `close` (on this thread, not during this
-            // borrow's syscall) closes it, and it sets the number to -1 first.
+            // SAFETY: the descriptor is open: only `close` closes it, from the event loop,
+            // once the request's objects are done with it (a request's end waits for their
+            // borrows), and it sets the number to -1 first.
             fd => Ok(unsafe { BorrowedFd::borrow_raw(fd) }),
         }
     }
@@ -265,9 +298,9 @@ impl Transport {
 
     /// Closes the socket now. Handles still held elsewhere fail from here on.
     pub fn close(&self) {
-        self.0.fd.set(-1);
-        self.0.out.borrow_mut().clear();
-        drop(self.0.socket.borrow_mut().take());
+        self.0.fd.store(-1, Ordering::Release);
+        lock(&self.0.out).clear();
+        drop(lock(&self.0.socket).take());
     }
 
     /// Reads raw bytes (no TLS), to discard what a closing client still sends.
@@ -302,7 +335,7 @@ impl Transport {
         let Some(tls) = &self.0.tls else {
             return nix::unistd::read(fd, buf).map_err(std::io::Error::from);
         };
-        let mut tls = tls.borrow_mut();
+        let mut tls = lock_session(tls)?;
         loop {
             match std::io::Read::read(&mut tls.reader(), buf) {
                 Ok(n) => return Ok(n),
@@ -366,7 +399,8 @@ impl Transport {
         timeout: Duration,
     ) -> Result<(), IoError> {
         if let Some(tls) = &self.0.tls {
-            return self.write_tls(py, &mut tls.borrow_mut(), slices, timeout);
+            let mut tls = lock_session(tls).map_err(IoError::Closed)?;
+            return self.write_tls(py, &mut tls, slices, timeout);
         }
         let mut slices = slices;
         IoSlice::advance_slices(&mut slices, 0);
@@ -385,7 +419,7 @@ impl Transport {
                 }
             }
             let len = slices.iter().map(|s| s.len()).sum();
-            let mut out = self.0.out.borrow_mut();
+            let mut out = lock(&self.0.out);
             if out.has_room(len) {
                 out.push_bytes(slices);
                 return Ok(());
@@ -444,9 +478,7 @@ impl Transport {
         }
         if left > 0 {
             let file = file.try_clone_to_owned().map_err(IoError::Closed)?;
-            self.0
-                .out
-                .borrow_mut()
+            lock(&self.0.out)
                 .segments
                 .push_back(Segment::File { file, offset, left });
         }
@@ -455,14 +487,15 @@ impl Transport {
 
     /// Bytes sent from what was waiting, so far (see [`Transport::flush_nonblocking`]).
     pub fn flushed_bytes(&self) -> u64 {
-        self.0.flushed.get()
+        self.0.flushed.load(Ordering::Relaxed)
     }
 
     /// Whether response bytes are still waiting for the client.
     pub fn has_pending_output(&self) -> bool {
         match &self.0.tls {
-            Some(tls) => tls.borrow().wants_write(),
-            None => !self.0.out.borrow().segments.is_empty(),
+            // A session busy in another thread has work under way: count it as pending.
+            Some(tls) => lock_session(tls).map_or(true, |t| t.wants_write()),
+            None => !lock(&self.0.out).segments.is_empty(),
         }
     }
 
@@ -473,18 +506,18 @@ impl Transport {
     /// The connection failed or is closed; nothing more can be sent.
     pub fn flush_nonblocking(&self) -> Result<bool, IoError> {
         if let Some(tls) = &self.0.tls {
-            let mut tls = tls.borrow_mut();
+            let mut tls = lock_session(tls).map_err(IoError::Closed)?;
             let sent = send_tls(self.socket()?, &mut tls)?;
-            self.0.flushed.set(self.0.flushed.get() + sent as u64);
+            self.0.flushed.fetch_add(sent as u64, Ordering::Relaxed);
             return Ok(!tls.wants_write());
         }
-        let mut out = self.0.out.borrow_mut();
+        let mut out = lock(&self.0.out);
         while let Some(front) = out.segments.front_mut() {
             let fd = self.socket()?;
             let done = match front {
                 Segment::Bytes { data, sent } => match nix::unistd::write(fd, &data[*sent..]) {
                     Ok(n) => {
-                        self.0.flushed.set(self.0.flushed.get() + n as u64);
+                        self.0.flushed.fetch_add(n as u64, Ordering::Relaxed);
                         *sent += n;
                         *sent == data.len()
                     }
@@ -497,7 +530,7 @@ impl Transport {
                     match nix::sys::sendfile::sendfile(fd, &*file, Some(offset), chunk) {
                         Ok(0) => return Err(closed(std::io::ErrorKind::UnexpectedEof)),
                         Ok(n) => {
-                            self.0.flushed.set(self.0.flushed.get() + n as u64);
+                            self.0.flushed.fetch_add(n as u64, Ordering::Relaxed);
                             *left -= n as u64;
                             *left == 0
                         }
@@ -531,7 +564,9 @@ impl Transport {
     /// Ends a TLS session politely (close_notify); nothing to do for plain sockets.
     pub fn close_notify(&self, py: Python<'_>) {
         if let (Some(tls), Ok(fd)) = (&self.0.tls, self.socket()) {
-            let mut tls = tls.borrow_mut();
+            let Ok(mut tls) = lock_session(tls) else {
+                return;
+            };
             tls.send_close_notify();
             let _ = flush_tls(py, fd, &mut tls, Duration::from_millis(200));
         }

@@ -29,7 +29,7 @@ pub struct BodySource {
 }
 
 /// The body reader the app sees as `environ['wsgi.input']`.
-#[pyclass(unsendable, module = "_rgunicorn", name = "Body")]
+#[pyclass(module = "_rgunicorn", name = "Body")]
 pub struct WsgiInput {
     source: Option<BodySource>,
     /// Decoded body bytes not handed to the app yet.

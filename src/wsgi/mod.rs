@@ -263,9 +263,14 @@ impl Runtime {
             Err(e) => Some(classify(py, e)),
         };
 
-        let mut input_ref = input.borrow_mut();
+        // A thread the app started may still be inside read() or write(): wait for it.
+        let Some(mut input_ref) = borrow_when_free(py, &input, self.io_timeout) else {
+            return self.abandoned(head);
+        };
         let body_error = input_ref.error.take();
-        let mut sr = start_response.borrow_mut();
+        let Some(mut sr) = borrow_when_free(py, &start_response, self.io_timeout) else {
+            return self.abandoned(head);
+        };
         if sr.io_failed.is_some() || input_ref.broken {
             // The app saw the exception from write()/read(); the client is gone either way.
             failure = Some(Failure::Io);
@@ -384,6 +389,17 @@ impl Runtime {
         outcome
     }
 
+    /// A thread of the app kept using the request's objects past `--timeout`: the response
+    /// cannot be completed, so the connection is closed.
+    fn abandoned(&self, head: &RequestHead) -> Outcome {
+        error!(
+            "Error handling request {} {}: a thread of the app kept using wsgi.input or \
+             start_response",
+            head.method, head.target
+        );
+        Outcome::Close
+    }
+
     /// Iterates the app's response and writes it; sendfile for a wrapped real file.
     fn write_body(
         &self,
@@ -393,8 +409,10 @@ impl Runtime {
     ) -> Result<(), Failure> {
         if self.sendfile {
             if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
-                if let Some(done) = self.try_sendfile(py, &wrapper.borrow(), sr) {
-                    return done;
+                if let Ok(wrapper) = wrapper.try_borrow() {
+                    if let Some(done) = self.try_sendfile(py, &wrapper, sr) {
+                        return done;
+                    }
                 }
             }
         }
@@ -405,7 +423,8 @@ impl Runtime {
                     item.repr().map(|r| r.to_string()).unwrap_or_default()
                 )))
             })?;
-            sr.borrow_mut()
+            borrow_when_free(py, sr, self.io_timeout)
+                .ok_or(Failure::Io)?
                 .send_body(py, bytes.as_bytes())
                 .map_err(|e| send_failure(py, e))
         };
@@ -423,7 +442,8 @@ impl Runtime {
                 send(item.map_err(|e| classify(py, e))?)?;
             }
         }
-        sr.borrow_mut()
+        borrow_when_free(py, sr, self.io_timeout)
+            .ok_or(Failure::Io)?
             .finish_body(py)
             .map_err(|e| send_failure(py, e))
     }
@@ -435,11 +455,13 @@ impl Runtime {
         wrapper: &FileWrapper,
         sr: &Bound<'_, StartResponse>,
     ) -> Option<Result<(), Failure>> {
-        if !sr.borrow().writer.can_sendfile() {
+        let Some(mut sr) = borrow_when_free(py, sr, self.io_timeout) else {
+            return Some(Err(Failure::Io));
+        };
+        if !sr.writer.can_sendfile() {
             return None;
         }
         let (file_fd, offset, available) = file_wrapper::sendfile_source(py, wrapper)?;
-        let mut sr = sr.borrow_mut();
         let result = (|| {
             sr.send_body(py, b"")?;
             let count = sr.writer.body_allowance(available);
@@ -612,6 +634,29 @@ fn common_method(method: &str) -> &'static str {
         "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
     ];
     KNOWN.iter().find(|m| **m == method).copied().unwrap_or("-")
+}
+
+/// Borrows one of a request's objects (`wsgi.input`, `start_response`), which the app may
+/// be using from a thread of its own: waits, with the GIL released so that thread can
+/// finish its call, for up to `timeout`.
+fn borrow_when_free<'py, T>(
+    py: Python<'py>,
+    obj: &Bound<'py, T>,
+    timeout: Duration,
+) -> Option<PyRefMut<'py, T>>
+where
+    T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(borrowed) = obj.try_borrow_mut() {
+            return Some(borrowed);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        py.detach(|| std::thread::sleep(Duration::from_millis(1)));
+    }
 }
 
 fn send_failure(py: Python<'_>, e: SendError) -> Failure {

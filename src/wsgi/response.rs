@@ -279,7 +279,7 @@ impl ResponseWriter {
 }
 
 /// The `start_response` callable handed to the app; its bound `write` is the write callable.
-#[pyclass(unsendable, module = "_rgunicorn", name = "StartResponse")]
+#[pyclass(module = "_rgunicorn", name = "StartResponse")]
 pub struct StartResponse {
     pub status: Option<String>,
     pub headers: Vec<(String, String)>,
@@ -370,7 +370,8 @@ impl StartResponse {
     ) -> PyResult<Bound<'py, PyAny>> {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
-            let mut this = slf.borrow_mut();
+            // Another thread in the middle of write() makes this a RuntimeError, not a panic.
+            let mut this = slf.try_borrow_mut()?;
             if this.finished {
                 return Err(request_over("start_response"));
             }

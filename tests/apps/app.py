@@ -352,6 +352,49 @@ def stale(environ, start_response):
     return _json(start_response, out)
 
 
+def threaded(environ, start_response):
+    """Uses wsgi.input, start_response and write() from threads the app starts (a thread
+    and a concurrent.futures pool), as upload and streaming code does."""
+    import concurrent.futures
+    import threading
+
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(body=environ["wsgi.input"].read()))
+    reader.start()
+    reader.join()
+
+    def respond():
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"from-thread:")
+        write(got["body"])
+
+    responder = threading.Thread(target=respond)
+    responder.start()
+    responder.join()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda i: b"[%d]" % i, range(4)))
+
+
+def threads_race(environ, start_response):
+    """Eight threads call write() at once, 50 times each: some calls may be refused with an
+    exception (the object is in use), none may crash the worker."""
+    import concurrent.futures
+
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    errors = []
+
+    def hammer(i):
+        for _ in range(50):
+            try:
+                write(b"%d" % i)
+            except Exception as e:
+                errors.append(type(e).__name__)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(hammer, range(8)))
+    return [b"|refused:%d:%s" % (len(errors), ",".join(sorted(set(errors))).encode())]
+
+
 ROUTES = {
     "/environ": environ_route,
     "/echo": echo,
@@ -380,6 +423,8 @@ ROUTES = {
     "/head_body": head_body,
     "/stash": stash,
     "/stale": stale,
+    "/threaded": threaded,
+    "/threads_race": threads_race,
 }
 
 

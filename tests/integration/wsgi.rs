@@ -810,3 +810,27 @@ fn objects_kept_past_their_request_refuse_to_act() {
         );
     }
 }
+
+/// `wsgi.input`, `start_response` and `write()` work from threads the app starts (before:
+/// pyo3's "sent to another thread" panic aborted the worker); eight threads writing at once
+/// may see some calls refused with an exception, and the worker serves on.
+#[test]
+fn request_objects_work_from_the_apps_threads() {
+    let s = Server::start("threads", &["-w", "1", "app:application"]);
+    let pid = s.get("/pid").body_str();
+    let r = s.request(crate::support::post("/threaded", b"hello", ""));
+    assert_eq!(r.status, 200, "{}", s.stderr());
+    assert_eq!(r.body_str(), "from-thread:hello[0][1][2][3]");
+    let race = s.get("/threads_race");
+    assert_eq!(race.status, 200, "{}", s.stderr());
+    let body = race.body_str();
+    let (digits, refused) = body.split_once("|refused:").unwrap();
+    let refused_count: usize = refused.split(':').next().unwrap().parse().unwrap();
+    assert_eq!(
+        digits.len() + refused_count,
+        400,
+        "every write sent or refused: {body}"
+    );
+    assert_eq!(s.get("/pid").body_str(), pid, "the same worker serves on");
+    assert!(!s.stderr().contains("was sent SIG"), "{}", s.stderr());
+}
