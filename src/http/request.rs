@@ -326,15 +326,18 @@ fn partial_line_len(s: &[u8]) -> usize {
 /// already holds a bare CR (which no later byte can make valid).
 fn check_partial_request_line(rest: &[u8], limits: &Limits) -> Result<(), ParseError> {
     let size = partial_line_len(rest);
+    // Whichever fault a byte-by-byte arrival shows first: a CR at `cr` is known bad once
+    // the byte after it arrives, the length once it passes the limit.
+    let cr = rest[..size].iter().position(|&b| b == b'\r');
+    if cr.is_some_and(|cr| limits.request_line == 0 || cr < limits.request_line) {
+        return Err(ParseError::MalformedRequestLine {
+            line: echo(&rest[..size]),
+        });
+    }
     if limits.request_line > 0 && size > limits.request_line {
         return Err(ParseError::RequestLineTooLong {
             size,
             limit: limits.request_line,
-        });
-    }
-    if rest[..size].contains(&b'\r') {
-        return Err(ParseError::MalformedRequestLine {
-            line: echo(&rest[..size]),
         });
     }
     Ok(())
