@@ -196,8 +196,10 @@ pub struct Conn {
     /// Where the head parser stopped in `buf` (it resumes there when more bytes come).
     scan: HeadScan,
     pub env: ConnEnv,
-    /// The client shut down its sending side.
+    /// The client shut down its sending side (its end of stream was read).
     pub eof: bool,
+    /// Polling reported the client's FIN: read until the end of stream is seen.
+    pub peer_closed: bool,
     /// Already in the loop's list for the next turn.
     pub queued: bool,
     /// The socket (it owns it), or the TLS session over it.
@@ -230,6 +232,7 @@ impl Conn {
             movable: !io.is_tls() && proxy == ProxyMode::Off,
             env,
             eof: false,
+            peer_closed: false,
             queued: false,
             io,
             accepted_at: Instant::now(),
@@ -268,7 +271,7 @@ impl Conn {
         // A plain socket that returned less than asked for was empty at that moment, and
         // edge-triggered polling reports whatever arrives later: no read to see EAGAIN.
         // (A TLS session may hold decrypted bytes back, so it is read until EAGAIN.)
-        let short_read_drains = !self.io.is_tls();
+        let short_read_drains = !self.io.is_tls() && !self.peer_closed;
         loop {
             if self.eof {
                 return true;

@@ -249,10 +249,19 @@ impl<'a> EventLoop<'a> {
                             l.ready = true;
                         }
                     }
-                    Token(t) if !ready[..leftovers].contains(&(t - CONN_BASE)) => {
-                        ready.push(t - CONN_BASE)
+                    Token(t) => {
+                        let idx = t - CONN_BASE;
+                        if event.is_read_closed() {
+                            // The client's FIN came (maybe with its last bytes): read to
+                            // the end rather than stop at a short read.
+                            if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                                conn.peer_closed = true;
+                            }
+                        }
+                        if !ready[..leftovers].contains(&idx) {
+                            ready.push(idx);
+                        }
                     }
-                    Token(_) => {}
                 }
             }
             if woke {

@@ -458,3 +458,24 @@ fn a_recycled_worker_passes_idle_connections_to_its_successor() {
     idle.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(idle.read_response().body_str(), new.to_string());
 }
+
+/// A client that sends its request and closes its sending side at once (its FIN may come
+/// with the request's bytes) is answered, and its connection is closed then, not held for
+/// the keep-alive time.
+#[test]
+fn a_half_closing_client_is_answered_and_let_go() {
+    let s = Server::start(
+        "half-close",
+        &["-w", "1", "--keep-alive", "30", "app:application"],
+    );
+    for _ in 0..5 {
+        let mut c = s.connect();
+        c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+        c.shutdown_write();
+        assert_eq!(c.read_response().status, 200);
+        assert!(
+            c.closed_within(Duration::from_secs(5)),
+            "the server let the half-closed connection go"
+        );
+    }
+}
