@@ -33,6 +33,9 @@ pub struct ProxyHeader {
     pub protocol: &'static str,
     /// The client as the proxy saw it (None for UNKNOWN/LOCAL).
     pub source: Option<SocketAddr>,
+    /// The address the client connected to, on the proxy (Gunicorn's `proxy_addr` and
+    /// `proxy_port`, the environ's `PROXY_ADDR`/`PROXY_PORT`).
+    pub destination: Option<SocketAddr>,
 }
 
 /// The outcome of looking at the start of a connection.
@@ -72,20 +75,26 @@ fn parse_v1(buf: &[u8]) -> Result<ProxyParse, String> {
         ["PROXY", "UNKNOWN", ..] => ProxyHeader {
             protocol: "UNKNOWN",
             source: None,
+            destination: None,
         },
-        ["PROXY", proto @ ("TCP4" | "TCP6"), src, _dst, sport, _dport] => {
-            let ip: IpAddr = src
-                .parse()
-                .map_err(|_| invalid(&format!("bad source address {src:?}")))?;
-            if (*proto == "TCP4") != ip.is_ipv4() {
-                return Err(invalid("address family does not match"));
-            }
-            let port: u16 = sport
-                .parse()
-                .map_err(|_| invalid(&format!("bad source port {sport:?}")))?;
+        ["PROXY", proto @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
+            let v4 = *proto == "TCP4";
+            let address = |text: &str, port: &str, which: &str| -> Result<SocketAddr, String> {
+                let ip: IpAddr = text
+                    .parse()
+                    .map_err(|_| invalid(&format!("bad {which} address {text:?}")))?;
+                if v4 != ip.is_ipv4() {
+                    return Err(invalid("address family does not match"));
+                }
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| invalid(&format!("bad {which} port {port:?}")))?;
+                Ok(SocketAddr::new(ip, port))
+            };
             ProxyHeader {
-                protocol: if *proto == "TCP4" { "TCP4" } else { "TCP6" },
-                source: Some(SocketAddr::new(ip, port)),
+                protocol: if v4 { "TCP4" } else { "TCP6" },
+                source: Some(address(src, sport, "source")?),
+                destination: Some(address(dst, dport, "destination")?),
             }
         }
         _ => return Err(invalid(&format!("{line:?}"))),
@@ -111,27 +120,34 @@ fn parse_v2(buf: &[u8]) -> Result<ProxyParse, String> {
         (0x0, _) => ProxyHeader {
             protocol: "LOCAL",
             source: None,
+            destination: None,
         },
         (0x1, 0x11) if body.len() >= 12 => {
-            let ip = Ipv4Addr::new(body[0], body[1], body[2], body[3]);
-            let port = u16::from_be_bytes([body[8], body[9]]);
+            let v4 = |at: usize| Ipv4Addr::new(body[at], body[at + 1], body[at + 2], body[at + 3]);
+            let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
             ProxyHeader {
                 protocol: "TCP4",
-                source: Some(SocketAddr::new(IpAddr::V4(ip), port)),
+                source: Some(SocketAddr::new(IpAddr::V4(v4(0)), port(8))),
+                destination: Some(SocketAddr::new(IpAddr::V4(v4(4)), port(10))),
             }
         }
         (0x1, 0x21) if body.len() >= 36 => {
-            let mut octets = [0u8; 16];
-            octets.copy_from_slice(&body[..16]);
-            let port = u16::from_be_bytes([body[32], body[33]]);
+            let v6 = |at: usize| {
+                let mut octets = [0u8; 16];
+                octets.copy_from_slice(&body[at..at + 16]);
+                IpAddr::V6(Ipv6Addr::from(octets))
+            };
+            let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
             ProxyHeader {
                 protocol: "TCP6",
-                source: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(octets)), port)),
+                source: Some(SocketAddr::new(v6(0), port(32))),
+                destination: Some(SocketAddr::new(v6(16), port(34))),
             }
         }
         (0x1, 0x00) => ProxyHeader {
             protocol: "UNSPEC",
             source: None,
+            destination: None,
         },
         (0x1, fam) => {
             return Err(format!(
@@ -234,9 +250,45 @@ mod tests {
             0x21, 0x11, 0, 12, 10, 0, 0, 7, 10, 0, 0, 1, 0x1f, 0x90, 0, 80,
         ]);
         buf.extend_from_slice(b"GET /");
-        let (src, n) = source(parse_proxy(&buf, ProxyMode::V2).unwrap());
+        let parsed = parse_proxy(&buf, ProxyMode::V2).unwrap();
+        let ProxyParse::Header(header, _) = &parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(header.destination, Some("10.0.0.1:80".parse().unwrap()));
+        let (src, n) = source(parsed);
         assert_eq!(src, Some("10.0.0.7:8080".parse().unwrap()));
         assert_eq!(&buf[n..], b"GET /");
+    }
+
+    #[test]
+    fn v1_and_v2_tcp6_carry_the_destination() {
+        let v1 = parse_proxy(
+            b"PROXY TCP6 2001:db8::7 2001:db8::1 5555 443\r\n",
+            ProxyMode::V1,
+        );
+        let Ok(ProxyParse::Header(header, _)) = v1 else {
+            panic!("{v1:?}")
+        };
+        assert_eq!(
+            header.destination,
+            Some("[2001:db8::1]:443".parse().unwrap())
+        );
+        let mut buf = V2_SIGNATURE.to_vec();
+        buf.extend_from_slice(&[0x21, 0x21, 0, 36]);
+        let src: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap();
+        let dst: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+        buf.extend_from_slice(&src.octets());
+        buf.extend_from_slice(&dst.octets());
+        buf.extend_from_slice(&[0x15, 0xb3, 0x01, 0xbb]);
+        let v2 = parse_proxy(&buf, ProxyMode::V2);
+        let Ok(ProxyParse::Header(header, _)) = v2 else {
+            panic!("{v2:?}")
+        };
+        assert_eq!(header.source, Some("[2001:db8::7]:5555".parse().unwrap()));
+        assert_eq!(
+            header.destination,
+            Some("[2001:db8::1]:443".parse().unwrap())
+        );
     }
 
     #[test]
@@ -248,7 +300,8 @@ mod tests {
             ProxyParse::Header(
                 ProxyHeader {
                     protocol: "LOCAL",
-                    source: None
+                    source: None,
+                    destination: None,
                 },
                 16
             )

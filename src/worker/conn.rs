@@ -324,7 +324,7 @@ impl Conn {
                     self.buf.drain(..len);
                     self.scan = HeadScan::default();
                     self.proxy_pending = false;
-                    self.take_proxy_addresses(py, header.protocol, header.source);
+                    self.take_proxy_addresses(py, &header);
                     if self.buf.is_empty() {
                         return Parsed::Incomplete;
                     }
@@ -358,27 +358,20 @@ impl Conn {
         }
     }
 
-    /// The client's address from a PROXY header; the proxy's own becomes `PROXY_ADDR`.
-    fn take_proxy_addresses(
-        &mut self,
-        py: Python<'_>,
-        protocol: &str,
-        source: Option<std::net::SocketAddr>,
-    ) {
+    /// The client's address from a PROXY header; the address it connected to on the proxy
+    /// becomes `PROXY_ADDR`/`PROXY_PORT` (Gunicorn's `proxy_addr`/`proxy_port`).
+    fn take_proxy_addresses(&mut self, py: Python<'_>, header: &crate::http::proxy::ProxyHeader) {
         let env = &mut self.env;
-        let Some(src) = source else {
-            env.proxy = Some((protocol.to_string(), String::new(), String::new()));
-            return;
-        };
-        let proxy_port = env
-            .remote_port
-            .as_ref()
-            .map(|p| p.bind(py).to_string())
+        let (addr, port) = header
+            .destination
+            .map(|d| (d.ip().to_string(), d.port().to_string()))
             .unwrap_or_default();
-        env.proxy = Some((protocol.to_string(), env.remote_ip.clone(), proxy_port));
-        env.remote_ip = src.ip().to_string();
-        env.remote_addr = PyString::new(py, &env.remote_ip).unbind();
-        env.remote_port = Some(PyString::new(py, &src.port().to_string()).unbind());
+        env.proxy = Some((header.protocol.to_string(), addr, port));
+        if let Some(src) = header.source {
+            env.remote_ip = src.ip().to_string();
+            env.remote_addr = PyString::new(py, &env.remote_ip).unbind();
+            env.remote_port = Some(PyString::new(py, &src.port().to_string()).unbind());
+        }
     }
 }
 

@@ -622,8 +622,8 @@ fn logconfig_json_and_ini_files_apply() {
     );
 }
 
-/// PROXY protocol v1 and v2: the client address from the header becomes REMOTE_ADDR/PORT
-/// (with PROXY_* keys); a peer outside `--proxy-allow-from` gets 403; plain requests still
+/// PROXY protocol v1 and v2: the client address from the header becomes REMOTE_ADDR/PORT,
+/// the address it reached on the proxy PROXY_ADDR/PORT; a peer outside `--proxy-allow-from` gets 403; plain requests still
 /// work in auto mode.
 #[test]
 fn proxy_protocol_v1_and_v2() {
@@ -637,14 +637,16 @@ fn proxy_protocol_v1_and_v2() {
             .to_string()
     };
     let v1 = s.request(
-        "PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nGET /environ HTTP/1.1\r\nHost: x\r\n\r\n",
+        "PROXY TCP4 203.0.113.7 192.168.0.11 5555 443\r\nGET /environ HTTP/1.1\r\nHost: x\r\n\r\n",
     );
     assert_eq!(v1.status, 200, "{v1:?}");
     let body = v1.body_str();
     assert_eq!(field(&body, "REMOTE_ADDR"), "203.0.113.7", "{body}");
     assert_eq!(field(&body, "REMOTE_PORT"), "5555");
     assert_eq!(field(&body, "PROXY_PROTOCOL"), "TCP4");
-    assert_eq!(field(&body, "PROXY_ADDR"), "127.0.0.1");
+    // The address the client reached on the proxy, as Gunicorn's proxy_addr/proxy_port.
+    assert_eq!(field(&body, "PROXY_ADDR"), "192.168.0.11");
+    assert_eq!(field(&body, "PROXY_PORT"), "443");
 
     let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     v2.extend_from_slice(&[
@@ -654,6 +656,8 @@ fn proxy_protocol_v1_and_v2() {
     let r = s.request(&v2);
     assert_eq!(field(&r.body_str(), "REMOTE_ADDR"), "198.51.100.9", "{r:?}");
     assert_eq!(field(&r.body_str(), "REMOTE_PORT"), "8080");
+    assert_eq!(field(&r.body_str(), "PROXY_ADDR"), "127.0.0.1");
+    assert_eq!(field(&r.body_str(), "PROXY_PORT"), "80");
 
     let plain = s.request("GET /environ HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(field(&plain.body_str(), "REMOTE_ADDR"), "127.0.0.1");
