@@ -184,6 +184,9 @@ pub fn run(argv: &[String]) -> i32 {
             Err(e) => {
                 if let wsgi::app::AppError::Import(err) = &e {
                     python::log_exception(py, "Exception while preloading the application", err);
+                    if let Some(hint) = wsgi::app::forgotten_virtualenv_hint(py, err) {
+                        error!("{hint}");
+                    }
                 } else {
                     eprintln!("{}", e.message(py));
                 }

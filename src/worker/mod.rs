@@ -362,6 +362,9 @@ fn report_boot_failure(py: Python<'_>, seed: &WorkerSeed<'_>, e: AppError) -> i3
     match &e {
         AppError::Import(err) => {
             crate::python::log_exception(py, "Exception in worker process", err);
+            if let Some(hint) = crate::wsgi::app::forgotten_virtualenv_hint(py, err) {
+                crate::log::error_log(crate::config::LogLevel::Error, &hint, None);
+            }
             if let Some(identity) = &seed.config.identity {
                 let paths = unreadable_paths(py, err);
                 if !paths.is_empty() {

@@ -48,6 +48,28 @@ pub fn error_app(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
         .unbind())
 }
 
+/// When the app's import failed for a missing module and no virtualenv is active (no
+/// `VIRTUAL_ENV`, `sys.prefix == sys.base_prefix`), the likely cause, in one line: the
+/// app's packages live in a virtualenv that was not activated.
+pub fn forgotten_virtualenv_hint(py: Python<'_>, err: &PyErr) -> Option<String> {
+    if !err.is_instance_of::<pyo3::exceptions::PyModuleNotFoundError>(py)
+        || std::env::var_os("VIRTUAL_ENV").is_some()
+    {
+        return None;
+    }
+    let sys = py.import("sys").ok()?;
+    let prefix: String = sys.getattr("prefix").ok()?.extract().ok()?;
+    let base: String = sys.getattr("base_prefix").ok()?.extract().ok()?;
+    (prefix == base).then(|| {
+        format!(
+            "No virtualenv is active (VIRTUAL_ENV is not set; Python is {prefix}): rgunicorn \
+             imports the app's packages from its interpreter's site-packages, or from the \
+             virtualenv that is active when it starts; activate the app's virtualenv (or set \
+             VIRTUAL_ENV) first"
+        )
+    })
+}
+
 /// The files named in an import failure's traceback (and a SyntaxError's own file), so
 /// `--reload` can watch them although the broken module never made it into sys.modules.
 pub fn failure_files(py: Python<'_>, err: &AppError) -> Vec<String> {

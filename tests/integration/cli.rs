@@ -573,3 +573,36 @@ fn remaining_flags_are_accepted() {
     );
     assert_eq!(s.get("/flags").body_str(), "hello /flags");
 }
+
+/// An app whose import misses a module, with no virtualenv active, gets one more line
+/// saying so and how rgunicorn finds the app's packages; with a virtualenv active, not.
+#[test]
+fn a_missing_module_without_a_virtualenv_says_so() {
+    let dir = TempDir::new("forgotten-venv");
+    std::fs::write(dir.join("needs.py"), "import no_such_module_xyz\n").unwrap();
+    let bare = crate::support::run_to_exit_in(
+        dir.path(),
+        &["-b", "127.0.0.1:0", "needs:application"],
+        &[],
+        LOG_DEADLINE,
+    );
+    bare.expect_code(3);
+    assert!(
+        bare.output().contains("No virtualenv is active"),
+        "{}",
+        bare.output()
+    );
+    let venv = crate::support::venv().display().to_string();
+    let with_venv = crate::support::run_to_exit_in(
+        dir.path(),
+        &["-b", "127.0.0.1:0", "needs:application"],
+        &[("VIRTUAL_ENV", venv.as_str())],
+        LOG_DEADLINE,
+    );
+    with_venv.expect_code(3);
+    assert!(
+        !with_venv.output().contains("No virtualenv is active"),
+        "{}",
+        with_venv.output()
+    );
+}
