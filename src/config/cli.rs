@@ -79,8 +79,97 @@ pub fn parse(args: &[String]) -> Result<Given, ConfigError> {
     let argv = std::iter::once("rgunicorn".to_string()).chain(args.iter().cloned());
     let matches = command()
         .try_get_matches_from(argv)
-        .map_err(ConfigError::Usage)?;
+        .map_err(|e| unrecognized(&e, args).unwrap_or(ConfigError::Usage(e)))?;
     extract(&matches)
+}
+
+/// An unknown option in Gunicorn's (argparse's) words, `unrecognized arguments: --wokers 3`,
+/// with a `did you mean --workers?` line when a flag is close; None for other errors.
+fn unrecognized(e: &clap::Error, args: &[String]) -> Option<ConfigError> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(unknown)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = unknown.split('=').next().unwrap_or(unknown);
+    // As argparse: the option as written, and the word after it when APP_MODULE was already
+    // given (otherwise that word is APP_MODULE).
+    let at = args
+        .iter()
+        .position(|a| a == unknown || a.starts_with(&format!("{flag}=")));
+    let mut words = vec![at.map_or_else(|| unknown.clone(), |i| args[i].clone())];
+    if let Some(i) = at.filter(|&i| !args[i].contains('=')) {
+        if let Some(next) = args.get(i + 1).filter(|n| !n.starts_with('-')) {
+            if app_module_before(&args[..i]) {
+                words.push(next.clone());
+            }
+        }
+    }
+    let mut msg = format!("unrecognized arguments: {}", words.join(" "));
+    if let Some(close) = closest_flag(flag) {
+        msg.push_str(&format!("\ndid you mean {close}?"));
+    }
+    Some(ConfigError::BadArgument(msg))
+}
+
+/// Whether `args` already hold a positional word (APP_MODULE), skipping option values.
+fn app_module_before(args: &[String]) -> bool {
+    let takes_value = |flag: &str| {
+        SETTINGS
+            .iter()
+            .any(|s| s.flags.contains(&flag) && matches!(s.action, Action::Set | Action::Append))
+    };
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        if !arg.starts_with('-') {
+            return true;
+        }
+        i += if !arg.contains('=') && takes_value(arg) {
+            2
+        } else {
+            1
+        };
+    }
+    false
+}
+
+/// The long flag nearest to `given`: a few typos away (one per three letters), or one it
+/// starts (3+ letters).
+fn closest_flag(given: &str) -> Option<&'static str> {
+    let given = given.trim_start_matches('-');
+    SETTINGS
+        .iter()
+        .flat_map(|s| s.flags.iter())
+        .chain(["--version"].iter())
+        .filter_map(|f| f.strip_prefix("--").map(|name| (*f, name)))
+        .map(|(flag, name)| (edit_distance(given, name), flag, name))
+        .filter(|(d, _, name)| {
+            *d <= (given.len() / 3).max(1) || (given.len() >= 3 && name.starts_with(given))
+        })
+        .min_by_key(|(d, _, _)| *d)
+        .map(|(_, flag, _)| flag)
+}
+
+/// Levenshtein distance between two short ASCII strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn extract(matches: &ArgMatches) -> Result<Given, ConfigError> {
@@ -163,11 +252,26 @@ mod tests {
     }
 
     #[test]
-    fn unknown_flag_is_a_usage_error() {
-        assert!(matches!(
-            parse(&args(&["--nope"])),
-            Err(ConfigError::Usage(_))
-        ));
+    fn unknown_flags_are_reported_in_argparse_words() {
+        let msg = |a: &[&str]| match parse(&args(a)) {
+            Err(ConfigError::BadArgument(msg)) => msg,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(msg(&["--nope"]), "unrecognized arguments: --nope");
+        assert_eq!(
+            msg(&["app:application", "--wokers", "3"]),
+            "unrecognized arguments: --wokers 3\ndid you mean --workers?"
+        );
+        // Without APP_MODULE before it, the next word is APP_MODULE, as in argparse.
+        assert_eq!(
+            msg(&["--wokers", "3"]),
+            "unrecognized arguments: --wokers\ndid you mean --workers?"
+        );
+        assert_eq!(
+            msg(&["app", "--bnd=127.0.0.1:1"]),
+            "unrecognized arguments: --bnd=127.0.0.1:1\ndid you mean --bind?"
+        );
+        assert_eq!(edit_distance("wokers", "workers"), 1);
     }
 
     #[test]

@@ -606,3 +606,17 @@ fn a_missing_module_without_a_virtualenv_says_so() {
         with_venv.output()
     );
 }
+
+/// An unknown option reads as Gunicorn's (argparse's) error, with a suggestion, exit 2.
+#[test]
+fn an_unknown_option_reads_like_gunicorns() {
+    let done =
+        crate::support::run_to_exit(&["app:application", "--wokers", "3"], &[], LOG_DEADLINE);
+    assert_eq!(done.code(), Some(2), "{}", done.output());
+    assert_eq!(
+        done.stderr.trim_end(),
+        "usage: rgunicorn [OPTIONS] [APP_MODULE]\n\
+         rgunicorn: error: unrecognized arguments: --wokers 3\n\
+         did you mean --workers?"
+    );
+}
