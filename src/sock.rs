@@ -132,6 +132,11 @@ impl Listener {
     }
 }
 
+/// An OS error as Python's `str(OSError)` shows it: `[Errno 98] Address already in use`.
+fn os_error(e: nix::Error) -> String {
+    format!("[Errno {}] {}", e as i32, e.desc())
+}
+
 /// Why a bind failed; `Connection in use` is retried, the rest are not.
 #[derive(Debug)]
 pub enum BindError {
@@ -145,8 +150,13 @@ fn describe(addr: &SocketAddr) -> String {
 }
 
 fn tcp_listener(addr: SocketAddr, opts: &BindOptions) -> Result<Listener, BindError> {
-    let other =
-        |e: nix::Error| BindError::Other(format!("connection to {} failed: {e}", describe(&addr)));
+    let other = |e: nix::Error| {
+        BindError::Other(format!(
+            "connection to {} failed: {}",
+            describe(&addr),
+            os_error(e)
+        ))
+    };
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -167,11 +177,13 @@ fn tcp_listener(addr: SocketAddr, opts: &BindOptions) -> Result<Listener, BindEr
     };
     match bound {
         Ok(()) => {}
-        Err(nix::Error::EADDRINUSE) => {
+        Err(e @ nix::Error::EADDRINUSE) => {
+            // Gunicorn's two lines: what it means, then the OS error as Python words it.
             return Err(BindError::InUse(format!(
-                "Connection in use: {}",
-                describe(&addr)
-            )))
+                "Connection in use: {shown}\nconnection to {shown} failed: {}",
+                os_error(e),
+                shown = describe(&addr)
+            )));
         }
         Err(e) => return Err(other(e)),
     }
@@ -320,12 +332,15 @@ pub fn bind_all(binds: &[BindAddress], opts: &BindOptions) -> Result<Vec<Listene
                     break;
                 }
                 Err(BindError::InUse(msg)) | Err(BindError::Other(msg)) => {
-                    tracing::error!("{msg}");
+                    for line in msg.lines() {
+                        tracing::error!("{line}");
+                    }
                     if attempt >= BIND_ATTEMPTS {
                         listeners.into_iter().for_each(Listener::close);
                         return Err(cannot_connect(address));
                     }
-                    tracing::error!("Retrying in 1 second.");
+                    // Gunicorn logs this one at debug.
+                    tracing::debug!("Retrying in 1 second.");
                     std::thread::sleep(BIND_RETRY_DELAY);
                 }
             }

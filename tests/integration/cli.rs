@@ -466,6 +466,15 @@ fn bind_conflict_exits_1() {
     );
     assert_eq!(out.code(), Some(1), "{}", out.output());
     assert!(out.stderr.contains("Connection in use"), "{}", out.stderr);
+    // The OS error as Gunicorn (Python) words it, on each of the 5 attempts.
+    let failed =
+        format!("connection to ('127.0.0.1', {port}) failed: [Errno 98] Address already in use");
+    assert_eq!(out.stderr.matches(&failed).count(), 5, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("Retrying in 1 second"),
+        "debug only: {}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("Booting worker"), "{}", out.stderr);
     drop(taken);
 }
