@@ -216,7 +216,6 @@ pub struct Conn {
 }
 
 impl Conn {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         io: Transport,
         env: ConnEnv,
