@@ -452,7 +452,7 @@ fn a_recycled_worker_passes_idle_connections_to_its_successor() {
     }
     let replaced = poll_until(DEADLINE, || {
         let now = s.worker_pids();
-        (now.len() == 1 && now[0] != old && !crate::support::is_alive(old)).then_some(now[0])
+        (now.len() == 1 && now[0] != old && !crate::support::is_alive(old)).then(|| now[0])
     });
     let new = replaced.expect("the recycled worker was replaced");
     idle.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
