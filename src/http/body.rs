@@ -146,11 +146,11 @@ impl BodyDecoder {
     ///
     /// # Errors
     ///
-    /// [`ParseError::ChunkedBodyTruncated`] when chunked and not done.
+    /// [`ParseError::BodyTruncated`] when chunked and not done.
     pub fn check_eof(&self) -> Result<(), ParseError> {
         match self {
             BodyDecoder::Chunked(chunked) if chunked.state != ChunkState::Done => {
-                Err(ParseError::ChunkedBodyTruncated)
+                Err(ParseError::BodyTruncated)
             }
             _ => Ok(()),
         }
@@ -674,7 +674,7 @@ mod tests {
         let (out, _) = decode_all(&mut d, b"5\r\nhello\r\n0\r\n").unwrap();
         assert_eq!(out, b"hello");
         assert!(!d.is_done());
-        assert_eq!(d.check_eof(), Err(ParseError::ChunkedBodyTruncated));
+        assert_eq!(d.check_eof(), Err(ParseError::BodyTruncated));
         assert_eq!(BodyDecoder::length(5).check_eof(), Ok(()));
     }
 }

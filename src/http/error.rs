@@ -182,8 +182,9 @@ pub enum ParseError {
     },
     /// The trailer section outgrew [`MAX_TRAILER_SECTION_BYTES`](super::body::MAX_TRAILER_SECTION_BYTES).
     TrailerSectionTooLarge,
-    /// The connection ended inside a chunked body (Gunicorn 26.1: truncated body refused).
-    ChunkedBodyTruncated,
+    /// The connection ended inside the body: a chunked one (Gunicorn 26.1 refuses it too),
+    /// or one shorter than its `Content-Length` (RFC 9112 §8; Gunicorn passes it on short).
+    BodyTruncated,
 }
 
 /// Longest slice of client data an error keeps, so an unlimited request line
@@ -332,7 +333,7 @@ impl fmt::Display for ParseError {
                 "Trailer section is too large (> {})",
                 super::body::MAX_TRAILER_SECTION_BYTES
             ),
-            ChunkedBodyTruncated => f.write_str("No more data after: b''"),
+            BodyTruncated => f.write_str("No more data after: b''"),
         }
     }
 }

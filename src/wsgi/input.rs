@@ -34,7 +34,8 @@ pub struct WsgiInput {
     source: Option<BodySource>,
     /// Decoded body bytes not handed to the app yet.
     pending: Vec<u8>,
-    /// A framing error found while reading (a malformed chunk): the request gets a 400.
+    /// A framing error found while reading (a malformed chunk, the connection ending inside
+    /// the body): the request gets a 400.
     pub(crate) error: Option<ParseError>,
     /// The client went away or stalled mid-body.
     pub(crate) broken: bool,
@@ -111,7 +112,9 @@ impl WsgiInput {
             };
             match src.io.read_some(py, &mut src.buf, max, src.timeout) {
                 Ok(0) => {
-                    self.broken = true;
+                    // An incomplete message (RFC 9112 §8). A client that only half-closed
+                    // can still read the 400 this earns.
+                    self.error = Some(ParseError::BodyTruncated);
                     return Err(PyIOError::new_err(
                         "client disconnected before the end of the request body",
                     ));

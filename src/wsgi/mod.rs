@@ -286,7 +286,12 @@ impl Runtime {
             }
             Some(_) if body_error.is_some() && !headers_sent => {
                 if let Some(e) = body_error {
-                    warn!("Invalid request from ip={}: {e}", ex.conn.remote_ip);
+                    if e == crate::http::ParseError::BodyTruncated {
+                        // Most often an upload the user cancelled: not worth a warning.
+                        debug!("Ignored premature client disconnection. {e}");
+                    } else {
+                        warn!("Invalid request from ip={}: {e}", ex.conn.remote_ip);
+                    }
                     let _ = sr.writer.send_raw(py, &e.to_error_page());
                     status_code = e.status();
                 }
