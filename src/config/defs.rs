@@ -1542,7 +1542,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Permit requests employing obsolete HTTP line folding mechanism.",
-        support: Support::Ignored("rgunicorn's parser stays strict (RFC 9112): obsolete line folding is refused"),
+        support: Support::Full,
     },
     Setting {
         name: "strip_header_spaces",
@@ -1553,7 +1553,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Strip spaces present between the header name and the ':'.",
-        support: Support::Ignored("rgunicorn's parser stays strict (RFC 9112): whitespace before ':' is refused"),
+        support: Support::Full,
     },
     Setting {
         name: "permit_unconventional_http_method",
@@ -1564,7 +1564,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Permit HTTP methods not matching conventions, such as IANA registration guidelines.",
-        support: Support::Ignored("rgunicorn's parser stays strict: methods must be upper-case tokens of 3-20 characters"),
+        support: Support::Full,
     },
     Setting {
         name: "permit_unconventional_http_version",
@@ -1575,7 +1575,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Permit HTTP version not matching conventions of 2023.",
-        support: Support::Ignored("rgunicorn's parser stays strict: only HTTP/1.0-1.9 are accepted"),
+        support: Support::Full,
     },
     Setting {
         name: "casefold_http_method",
@@ -1586,7 +1586,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Transform received HTTP methods to uppercase.",
-        support: Support::Ignored("rgunicorn's parser stays strict: methods are not upper-cased"),
+        support: Support::Full,
     },
     Setting {
         name: "forwarder_headers",

@@ -15,7 +15,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::http::request::Limits;
+use crate::http::request::{Leniency, Limits};
 use crate::sock::BindAddress;
 use setting::{Support, Value};
 
@@ -476,11 +476,20 @@ impl Config {
             timeout: int(&values, "timeout").unsigned_abs(),
             graceful_timeout: int(&values, "graceful_timeout").unsigned_abs(),
             keepalive: int(&values, "keepalive").unsigned_abs(),
-            limits: Limits::from_settings(
-                int(&values, "limit_request_line"),
-                int(&values, "limit_request_fields"),
-                int(&values, "limit_request_field_size"),
-            ),
+            limits: Limits {
+                lenient: Leniency {
+                    obsolete_folding: flag(&values, "permit_obsolete_folding"),
+                    strip_header_spaces: flag(&values, "strip_header_spaces"),
+                    unconventional_method: flag(&values, "permit_unconventional_http_method"),
+                    unconventional_version: flag(&values, "permit_unconventional_http_version"),
+                    casefold_method: flag(&values, "casefold_http_method"),
+                },
+                ..Limits::from_settings(
+                    int(&values, "limit_request_line"),
+                    int(&values, "limit_request_fields"),
+                    int(&values, "limit_request_field_size"),
+                )
+            },
             check_config: flag(&values, "check_config"),
             print_config: flag(&values, "print_config"),
             preload_app: flag(&values, "preload_app"),

@@ -38,7 +38,7 @@ mod corpus;
 
 pub use body::BodyDecoder;
 pub use error::{error_page, ParseError, ResponseError};
-pub use request::{parse_head, BodyKind, Header, Limits, RequestHead};
+pub use request::{parse_head, BodyKind, Header, Leniency, Limits, RequestHead};
 pub use response::{
     chunk_size_line, encode_head, is_hop_by_hop, validate_status, Framing, ResponsePlan,
     ResponseSpec, CHUNKED_TERMINATOR, CONTINUE_100,

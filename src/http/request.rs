@@ -19,8 +19,8 @@
 
 use super::error::{echo, ParseError};
 use super::syntax::{
-    field_name_of, is_host_port, is_ows, is_scheme, is_token, is_userinfo, parse_decimal,
-    split_field_line, trim_ows, FieldLineError,
+    field_name_of, is_field_value_byte, is_host_port, is_ows, is_scheme, is_token, is_userinfo,
+    parse_decimal, split_field_line, trim_ows, FieldLineError,
 };
 
 /// Gunicorn's hard cap on `limit_request_line` (`MAX_REQUEST_LINE`).
@@ -33,15 +33,44 @@ pub const DEFAULT_MAX_HEADERFIELD_SIZE: usize = 8190;
 /// Header counts up to this parse with a stack array; larger heads allocate one.
 const STACK_HEADERS: usize = 32;
 
-/// Effective request size limits, after Gunicorn's clamping.
+/// Effective request size limits, after Gunicorn's clamping, and the leniency switches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest request line in bytes, CRLF excluded; 0 = unlimited.
     pub request_line: usize,
     /// Most header lines accepted.
     pub fields: usize,
-    /// Longest header line in bytes, CRLF included.
+    /// Longest header line in bytes, CRLF included (with its continuation lines, when
+    /// obsolete folding is permitted).
     pub field_size: usize,
+    /// What the parser tolerates beyond RFC 9112 (all off by default).
+    pub lenient: Leniency,
+}
+
+/// Gunicorn's switches for legacy clients, each relaxing one rule exactly as Gunicorn
+/// 27 does with it on. They exist for clients an operator cannot change; none is safe
+/// behind a proxy that reads the request differently.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Leniency {
+    /// `permit_obsolete_folding`: a line starting with SP/HTAB continues the previous
+    /// header's value (joined with one space) instead of earning a 400.
+    pub obsolete_folding: bool,
+    /// `strip_header_spaces`: `Name : value` is read as `Name: value`.
+    pub strip_header_spaces: bool,
+    /// `permit_unconventional_http_method`: any token is a method (lowercase, `#`, any
+    /// length), not only upper-case tokens of 3-20 bytes.
+    pub unconventional_method: bool,
+    /// `permit_unconventional_http_version`: any `HTTP/<digit>.<digit>`, not only 1.x.
+    pub unconventional_version: bool,
+    /// `casefold_http_method`: the method is upper-cased after it is checked.
+    pub casefold_method: bool,
+}
+
+impl Leniency {
+    /// Whether the header section needs the field-by-field parse instead of httparse.
+    fn relaxes_field_lines(&self) -> bool {
+        self.obsolete_folding || self.strip_header_spaces
+    }
 }
 
 impl Limits {
@@ -67,6 +96,7 @@ impl Limits {
             request_line,
             fields,
             field_size,
+            lenient: Leniency::default(),
         }
     }
 
@@ -188,6 +218,8 @@ pub struct HeadScan {
     count: usize,
     /// Start of the last checked header line (named in the obs-fold error).
     prev_line: usize,
+    /// Size of the field that line belongs to, CRLFs and continuation lines included.
+    field_len: usize,
     /// Bytes already searched by [`HeadScan::head_complete_in`].
     searched: usize,
     /// The incomplete line at `line` has no LF before this offset.
@@ -266,12 +298,12 @@ pub fn parse_head_resuming(
     if line.is_empty() {
         return Err(ParseError::ExtraLeadingEmptyLine);
     }
-    let request_line = parse_request_line(line)?;
+    let request_line = parse_request_line(line, &limits.lenient)?;
 
     // ---- header section: find its end, checking line endings and limits ----
     let section_start = start + lf + 1;
     if scan.line < section_start {
-        (scan.line, scan.count, scan.prev_line) = (section_start, 0, 0);
+        (scan.line, scan.count, scan.prev_line, scan.field_len) = (section_start, 0, 0, 0);
     }
     let Some((section_end, count)) = scan_header_section(buf, section_start, limits, scan)? else {
         return Ok(None);
@@ -286,9 +318,18 @@ pub fn parse_head_resuming(
         heap = vec![httparse::EMPTY_HEADER; count];
         &mut heap
     };
-    let parsed = match httparse::parse_headers(section, slots) {
-        Ok(httparse::Status::Complete((used, parsed))) if used == section.len() => parsed,
-        _ => return Err(diagnose_header_section(section)),
+    let lenient_fields;
+    let parsed = if limits.lenient.relaxes_field_lines() {
+        lenient_fields = parse_fields_leniently(section, &limits.lenient)?;
+        for (slot, (name, value)) in slots.iter_mut().zip(&lenient_fields) {
+            *slot = httparse::Header { name, value };
+        }
+        &slots[..lenient_fields.len()]
+    } else {
+        match httparse::parse_headers(section, slots) {
+            Ok(httparse::Status::Complete((used, parsed))) if used == section.len() => parsed,
+            _ => return Err(diagnose_header_section(section)),
+        }
     };
 
     let mut head = RequestHead {
@@ -357,21 +398,29 @@ fn scan_header_section(
     let mut pos = scan.line;
     let mut count = scan.count;
     let mut prev_line = scan.prev_line;
+    let mut field_len = scan.field_len;
     loop {
         if scan.line != pos {
             scan.no_lf_until = pos;
         }
-        (scan.line, scan.count, scan.prev_line) = (pos, count, prev_line);
+        (scan.line, scan.count, scan.prev_line, scan.field_len) =
+            (pos, count, prev_line, field_len);
         let rest = &buf[pos..];
+        // With permit_obsolete_folding, a line starting with SP/HTAB after a field continues
+        // it: it is no new field, and its size adds to that field's (Gunicorn's limit).
+        let continues = limits.lenient.obsolete_folding
+            && count > 0
+            && rest.first().is_some_and(|&b| is_ows(b));
+        let size_before = if continues { field_len } else { 0 };
         // The incomplete line was searched up to `no_lf_until` last time: only newer bytes.
         let known = scan.no_lf_until.clamp(pos, buf.len()) - pos;
         let Some(lf) = find_lf(&rest[known..]).map(|i| i + known) else {
             scan.no_lf_until = buf.len();
             let partial = partial_line_len(rest);
-            if partial > 0 && count >= limits.fields {
+            if partial > 0 && !continues && count >= limits.fields {
                 return Err(ParseError::TooManyHeaders);
             }
-            if partial > 0 && partial + 2 > limits.field_size {
+            if partial > 0 && size_before + partial + 2 > limits.field_size {
                 return Err(ParseError::HeaderFieldTooLarge);
             }
             if buf.len() - section_start > limits.max_header_section() {
@@ -382,10 +431,10 @@ fn scan_header_section(
         // Gunicorn checks the count before each line, and a line's size with its CRLF;
         // both come before the line ending, as they did while the line was arriving.
         let content = partial_line_len(&rest[..lf]);
-        if content > 0 && count >= limits.fields {
+        if content > 0 && !continues && count >= limits.fields {
             return Err(ParseError::TooManyHeaders);
         }
-        if content > 0 && content + 2 > limits.field_size {
+        if content > 0 && size_before + content + 2 > limits.field_size {
             return Err(ParseError::HeaderFieldTooLarge);
         }
         if lf == 0 || rest[lf - 1] != b'\r' {
@@ -397,7 +446,9 @@ fn scan_header_section(
         if line.is_empty() {
             return Ok(Some((pos + lf + 1, count)));
         }
-        if is_ows(line[0]) {
+        if continues {
+            field_len += content + 2;
+        } else if is_ows(line[0]) {
             // RFC 9112 §5.2: obs-fold is refused (Gunicorn: permit_obsolete_folding off).
             // Whitespace before the first header is RFC 9112 §2.2's "reject" case.
             return Err(if count == 0 {
@@ -411,9 +462,11 @@ fn scan_header_section(
                         .to_ascii_uppercase(),
                 }
             });
+        } else {
+            count += 1;
+            prev_line = pos;
+            field_len = content + 2;
         }
-        count += 1;
-        prev_line = pos;
         pos += lf + 1;
     }
 }
@@ -449,6 +502,63 @@ fn diagnose_header_section(section: &[u8]) -> ParseError {
     }
 }
 
+/// The header section read field by field, for the leniency switches httparse does not
+/// know, exactly as Gunicorn reads it: with `strip_header_spaces`, SP/HTAB before the
+/// colon is dropped; with `permit_obsolete_folding`, a continuation line (already
+/// admitted by [`scan_header_section`]) is trimmed and joined to the value with one space.
+fn parse_fields_leniently(
+    section: &[u8],
+    lenient: &Leniency,
+) -> Result<Vec<(String, Vec<u8>)>, ParseError> {
+    let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
+    // Every line ends in CRLF (checked by the scan); the last one is the empty line.
+    for line in section.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if is_ows(line[0]) {
+            let Some((_, value)) = fields.last_mut() else {
+                return Err(ParseError::InvalidHeaderName {
+                    name: echo(field_name_of(line)),
+                });
+            };
+            value.push(b' ');
+            value.extend_from_slice(trim_ows(line));
+            continue;
+        }
+        let colon = match line.iter().position(|&b| b == b':') {
+            Some(0) | None => return Err(ParseError::HeaderMissingColon { line: echo(line) }),
+            Some(i) => i,
+        };
+        let mut name = &line[..colon];
+        if lenient.strip_header_spaces {
+            while let [rest @ .., last] = name {
+                if !is_ows(*last) {
+                    break;
+                }
+                name = rest;
+            }
+        }
+        if !is_token(name) {
+            return Err(ParseError::InvalidHeaderName { name: echo(name) });
+        }
+        // A token is ASCII, so this is a plain copy.
+        let name = String::from_utf8_lossy(name).into_owned();
+        fields.push((name, trim_ows(&line[colon + 1..]).to_vec()));
+    }
+    // Checked on the joined value, as Gunicorn does (RFC 9110 §5.5).
+    if let Some((name, _)) = fields
+        .iter()
+        .find(|(_, value)| !value.iter().all(|&b| is_field_value_byte(b)))
+    {
+        return Err(ParseError::InvalidHeaderValue {
+            name: name.to_ascii_uppercase().into_bytes(),
+        });
+    }
+    Ok(fields)
+}
+
 /// The request line, split and checked.
 struct RequestLine {
     method: String,
@@ -462,7 +572,7 @@ struct RequestLine {
 
 /// Checks `method SP request-target SP HTTP-version` (RFC 9112 §3) in Gunicorn's
 /// order: split, method, target, version.
-fn parse_request_line(line: &[u8]) -> Result<RequestLine, ParseError> {
+fn parse_request_line(line: &[u8], lenient: &Leniency) -> Result<RequestLine, ParseError> {
     // Like Python's `line.split(b" ", 2)`: a doubled space yields an empty target,
     // trailing garbage ends up in the version field.
     let mut parts = line.splitn(3, |&b| b == b' ');
@@ -471,16 +581,26 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine, ParseError> {
         return Err(ParseError::MalformedRequestLine { line: echo(line) });
     };
 
-    // Gunicorn's default (no permit_unconventional_http_method): no lowercase, no '#',
-    // 3-20 bytes, and a token (RFC 9110 §9.1).
-    if method.iter().any(|&b| b.is_ascii_lowercase() || b == b'#')
-        || !(3..=20).contains(&method.len())
-        || !is_token(method)
-    {
+    // A token (RFC 9110 §9.1); unless permit_unconventional_http_method, also Gunicorn's
+    // convention: no lowercase, no '#', 3-20 bytes.
+    let unconventional = || {
+        method.iter().any(|&b| b.is_ascii_lowercase() || b == b'#')
+            || !(3..=20).contains(&method.len())
+    };
+    if !is_token(method) || (!lenient.unconventional_method && unconventional()) {
         return Err(ParseError::InvalidMethod {
             method: echo(method),
         });
     }
+    // casefold_http_method: upper-cased once checked, before the target rules that
+    // look at the method (OPTIONS, CONNECT), as Gunicorn does.
+    let folded;
+    let method = if lenient.casefold_method {
+        folded = method.to_ascii_uppercase();
+        &folded[..]
+    } else {
+        method
+    };
 
     let form = parse_target(method, target, line)?;
 
@@ -496,7 +616,7 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine, ParseError> {
             })
         }
     };
-    if version.0 != 1 {
+    if version.0 != 1 && !lenient.unconventional_version {
         return Err(ParseError::UnsupportedVersion {
             major: version.0,
             minor: version.1,
@@ -1061,6 +1181,147 @@ mod tests {
         ));
     }
 
+    /// Parses with one leniency switch set by `switch`, whole and byte by byte (the
+    /// resuming parse must agree).
+    fn lenient(
+        raw: &[u8],
+        field_size: i64,
+        switch: fn(&mut Leniency),
+    ) -> Result<Option<RequestHead>, ParseError> {
+        let mut limits = Limits::from_settings(4094, 100, field_size);
+        switch(&mut limits.lenient);
+        let whole = parse_head(raw, &limits);
+        let mut scan = HeadScan::default();
+        let mut last = Ok(None);
+        for end in 1..=raw.len() {
+            last = parse_head_resuming(&raw[..end], &limits, &mut scan);
+            if !matches!(last, Ok(None)) {
+                break;
+            }
+        }
+        assert_eq!(
+            whole
+                .as_ref()
+                .map(|h| h.as_ref().map(|h| h.headers.clone())),
+            last.as_ref().map(|h| h.as_ref().map(|h| h.headers.clone())),
+            "byte-by-byte parse disagrees"
+        );
+        whole
+    }
+
+    fn folding(l: &mut Leniency) {
+        l.obsolete_folding = true;
+    }
+
+    #[test]
+    fn permit_obsolete_folding_joins_continuations_with_one_space() {
+        let head = lenient(
+            b"GET / HTTP/1.1\r\nHost: h\r\nLong: one\r\n  two \r\n\tthree\r\nX: y\r\n\r\n",
+            8190,
+            folding,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.header("long"), Some(&b"one two three"[..]));
+        assert_eq!(head.header("x"), Some(&b"y"[..]));
+        assert_eq!(head.headers.len(), 3);
+        // Before the first field it is still refused; a folded value is still checked.
+        assert!(matches!(
+            lenient(b"GET / HTTP/1.1\r\n Host: h\r\n\r\n", 8190, folding),
+            Err(ParseError::InvalidHeaderName { .. })
+        ));
+        assert!(matches!(
+            lenient(
+                b"GET / HTTP/1.1\r\nHost: h\r\nA: b\r\n c\x7f\r\n\r\n",
+                8190,
+                folding
+            ),
+            Err(ParseError::InvalidHeaderValue { .. })
+        ));
+    }
+
+    #[test]
+    fn folded_lines_count_toward_their_field_size_not_the_field_count() {
+        // "A: b" + CRLF = 6, each " c" + CRLF = 4: 14 in all, each line far below 13.
+        let raw = b"GET / HTTP/1.0\r\nA: b\r\n c\r\n c\r\n\r\n";
+        assert_eq!(
+            lenient(raw, 13, folding),
+            Err(ParseError::HeaderFieldTooLarge)
+        );
+        assert!(lenient(raw, 14, folding).unwrap().is_some());
+        let mut limits = Limits::from_settings(4094, 1, 8190);
+        limits.lenient.obsolete_folding = true;
+        let head = parse_head(b"GET / HTTP/1.0\r\nA: b\r\n c\r\n\r\n", &limits);
+        assert_eq!(head.unwrap().unwrap().header("a"), Some(&b"b c"[..]));
+    }
+
+    #[test]
+    fn strip_header_spaces_drops_whitespace_before_the_colon() {
+        let raw = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length \t: 3\r\n\r\nabc";
+        let strip = |l: &mut Leniency| l.strip_header_spaces = true;
+        let head = lenient(raw, 8190, strip).unwrap().unwrap();
+        assert_eq!(head.body, BodyKind::Length(3));
+        assert_eq!(head.headers[1].name, "Content-Length");
+        assert!(matches!(err(raw), ParseError::InvalidHeaderName { .. }));
+        // Only before the colon: a name with inner space is still no token.
+        assert!(matches!(
+            lenient(b"GET / HTTP/1.1\r\nHost: h\r\nA B: c\r\n\r\n", 8190, strip),
+            Err(ParseError::InvalidHeaderName { .. })
+        ));
+    }
+
+    #[test]
+    fn unconventional_methods_and_casefolding_follow_gunicorn() {
+        let unconventional = |l: &mut Leniency| l.unconventional_method = true;
+        for method in ["get", "-blargh", "M#", "X", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"] {
+            let raw = format!("{method} / HTTP/1.1\r\nHost: h\r\n\r\n");
+            let head = lenient(raw.as_bytes(), 8190, unconventional)
+                .unwrap()
+                .unwrap();
+            assert_eq!(head.method, method);
+            assert!(matches!(
+                err(raw.as_bytes()),
+                ParseError::InvalidMethod { .. }
+            ));
+        }
+        // Still a token.
+        assert!(matches!(
+            lenient(b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 8190, unconventional),
+            Err(ParseError::InvalidMethod { .. })
+        ));
+        // Casefolding happens after the check, so alone it does not admit lowercase.
+        let casefold = |l: &mut Leniency| l.casefold_method = true;
+        assert!(matches!(
+            lenient(b"get / HTTP/1.1\r\nHost: h\r\n\r\n", 8190, casefold),
+            Err(ParseError::InvalidMethod { .. })
+        ));
+        let both = |l: &mut Leniency| {
+            l.casefold_method = true;
+            l.unconventional_method = true;
+        };
+        let head = lenient(b"-blargh / HTTP/1.1\r\nHost: h\r\n\r\n", 8190, both);
+        assert_eq!(head.unwrap().unwrap().method, "-BLARGH");
+        // The folded method is the one the target rules see.
+        let head = lenient(b"options * HTTP/1.1\r\nHost: h\r\n\r\n", 8190, both);
+        assert_eq!(head.unwrap().unwrap().method, "OPTIONS");
+    }
+
+    #[test]
+    fn unconventional_versions_are_any_single_digits() {
+        let versions = |l: &mut Leniency| l.unconventional_version = true;
+        let head = lenient(b"GET / HTTP/0.9\r\n\r\n", 8190, versions)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.version, (0, 9));
+        assert!(!head.keep_alive);
+        let head = lenient(b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 8190, versions);
+        assert_eq!(head.unwrap().unwrap().version, (2, 0));
+        assert!(matches!(
+            lenient(b"GET / HTTP/10.0\r\n\r\n", 8190, versions),
+            Err(ParseError::InvalidVersion { .. })
+        ));
+    }
+
     #[test]
     fn duplicate_host_content_type_and_length_are_rejected() {
         assert_eq!(
@@ -1252,7 +1513,8 @@ mod tests {
             Limits {
                 request_line: 0,
                 fields: 32768,
-                field_size: 8190
+                field_size: 8190,
+                lenient: Leniency::default(),
             }
         );
         assert_eq!(
@@ -1260,7 +1522,8 @@ mod tests {
             Limits {
                 request_line: 8190,
                 fields: 32768,
-                field_size: 20000
+                field_size: 20000,
+                lenient: Leniency::default(),
             }
         );
         assert_eq!(
@@ -1268,7 +1531,8 @@ mod tests {
             Limits {
                 request_line: 8190,
                 fields: 1,
-                field_size: 8190
+                field_size: 8190,
+                lenient: Leniency::default(),
             }
         );
         assert_eq!(
@@ -1276,7 +1540,8 @@ mod tests {
             Limits {
                 request_line: 8190,
                 fields: 32768,
-                field_size: 1
+                field_size: 1,
+                lenient: Leniency::default(),
             }
         );
         assert_eq!(
@@ -1284,7 +1549,8 @@ mod tests {
             Limits {
                 request_line: 4094,
                 fields: 100,
-                field_size: 8190
+                field_size: 8190,
+                lenient: Leniency::default(),
             }
         );
         assert_eq!(Limits::default().max_header_section(), 100 * 8192 + 4);

@@ -197,8 +197,9 @@ pub fn encode_head(
                 .sum::<usize>(),
     );
     // Our own version for any 1.x above 1.0 (RFC 9110 §2.5: a server sends the highest
-    // minor version it supports), HTTP/1.0 to 1.0 clients.
-    out.extend_from_slice(if spec.version == (1, 0) {
+    // minor version it supports), HTTP/1.0 to 1.0 clients (and to 0.x ones, which only
+    // permit_unconventional_http_version lets in; 2.x ones get 1.1, the message's format).
+    out.extend_from_slice(if spec.version < (1, 1) {
         b"HTTP/1.0 "
     } else {
         b"HTTP/1.1 "
@@ -426,6 +427,11 @@ mod tests {
         assert!(encode(&s).0.starts_with("HTTP/1.1 200 OK\r\n"));
         s.version = (1, 0);
         assert!(encode(&s).0.starts_with("HTTP/1.0 200 OK\r\n"));
+        // Versions only permit_unconventional_http_version admits: 0.x as 1.0, 2.x as 1.1.
+        s.version = (0, 9);
+        assert!(encode(&s).0.starts_with("HTTP/1.0 200 OK\r\n"));
+        s.version = (2, 0);
+        assert!(encode(&s).0.starts_with("HTTP/1.1 200 OK\r\n"));
     }
 
     #[test]

@@ -1,18 +1,26 @@
 //! Request heads: one-shot and byte-at-a-time (resuming) parses agree, nothing panics, and
-//! what parses respects the limits. The first byte picks tight or default limits.
+//! what parses respects the limits. The first byte picks tight or default limits and which
+//! of Gunicorn's leniency switches are on.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rgunicorn::http::request::{parse_head, parse_head_resuming, HeadScan, Limits};
+use rgunicorn::http::request::{parse_head, parse_head_resuming, HeadScan, Leniency, Limits};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, data)) = data.split_first() else {
         return;
     };
-    let limits = if pick & 1 == 0 {
+    let mut limits = if pick & 1 == 0 {
         Limits::default()
     } else {
         Limits::from_settings(64, 4, 32)
+    };
+    limits.lenient = Leniency {
+        obsolete_folding: pick & 2 != 0,
+        strip_header_spaces: pick & 4 != 0,
+        unconventional_method: pick & 8 != 0,
+        unconventional_version: pick & 16 != 0,
+        casefold_method: pick & 32 != 0,
     };
     let whole = parse_head(data, &limits);
     // Byte at a time, resuming, as the worker does with a slow client.
