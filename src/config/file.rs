@@ -113,7 +113,12 @@ fn texts(value: &Bound<'_, PyAny>) -> Option<Vec<String>> {
 /// # Errors
 /// Gunicorn's `Invalid value for NAME: VALUE` with the reason.
 pub fn value_for(setting: &Setting, value: &Bound<'_, PyAny>) -> Result<Value, ConfigError> {
-    let shown = value.repr().map(|r| r.to_string()).unwrap_or_default();
+    // Gunicorn formats the value with %s: str(), not repr().
+    let shown = value
+        .str()
+        .or_else(|_| value.repr())
+        .map(|r| r.to_string())
+        .unwrap_or_default();
     let invalid = |reason: String| ConfigError::FileValue {
         name: setting.name.to_string(),
         value: shown.clone(),

@@ -50,7 +50,9 @@ impl fmt::Display for ConfigError {
                 value,
                 reason,
             } => {
-                write!(f, "Invalid value for {name}: {value}\nError: {reason}")
+                // Gunicorn prints "Invalid value…\n" and then "\nError: …", each with a
+                // newline of print()'s own: two empty lines between them.
+                write!(f, "Invalid value for {name}: {value}\n\n\nError: {reason}")
             }
         }
     }

@@ -196,7 +196,8 @@ fn broken_config_files_give_gunicorns_errors() {
     );
     assert_eq!(bad.code(), Some(1));
     assert!(
-        bad.output().contains("Invalid value for workers: 'many'"),
+        bad.output()
+            .contains("Invalid value for workers: many\n\n\nError: "),
         "{}",
         bad.output()
     );
