@@ -7,17 +7,32 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::defs::SETTINGS;
-use super::setting::{Action, Value};
+use super::setting::{Action, Setting, Support, Value};
 use super::ConfigError;
 
 /// `usage: rgunicorn [OPTIONS] [APP_MODULE]`, as Gunicorn words it.
 const USAGE: &str = "rgunicorn [OPTIONS] [APP_MODULE]";
 
+/// What `--help` says of `APP_MODULE`.
+const APP_MODULE_HELP: &str = "The WSGI application: MODULE[:VARIABLE] (project.wsgi, \
+     app:application; VARIABLE defaults to 'application'), or a factory call \
+     (app:create_app()). Optional when the configuration sets wsgi_app.";
+
 /// Builds the parser: one argument per flagged setting, plus `APP_MODULE` and `--version`.
 pub fn command() -> Command {
     let mut cmd = Command::new("rgunicorn")
         .override_usage(USAGE)
+        // argparse's layout: a lower-case "usage:" line, then the arguments.
+        .help_template("usage: {usage}\n\n{all-args}")
         .disable_version_flag(true)
+        .disable_help_flag(true)
+        .arg(
+            Arg::new("help")
+                .short('h')
+                .long("help")
+                .action(ArgAction::Help)
+                .help("Show this help message and exit."),
+        )
         .arg(
             Arg::new("version")
                 .short('v')
@@ -25,9 +40,14 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Show program's version number and exit."),
         )
-        .arg(Arg::new("APP_MODULE").num_args(1).required(false));
+        .arg(
+            Arg::new("APP_MODULE")
+                .num_args(1)
+                .required(false)
+                .help(APP_MODULE_HELP),
+        );
     for setting in SETTINGS.iter().filter(|s| !s.flags.is_empty()) {
-        let mut arg = Arg::new(setting.name).help(setting.help);
+        let mut arg = Arg::new(setting.name).help(help_text(setting));
         for flag in setting.flags {
             if let Some(long) = flag.strip_prefix("--") {
                 arg = if arg.get_long().is_none() {
@@ -63,6 +83,24 @@ pub fn command() -> Command {
     cmd
 }
 
+/// A setting's `--help` line, from its row: Gunicorn's description and default
+/// (`[30]`, `['127.0.0.1:8000']`), and whether rgunicorn ignores or refuses it.
+fn help_text(setting: &Setting) -> String {
+    let mut text = format!(
+        "{} [{}]",
+        setting.help.trim_end_matches('.'),
+        (setting.default)().to_python_str()
+    );
+    match setting.support {
+        Support::Full => {}
+        Support::Ignored(why) => text.push_str(&format!(" (Ignored by rgunicorn: {why}.)")),
+        Support::Refused(why) => text.push_str(&format!(
+            " (Only the default is accepted by rgunicorn: {why}.)"
+        )),
+    }
+    text
+}
+
 /// What one command line said: the settings it gave explicitly and the app module.
 #[derive(Default, Debug)]
 pub struct Given {
@@ -77,9 +115,11 @@ pub struct Given {
 /// A clap usage error (exit 2) or a value a setting's parser refuses (exit 1).
 pub fn parse(args: &[String]) -> Result<Given, ConfigError> {
     let argv = std::iter::once("rgunicorn".to_string()).chain(args.iter().cloned());
-    let matches = command()
-        .try_get_matches_from(argv)
-        .map_err(|e| unrecognized(&e, args).unwrap_or(ConfigError::Usage(e)))?;
+    let matches = command().try_get_matches_from(argv).map_err(|e| {
+        unrecognized(&e, args)
+            .or_else(|| in_argparse_words(&e))
+            .unwrap_or(ConfigError::Usage(e))
+    })?;
     extract(&matches)
 }
 
@@ -112,6 +152,35 @@ fn unrecognized(e: &clap::Error, args: &[String]) -> Option<ConfigError> {
         msg.push_str(&format!("\ndid you mean {close}?"));
     }
     Some(ConfigError::BadArgument(msg))
+}
+
+/// A missing or unexpected option value in argparse's words (`argument -w/--workers:
+/// expected one argument`); None for other errors (help and version included).
+fn in_argparse_words(e: &clap::Error) -> Option<ConfigError> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // clap names the option `--workers <INT>`; argparse names all its flags, `-w/--workers`.
+    let long = arg.split(' ').next().unwrap_or(arg);
+    let flags = SETTINGS
+        .iter()
+        .find(|s| s.flags.contains(&long))
+        .map_or_else(|| long.to_string(), |s| s.flags.join("/"));
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => v.as_str(),
+        _ => "",
+    };
+    let what = match e.kind() {
+        ErrorKind::InvalidValue if value.is_empty() => "expected one argument".to_string(),
+        ErrorKind::TooManyValues | ErrorKind::UnknownArgument => {
+            format!("ignored explicit argument '{value}'")
+        }
+        _ => return None,
+    };
+    Some(ConfigError::BadArgument(format!(
+        "argument {flags}: {what}"
+    )))
 }
 
 /// Whether `args` already hold a positional word (APP_MODULE), skipping option values.

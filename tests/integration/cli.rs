@@ -628,4 +628,62 @@ fn an_unknown_option_reads_like_gunicorns() {
          rgunicorn: error: unrecognized arguments: --wokers 3\n\
          did you mean --workers?"
     );
+    // A missing value, and a value given to a switch, as argparse words them.
+    for (args, error) in [
+        (
+            &["app:application", "-w"][..],
+            "argument -w/--workers: expected one argument",
+        ),
+        (
+            &["app:application", "--reload=3"][..],
+            "argument --reload: ignored explicit argument '3'",
+        ),
+    ] {
+        let done = crate::support::run_to_exit(args, &[], LOG_DEADLINE);
+        assert_eq!(done.code(), Some(2), "{}", done.output());
+        assert_eq!(
+            done.stderr.trim_end(),
+            format!("usage: rgunicorn [OPTIONS] [APP_MODULE]\nrgunicorn: error: {error}")
+        );
+    }
+}
+
+/// `--help` comes from the settings table: every option with Gunicorn's description and
+/// default, `APP_MODULE` described, and the options rgunicorn ignores or refuses marked.
+#[test]
+fn help_shows_defaults_app_module_and_what_is_ignored() {
+    let help = run_to_exit(&["--help"], &[], EXIT_DEADLINE);
+    help.expect_code(0);
+    let text = help.output();
+    let line_after = |flag: &str| {
+        let mut lines = text.lines().skip_while(|l| !l.contains(flag));
+        lines.next();
+        lines.next().unwrap_or_default().to_string()
+    };
+    assert!(
+        text.starts_with("usage: rgunicorn [OPTIONS] [APP_MODULE]\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[APP_MODULE]  The WSGI application: MODULE[:VARIABLE]"),
+        "{text}"
+    );
+    assert!(line_after("--timeout <INT>").ends_with("[30]"), "{text}");
+    assert!(
+        line_after("--bind <ADDRESS>").ends_with("[['127.0.0.1:8000']]"),
+        "{text}"
+    );
+    assert!(line_after("--preload").ends_with("[False]"), "{text}");
+    assert!(
+        line_after("--spew").contains("(Ignored by rgunicorn: "),
+        "{text}"
+    );
+    assert!(
+        line_after("--paste <STRING>").contains("(Only the default is accepted by rgunicorn: "),
+        "{text}"
+    );
+    assert!(
+        !line_after("--workers <INT>").contains("rgunicorn:"),
+        "{text}"
+    );
 }
