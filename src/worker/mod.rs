@@ -10,7 +10,7 @@ pub mod handoff;
 mod reload;
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::signal::{signal, SigHandler, Signal};
 use pyo3::exceptions::PySystemExit;
@@ -76,9 +76,54 @@ pub fn drains_backlog() -> bool {
     DRAIN_BACKLOG.load(Ordering::Relaxed)
 }
 
-#[pyfunction]
-fn on_term(_signum: i32, _frame: &Bound<'_, PyAny>) {
+/// The master's pid, to tell its SIGTERM from one sent by anyone else.
+static MASTER_PID: AtomicI32 = AtomicI32::new(0);
+/// A SIGTERM came from another process than the master (see [`die_of_a_foreign_term`]).
+static FOREIGN_TERM: AtomicBool = AtomicBool::new(false);
+/// The write end of the wakeup pipe the event loop polls.
+static WAKE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// TERM: finish the request in hand, then leave. A C handler rather than a Python one, for
+/// the sender's pid; it only touches atomics and write(2), which are async-signal-safe.
+extern "C" fn on_term(
+    _signum: nix::libc::c_int,
+    info: *mut nix::libc::siginfo_t,
+    _context: *mut nix::libc::c_void,
+) {
+    let sender = if info.is_null() {
+        0
+    } else {
+        // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo for the handler's
+        // duration; si_pid is set for kill(2), and 0 for signals the kernel raises.
+        unsafe { (*info).si_pid() }
+    };
+    if sender != MASTER_PID.load(Ordering::Relaxed) {
+        FOREIGN_TERM.store(true, Ordering::Relaxed);
+    }
     stop_gracefully();
+    let fd = WAKE_WRITE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: writes one byte from a live buffer to our own non-blocking pipe.
+        let _ = unsafe { nix::libc::write(fd, [0u8].as_ptr().cast(), 1) };
+    }
+}
+
+/// A worker stopped by a SIGTERM its master did not send (the whole process group was
+/// signalled: systemd's `KillMode=control-group`, `docker stop`, honcho) ends by that
+/// signal once everything is done, so the master logs `Worker (pid:N) was sent SIGTERM!`
+/// as Gunicorn's does: there the master's own TERM follows and lands while the worker's
+/// interpreter shuts down, its handlers back to the default. The master's TERM alone ends
+/// the worker with its exit status, as in Gunicorn.
+fn die_of_a_foreign_term() {
+    if !FOREIGN_TERM.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: restoring the default disposition installs no handler code.
+    let _ = unsafe { signal(Signal::SIGTERM, SigHandler::SigDfl) };
+    let mut term = nix::sys::signal::SigSet::empty();
+    term.add(Signal::SIGTERM);
+    let _ = term.thread_unblock();
+    let _ = nix::sys::signal::raise(Signal::SIGTERM);
 }
 
 /// Set once the worker serves: before, a quit only stops it (see [`on_quit`]).
@@ -107,19 +152,14 @@ fn on_quit(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<
 /// The worker is leaving: a further stop signal (a terminal's Ctrl-C reaches the workers
 /// and the master, which then signals them again) must not raise into the exit handlers
 /// (Python prints "Exception ignored in atexit callback ... SystemExit"), so they are
-/// ignored from here on; the master's kill is the backstop.
+/// ignored from here on (TERM only sets flags); the master's kill is the backstop.
 fn ignore_stop_signals(py: Python<'_>) {
     let Ok(sigmod) = py.import("signal") else {
         return;
     };
     let _ = sigmod.call_method1("set_wakeup_fd", (-1,));
     if let Ok(ignore) = sigmod.getattr("SIG_IGN") {
-        for sig in [
-            Signal::SIGINT,
-            Signal::SIGQUIT,
-            Signal::SIGTERM,
-            Signal::SIGABRT,
-        ] {
+        for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGABRT] {
             let _ = sigmod.call_method1("signal", (sig as i32, &ignore));
         }
     }
@@ -182,7 +222,8 @@ fn on_winch(_signum: i32, _frame: &Bound<'_, PyAny>) {
 
 /// Installs the worker's signal handling through Python's `signal` module, so a handler can
 /// raise into the app, and returns the read end of the wakeup pipe the event loop polls.
-fn install_signals(py: Python<'_>) -> PyResult<OwnedFd> {
+fn install_signals(py: Python<'_>, master_pid: nix::unistd::Pid) -> PyResult<OwnedFd> {
+    MASTER_PID.store(master_pid.as_raw(), Ordering::Relaxed);
     // The master's own dispositions do not apply here; HUP/USR2/TTIN/TTOU/CHLD sent to a
     // worker get the default action, as in Gunicorn.
     for sig in [
@@ -198,7 +239,6 @@ fn install_signals(py: Python<'_>) -> PyResult<OwnedFd> {
     let module = PyModule::new(py, "_rgunicorn_signals")?;
     let sigmod = py.import("signal")?;
     let handlers = [
-        (Signal::SIGTERM, wrap_pyfunction!(on_term, &module)?),
         (Signal::SIGINT, wrap_pyfunction!(on_quit, &module)?),
         (Signal::SIGQUIT, wrap_pyfunction!(on_quit, &module)?),
         (Signal::SIGABRT, wrap_pyfunction!(on_abort, &module)?),
@@ -214,6 +254,15 @@ fn install_signals(py: Python<'_>) -> PyResult<OwnedFd> {
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item("warn_on_full_buffer", false)?;
     sigmod.call_method("set_wakeup_fd", (write.as_raw_fd(),), Some(&kwargs))?;
+    WAKE_WRITE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+    let term = nix::sys::signal::SigAction::new(
+        SigHandler::SigAction(on_term),
+        nix::sys::signal::SaFlags::SA_SIGINFO,
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: `on_term` is async-signal-safe (atomics and write(2) only).
+    unsafe { nix::sys::signal::sigaction(Signal::SIGTERM, &term) }
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
     // Python keeps using the raw fd number; the write end must stay open for our lifetime.
     std::mem::forget(write);
     crate::transport::set_wake_fd(read.as_raw_fd());
@@ -230,6 +279,7 @@ pub fn run(seed: WorkerSeed<'_>) -> ! {
         crate::python::run_exit_handlers(py);
         code
     });
+    die_of_a_foreign_term();
     // SAFETY: _exit skips Rust and C atexit machinery inherited from the master (its
     // listeners and heartbeat map are the master's to clean up); Python's atexit ran above.
     unsafe { nix::libc::_exit(code) }
@@ -251,7 +301,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         Err(e) => crate::python::log_exception(py, "Exception in worker process", &e),
     }
     run_server_worker_hook(py, "post_fork", seed);
-    let installed = install_signals(py);
+    let installed = install_signals(py, seed.master_pid);
     // The master blocked its signals across fork; now that ours are in place, a TERM that
     // arrived meanwhile is delivered to our handler instead of being lost.
     let _ = crate::master::signals::master_sigset().thread_unblock();

@@ -755,3 +755,34 @@ for p in problems[:3]:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// When the whole process group gets TERM (systemd's `KillMode=control-group`, `docker
+/// stop`, honcho), the master logs `Worker (pid:N) was sent SIGTERM!` at INFO for each
+/// worker, as Gunicorn does; a TERM to the master alone logs no such line. Both stops are
+/// graceful (exit status 0).
+#[test]
+fn a_process_group_term_is_logged_per_worker_as_gunicorn_does() {
+    let mut s = Server::start("group-term", &["-w", "2", "app"]);
+    let workers = s.wait_workers(2, DEADLINE);
+    // The test process is not the master: to the workers, this is the group's TERM.
+    for &w in &workers {
+        crate::support::send_signal_to(w, "TERM");
+    }
+    s.send_signal("TERM");
+    assert!(s.wait_exit(DEADLINE).success());
+    let log = s.stderr();
+    for w in workers {
+        assert!(
+            log.contains(&format!("[INFO] Worker (pid:{w}) was sent SIGTERM!")),
+            "{log}"
+        );
+    }
+
+    let mut s = Server::start("master-term", &["-w", "2", "app"]);
+    s.wait_workers(2, DEADLINE);
+    s.send_signal("TERM");
+    assert!(s.wait_exit(DEADLINE).success());
+    let log = s.stderr();
+    assert!(log.contains("Worker exiting"), "{log}");
+    assert!(!log.contains("was sent"), "{log}");
+}
