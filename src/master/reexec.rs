@@ -23,10 +23,18 @@ pub struct StartState {
 impl StartState {
     /// Captures the executable path, arguments, environment and cwd; call first thing.
     pub fn capture(argv: &[String]) -> StartState {
+        let exe = std::env::current_exe()
+            .unwrap_or_else(|_| PathBuf::from(argv.first().cloned().unwrap_or_default()));
+        StartState::capture_with(exe, argv.to_vec())
+    }
+
+    /// Like [`StartState::capture`], with the program to execute given: installed with pip,
+    /// the process is `python` running the console script, so the new master is started as
+    /// `python <script> ARGS...` (or `python -m rgunicorn ARGS...`), never as this file.
+    pub fn capture_with(exe: PathBuf, argv: Vec<String>) -> StartState {
         StartState {
-            exe: std::env::current_exe()
-                .unwrap_or_else(|_| PathBuf::from(argv.first().cloned().unwrap_or_default())),
-            argv: argv.to_vec(),
+            exe,
+            argv,
             env: std::env::vars_os().collect(),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         }

@@ -52,7 +52,12 @@ fn config_error(msg: &str) -> i32 {
 /// Runs rgunicorn with the process arguments (`argv[0]` included); returns the exit status.
 pub fn run(argv: &[String]) -> i32 {
     // What a USR2 re-exec must reproduce, before anything below changes it.
-    let start = master::reexec::StartState::capture(argv);
+    run_with(argv, master::reexec::StartState::capture(argv))
+}
+
+/// [`run`], with what a USR2 re-exec executes already captured (see
+/// `python::extension`, where the process is `python` rather than rgunicorn's binary).
+pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
     let args = argv.get(1..).unwrap_or_default();
     // Usage errors and --version need no interpreter.
     match config::cli::parse(args) {

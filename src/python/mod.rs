@@ -1,6 +1,8 @@
-//! The embedded CPython: starting it (`interpreter`), forking with it alive (`fork`), and the
-//! small internal module `_rgunicorn` through which Python code reaches our error log.
+//! The embedded CPython: starting it (`interpreter`) or, installed with pip, entering from
+//! the running one (`extension`); forking with it alive (`fork`), and the small internal
+//! module `_rgunicorn` through which Python code reaches our error log.
 
+pub mod extension;
 pub mod fork;
 pub mod hooks;
 pub mod interpreter;
