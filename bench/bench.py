@@ -44,6 +44,9 @@ PIP_PACKAGES = ["gunicorn", "granian", "flask"]
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVERS = ["rgunicorn", "gunicorn", "granian"]
+# Also selectable: rgunicorn installed with pip into bench/.venv (the same crate as a Python
+# extension module, run by the console script), to compare with the binary.
+OPTIONAL_SERVERS = ["rgunicorn-wheel"]
 
 
 # --------------------------------------------------------------------------- apps
@@ -134,6 +137,20 @@ def ensure_venv(upgrade: bool) -> dict[str, str]:
     return json.loads(out)
 
 
+def install_wheel(skip: bool) -> bool:
+    """pip install . into bench/.venv (built in its own target folder, so the binary's
+    build and this one do not rebuild each other)."""
+    if not skip:
+        log("+ pip install . (into bench/.venv)")
+        env = dict(os.environ, CARGO_TARGET_DIR=str(REPO / "target" / "wheel"))
+        rc = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "install", "-q",
+                             "--force-reinstall", "--no-deps", str(REPO)], env=env).returncode
+        if rc != 0:
+            log("pip install . failed: rgunicorn-wheel is left out of this run")
+            return False
+    return (VENV / "bin" / "rgunicorn").exists()
+
+
 def build_rgunicorn(skip: bool) -> Path | None:
     target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
     if not target.is_absolute():
@@ -221,8 +238,9 @@ def free_port() -> int:
 def server_command(server: str, app_spec: str, port: int, workers: int,
                    rgunicorn: Path | None) -> list[str]:
     vbin = VENV / "bin"
-    if server == "rgunicorn":
-        return [str(rgunicorn), "-w", str(workers), "-b", f"{HOST}:{port}",
+    if server in ("rgunicorn", "rgunicorn-wheel"):
+        exe = rgunicorn if server == "rgunicorn" else vbin / "rgunicorn"
+        return [str(exe), "-w", str(workers), "-b", f"{HOST}:{port}",
                 "--log-level", "warning", app_spec]
     if server == "gunicorn":
         return [str(vbin / "gunicorn"), "-w", str(workers), "-b", f"{HOST}:{port}",
@@ -558,7 +576,7 @@ def main() -> int:
     ap.add_argument("--apps", default=",".join(APPS),
                     type=lambda t: parse_list(t, list(APPS), "app"))
     ap.add_argument("--servers", default=",".join(SERVERS),
-                    type=lambda t: parse_list(t, SERVERS, "server"))
+                    type=lambda t: parse_list(t, SERVERS + OPTIONAL_SERVERS, "server"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--connections", type=int, default=32, help="wrk -c")
     ap.add_argument("--threads", type=int, default=2, help="wrk -t")
@@ -585,6 +603,8 @@ def main() -> int:
             v = subprocess.run([str(rgunicorn), "--version"], capture_output=True, text=True,
                                timeout=30)
             versions["rgunicorn"] = (v.stdout or v.stderr).strip() or f"exit {v.returncode}"
+    if "rgunicorn-wheel" in servers and not install_wheel(args.no_build):
+        servers.remove("rgunicorn-wheel")
     if not servers:
         log("no server left to benchmark")
         return 1
