@@ -46,7 +46,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVERS = ["rgunicorn", "gunicorn", "granian"]
 # Also selectable: rgunicorn installed with pip into bench/.venv (the same crate as a Python
 # extension module, run by the console script), to compare with the binary.
-OPTIONAL_SERVERS = ["rgunicorn-wheel"]
+# rgunicorn-abi3: the same, built against the limited API (one wheel for CPython 3.10+),
+# installed into bench/.venv-abi3.
+OPTIONAL_SERVERS = ["rgunicorn-wheel", "rgunicorn-abi3"]
+WHEEL_VENVS = {"rgunicorn-wheel": VENV, "rgunicorn-abi3": BENCH / ".venv-abi3"}
 
 
 # --------------------------------------------------------------------------- apps
@@ -137,18 +140,26 @@ def ensure_venv(upgrade: bool) -> dict[str, str]:
     return json.loads(out)
 
 
-def install_wheel(skip: bool) -> bool:
-    """pip install . into bench/.venv (built in its own target folder, so the binary's
-    build and this one do not rebuild each other)."""
+def install_wheel(server: str, skip: bool) -> bool:
+    """pip install . into the server's venv (bench/.venv, or bench/.venv-abi3 with Flask and
+    the limited-API build), in a target folder of its own so that the binary's build and
+    this one do not rebuild each other."""
+    venv = WHEEL_VENVS[server]
+    py = venv / "bin" / "python"
     if not skip:
-        log("+ pip install . (into bench/.venv)")
-        env = dict(os.environ, CARGO_TARGET_DIR=str(REPO / "target" / "wheel"))
-        rc = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "install", "-q",
-                             "--force-reinstall", "--no-deps", str(REPO)], env=env).returncode
+        log(f"+ pip install . (into {venv.relative_to(REPO)})")
+        if not py.exists():
+            run_checked([sys.executable, "-m", "venv", str(venv)])
+            run_checked([str(py), "-m", "pip", "install", "-q", "flask"])
+        env = dict(os.environ, CARGO_TARGET_DIR=str(REPO / "target" / server))
+        if server == "rgunicorn-abi3":
+            env["MATURIN_PEP517_ARGS"] = "--features abi3"
+        rc = subprocess.run([str(py), "-m", "pip", "install", "-q", "--force-reinstall",
+                             "--no-deps", str(REPO)], env=env).returncode
         if rc != 0:
-            log("pip install . failed: rgunicorn-wheel is left out of this run")
+            log(f"pip install . failed: {server} is left out of this run")
             return False
-    return (VENV / "bin" / "rgunicorn").exists()
+    return (venv / "bin" / "rgunicorn").exists()
 
 
 def build_rgunicorn(skip: bool) -> Path | None:
@@ -238,8 +249,8 @@ def free_port() -> int:
 def server_command(server: str, app_spec: str, port: int, workers: int,
                    rgunicorn: Path | None) -> list[str]:
     vbin = VENV / "bin"
-    if server in ("rgunicorn", "rgunicorn-wheel"):
-        exe = rgunicorn if server == "rgunicorn" else vbin / "rgunicorn"
+    if server == "rgunicorn" or server in WHEEL_VENVS:
+        exe = rgunicorn if server == "rgunicorn" else WHEEL_VENVS[server] / "bin" / "rgunicorn"
         return [str(exe), "-w", str(workers), "-b", f"{HOST}:{port}",
                 "--log-level", "warning", app_spec]
     if server == "gunicorn":
@@ -603,8 +614,9 @@ def main() -> int:
             v = subprocess.run([str(rgunicorn), "--version"], capture_output=True, text=True,
                                timeout=30)
             versions["rgunicorn"] = (v.stdout or v.stderr).strip() or f"exit {v.returncode}"
-    if "rgunicorn-wheel" in servers and not install_wheel(args.no_build):
-        servers.remove("rgunicorn-wheel")
+    for wheel in [s for s in servers if s in WHEEL_VENVS]:
+        if not install_wheel(wheel, args.no_build):
+            servers.remove(wheel)
     if not servers:
         log("no server left to benchmark")
         return 1

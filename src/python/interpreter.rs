@@ -5,6 +5,7 @@
 //! `bin/python` when `VIRTUAL_ENV` is set, and at the interpreter we were built against
 //! otherwise (so `sys.prefix` is right and no "could not find platform libraries" noise).
 
+#[cfg(not(Py_LIMITED_API))]
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
@@ -56,6 +57,7 @@ pub fn choose_executable() -> Result<Option<PathBuf>, String> {
     Ok(Some(venv.join("bin").join("python")))
 }
 
+#[cfg(not(Py_LIMITED_API))]
 fn check(status: ffi::PyStatus, what: &str) -> Result<(), String> {
     // SAFETY: `status` was just returned by a PyConfig call.
     if unsafe { ffi::PyStatus_Exception(status) } == 0 {
@@ -82,7 +84,18 @@ pub fn initialize(argv: &[String]) -> Result<(), String> {
     if unsafe { ffi::Py_IsInitialized() } != 0 {
         return Ok(());
     }
-    let executable = choose_executable()?;
+    start(argv, choose_executable()?)
+}
+
+/// An extension built against the limited API (the `abi3` feature) is only ever entered
+/// from a running interpreter: the start-up API (PEP 587) is outside that API.
+#[cfg(Py_LIMITED_API)]
+fn start(_argv: &[String], _executable: Option<PathBuf>) -> Result<(), String> {
+    Err("this rgunicorn is a Python extension module: run it as `python -m rgunicorn`".into())
+}
+
+#[cfg(not(Py_LIMITED_API))]
+fn start(argv: &[String], executable: Option<PathBuf>) -> Result<(), String> {
     let c_args: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_str()).unwrap_or_default())
