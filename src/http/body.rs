@@ -12,7 +12,7 @@
 //! (Gunicorn hands the app what arrived).
 
 use super::error::{echo, ParseError};
-use super::request::BodyKind;
+use super::request::{BodyKind, Leniency};
 use super::syntax::{is_field_value_byte, is_ows, is_tchar, split_field_line};
 
 /// Longest chunk-size line (size, extensions and CRLF) accepted; Gunicorn 26.2
@@ -51,6 +51,10 @@ pub struct ChunkedDecoder {
     line: Vec<u8>,
     /// Trailer bytes seen so far, for [`MAX_TRAILER_SECTION_BYTES`].
     trailer_bytes: usize,
+    /// Trailer fields seen so far (a folded line may continue only a field).
+    trailer_fields: usize,
+    /// Gunicorn reads trailers with its header parser: the same switches apply.
+    lenient: Leniency,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +75,11 @@ enum ChunkState {
 
 impl BodyDecoder {
     /// The decoder for a body framed as `kind`.
-    pub fn new(kind: &BodyKind) -> BodyDecoder {
+    pub fn new(kind: &BodyKind, lenient: Leniency) -> BodyDecoder {
         match *kind {
             BodyKind::Empty => BodyDecoder::Empty,
             BodyKind::Length(n) => BodyDecoder::length(n),
-            BodyKind::Chunked => BodyDecoder::chunked(),
+            BodyKind::Chunked => BodyDecoder::chunked_with(lenient),
         }
     }
 
@@ -86,10 +90,17 @@ impl BodyDecoder {
 
     /// A decoder for a chunked body.
     pub fn chunked() -> BodyDecoder {
+        BodyDecoder::chunked_with(Leniency::default())
+    }
+
+    /// A decoder for a chunked body whose trailers follow the leniency switches.
+    pub fn chunked_with(lenient: Leniency) -> BodyDecoder {
         BodyDecoder::Chunked(ChunkedDecoder {
             state: ChunkState::Size,
             line: Vec::new(),
             trailer_bytes: 0,
+            trailer_fields: 0,
+            lenient,
         })
     }
 
@@ -286,8 +297,8 @@ impl ChunkedDecoder {
             };
         } else if content.is_empty() {
             self.state = ChunkState::Done;
-        } else {
-            check_trailer_line(content)?;
+        } else if check_trailer_line(content, &self.lenient, self.trailer_fields > 0)? {
+            self.trailer_fields += 1;
         }
         self.line.clear();
         Ok(())
@@ -377,12 +388,35 @@ fn quoted_string_len(s: &[u8]) -> Option<usize> {
     None
 }
 
-/// Checks one trailer field line (no CRLF): field-line grammar, no obs-fold, not a
-/// forbidden name.
-fn check_trailer_line(line: &[u8]) -> Result<(), ParseError> {
+/// Checks one trailer line (no CRLF): field-line grammar, not a forbidden name, no obs-fold
+/// unless `permit_obsolete_folding` (then it continues the previous field), no space before
+/// the colon unless `strip_header_spaces`. Returns whether the line is a new field.
+fn check_trailer_line(
+    line: &[u8],
+    lenient: &Leniency,
+    after_field: bool,
+) -> Result<bool, ParseError> {
     if is_ows(line[0]) {
+        if lenient.obsolete_folding && after_field && line.iter().all(|&b| is_field_value_byte(b)) {
+            return Ok(false);
+        }
         return Err(ParseError::InvalidTrailer { line: echo(line) });
     }
+    let stripped;
+    let line = match line.iter().position(|&b| b == b':') {
+        Some(colon) if lenient.strip_header_spaces => {
+            let mut name = &line[..colon];
+            while let [rest @ .., last] = name {
+                if !is_ows(*last) {
+                    break;
+                }
+                name = rest;
+            }
+            stripped = [name, &line[colon..]].concat();
+            &stripped[..]
+        }
+        _ => line,
+    };
     match split_field_line(line) {
         Ok((name, _)) => {
             if FORBIDDEN_TRAILERS
@@ -393,7 +427,7 @@ fn check_trailer_line(line: &[u8]) -> Result<(), ParseError> {
                     name: name.to_ascii_uppercase(),
                 });
             }
-            Ok(())
+            Ok(true)
         }
         Err(_) => Err(ParseError::InvalidTrailer { line: echo(line) }),
     }
@@ -433,7 +467,7 @@ mod tests {
 
     #[test]
     fn length_body_stops_at_its_end() {
-        let mut d = BodyDecoder::new(&BodyKind::Length(5));
+        let mut d = BodyDecoder::new(&BodyKind::Length(5), Leniency::default());
         assert_eq!(d.remaining_len(), Some(5));
         let mut out = Vec::new();
         assert_eq!(d.decode(b"hel", &mut out, 100).unwrap(), 3);
@@ -455,11 +489,11 @@ mod tests {
 
     #[test]
     fn empty_body_is_done_at_once() {
-        let mut d = BodyDecoder::new(&BodyKind::Empty);
+        let mut d = BodyDecoder::new(&BodyKind::Empty, Leniency::default());
         assert!(d.is_done());
         assert_eq!(d.decode(b"xyz", &mut Vec::new(), 10).unwrap(), 0);
         assert_eq!(d.remaining_len(), Some(0));
-        assert!(BodyDecoder::new(&BodyKind::Length(0)).is_done());
+        assert!(BodyDecoder::new(&BodyKind::Length(0), Leniency::default()).is_done());
     }
 
     #[test]
@@ -633,6 +667,38 @@ mod tests {
             body.extend_from_slice(format!("X-T{i}: value\r\n").as_bytes());
         }
         assert_eq!(chunked_err(&body), ParseError::TrailerSectionTooLarge);
+    }
+
+    #[test]
+    fn trailers_follow_the_folding_and_space_switches() {
+        let decode = |body: &[u8], lenient: Leniency| {
+            decode_all(&mut BodyDecoder::chunked_with(lenient), body).map(|(out, _)| out)
+        };
+        let folding = Leniency {
+            obsolete_folding: true,
+            ..Leniency::default()
+        };
+        let strip = Leniency {
+            strip_header_spaces: true,
+            ..Leniency::default()
+        };
+        let folded = &b"1\r\na\r\n0\r\nX: a\r\n b\r\n\r\n"[..];
+        let spaced = &b"1\r\na\r\n0\r\nX : a\r\n\r\n"[..];
+        assert_eq!(decode(folded, folding), Ok(b"a".to_vec()));
+        assert_eq!(decode(spaced, strip), Ok(b"a".to_vec()));
+        for (body, lenient) in [(folded, strip), (spaced, folding)] {
+            assert!(matches!(
+                decode(body, lenient),
+                Err(ParseError::InvalidTrailer { .. })
+            ));
+        }
+        // A fold needs a field to continue; a folded value is still checked.
+        for body in [&b"0\r\n x: a\r\n\r\n"[..], b"0\r\nX: a\r\n \x01\r\n\r\n"] {
+            assert!(matches!(
+                decode(body, folding),
+                Err(ParseError::InvalidTrailer { .. })
+            ));
+        }
     }
 
     #[test]

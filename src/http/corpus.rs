@@ -35,7 +35,7 @@ fn run_whole(data: &[u8], limits: &Limits) -> Outcome {
         Ok(None) => return Outcome::Incomplete,
         Err(e) => return Outcome::Failed(e),
     };
-    let mut decoder = BodyDecoder::new(&head.body);
+    let mut decoder = BodyDecoder::new(&head.body, limits.lenient);
     let mut body = Vec::new();
     let mut pos = head.head_len;
     loop {
@@ -72,7 +72,7 @@ fn run_bytewise(data: &[u8], limits: &Limits) -> Outcome {
         end, head.head_len,
         "head completed before its last byte arrived"
     );
-    let mut decoder = BodyDecoder::new(&head.body);
+    let mut decoder = BodyDecoder::new(&head.body, limits.lenient);
     let mut body = Vec::new();
     let mut pos = head.head_len;
     while pos < data.len() && !decoder.is_done() {

@@ -104,6 +104,8 @@ pub struct Runtime {
     /// How long one wait for the client may last when reading or writing.
     io_timeout: Duration,
     sendfile: bool,
+    /// The parser's leniency switches, which apply to chunked trailers too.
+    lenient: crate::http::Leniency,
     /// Requests this worker has run (the `req_number` hooks see).
     served: u64,
 }
@@ -145,6 +147,7 @@ impl Runtime {
                 config.timeout
             }),
             sendfile: config.sendfile,
+            lenient: config.limits.lenient,
             served: 0,
         })
     }
@@ -214,7 +217,7 @@ impl Runtime {
         let source = BodySource {
             io: ex.io.clone(),
             buf: std::mem::take(ex.buf),
-            decoder: BodyDecoder::new(&head.body),
+            decoder: BodyDecoder::new(&head.body, self.lenient),
             timeout: self.io_timeout,
         };
         let made = Bound::new(py, WsgiInput::new(source)).and_then(|input| {
@@ -271,11 +274,14 @@ impl Runtime {
         let Some(mut sr) = borrow_when_free(py, &start_response, self.io_timeout) else {
             return self.abandoned(head);
         };
-        if sr.io_failed.is_some() || input_ref.broken {
-            // The app saw the exception from write()/read(); the client is gone either way.
+        let headers_sent = sr.writer.headers_sent();
+        let cut_short_late =
+            headers_sent && body_error.as_ref() == Some(&crate::http::ParseError::BodyTruncated);
+        if sr.io_failed.is_some() || input_ref.broken || cut_short_late {
+            // The app saw the exception from write()/read(); the client is gone either way
+            // (a body cut short once the response has begun cannot be answered with a 400).
             failure = Some(Failure::Io);
         }
-        let headers_sent = sr.writer.headers_sent();
         let mut outcome = Outcome::Close;
         let mut status_code = sr.writer.status_code;
         match failure {
