@@ -103,8 +103,11 @@ extern "C" fn on_term(
     stop_gracefully();
     let fd = WAKE_WRITE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
+        // write(2) may set errno, which the interrupted code may be about to read.
+        let saved = nix::errno::Errno::last_raw();
         // SAFETY: writes one byte from a live buffer to our own non-blocking pipe.
         let _ = unsafe { nix::libc::write(fd, [0u8].as_ptr().cast(), 1) };
+        nix::errno::Errno::set_raw(saved);
     }
 }
 
@@ -114,8 +117,9 @@ extern "C" fn on_term(
 /// as Gunicorn's does: there the master's own TERM follows and lands while the worker's
 /// interpreter shuts down, its handlers back to the default. The master's TERM alone ends
 /// the worker with its exit status, as in Gunicorn.
-fn die_of_a_foreign_term() {
-    if !FOREIGN_TERM.load(Ordering::Relaxed) {
+fn die_of_a_foreign_term(code: i32) {
+    // A failed boot keeps its exit status (3, 4): the master halts on it.
+    if code != 0 || !FOREIGN_TERM.load(Ordering::Relaxed) {
         return;
     }
     // SAFETY: restoring the default disposition installs no handler code.
@@ -158,6 +162,8 @@ fn ignore_stop_signals(py: Python<'_>) {
         return;
     };
     let _ = sigmod.call_method1("set_wakeup_fd", (-1,));
+    // The loop that read the wakeup pipe is gone (its read end closes): TERM only sets flags.
+    WAKE_WRITE_FD.store(-1, Ordering::Relaxed);
     if let Ok(ignore) = sigmod.getattr("SIG_IGN") {
         for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGABRT] {
             let _ = sigmod.call_method1("signal", (sig as i32, &ignore));
@@ -257,7 +263,11 @@ fn install_signals(py: Python<'_>, master_pid: nix::unistd::Pid) -> PyResult<Own
     WAKE_WRITE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
     let term = nix::sys::signal::SigAction::new(
         SigHandler::SigAction(on_term),
-        nix::sys::signal::SaFlags::SA_SIGINFO,
+        // SA_RESTART as Gunicorn's siginterrupt(SIGTERM, False): the app's system calls are
+        // not interrupted by a graceful stop; SA_ONSTACK as Python's own handlers.
+        nix::sys::signal::SaFlags::SA_SIGINFO
+            | nix::sys::signal::SaFlags::SA_RESTART
+            | nix::sys::signal::SaFlags::SA_ONSTACK,
         nix::sys::signal::SigSet::empty(),
     );
     // SAFETY: `on_term` is async-signal-safe (atomics and write(2) only).
@@ -279,7 +289,7 @@ pub fn run(seed: WorkerSeed<'_>) -> ! {
         crate::python::run_exit_handlers(py);
         code
     });
-    die_of_a_foreign_term();
+    die_of_a_foreign_term(code);
     // SAFETY: _exit skips Rust and C atexit machinery inherited from the master (its
     // listeners and heartbeat map are the master's to clean up); Python's atexit ran above.
     unsafe { nix::libc::_exit(code) }

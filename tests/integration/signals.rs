@@ -786,3 +786,29 @@ fn a_process_group_term_is_logged_per_worker_as_gunicorn_does() {
     assert!(log.contains("Worker exiting"), "{log}");
     assert!(!log.contains("was sent"), "{log}");
 }
+
+/// A worker that is sent TERM by someone other than its master while its app import is
+/// failing still exits with the boot-failure status, so the master halts (exit 3) instead
+/// of respawning it: ending by the signal is only for a worker that served.
+#[test]
+fn a_foreign_term_during_a_failing_boot_keeps_the_boot_failure_status() {
+    let dir = TempDir::new("slow-fail");
+    std::fs::write(
+        dir.join("slowfail.py"),
+        "import time\ntime.sleep(1.5)\nimport rgunicorn_test_module_that_does_not_exist\n",
+    )
+    .unwrap();
+    let mut s = Server::builder("slow-fail")
+        .args(["-w", "1", "slowfail"])
+        .cwd(dir.path())
+        .no_wait()
+        .start();
+    let worker = s.wait_workers(1, DEADLINE)[0];
+    crate::support::send_signal_to(worker, "TERM");
+    let status = s.wait_exit(DEADLINE);
+    let log = s.stderr();
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(log.contains("Reason: Worker failed to boot."), "{log}");
+    assert_eq!(log.matches("Booting worker").count(), 1, "{log}");
+    assert!(!log.contains("was sent SIGTERM"), "{log}");
+}
