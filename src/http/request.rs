@@ -406,21 +406,22 @@ fn scan_header_section(
         (scan.line, scan.count, scan.prev_line, scan.field_len) =
             (pos, count, prev_line, field_len);
         let rest = &buf[pos..];
-        // With permit_obsolete_folding, a line starting with SP/HTAB after a field continues
-        // it: it is no new field, and its size adds to that field's (Gunicorn's limit).
-        let continues = limits.lenient.obsolete_folding
-            && count > 0
-            && rest.first().is_some_and(|&b| is_ows(b));
+        // A line starting with SP/HTAB after a field is a folded line: never a new field
+        // (Gunicorn counts fields, and refuses the fold before measuring it). With
+        // permit_obsolete_folding it continues the field, and its size adds to the field's.
+        let folded = count > 0 && rest.first().is_some_and(|&b| is_ows(b));
+        let continues = folded && limits.lenient.obsolete_folding;
+        let measured = continues || !folded;
         let size_before = if continues { field_len } else { 0 };
         // The incomplete line was searched up to `no_lf_until` last time: only newer bytes.
         let known = scan.no_lf_until.clamp(pos, buf.len()) - pos;
         let Some(lf) = find_lf(&rest[known..]).map(|i| i + known) else {
             scan.no_lf_until = buf.len();
             let partial = partial_line_len(rest);
-            if partial > 0 && !continues && count >= limits.fields {
+            if partial > 0 && !folded && count >= limits.fields {
                 return Err(ParseError::TooManyHeaders);
             }
-            if partial > 0 && size_before + partial + 2 > limits.field_size {
+            if partial > 0 && measured && size_before + partial + 2 > limits.field_size {
                 return Err(ParseError::HeaderFieldTooLarge);
             }
             if buf.len() - section_start > limits.max_header_section() {
@@ -431,10 +432,10 @@ fn scan_header_section(
         // Gunicorn checks the count before each line, and a line's size with its CRLF;
         // both come before the line ending, as they did while the line was arriving.
         let content = partial_line_len(&rest[..lf]);
-        if content > 0 && !continues && count >= limits.fields {
+        if content > 0 && !folded && count >= limits.fields {
             return Err(ParseError::TooManyHeaders);
         }
-        if content > 0 && size_before + content + 2 > limits.field_size {
+        if content > 0 && measured && size_before + content + 2 > limits.field_size {
             return Err(ParseError::HeaderFieldTooLarge);
         }
         if lf == 0 || rest[lf - 1] != b'\r' {
@@ -1253,6 +1254,24 @@ mod tests {
         limits.lenient.obsolete_folding = true;
         let head = parse_head(b"GET / HTTP/1.0\r\nA: b\r\n c\r\n\r\n", &limits);
         assert_eq!(head.unwrap().unwrap().header("a"), Some(&b"b c"[..]));
+    }
+
+    #[test]
+    fn a_refused_fold_is_an_obsolete_folding_error_even_at_the_limits() {
+        // Gunicorn refuses the fold before it counts fields or measures the line.
+        let fold = ParseError::ObsoleteFolding {
+            name: b"A".to_vec(),
+        };
+        let limits = Limits::from_settings(4094, 1, 8190);
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.0\r\nA: b\r\n c\r\n\r\n", &limits),
+            Err(fold.clone())
+        );
+        let long = format!("GET / HTTP/1.0\r\nA: b\r\n {}\r\n\r\n", "c".repeat(40));
+        assert_eq!(
+            parse_head(long.as_bytes(), &Limits::from_settings(4094, 100, 20)),
+            Err(fold)
+        );
     }
 
     #[test]
