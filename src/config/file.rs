@@ -108,17 +108,21 @@ fn texts(value: &Bound<'_, PyAny>) -> Option<Vec<String>> {
     None
 }
 
+/// A value as Gunicorn's error messages show it: formatted with `%s`, so `str()`.
+fn as_printed(value: &Bound<'_, PyAny>) -> String {
+    value
+        .str()
+        .or_else(|_| value.repr())
+        .map(|r| r.to_string())
+        .unwrap_or_default()
+}
+
 /// Applies one setting's row to a Python value from the file.
 ///
 /// # Errors
 /// Gunicorn's `Invalid value for NAME: VALUE` with the reason.
 pub fn value_for(setting: &Setting, value: &Bound<'_, PyAny>) -> Result<Value, ConfigError> {
-    // Gunicorn formats the value with %s: str(), not repr().
-    let shown = value
-        .str()
-        .or_else(|_| value.repr())
-        .map(|r| r.to_string())
-        .unwrap_or_default();
+    let shown = as_printed(value);
     let invalid = |reason: String| ConfigError::FileValue {
         name: setting.name.to_string(),
         value: shown.clone(),
@@ -202,7 +206,7 @@ pub fn read(
                 crate::python::hooks::resolve(py, setting.name, &value).map_err(|reason| {
                     ConfigError::FileValue {
                         name: setting.name.to_string(),
-                        value: value.repr().map(|r| r.to_string()).unwrap_or_default(),
+                        value: as_printed(&value),
                         reason,
                     }
                 })?;
@@ -220,11 +224,8 @@ pub fn read(
             if !value.is_instance_of::<PyDict>() {
                 return Err(ConfigError::FileValue {
                     name: setting.name.to_string(),
-                    value: value.repr().map(|r| r.to_string()).unwrap_or_default(),
-                    reason: format!(
-                        "Value is not a dictionary: {} ",
-                        value.repr().map(|r| r.to_string()).unwrap_or_default()
-                    ),
+                    value: as_printed(&value),
+                    reason: format!("Value is not a dictionary: {} ", as_printed(&value)),
                 });
             }
             let shown = value.repr().map(|r| r.to_string()).unwrap_or_default();
