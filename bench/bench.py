@@ -17,6 +17,7 @@ Only the Python standard library is used here. See README.md beside this file.
 from __future__ import annotations
 
 import argparse
+import atexit
 import http.client
 import json
 import os
@@ -29,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +80,13 @@ def _check_flask(status: int, body: bytes) -> str | None:
 
 POST_BODY = b"a" * 16384  # must match post16k.lua
 
+
+def _check_pg(status: int, body: bytes) -> str | None:
+    if status != 200:
+        return f"status {status}: {body[:200]!r}"
+    return None if body == b'{"count": 100, "sum": 5050}' else f"unexpected {body[:80]!r}"
+
+
 APPS = {
     # name: (APP spec for the servers, URL path, HTTP method, request body, response check)
     "hello": ("apps:hello", "/", "GET", None, _check_exact(b"Hello, World!")),
@@ -85,7 +94,12 @@ APPS = {
     "stream": ("apps:stream", "/", "GET", None, _check_exact(b"y" * 102400)),
     "echo": ("apps:echo", "/", "POST", POST_BODY, _check_exact(POST_BODY)),
     "flask_json": ("flask_json:app", "/json", "GET", None, _check_flask),
+    # Waiting apps, for threads (only run when asked for with --apps):
+    "sleep10": ("apps:sleep10", "/", "GET", None, _check_exact(b"Hello, World!")),
+    "pg": ("pg_app:app", "/", "GET", None, _check_pg),
 }
+# Not in the default run: sleep10 only measures waiting, pg needs a PostgreSQL server.
+DEFAULT_APPS = ["hello", "big", "stream", "echo", "flask_json"]
 
 
 # --------------------------------------------------------------------------- setup
@@ -247,20 +261,74 @@ def free_port() -> int:
 
 
 def server_command(server: str, app_spec: str, port: int, workers: int,
-                   rgunicorn: Path | None) -> list[str]:
+                   rgunicorn: Path | None, threads: int = 1) -> list[str]:
     vbin = VENV / "bin"
+    # --threads N: Gunicorn switches to its gthread worker, Granian gets N blocking threads.
+    gthreads = ["--threads", str(threads)] if threads > 1 else []
     if server == "rgunicorn" or server in WHEEL_VENVS:
         exe = rgunicorn if server == "rgunicorn" else WHEEL_VENVS[server] / "bin" / "rgunicorn"
         return [str(exe), "-w", str(workers), "-b", f"{HOST}:{port}",
-                "--log-level", "warning", app_spec]
+                "--log-level", "warning", *gthreads, app_spec]
     if server == "gunicorn":
         return [str(vbin / "gunicorn"), "-w", str(workers), "-b", f"{HOST}:{port}",
-                "--log-level", "warning", "--no-control-socket", app_spec]
+                "--log-level", "warning", "--no-control-socket", *gthreads, app_spec]
     if server == "granian":
-        # Threads: granian's defaults (runtime threads, blocking threads) on purpose.
+        # Threads: granian's defaults (runtime threads, blocking threads) unless --threads.
+        blocking = ["--blocking-threads", str(threads)] if threads > 1 else []
         return [str(vbin / "granian"), "--interface", "wsgi", "--workers", str(workers),
-                "--host", HOST, "--port", str(port), "--log-level", "warning", app_spec]
+                "--host", HOST, "--port", str(port), "--log-level", "warning", *blocking,
+                app_spec]
     raise ValueError(server)
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster for the pg app: Debian's server (installed if
+    missing), run as the postgres user, listening only on a unix socket in a fresh
+    folder, with a 100-row table. Stopped and removed by stop()."""
+
+    def __init__(self) -> None:
+        self.bin = self._find_bin() or self._install()
+        self.root = Path(tempfile.mkdtemp(prefix="rgunicorn-bench-pg-"))
+        self.data = self.root / "data"
+        os.chmod(self.root, 0o755)
+        shutil.chown(self.root, "postgres", "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.as_pg = as_pg
+        run_checked(as_pg + [str(self.bin / "initdb"), "-D", str(self.data), "-U", "bench",
+                             "--auth=trust", "-E", "UTF8"], stdout=subprocess.DEVNULL)
+        run_checked(as_pg + [str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-l",
+                             str(self.root / "server.log"), "-o",
+                             f"-c listen_addresses='' -k {self.root} -c max_connections=200",
+                             "start"], stdout=subprocess.DEVNULL)
+        self.dsn = f"host={self.root} user=bench dbname=postgres"
+        run_checked(["psql", "-q", "-h", str(self.root), "-U", "bench", "-d", "postgres", "-c",
+                     "CREATE TABLE bench_items (n int); "
+                     "INSERT INTO bench_items SELECT generate_series(1, 100);"])
+
+    @staticmethod
+    def _find_bin() -> Path | None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        return found[-1].parent if found else None
+
+    @staticmethod
+    def _install() -> Path:
+        log("PostgreSQL not found: installing the Debian package")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        run_checked(sudo + ["apt-get", "update", "-qq"])
+        run_checked(sudo + ["apt-get", "install", "-y", "-qq", "postgresql"],
+                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        found = Postgres._find_bin()
+        if found is None:
+            sys.exit("PostgreSQL is still missing after apt-get install")
+        return found
+
+    def stop(self) -> None:
+        subprocess.run(self.as_pg + [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m",
+                                     "fast", "stop"], stdout=subprocess.DEVNULL)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+PG_DSN: str | None = None
 
 
 def server_env() -> dict[str, str]:
@@ -269,6 +337,8 @@ def server_env() -> dict[str, str]:
                "GUNICORN_CMD_ARGS", "PYTHONPATH", "PYTHONHOME", "WEB_CONCURRENCY"))}
     env["VIRTUAL_ENV"] = str(VENV)
     env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    if PG_DSN:
+        env["BENCH_PG_DSN"] = PG_DSN
     return env
 
 
@@ -416,7 +486,8 @@ def children_cpu() -> float:
 def bench_once(server: str, app: str, rnd: int, args, wrk: str,
                rgunicorn: Path | None) -> dict:
     port = free_port()
-    cmd = server_command(server, APPS[app][0], port, args.workers, rgunicorn)
+    cmd = server_command(server, APPS[app][0], port, args.workers, rgunicorn,
+                         args.server_threads)
     logfile = LOGS / f"{app}-{server}-r{rnd}.log"
     t0 = time.monotonic()
     srv = Server(server, cmd, logfile)
@@ -584,11 +655,14 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1,
                     help="seconds of wrk before measuring (0: none)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per app")
-    ap.add_argument("--apps", default=",".join(APPS),
+    ap.add_argument("--apps", default=",".join(DEFAULT_APPS),
                     type=lambda t: parse_list(t, list(APPS), "app"))
     ap.add_argument("--servers", default=",".join(SERVERS),
                     type=lambda t: parse_list(t, SERVERS + OPTIONAL_SERVERS, "server"))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--server-threads", type=int, default=1,
+                    help="threads per worker (rgunicorn and Gunicorn: --threads, which makes "
+                         "Gunicorn's worker gthread; Granian: --blocking-threads)")
     ap.add_argument("--connections", type=int, default=32, help="wrk -c")
     ap.add_argument("--threads", type=int, default=2, help="wrk -t")
     ap.add_argument("--start-timeout", type=float, default=30.0,
@@ -626,11 +700,21 @@ def main() -> int:
         if versions["wrk"] else "?"
     versions["python"] = platform.python_version()
     LOGS.mkdir(parents=True, exist_ok=True)
+    if "pg" in args.apps:
+        global PG_DSN
+        py = VENV / "bin" / "python"
+        if subprocess.run([str(py), "-c", "import psycopg"], capture_output=True).returncode:
+            run_checked([str(py), "-m", "pip", "install", "-q", "psycopg[binary]"])
+        postgres = Postgres()
+        atexit.register(postgres.stop)
+        PG_DSN = postgres.dsn
+        versions["postgresql"] = postgres.bin.parent.name
 
     runs_total = len(args.apps) * args.rounds * len(servers)
     log(f"{runs_total} runs: apps {','.join(args.apps)}; servers {','.join(servers)}; "
         f"{args.rounds} rounds x {args.duration:g}s (+{args.warmup:g}s warm-up); "
-        f"{args.workers} workers; wrk -t{args.threads} -c{args.connections}")
+        f"{args.workers} workers x {args.server_threads} threads; "
+        f"wrk -t{args.threads} -c{args.connections}")
     results: list[dict] = []
     for app in args.apps:
         no_start: set[str] = set()  # servers that could not start this app: not retried
@@ -669,7 +753,10 @@ def main() -> int:
                       "blocking threads = backpressure/2"
                       + (f": it allows up to {', '.join(map(str, threads))} Python threads"
                          if threads else "") + ") and its default keep-alive.")
-    if "gunicorn" in servers:
+    if "gunicorn" in servers and args.server_threads > 1:
+        header.append(f"Gunicorn: gthread worker (--threads {args.server_threads}); "
+                      f"Granian: --blocking-threads {args.server_threads}.")
+    elif "gunicorn" in servers:
         header.append("Gunicorn: default sync worker (closes the connection after each "
                       "response, so wrk reconnects).")
     report = "\n".join(header) + "\n\n" + table

@@ -1,7 +1,10 @@
 """Plain WSGI apps for the benchmark (stdlib only, so their memory is not inflated by Flask).
 
-Served as ``apps:hello``, ``apps:big``, ``apps:stream`` and ``apps:echo`` from this directory.
+Served as ``apps:hello``, ``apps:big``, ``apps:stream``, ``apps:echo`` and ``apps:sleep10``
+from this directory.
 """
+
+import time
 
 HELLO = b"Hello, World!"  # 13 bytes
 BIG = b"x" * (64 * 1024)  # 64 KiB
@@ -47,3 +50,10 @@ def echo(environ, start_response):
         [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))],
     )
     return [body]
+
+
+def sleep10(environ, start_response):
+    """Waits 10 ms (standing for a database or API call), then answers like hello."""
+    time.sleep(0.010)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [HELLO]
