@@ -207,7 +207,10 @@ impl Outbox {
 }
 
 /// The connection's state, shared by the event loop and the request's Python objects,
-/// which any Python thread may use. The GIL serialises them; the locks are there for Rust,
+/// which any Python thread may use. They take turns: in the sync worker the loop waits
+/// while the app runs; in the threaded worker the loop leaves a connection alone while a
+/// thread serves it (`worker::pool`). That ordering, not the GIL, is what serialises them
+/// (so it holds on a free-threaded Python too); the locks are there for Rust,
 /// and are never waited for while holding the GIL: the outbox and socket locks are never
 /// held across a wait, and the TLS session's (held while waiting for the socket) is only
 /// tried: a second thread finding it taken gets an error, not a deadlock.

@@ -104,23 +104,24 @@ fn default_control_socket() -> Value {
 }
 
 fn parse_worker_class(text: &str) -> Result<Value, String> {
-    // Only the sync contract exists here; any other class would silently change behaviour.
+    // sync and gthread exist here; any other class would silently change behaviour.
     let short = text.trim();
     match short {
         "sync" | "gunicorn.workers.sync.SyncWorker" | "gunicorn.workers.SyncWorker" => {
             Ok(Value::Str("sync".to_string()))
         }
+        "gthread" | "gunicorn.workers.gthread.ThreadWorker" => {
+            Ok(Value::Str("gthread".to_string()))
+        }
         other => Err(format!(
-            "worker class '{other}' is not supported by rgunicorn: only 'sync' is available"
+            "worker class '{other}' is not supported by rgunicorn: 'sync' and 'gthread' are available"
         )),
     }
 }
 
 fn parse_threads(text: &str) -> Result<Value, String> {
     match parse_pos_int(text)? {
-        Value::Int(n) if n > 1 => Err(format!(
-            "threads = {n}: rgunicorn runs the sync worker (one request at a time per process); use more workers instead"
-        )),
+        Value::Int(0) => Err("Value must be positive: 0".to_string()),
         v => Ok(v),
     }
 }
@@ -617,7 +618,7 @@ pub static SETTINGS: &[Setting] = &[
         action: Action::Set,
         parse: parse_worker_class,
         default: || Value::Str("sync".to_string()),
-        help: "The type of workers to use (rgunicorn: sync).",
+        help: "The type of workers to use (rgunicorn: sync or gthread).",
         support: Support::Full,
     },
     Setting {
@@ -628,7 +629,7 @@ pub static SETTINGS: &[Setting] = &[
         action: Action::Set,
         parse: parse_threads,
         default: || Value::Int(1),
-        help: "The number of worker threads for handling requests (rgunicorn: 1).",
+        help: "The number of worker threads for handling requests (above 1: gthread).",
         support: Support::Full,
     },
     Setting {
@@ -1887,12 +1888,18 @@ mod tests {
     }
 
     #[test]
-    fn worker_class_accepts_only_sync() {
+    fn worker_class_accepts_sync_and_gthread() {
         assert_eq!(
             parse_worker_class("sync").unwrap(),
             Value::Str("sync".into())
         );
+        assert_eq!(
+            parse_worker_class("gunicorn.workers.gthread.ThreadWorker").unwrap(),
+            Value::Str("gthread".into())
+        );
         assert!(parse_worker_class("gevent").unwrap_err().contains("gevent"));
+        assert!(parse_threads("0").is_err());
+        assert_eq!(parse_threads("8").unwrap(), Value::Int(8));
     }
 
     #[test]

@@ -233,6 +233,10 @@ pub struct Config {
     pub binds: Vec<BindAddress>,
     pub backlog: i32,
     pub workers: usize,
+    /// Threads per worker (`--threads`); more than 1, or `-k gthread`, makes `threaded`.
+    pub threads: usize,
+    /// The gthread worker: requests run in a pool of `threads` Python threads.
+    pub threaded: bool,
     pub worker_connections: usize,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
@@ -470,6 +474,9 @@ impl Config {
             binds,
             backlog: i32::try_from(int(&values, "backlog")).unwrap_or(i32::MAX),
             workers: usize::try_from(int(&values, "workers")).unwrap_or(1).max(1),
+            threads: usize::try_from(int(&values, "threads")).unwrap_or(1).max(1),
+            threaded: int(&values, "threads") > 1
+                || text(&values, "worker_class").as_deref() == Some("gthread"),
             worker_connections: usize::try_from(int(&values, "worker_connections"))
                 .unwrap_or(1000)
                 .max(1),

@@ -264,7 +264,10 @@ pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
     };
     let shown = sock::describe_all(&listeners, config.tls.is_some());
     info!("Listening at: {shown} ({})", std::process::id());
-    info!("Using worker: sync");
+    info!(
+        "Using worker: {}",
+        if config.threaded { "gthread" } else { "sync" }
+    );
     // The configuration file, hooks and a preloaded app are Python code run in this process:
     // one that took a master signal for itself would leave the master deaf to it.
     for sig in signals.reclaim() {

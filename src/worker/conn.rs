@@ -33,6 +33,8 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 pub const MAX_HEAD_BYTES: usize = 1024 * 1024;
 /// How long a closing connection may take to send us its last bytes (Gunicorn: 2 s).
 const LINGER: Duration = Duration::from_secs(2);
+/// A deadline that never comes, for a connection whose request is in a pool thread.
+const IN_APP_FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// When the worker stops, an idle keep-alive connection stays open this long (less if its
 /// keep-alive ends sooner): a client in a request loop sends its next request right after
 /// a response, and that request is answered (with `Connection: close`) instead of meeting
@@ -53,6 +55,9 @@ pub enum Phase {
     Flushing(After),
     /// Our side is shut down; discarding the client's last bytes before closing.
     Closing,
+    /// The threaded worker: a pool thread is running the request. The loop neither reads,
+    /// writes, expires nor moves the connection until the thread gives it back.
+    InApp,
 }
 
 /// What a connection does once its response is out.
@@ -157,6 +162,13 @@ impl State {
         }
     }
 
+    /// A pool thread took the request: no deadline (the request has arrived; the app has
+    /// its own `--timeout` watchdog), until [`State::response_complete`].
+    pub fn dispatched(&mut self, now: Instant) {
+        self.phase = Phase::InApp;
+        self.deadline = now + IN_APP_FOREVER;
+    }
+
     /// Our side is shut down: discard what the client still sends, briefly.
     pub fn closing(&mut self, now: Instant) {
         self.phase = Phase::Closing;
@@ -195,7 +207,8 @@ pub struct Conn {
     pub buf: Vec<u8>,
     /// Where the head parser stopped in `buf` (it resumes there when more bytes come).
     scan: HeadScan,
-    pub env: ConnEnv,
+    /// Shared with the thread serving a request, in the threaded worker.
+    pub env: std::sync::Arc<ConnEnv>,
     /// The client shut down its sending side (its end of stream was read).
     pub eof: bool,
     /// Polling reported the client's FIN: read until the end of stream is seen.
@@ -229,7 +242,7 @@ impl Conn {
             buf: Vec::new(),
             scan: HeadScan::default(),
             movable: !io.is_tls() && proxy == ProxyMode::Off,
-            env,
+            env: std::sync::Arc::new(env),
             eof: false,
             peer_closed: false,
             queued: false,
@@ -360,7 +373,10 @@ impl Conn {
     /// The client's address from a PROXY header; the address it connected to on the proxy
     /// becomes `PROXY_ADDR`/`PROXY_PORT` (Gunicorn's `proxy_addr`/`proxy_port`).
     fn take_proxy_addresses(&mut self, py: Python<'_>, header: &crate::http::proxy::ProxyHeader) {
-        let env = &mut self.env;
+        // Before the first request: no request's thread shares the environment yet.
+        let Some(env) = std::sync::Arc::get_mut(&mut self.env) else {
+            return;
+        };
         let (addr, port) = header
             .destination
             .map(|d| (d.ip().to_string(), d.port().to_string()))
@@ -480,6 +496,25 @@ mod tests {
         head.bytes_arrived(now, T);
         head.last_call(true, now);
         assert_eq!(at(&head, now), T.head);
+    }
+
+    #[test]
+    fn a_request_in_a_thread_has_no_deadline_until_its_response() {
+        let now = Instant::now();
+        let mut s = State::fresh(now, T);
+        s.bytes_arrived(now, T);
+        s.dispatched(now);
+        assert_eq!(s.phase, Phase::InApp);
+        assert!(at(&s, now) > Duration::from_secs(365 * 24 * 3600));
+        // Not a stopping worker's idle connection either.
+        s.last_call(false, now);
+        assert_eq!(s.phase, Phase::InApp);
+        let later = now + Duration::from_secs(100);
+        assert_eq!(
+            s.response_complete(After::KeepAlive, false, false, later, T),
+            Next::Read
+        );
+        assert_eq!((s.phase, at(&s, later)), (Phase::Idle, T.keepalive));
     }
 
     #[test]

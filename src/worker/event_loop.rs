@@ -29,6 +29,8 @@ use super::handoff::{Received, Watcher, MAX_CARRIED_BYTES};
 const WAKE: Token = Token(usize::MAX);
 /// The hand-off channel: connections passed on by sibling workers.
 const HANDOFF: Token = Token(usize::MAX - 1);
+/// The threaded worker's pool finished requests.
+const DONE: Token = Token(usize::MAX - 2);
 /// Connection tokens start here; listener tokens are their index below it.
 const CONN_BASE: usize = 1 << 16;
 /// While a connection we just accepted has not sent its first bytes, other workers get the
@@ -36,6 +38,10 @@ const CONN_BASE: usize = 1 << 16;
 /// leaves the other waiting behind it while a sibling is idle. Bounded, so a client that
 /// connects and never sends (a browser preconnect) delays accepting by this much only.
 const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(10);
+/// How long a threaded worker whose threads are all busy leaves a waiting connection to
+/// its siblings before it accepts it all the same (its own keep-alive clients would
+/// otherwise keep it busy, and the newcomer waiting, indefinitely).
+const SATURATED_GRACE: Duration = Duration::from_millis(20);
 /// After `accept` failed for lack of descriptors or memory, it is tried again this often
 /// (the listener is edge-triggered: no new event comes for connections already queued).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -85,6 +91,13 @@ pub struct EventLoop<'a> {
     handoff_ready: bool,
     /// Slots handed off during the last app call (reused buffer).
     handed: Vec<usize>,
+    /// The gthread worker's threads; None in the sync worker (requests run in the loop).
+    pool: Option<super::pool::Pool>,
+    /// When each request now in a thread was handed to it (the watchdog's view).
+    in_app: Vec<(usize, Instant)>,
+    /// Since when the threads have all been busy with a connection possibly waiting to
+    /// be accepted (see [`SATURATED_GRACE`]).
+    saturated_since: Option<Instant>,
 }
 
 fn ip_and_port(addr: &ListenAddr) -> Option<(String, String)> {
@@ -99,6 +112,7 @@ impl<'a> EventLoop<'a> {
         seed: &'a WorkerSeed<'a>,
         runtime: Runtime,
         wake: RawFd,
+        pool: Option<super::pool::Pool>,
     ) -> std::io::Result<EventLoop<'a>> {
         let poll = Poll::new()?;
         poll.registry()
@@ -108,8 +122,13 @@ impl<'a> EventLoop<'a> {
             HANDOFF,
             Interest::READABLE,
         )?;
-        // With one worker there is nobody to hand a connection to.
-        let watcher = if seed.config.workers > 1 {
+        if let Some(pool) = &pool {
+            poll.registry()
+                .register(&mut SourceFd(&pool.done_fd()), DONE, Interest::READABLE)?;
+        }
+        // With one worker there is nobody to hand a connection to; with threads the loop
+        // itself stays free while requests run.
+        let watcher = if seed.config.workers > 1 && pool.is_none() {
             Some(Watcher::start(
                 seed.handoff,
                 seed.config.worker_connections,
@@ -167,6 +186,9 @@ impl<'a> EventLoop<'a> {
             watcher,
             handoff_ready: true,
             handed: Vec::new(),
+            pool,
+            in_app: Vec::new(),
+            saturated_since: None,
         };
         for i in 0..lp.listeners.len() {
             lp.set_listening(i, true)?;
@@ -202,10 +224,15 @@ impl<'a> EventLoop<'a> {
         let mut events = Events::with_capacity(256);
         let mut ready: Vec<usize> = Vec::with_capacity(64);
         loop {
-            self.seed.heartbeat.beat(self.seed.slot);
+            if self.making_progress() {
+                self.seed.heartbeat.beat(self.seed.slot);
+            }
             if super::take_reopen_request() {
                 crate::log::reopen();
                 self.runtime.reopen_logs();
+                if let Some(pool) = &self.pool {
+                    pool.reopen_logs();
+                }
             }
             self.check_parent();
             if let Some(path) = self.reloader.as_mut().and_then(|r| r.changed(py)) {
@@ -244,6 +271,11 @@ impl<'a> EventLoop<'a> {
                 match event.token() {
                     WAKE => woke = true,
                     HANDOFF => self.handoff_ready = true,
+                    DONE => {
+                        if let Some(code) = self.take_finished(py, &mut ready) {
+                            return code;
+                        }
+                    }
                     Token(i) if i < CONN_BASE => {
                         if let Some(l) = self.listeners.get_mut(i) {
                             l.ready = true;
@@ -295,23 +327,65 @@ impl<'a> EventLoop<'a> {
     }
 
     /// How much longer a just-accepted, still silent connection holds back further accepts.
+    /// (The threaded worker holds back only once its threads would all be taken.)
     fn fresh_hold(&self) -> Option<Duration> {
-        self.conns
+        let waits = self
+            .conns
             .iter()
             .flatten()
             .filter(|c| c.is_silent_fresh())
             .map(|c| FRESH_CONNECTION_GRACE.saturating_sub(c.accepted_at.elapsed()))
-            .filter(|left| !left.is_zero())
-            .max()
+            .filter(|left| !left.is_zero());
+        match &self.pool {
+            None => waits.max(),
+            Some(pool) => {
+                let waits: Vec<Duration> = waits.collect();
+                (waits.len() + self.in_app.len() >= pool.threads())
+                    .then(|| waits.into_iter().max())
+                    .flatten()
+            }
+        }
+    }
+
+    /// The threaded worker, with siblings, leaves new connections in the listen backlog
+    /// while all its threads are busy: a sibling with a free thread takes them (keep-alive
+    /// connections otherwise pile up on whichever worker accepted first). For at most
+    /// [`SATURATED_GRACE`] at a time: then it accepts one all the same.
+    fn threads_saturated(&self) -> bool {
+        self.threads_busy()
+            && self
+                .saturated_since
+                .is_none_or(|since| since.elapsed() < SATURATED_GRACE)
+    }
+
+    fn threads_busy(&self) -> bool {
+        self.pool
+            .as_ref()
+            .is_some_and(|pool| self.seed.config.workers > 1 && self.in_app.len() >= pool.threads())
+    }
+
+    /// Notes since when the threads have been saturated while a listener has a connection
+    /// (or forgets it once they are not).
+    fn track_saturation(&mut self) {
+        if self.threads_busy() && self.listeners.iter().any(|l| l.ready) {
+            self.saturated_since.get_or_insert_with(Instant::now);
+        } else {
+            self.saturated_since = None;
+        }
     }
 
     fn poll_timeout(&self) -> Duration {
-        let can_accept = super::is_alive() && self.open < self.seed.config.worker_connections;
+        let can_accept = super::is_alive()
+            && self.open < self.seed.config.worker_connections
+            && !self.threads_saturated();
         if !self.pending.is_empty() {
             return Duration::ZERO;
         }
         // Wake at least every half timeout (heartbeat) and every second (parent check).
         let mut wait = Duration::from_millis((self.seed.config.timeout * 500).clamp(100, 1000));
+        if let Some(since) = self.saturated_since {
+            wait = wait.min(SATURATED_GRACE.saturating_sub(since.elapsed()));
+        }
         if can_accept && self.listeners.iter().any(|l| l.ready) {
             match self.accept_retry {
                 None => return self.fresh_hold().unwrap_or(Duration::ZERO),
@@ -364,7 +438,8 @@ impl<'a> EventLoop<'a> {
     /// take turns instead of one of them grabbing a whole burst.
     fn accept(&mut self, py: Python<'_>) {
         self.take_handoff(py);
-        if !super::is_alive() || self.fresh_hold().is_some() {
+        self.track_saturation();
+        if !super::is_alive() || self.fresh_hold().is_some() || self.threads_saturated() {
             return;
         }
         if self.accept_retry.is_some_and(|at| Instant::now() < at) {
@@ -398,6 +473,8 @@ impl<'a> EventLoop<'a> {
                     self.accept_failures = 0;
                 }
                 self.accept_retry = None;
+                // The next connection gets its own grace (see SATURATED_GRACE).
+                self.saturated_since = None;
                 if let Err(e) = self.add_conn(py, i, owned) {
                     error!("Dropping a new connection: {e}");
                 }
@@ -561,7 +638,7 @@ impl<'a> EventLoop<'a> {
                 ListenAddr::Tcp(_) => String::new(),
             },
             fd: raw_fd,
-            socket: std::cell::OnceCell::new(),
+            socket: std::sync::OnceLock::new(),
             trusted: self.seed.config.forwarded_allow_ips.trusts(peer.ip()),
             proxy: None,
         };
@@ -701,6 +778,8 @@ impl<'a> EventLoop<'a> {
                 self.discard_input(py, idx);
                 None
             }
+            // A thread has it; the loop looks again when the thread gives it back.
+            Phase::InApp => None,
             Phase::Idle | Phase::Head => self.on_readable(py, idx),
         }
     }
@@ -742,7 +821,7 @@ impl<'a> EventLoop<'a> {
         }
         let served = match self.serve_one(py, idx) {
             Served::Exit(code) => return Some(code),
-            Served::Closed | Served::Flushing => return None,
+            Served::Closed | Served::Flushing | Served::Dispatched => return None,
             Served::Request => true,
             Served::Incomplete => false,
         };
@@ -853,6 +932,45 @@ impl<'a> EventLoop<'a> {
         }
     }
 
+    /// The threaded worker: connections whose requests finished in a thread come back, go
+    /// on like a sync worker's after its app call, and are read again (what arrived
+    /// meanwhile found them in a thread).
+    fn take_finished(&mut self, py: Python<'_>, ready: &mut Vec<usize>) -> Option<i32> {
+        let finished = self
+            .pool
+            .as_ref()
+            .map(|p| p.take_done())
+            .unwrap_or_default();
+        for done in finished {
+            self.in_app.retain(|(idx, _)| *idx != done.idx);
+            if let Some(conn) = self.conns.get_mut(done.idx).and_then(Option::as_mut) {
+                conn.buf = done.buf;
+            }
+            match self.request_done(py, done.idx, done.outcome) {
+                Served::Exit(code) => return Some(code),
+                Served::Request if !ready.contains(&done.idx) => ready.push(done.idx),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Whether the worker shows signs of life for the master's `--timeout`: the sync
+    /// worker's loop is alive whenever it turns; the threaded worker's, unless every thread
+    /// has been inside one request for longer than the timeout (a wedged pool is
+    /// restarted; one slow request among others is not).
+    fn making_progress(&self) -> bool {
+        let Some(pool) = &self.pool else {
+            return true;
+        };
+        let timeout = self.timeouts.head;
+        self.in_app.len() < pool.threads()
+            || self
+                .in_app
+                .iter()
+                .any(|(_, since)| since.elapsed() < timeout)
+    }
+
     /// Finds the request at the start of the connection's buffer and serves it.
     fn serve_one(&mut self, py: Python<'_>, idx: usize) -> Served {
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
@@ -871,9 +989,25 @@ impl<'a> EventLoop<'a> {
             }
         };
         let max_requests = self.seed.max_requests;
+        // Requests already in threads count toward --max-requests too.
+        let in_flight = self.in_app.len() as u64;
         let may_keep_alive = super::is_alive()
             && !self.timeouts.keepalive.is_zero()
-            && (max_requests == 0 || self.served + 1 < max_requests);
+            && (max_requests == 0 || self.served + in_flight + 1 < max_requests);
+        if let Some(pool) = &self.pool {
+            let now = Instant::now();
+            conn.state.dispatched(now);
+            pool.submit(super::pool::Job {
+                idx,
+                io: conn.io.clone(),
+                buf: std::mem::take(&mut conn.buf),
+                env: std::sync::Arc::clone(&conn.env),
+                head,
+                may_keep_alive,
+            });
+            self.in_app.push((idx, now));
+            return Served::Dispatched;
+        }
         let mut exchange = Exchange {
             io: conn.io.clone(),
             buf: &mut conn.buf,
@@ -893,6 +1027,13 @@ impl<'a> EventLoop<'a> {
         for handed in std::mem::take(&mut self.handed) {
             self.close(py, handed);
         }
+        self.request_done(py, idx, outcome)
+    }
+
+    /// After a request's app call (in the loop or in a thread): count it, then go on with
+    /// the connection.
+    fn request_done(&mut self, py: Python<'_>, idx: usize, outcome: Outcome) -> Served {
+        let max_requests = self.seed.max_requests;
         self.served += 1;
         self.seed.heartbeat.beat(self.seed.slot);
         if max_requests > 0 && self.served >= max_requests && super::is_alive() {
@@ -942,6 +1083,8 @@ enum Served {
     Incomplete,
     /// The connection was closed (or is closing).
     Closed,
+    /// The request went to a pool thread (threaded worker).
+    Dispatched,
     /// The worker must exit with this status.
     Exit(i32),
 }

@@ -7,6 +7,7 @@
 mod conn;
 mod event_loop;
 pub mod handoff;
+mod pool;
 mod reload;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -333,23 +334,26 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         None if crate::python::logging::is_active() || syslog_access => Some("-"),
         None => None,
     };
-    let access_log = access_path.and_then(|path| match Sink::open(path, Sink::Stdout) {
-        Ok(sink) => Some(AccessLog {
-            format: AccessFormat::compile(&seed.config.access_log_format),
-            format_text: seed.config.access_log_format.clone(),
-            sink,
-            to_sink: seed.config.accesslog.is_some(),
-            failed_lines: 0,
-        }),
-        Err(e) => {
-            crate::log::error_log(
-                crate::config::LogLevel::Error,
-                &format!("Can't open the access log {path}: {e}; requests are not logged"),
-                None,
-            );
-            None
-        }
-    });
+    // One per thread that runs requests (each writes whole lines to the same file).
+    let open_access_log = || {
+        access_path.and_then(|path| match Sink::open(path, Sink::Stdout) {
+            Ok(sink) => Some(AccessLog {
+                format: AccessFormat::compile(&seed.config.access_log_format),
+                format_text: seed.config.access_log_format.clone(),
+                sink,
+                to_sink: seed.config.accesslog.is_some(),
+                failed_lines: 0,
+            }),
+            Err(e) => {
+                crate::log::error_log(
+                    crate::config::LogLevel::Error,
+                    &format!("Can't open the access log {path}: {e}; requests are not logged"),
+                    None,
+                );
+                None
+            }
+        })
+    };
     if let Some(identity) = &seed.config.identity {
         if let Err(msg) = crate::process::identity::drop_privileges(identity) {
             crate::log::error_log(
@@ -386,6 +390,27 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         let _ = worker.setattr("booted", true);
     }
     crate::python::hooks::call_worker_hook(py, "post_worker_init", &[]);
+    let pool = if seed.config.threaded {
+        match pool::Pool::start(py, seed.config, &app, open_access_log) {
+            Ok(pool) => Some(pool),
+            Err(e) => {
+                crate::log::error_log(
+                    crate::config::LogLevel::Error,
+                    &format!("Exception in worker process: can't start threads: {e}"),
+                    None,
+                );
+                return crate::error::WORKER_BOOT_ERROR;
+            }
+        }
+    } else {
+        None
+    };
+    // The threaded worker's loop runs no request itself: its runtime needs no access log.
+    let access_log = if pool.is_none() {
+        open_access_log()
+    } else {
+        None
+    };
     let runtime = match crate::wsgi::Runtime::new(py, app, seed.config, access_log) {
         Ok(r) => r,
         Err(e) => {
@@ -399,7 +424,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         // still serves the backlog on the way out, as any stopping worker does.)
         return 0;
     }
-    let code = match event_loop::EventLoop::new(seed, runtime, wake.as_raw_fd()) {
+    let code = match event_loop::EventLoop::new(seed, runtime, wake.as_raw_fd(), pool) {
         Ok(mut lp) => lp.run(py),
         Err(e) => {
             crate::log::error_log(

@@ -5,7 +5,6 @@
 //! trusted peers (`forwarded_allow_ips`; unix-socket peers are always trusted), and header
 //! names with an underscore are dropped (they could spoof `HTTP_X_FOO` from `X-Foo`).
 
-use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 
@@ -33,7 +32,8 @@ pub struct ConnEnv {
     pub fd: RawFd,
     /// `gunicorn.socket`, made at the connection's first request. It wraps `fd` itself
     /// (no `dup`: one descriptor per connection) and is detached when the connection ends.
-    pub socket: OnceCell<Py<PyAny>>,
+    /// (A `OnceLock`: with threads, the request's thread makes it, the loop releases it.)
+    pub socket: std::sync::OnceLock<Py<PyAny>>,
     /// The peer may set scheme headers and forwarder headers.
     pub trusted: bool,
     /// The connection is TLS: `wsgi.url_scheme` is https unless a trusted proxy says otherwise.
@@ -141,7 +141,7 @@ impl EnvironBuilder {
         t.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
         t.set_item("wsgi.url_scheme", "http")?;
         t.set_item("wsgi.errors", Bound::new(py, super::errors::ErrorStream)?)?;
-        t.set_item("wsgi.multithread", PyBool::new(py, false))?;
+        t.set_item("wsgi.multithread", PyBool::new(py, config.threaded))?;
         t.set_item("wsgi.multiprocess", PyBool::new(py, multiprocess))?;
         t.set_item("wsgi.run_once", PyBool::new(py, false))?;
         t.set_item(

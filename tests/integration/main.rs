@@ -16,4 +16,5 @@ mod lifecycle;
 mod logging;
 mod process;
 mod signals;
+mod threads;
 mod wsgi;

@@ -1,0 +1,230 @@
+//! The gthread worker's threads: `--threads N` Python threads that run requests the event
+//! loop hands them.
+//!
+//! The loop keeps every socket: accepting, reading heads, keep-alive, slow readers. When a
+//! head is complete it passes a [`Job`] (the connection's transport, its buffered bytes, its
+//! environment and the parsed head) and marks the connection `InApp`; a thread runs the app
+//! and writes the response through the same transport, then returns a [`Done`] and wakes
+//! the loop through a pipe. Ownership is the rule that makes this safe without the GIL: while
+//! a connection is in a thread, the loop does not touch it; only the loop closes sockets.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use pyo3::prelude::*;
+
+use crate::config::Config;
+use crate::http::request::RequestHead;
+use crate::log::access::AccessLog;
+use crate::transport::Transport;
+use crate::wsgi::environ::ConnEnv;
+use crate::wsgi::{Exchange, Outcome, Runtime};
+
+/// A request for a thread: everything it needs, owned.
+pub struct Job {
+    /// The connection's slot in the loop.
+    pub idx: usize,
+    pub io: Transport,
+    /// Bytes after the head (the body, maybe a pipelined request).
+    pub buf: Vec<u8>,
+    pub env: Arc<ConnEnv>,
+    pub head: RequestHead,
+    pub may_keep_alive: bool,
+}
+
+/// A finished request, back to the loop.
+pub struct Done {
+    pub idx: usize,
+    pub outcome: Outcome,
+    /// The connection's bytes not consumed by the request.
+    pub buf: Vec<u8>,
+}
+
+/// Jobs waiting for a thread.
+struct Queue {
+    jobs: VecDeque<Job>,
+    stopping: bool,
+}
+
+/// What the loop and the threads share.
+struct Shared {
+    queue: Mutex<Queue>,
+    job_ready: Condvar,
+    done: Mutex<Vec<Done>>,
+    /// One byte per finished request wakes the loop (it polls the read end).
+    done_write: OwnedFd,
+    /// Bumped by USR1: each thread reopens its access log before its next request.
+    reopen: AtomicU64,
+}
+
+/// Locks, taking over a lock a panicking thread left (the data stays consistent: every
+/// critical section here is a push or a pop).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// The next job, waiting (GIL released by the caller) until there is one; None when
+    /// the pool stops.
+    fn next_job(&self) -> Option<Job> {
+        let mut queue = lock(&self.queue);
+        loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                return Some(job);
+            }
+            if queue.stopping {
+                return None;
+            }
+            queue = self
+                .job_ready
+                .wait(queue)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn finish(&self, done: Done) {
+        lock(&self.done).push(done);
+        // Non-blocking: a full pipe already means "look at the finished list".
+        let _ = nix::unistd::write(self.done_write.as_fd(), &[0u8]);
+    }
+}
+
+/// The threads, from the loop's side.
+pub struct Pool {
+    shared: Arc<Shared>,
+    done_read: OwnedFd,
+    threads: usize,
+}
+
+impl Pool {
+    /// Starts `config.threads` threads, each with its own [`Runtime`] (environ template,
+    /// access log sink) over the same app.
+    ///
+    /// # Errors
+    /// The wake-up pipe or a thread could not be created.
+    pub fn start(
+        py: Python<'_>,
+        config: &Config,
+        app: &Py<PyAny>,
+        mut access_log: impl FnMut() -> Option<AccessLog>,
+    ) -> std::io::Result<Pool> {
+        let (done_read, done_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                stopping: false,
+            }),
+            job_ready: Condvar::new(),
+            done: Mutex::new(Vec::new()),
+            done_write,
+            reopen: AtomicU64::new(0),
+        });
+        let worker = crate::python::hooks::worker_object(py).map(Bound::unbind);
+        for n in 0..config.threads {
+            let shared = Arc::clone(&shared);
+            let config = config.clone();
+            let app = app.clone_ref(py);
+            let worker = worker.as_ref().map(|w| w.clone_ref(py));
+            let log = access_log();
+            std::thread::Builder::new()
+                .name(format!("rgunicorn-{n}"))
+                .spawn(move || serve(&shared, &config, app, log, worker))?;
+        }
+        Ok(Pool {
+            shared,
+            done_read,
+            threads: config.threads,
+        })
+    }
+
+    /// How many requests can run at once.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The descriptor the loop polls for finished requests.
+    pub fn done_fd(&self) -> RawFd {
+        self.done_read.as_raw_fd()
+    }
+
+    /// Queues a request for the next free thread.
+    pub fn submit(&self, job: Job) {
+        lock(&self.shared.queue).jobs.push_back(job);
+        self.shared.job_ready.notify_one();
+    }
+
+    /// The requests finished since the last call.
+    pub fn take_done(&self) -> Vec<Done> {
+        let mut sink = [0u8; 256];
+        while nix::unistd::read(&self.done_read, &mut sink).is_ok_and(|n| n > 0) {}
+        std::mem::take(&mut *lock(&self.shared.done))
+    }
+
+    /// USR1: every thread reopens its access log before its next request.
+    pub fn reopen_logs(&self) {
+        self.shared.reopen.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Pool {
+    /// Idle threads leave; one still inside the app ends with the process.
+    fn drop(&mut self) {
+        lock(&self.shared.queue).stopping = true;
+        self.shared.job_ready.notify_all();
+    }
+}
+
+/// A thread's life: take a job, run it through the app, give the connection back.
+fn serve(
+    shared: &Shared,
+    config: &Config,
+    app: Py<PyAny>,
+    access_log: Option<AccessLog>,
+    worker: Option<Py<PyAny>>,
+) {
+    // Signals are the main thread's: Python runs its handlers there, and the loop's
+    // wake-up pipe is polled there.
+    let _ = nix::sys::signal::SigSet::all().thread_block();
+    Python::attach(|py| {
+        if let Some(worker) = worker {
+            // Hooks (pre_request, post_request) find the worker object per thread.
+            crate::python::hooks::set_worker_object(worker);
+        }
+        let mut runtime = match Runtime::new(py, app, config, access_log) {
+            Ok(r) => r,
+            Err(e) => {
+                crate::python::log_exception(py, "Exception in worker thread", &e);
+                return;
+            }
+        };
+        let mut reopened = 0;
+        while let Some(job) = py.detach(|| shared.next_job()) {
+            let generation = shared.reopen.load(Ordering::Relaxed);
+            if generation != reopened {
+                runtime.reopen_logs();
+                reopened = generation;
+            }
+            let Job {
+                idx,
+                io,
+                mut buf,
+                env,
+                head,
+                may_keep_alive,
+            } = job;
+            let mut exchange = Exchange {
+                io,
+                buf: &mut buf,
+                conn: &env,
+                may_keep_alive,
+            };
+            let outcome = runtime.handle(py, &mut exchange, &head);
+            // Our share of the environment goes before the loop gets the connection back.
+            drop(env);
+            shared.finish(Done { idx, outcome, buf });
+        }
+    });
+}

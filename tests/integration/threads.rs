@@ -1,0 +1,180 @@
+//! The threaded worker (issue 11): `--threads N` / `-k gthread` run requests in a pool of
+//! Python threads while the Rust loop keeps the sockets.
+
+use std::time::{Duration, Instant};
+
+use crate::support::load::KeepAliveLoad;
+use crate::support::{poll_until, Conn, Server, TempDir, LOG_DEADLINE};
+
+/// Sends one GET on a new connection and returns the response's status.
+fn get_status(port: u16, path: &str) -> u16 {
+    let mut c = Conn::tcp(port);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    c.read_response().status
+}
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// `--threads 4` and `-k gthread` select the threaded worker (as in Gunicorn), which says so
+/// and gives apps `wsgi.multithread = True`; other classes are still refused.
+#[test]
+fn threads_and_gthread_select_the_threaded_worker() {
+    for args in [
+        &["--threads", "4", "app"][..],
+        &["-k", "gthread", "app"][..],
+    ] {
+        let s = Server::start("gthread-select", args);
+        s.wait_for_log("Using worker: gthread", LOG_DEADLINE);
+        let environ = s.get("/environ").body_str();
+        assert!(
+            environ.contains("\"wsgi.multithread\": \"True\""),
+            "{args:?}: {environ}"
+        );
+    }
+    let s = Server::start("sync-select", &["app"]);
+    s.wait_for_log("Using worker: sync", LOG_DEADLINE);
+    assert!(s
+        .get("/environ")
+        .body_str()
+        .contains("\"wsgi.multithread\": \"False\""));
+    let refused = crate::support::run_to_exit(&["-k", "gevent", "app"], &[], DEADLINE);
+    assert_eq!(refused.code(), Some(1), "{}", refused.output());
+}
+
+/// One worker with 4 threads runs 8 requests that each wait 0.6 s in about two rounds,
+/// not eight; the loop meanwhile still answers a quick request.
+#[test]
+fn requests_run_in_parallel_threads() {
+    let s = Server::start("gthread-parallel", &["-w", "1", "--threads", "4", "app"]);
+    let port = s.port;
+    let started = Instant::now();
+    let slow: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || get_status(port, "/sleep?s=0.6")))
+        .collect();
+    let statuses: Vec<u16> = slow.into_iter().map(|t| t.join().unwrap()).collect();
+    let elapsed = started.elapsed();
+    assert_eq!(statuses, vec![200; 8]);
+    // Serially this takes 4.8 s; two rounds of four take 1.2 s.
+    assert!(elapsed < Duration::from_millis(3000), "took {elapsed:?}");
+}
+
+/// 24 keep-alive clients POST unique bodies back to back through 2 workers × 8 threads:
+/// every response reaches its own client with its own body (no cross-talk between threads).
+#[test]
+fn many_threads_never_cross_responses() {
+    let s = Server::start("gthread-crosstalk", &["-w", "2", "--threads", "8", "app"]);
+    let load = KeepAliveLoad::start(s.port, 24);
+    load.wait_for_more(3000);
+    let (answered, lost) = load.finish();
+    assert!(
+        lost.is_empty(),
+        "{} lost of {answered}: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+/// Pipelined requests on one connection are answered in order, each by a thread in turn.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let s = Server::start("gthread-pipeline", &["-w", "1", "--threads", "4", "app"]);
+    let mut c = s.connect();
+    c.send(
+        "GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nb\
+         POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nc",
+    );
+    let bodies: Vec<String> = (0..3).map(|_| c.read_response().body_str()).collect();
+    assert_eq!(bodies, ["slept", "b", "c"]);
+}
+
+/// TERM while requests run in threads: each is answered before the worker exits, and
+/// `--max-requests` recycles a threaded worker without losing keep-alive requests.
+#[test]
+fn term_and_max_requests_lose_nothing() {
+    let mut s = Server::start("gthread-term", &["-w", "1", "--threads", "4", "app"]);
+    let port = s.port;
+    let dir = TempDir::new("gthread-term-marker");
+    let marker = dir.join("started");
+    let path = format!("/sleep?s=1&marker={}", marker.display());
+    let running: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || get_status(port, &path))
+        })
+        .collect();
+    // All four are inside the app (each wrote its line) before the TERM.
+    poll_until(DEADLINE, || {
+        let lines = std::fs::read_to_string(&marker).unwrap_or_default();
+        (lines.lines().count() == 4).then_some(())
+    })
+    .expect("four requests in their threads");
+    s.send_signal("TERM");
+    for t in running {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert!(s.wait_exit(DEADLINE).success());
+
+    let s = Server::start(
+        "gthread-max-requests",
+        &["-w", "2", "--threads", "4", "--max-requests", "50", "app"],
+    );
+    let load = KeepAliveLoad::start(s.port, 8);
+    load.wait_for_more(600);
+    let (answered, lost) = load.finish();
+    assert!(
+        lost.is_empty(),
+        "{} lost of {answered}: {lost:?}",
+        lost.len()
+    );
+    s.wait_for_log("Autorestarting worker after current request.", LOG_DEADLINE);
+}
+
+/// The `--timeout` watchdog with threads: one hung request does not stop a worker whose
+/// other thread keeps serving; when every thread is stuck past the timeout, the master
+/// kills the worker (`WORKER TIMEOUT`, the stacks logged) and a new one serves.
+#[test]
+fn a_wedged_pool_is_restarted_but_one_slow_request_is_not() {
+    let s = Server::start(
+        "gthread-timeout",
+        &["-w", "1", "--threads", "2", "-t", "2", "app"],
+    );
+    let port = s.port;
+    let dir = TempDir::new("gthread-timeout-marker");
+    let marker = dir.join("started");
+    let hung = format!("/sleep?s=30&marker={}", marker.display());
+    let lines = || {
+        std::fs::read_to_string(&marker)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let first = {
+        let hung = hung.clone();
+        std::thread::spawn(move || get_status(port, &hung))
+    };
+    poll_until(DEADLINE, || (lines() == 1).then_some(())).expect("the first request runs");
+    // Well past the 2 s timeout, the other thread still serves and nobody was killed.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert_eq!(get_status(port, "/pid"), 200);
+    }
+    assert!(!s.stderr().contains("WORKER TIMEOUT"), "{}", s.stderr());
+    // Both threads stuck: the worker is restarted, and the new one answers.
+    let second = std::thread::spawn(move || get_status(port, &hung));
+    s.wait_for_log("WORKER TIMEOUT", DEADLINE);
+    // The report names both hung requests (and shows every thread's stack).
+    let report = s.wait_for_log("Python stacks:", DEADLINE);
+    let line = report
+        .lines()
+        .find(|l| l.contains("Worker timed out"))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(line.matches("GET /sleep?s=30").count(), 2, "{report}");
+    s.wait_for_log_count("Booting worker with pid", 2, DEADLINE);
+    assert_eq!(get_status(port, "/pid"), 200);
+    // The hung requests' connections end (with a 500 where one could still be sent).
+    for t in [first, second] {
+        let _ = t.join();
+    }
+}
