@@ -270,7 +270,17 @@ fn process_titles_name_master_and_workers() {
 /// workers replace the old ones and no request fails or is lost.
 #[test]
 fn hup_under_load_loses_no_request() {
-    let mut s = Server::start("hup-load", &["-w", "2", "app:application"]);
+    hup_under_load(&["-w", "2", "app:application"]);
+}
+
+/// The same with the threaded worker (`--threads 4`).
+#[test]
+fn hup_under_load_loses_no_request_with_threads() {
+    hup_under_load(&["-w", "2", "--threads", "4", "app:application"]);
+}
+
+fn hup_under_load(args: &[&str]) {
+    let mut s = Server::start("hup-load", args);
     let before = s.wait_workers(2, DEADLINE);
     let load = SteadyLoad::start(s.port);
     let keepalive = KeepAliveLoad::start(s.port, 50);
