@@ -268,6 +268,10 @@ pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
         "Using worker: {}",
         if config.threaded { "gthread" } else { "sync" }
     );
+    if config.threaded && config.keepalive > 0 && config.worker_connections <= config.threads {
+        // Gunicorn's gthread check: keep-alive slots are worker_connections - threads.
+        warn!("No keepalived connections can be handled. Check the number of worker connections and threads.");
+    }
     // The configuration file, hooks and a preloaded app are Python code run in this process:
     // one that took a master signal for itself would leave the master deaf to it.
     for sig in signals.reclaim() {

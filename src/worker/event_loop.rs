@@ -991,8 +991,13 @@ impl<'a> EventLoop<'a> {
         let max_requests = self.seed.max_requests;
         // Requests already in threads count toward --max-requests too.
         let in_flight = self.in_app.len() as u64;
+        let no_keepalive_slots = self
+            .pool
+            .as_ref()
+            .is_some_and(|p| self.seed.config.worker_connections <= p.threads());
         let may_keep_alive = super::is_alive()
             && !self.timeouts.keepalive.is_zero()
+            && !no_keepalive_slots
             && (max_requests == 0 || self.served + in_flight + 1 < max_requests);
         if let Some(pool) = &self.pool {
             let now = Instant::now();

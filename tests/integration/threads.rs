@@ -37,6 +37,13 @@ fn threads_and_gthread_select_the_threaded_worker() {
         .get("/environ")
         .body_str()
         .contains("\"wsgi.multithread\": \"False\""));
+    // Gunicorn's check: keep-alive slots are worker_connections - threads.
+    let s = Server::start(
+        "gthread-no-keepalive",
+        &["--threads", "4", "--worker-connections", "4", "app"],
+    );
+    s.wait_for_log("No keepalived connections can be handled.", LOG_DEADLINE);
+    assert!(s.get("/pid").says_close());
     let refused = crate::support::run_to_exit(&["-k", "gevent", "app"], &[], DEADLINE);
     assert_eq!(refused.code(), Some(1), "{}", refused.output());
 }
