@@ -84,10 +84,22 @@ impl Shared {
         }
     }
 
+    /// A job waiting now, without waiting for one.
+    fn try_next_job(&self) -> Option<Job> {
+        lock(&self.queue).jobs.pop_front()
+    }
+
     fn finish(&self, done: Done) {
-        lock(&self.done).push(done);
-        // Non-blocking: a full pipe already means "look at the finished list".
-        let _ = nix::unistd::write(self.done_write.as_fd(), &[0u8]);
+        let first = {
+            let mut finished = lock(&self.done);
+            finished.push(done);
+            finished.len() == 1
+        };
+        // One wake-up per batch: the loop takes the whole list when it wakes. (Non-blocking:
+        // a full pipe already means "look at the finished list".)
+        if first {
+            let _ = nix::unistd::write(self.done_write.as_fd(), &[0u8]);
+        }
     }
 }
 
@@ -201,7 +213,12 @@ fn serve(
             }
         };
         let mut reopened = 0;
-        while let Some(job) = py.detach(|| shared.next_job()) {
+        // Under load the next job is taken at once, keeping the GIL (no switch per request);
+        // only an idle thread lets go of it to wait.
+        while let Some(job) = shared
+            .try_next_job()
+            .or_else(|| py.detach(|| shared.next_job()))
+        {
             let generation = shared.reopen.load(Ordering::Relaxed);
             if generation != reopened {
                 runtime.reopen_logs();
