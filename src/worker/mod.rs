@@ -354,6 +354,14 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
             }
         })
     };
+    // Opened now, before the privilege drop (Gunicorn's order): one per thread that runs
+    // requests (each writes whole lines to the same file), the loop itself in sync.
+    let runners = if seed.config.threaded {
+        seed.config.threads
+    } else {
+        1
+    };
+    let mut access_logs: Vec<Option<AccessLog>> = (0..runners).map(|_| open_access_log()).collect();
     if let Some(identity) = &seed.config.identity {
         if let Err(msg) = crate::process::identity::drop_privileges(identity) {
             crate::log::error_log(
@@ -391,7 +399,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     }
     crate::python::hooks::call_worker_hook(py, "post_worker_init", &[]);
     let pool = if seed.config.threaded {
-        match pool::Pool::start(py, seed.config, &app, open_access_log) {
+        match pool::Pool::start(py, seed.config, &app, std::mem::take(&mut access_logs)) {
             Ok(pool) => Some(pool),
             Err(e) => {
                 crate::log::error_log(
@@ -406,11 +414,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         None
     };
     // The threaded worker's loop runs no request itself: its runtime needs no access log.
-    let access_log = if pool.is_none() {
-        open_access_log()
-    } else {
-        None
-    };
+    let access_log = access_logs.pop().flatten();
     let runtime = match crate::wsgi::Runtime::new(py, app, seed.config, access_log) {
         Ok(r) => r,
         Err(e) => {

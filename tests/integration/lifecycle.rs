@@ -90,15 +90,43 @@ fn a_worker_as_nobody_serves_without_reading_the_standard_library() {
     if !running_as_root() {
         return;
     }
+    use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("nobody-app");
     std::fs::write(dir.join("bare.py"), BARE_APP).unwrap();
-    let s = Server::builder("nobody")
-        .cwd(dir.path())
-        .args(["-w", "1", "-u", "nobody", "-g", "65534", "bare:application"])
-        .start();
-    let r = s.get("/");
-    assert_eq!(r.status, 200, "{}", s.stderr());
-    assert_eq!(r.body_str(), "ConnectionSocket True");
+    // The access log sits where only root may write: it is opened before the drop.
+    let logs = dir.join("root-only");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let access = logs.join("access.log");
+    for threads in ["1", "2"] {
+        let s = Server::builder("nobody")
+            .cwd(dir.path())
+            .args([
+                "-w",
+                "1",
+                "--threads",
+                threads,
+                "-u",
+                "nobody",
+                "-g",
+                "65534",
+            ])
+            .args([
+                "--access-logfile",
+                &access.display().to_string(),
+                "bare:application",
+            ])
+            .start();
+        let r = s.get("/");
+        assert_eq!(r.status, 200, "{}", s.stderr());
+        assert_eq!(r.body_str(), "ConnectionSocket True");
+        crate::support::wait_for_file(&access, "GET / HTTP/1.1", DEADLINE);
+        assert!(
+            !s.stderr().contains("Can't open the access log"),
+            "{}",
+            s.stderr()
+        );
+    }
 }
 
 /// A worker whose user cannot read the app's packages fails to boot loudly (exit 3, as
