@@ -367,7 +367,12 @@ impl<'a> EventLoop<'a> {
     /// Notes since when the threads have been saturated while a listener has a connection
     /// (or forgets it once they are not).
     fn track_saturation(&mut self) {
-        if self.threads_busy() && self.listeners.iter().any(|l| l.ready) {
+        // Only while an accept could follow: never for a stopping worker, one at its
+        // connection limit or waiting out EMFILE (the loop would spin on the grace).
+        let could_accept = super::is_alive()
+            && self.open < self.seed.config.worker_connections
+            && self.accept_retry.is_none();
+        if could_accept && self.threads_busy() && self.listeners.iter().any(|l| l.ready) {
             self.saturated_since.get_or_insert_with(Instant::now);
         } else {
             self.saturated_since = None;
@@ -960,15 +965,9 @@ impl<'a> EventLoop<'a> {
     /// has been inside one request for longer than the timeout (a wedged pool is
     /// restarted; one slow request among others is not).
     fn making_progress(&self) -> bool {
-        let Some(pool) = &self.pool else {
-            return true;
-        };
-        let timeout = self.timeouts.head;
-        self.in_app.len() < pool.threads()
-            || self
-                .in_app
-                .iter()
-                .any(|(_, since)| since.elapsed() < timeout)
+        self.pool
+            .as_ref()
+            .is_none_or(|pool| !pool.wedged(self.timeouts.head))
     }
 
     /// Finds the request at the start of the connection's buffer and serves it.
@@ -1048,6 +1047,13 @@ impl<'a> EventLoop<'a> {
         match outcome {
             Outcome::KeepAlive => self.finish_response(py, idx, After::KeepAlive),
             Outcome::Close => self.finish_response(py, idx, After::Close),
+            Outcome::Exit(_) if self.pool.is_some() => {
+                // The app raised SystemExit in a thread (signals raise only in the loop):
+                // the worker stops like a recycled one, after the other threads' requests
+                // are answered, as Gunicorn's gthread lets its executor finish.
+                super::retire();
+                self.finish_response(py, idx, After::Close)
+            }
             Outcome::Exit(_) => {
                 // Like Gunicorn's sync worker: an abort or quit that interrupted a request
                 // was answered (500) and the worker leaves with status 0, so the master has

@@ -57,6 +57,25 @@ struct Shared {
     done_write: OwnedFd,
     /// Bumped by USR1: each thread reopens its access log before its next request.
     reopen: AtomicU64,
+    /// Per thread: when its current request started (nanoseconds after `epoch`, plus one),
+    /// or 0 while it waits for one. The watchdog's view of progress.
+    started: Vec<AtomicU64>,
+    epoch: std::time::Instant,
+}
+
+impl Shared {
+    fn mark(&self, thread: usize, busy: bool) {
+        let value = if busy {
+            u64::try_from(self.epoch.elapsed().as_nanos())
+                .unwrap_or(u64::MAX - 1)
+                .saturating_add(1)
+        } else {
+            0
+        };
+        if let Some(slot) = self.started.get(thread) {
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Locks, taking over a lock a panicking thread left (the data stays consistent: every
@@ -120,7 +139,7 @@ impl Pool {
         py: Python<'_>,
         config: &Config,
         app: &Py<PyAny>,
-        mut access_log: impl FnMut() -> Option<AccessLog>,
+        access_logs: Vec<Option<AccessLog>>,
     ) -> std::io::Result<Pool> {
         let (done_read, done_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -133,17 +152,20 @@ impl Pool {
             done: Mutex::new(Vec::new()),
             done_write,
             reopen: AtomicU64::new(0),
+            started: (0..config.threads).map(|_| AtomicU64::new(0)).collect(),
+            epoch: std::time::Instant::now(),
         });
         let worker = crate::python::hooks::worker_object(py).map(Bound::unbind);
+        let mut access_logs = access_logs.into_iter();
         for n in 0..config.threads {
             let shared = Arc::clone(&shared);
             let config = config.clone();
             let app = app.clone_ref(py);
             let worker = worker.as_ref().map(|w| w.clone_ref(py));
-            let log = access_log();
+            let log = access_logs.next().flatten();
             std::thread::Builder::new()
                 .name(format!("rgunicorn-{n}"))
-                .spawn(move || serve(&shared, &config, app, log, worker))?;
+                .spawn(move || serve(&shared, n, &config, app, log, worker))?;
         }
         Ok(Pool {
             shared,
@@ -175,6 +197,17 @@ impl Pool {
         std::mem::take(&mut *lock(&self.shared.done))
     }
 
+    /// Whether every thread has been inside its current request for longer than
+    /// `timeout` (a wedged pool; requests still queued do not count as progress).
+    pub fn wedged(&self, timeout: std::time::Duration) -> bool {
+        let now = self.shared.epoch.elapsed().as_nanos();
+        let limit = timeout.as_nanos();
+        self.shared.started.iter().all(|slot| {
+            let started = u128::from(slot.load(Ordering::Relaxed));
+            started != 0 && now.saturating_sub(started - 1) > limit
+        })
+    }
+
     /// USR1: every thread reopens its access log before its next request.
     pub fn reopen_logs(&self) {
         self.shared.reopen.fetch_add(1, Ordering::Relaxed);
@@ -192,6 +225,7 @@ impl Drop for Pool {
 /// A thread's life: take a job, run it through the app, give the connection back.
 fn serve(
     shared: &Shared,
+    thread: usize,
     config: &Config,
     app: Py<PyAny>,
     access_log: Option<AccessLog>,
@@ -238,7 +272,9 @@ fn serve(
                 conn: &env,
                 may_keep_alive,
             };
+            shared.mark(thread, true);
             let outcome = runtime.handle(py, &mut exchange, &head);
+            shared.mark(thread, false);
             // Our share of the environment goes before the loop gets the connection back.
             drop(env);
             shared.finish(Done { idx, outcome, buf });

@@ -123,6 +123,11 @@ def exit_route(environ, start_response):
     os._exit(int(_qs(environ).get("code", "1")))
 
 
+def sysexit(environ, start_response):
+    """Raises SystemExit, as an app calling sys.exit() in a view does."""
+    raise SystemExit(0)
+
+
 def error(environ, start_response):
     """Raises before start_response."""
     raise RuntimeError("boom from the test app")
@@ -404,6 +409,7 @@ ROUTES = {
     "/pid": pid,
     "/error": error,
     "/exit": exit_route,
+    "/sysexit": sysexit,
     "/write": write_route,
     "/exc_info": exc_info_route,
     "/framing": framing,

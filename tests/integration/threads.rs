@@ -167,8 +167,20 @@ fn a_wedged_pool_is_restarted_but_one_slow_request_is_not() {
         assert_eq!(get_status(port, "/pid"), 200);
     }
     assert!(!s.stderr().contains("WORKER TIMEOUT"), "{}", s.stderr());
-    // Both threads stuck: the worker is restarted, and the new one answers.
+    // Both threads stuck: the worker is restarted, and the new one answers, even while
+    // new requests keep arriving and queue behind them (queued is not progress).
     let second = std::thread::spawn(move || get_status(port, &hung));
+    poll_until(DEADLINE, || (lines() == 2).then_some(())).expect("the second request runs");
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        let mut c = Conn::tcp(port);
+        c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+        queued.push(c);
+        if s.stderr().contains("WORKER TIMEOUT") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500)); // a steady trickle, not a sync
+    }
     s.wait_for_log("WORKER TIMEOUT", DEADLINE);
     // The report names both hung requests (and shows every thread's stack).
     let report = s.wait_for_log("Python stacks:", DEADLINE);
@@ -182,6 +194,69 @@ fn a_wedged_pool_is_restarted_but_one_slow_request_is_not() {
     assert_eq!(get_status(port, "/pid"), 200);
     // The hung requests' connections end (with a 500 where one could still be sent).
     for t in [first, second] {
+        let _ = t.join();
+    }
+}
+
+/// An app that raises SystemExit in one thread: its client gets the 500, the requests in
+/// the other threads are still answered, and the worker is replaced.
+#[test]
+fn system_exit_in_one_thread_spares_the_others() {
+    let s = Server::start("gthread-exit", &["-w", "1", "--threads", "4", "app"]);
+    let port = s.port;
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || get_status(port, "/sleep?s=1.5")))
+        .collect();
+    s.wait_for_log_count("Booting worker with pid", 1, LOG_DEADLINE);
+    assert_eq!(get_status(port, "/sysexit"), 500);
+    for t in sleepers {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    s.wait_for_log_count("Booting worker with pid", 2, DEADLINE);
+    assert_eq!(get_status(port, "/pid"), 200);
+}
+
+/// A worker at its connection limit with every thread busy does not spin: it waits.
+#[test]
+fn a_saturated_worker_at_its_connection_limit_stays_idle() {
+    let mut s = Server::start(
+        "gthread-no-spin",
+        &[
+            "-w",
+            "2",
+            "--threads",
+            "2",
+            "--worker-connections",
+            "2",
+            "app",
+        ],
+    );
+    let workers = s.wait_workers(2, DEADLINE);
+    let port = s.port;
+    let clients: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || get_status(port, "/sleep?s=4")))
+        .collect();
+    let ticks = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // utime and stime: fields 14 and 15, i.e. 12 and 13 after the state.
+        fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_millis(500)); // the requests reach their threads
+    let before: u64 = workers.iter().map(|&w| ticks(w)).sum();
+    std::thread::sleep(Duration::from_secs(2));
+    let after: u64 = workers.iter().map(|&w| ticks(w)).sum();
+    // A spinning loop burns ~200 ticks (2 s, 100 Hz) per worker; an idle one a few.
+    assert!(
+        after - before < 60,
+        "workers used {} ticks in 2 s",
+        after - before
+    );
+    for t in clients {
         let _ = t.join();
     }
 }
