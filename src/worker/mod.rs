@@ -159,15 +159,33 @@ fn on_quit(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<
 /// (Python prints "Exception ignored in atexit callback ... SystemExit"), so they are
 /// ignored from here on (TERM only sets flags); the master's kill is the backstop.
 fn ignore_stop_signals(py: Python<'_>) {
+    const STOPS: [Signal; 3] = [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGABRT];
+    // First at the OS level, so no new signal trips a Python handler from here on.
+    for sig in STOPS {
+        // SAFETY: ignoring a signal installs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+    // The loop that read the wakeup pipe is gone (its read end closes): TERM only sets flags.
+    WAKE_WRITE_FD.store(-1, Ordering::Relaxed);
     let Ok(sigmod) = py.import("signal") else {
         return;
     };
-    let _ = sigmod.call_method1("set_wakeup_fd", (-1,));
-    // The loop that read the wakeup pipe is gone (its read end closes): TERM only sets flags.
-    WAKE_WRITE_FD.store(-1, Ordering::Relaxed);
+    // A stop signal that came just before may still have its Python handler pending: it
+    // runs (and raises SystemExit) at the start of the next call, which then does not
+    // happen. Each call is retried so that the wakeup fd is surely cleared (else Python
+    // writes to a pipe without a reader: "Exception ignored ... BrokenPipeError").
+    for _ in 0..4 {
+        if sigmod.call_method1("set_wakeup_fd", (-1,)).is_ok() {
+            break;
+        }
+    }
     if let Ok(ignore) = sigmod.getattr("SIG_IGN") {
-        for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGABRT] {
-            let _ = sigmod.call_method1("signal", (sig as i32, &ignore));
+        for sig in STOPS {
+            for _ in 0..4 {
+                if sigmod.call_method1("signal", (sig as i32, &ignore)).is_ok() {
+                    break;
+                }
+            }
         }
     }
 }
