@@ -43,6 +43,26 @@ fn report_config_error(e: ConfigError) -> i32 {
     }
 }
 
+/// Bytes of the main thread's alternate signal stack (inherited by every forked worker).
+const SIGNAL_STACK_BYTES: usize = 256 * 1024;
+
+/// Gives the main thread a roomy alternate signal stack. Python installs its handlers with
+/// SA_ONSTACK, and the one Rust's runtime sets up (for its stack-overflow report) is a few
+/// KiB: a terminal's Ctrl-C (INT) followed at once by the master's QUIT nests two handlers
+/// there, each first resolving a libpython symbol through the dynamic linker (which saves
+/// the whole vector register state on the stack), and the worker crashed with SIGSEGV.
+fn install_signal_stack() {
+    let stack: &'static mut [u8] = Box::leak(vec![0u8; SIGNAL_STACK_BYTES].into_boxed_slice());
+    let ss = nix::libc::stack_t {
+        ss_sp: stack.as_mut_ptr().cast(),
+        ss_flags: 0,
+        ss_size: stack.len(),
+    };
+    // SAFETY: `ss` describes a live, leaked (never freed) buffer of `ss_size` bytes; the
+    // old stack is not needed (a null pointer asks for nothing back).
+    let _ = unsafe { nix::libc::sigaltstack(&ss, std::ptr::null_mut()) };
+}
+
 /// Prints `Error: <msg>` as Gunicorn does for a setting it refuses, and returns exit status 1.
 fn config_error(msg: &str) -> i32 {
     eprintln!("Error: {msg}");
@@ -58,6 +78,7 @@ pub fn run(argv: &[String]) -> i32 {
 /// [`run`], with what a USR2 re-exec executes already captured (see
 /// `python::extension`, where the process is `python` rather than rgunicorn's binary).
 pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
+    install_signal_stack();
     let args = argv.get(1..).unwrap_or_default();
     // Usage errors and --version need no interpreter.
     match config::cli::parse(args) {

@@ -334,8 +334,12 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     // The master blocked its signals across fork; now that ours are in place, a TERM that
     // arrived meanwhile is delivered to our handler instead of being lost.
     let _ = crate::master::signals::master_sigset().thread_unblock();
+    // The wakeup pipe's read end stays open for the worker's whole life, whichever way
+    // this function returns: Python's signal handlers write to the pipe until
+    // `ignore_stop_signals` detaches it, and a pipe without a reader would make them print
+    // "Exception ignored ... BrokenPipeError" (an early return used to close it first).
     let wake = match installed {
-        Ok(fd) => fd,
+        Ok(fd) => std::os::fd::IntoRawFd::into_raw_fd(fd),
         Err(e) => {
             crate::python::log_exception(py, "Exception in worker process", &e);
             return crate::error::WORKER_BOOT_ERROR;
@@ -446,7 +450,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         // still serves the backlog on the way out, as any stopping worker does.)
         return 0;
     }
-    let code = match event_loop::EventLoop::new(seed, runtime, wake.as_raw_fd(), pool) {
+    let code = match event_loop::EventLoop::new(seed, runtime, wake, pool) {
         Ok(mut lp) => lp.run(py),
         Err(e) => {
             crate::log::error_log(
@@ -457,10 +461,8 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
             crate::error::WORKER_BOOT_ERROR
         }
     };
-    // A signal arriving while exit handlers run must not write into a pipe nobody reads
-    // (Python would print "Exception ignored ... BrokenPipeError"): detach it first.
+    // Signals arriving while exit handlers run only set flags from here on.
     ignore_stop_signals(py);
-    drop(wake);
     code
 }
 
