@@ -64,6 +64,14 @@ impl Heartbeat {
         self.slot(index).store(monotonic_ms(), Ordering::Relaxed);
     }
 
+    /// Records that the worker in `index` last showed progress `age` ago (a threaded worker
+    /// whose threads are all busy: the last request one of them started).
+    pub fn beat_aged(&self, index: usize, age: std::time::Duration) {
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        self.slot(index)
+            .store(monotonic_ms().saturating_sub(age_ms), Ordering::Relaxed);
+    }
+
     /// The last beat of `index`, in `monotonic_ms` units.
     pub fn last(&self, index: usize) -> u64 {
         self.slot(index).load(Ordering::Relaxed)

@@ -224,9 +224,7 @@ impl<'a> EventLoop<'a> {
         let mut events = Events::with_capacity(256);
         let mut ready: Vec<usize> = Vec::with_capacity(64);
         loop {
-            if self.making_progress() {
-                self.seed.heartbeat.beat(self.seed.slot);
-            }
+            self.beat();
             if super::take_reopen_request() {
                 crate::log::reopen();
                 self.runtime.reopen_logs();
@@ -960,14 +958,16 @@ impl<'a> EventLoop<'a> {
         None
     }
 
-    /// Whether the worker shows signs of life for the master's `--timeout`: the sync
-    /// worker's loop is alive whenever it turns; the threaded worker's, unless every thread
-    /// has been inside one request for longer than the timeout (a wedged pool is
-    /// restarted; one slow request among others is not).
-    fn making_progress(&self) -> bool {
-        self.pool
-            .as_ref()
-            .is_none_or(|pool| !pool.wedged(self.timeouts.head))
+    /// Tells the master the worker is alive (its `--timeout`). The sync worker's loop is
+    /// alive whenever it turns. The threaded worker's shows progress as of the last request
+    /// a thread started while all of them are busy, so a wedged pool is killed `--timeout`
+    /// after its last request began, and one slow request among others is left alone.
+    fn beat(&self) {
+        let heartbeat = &self.seed.heartbeat;
+        match self.pool.as_ref().and_then(super::pool::Pool::busy_for) {
+            None => heartbeat.beat(self.seed.slot),
+            Some(age) => heartbeat.beat_aged(self.seed.slot, age),
+        }
     }
 
     /// Finds the request at the start of the connection's buffer and serves it.

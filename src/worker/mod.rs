@@ -424,11 +424,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         match pool::Pool::start(py, seed.config, &app, std::mem::take(&mut access_logs)) {
             Ok(pool) => Some(pool),
             Err(e) => {
-                crate::log::error_log(
-                    crate::config::LogLevel::Error,
-                    &format!("Exception in worker process: can't start threads: {e}"),
-                    None,
-                );
+                crate::python::log_exception(py, "Exception in worker process", &e);
                 return crate::error::WORKER_BOOT_ERROR;
             }
         }

@@ -134,15 +134,17 @@ impl Pool {
     /// access log sink) over the same app.
     ///
     /// # Errors
-    /// The wake-up pipe or a thread could not be created.
+    /// A thread's Runtime (a Python error, as a sync worker's would be), the wake-up pipe
+    /// or a thread could not be created.
     pub fn start(
         py: Python<'_>,
         config: &Config,
         app: &Py<PyAny>,
         access_logs: Vec<Option<AccessLog>>,
-    ) -> std::io::Result<Pool> {
+    ) -> PyResult<Pool> {
         let (done_read, done_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(std::io::Error::from)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -159,13 +161,14 @@ impl Pool {
         let mut access_logs = access_logs.into_iter();
         for n in 0..config.threads {
             let shared = Arc::clone(&shared);
-            let config = config.clone();
-            let app = app.clone_ref(py);
+            // Made here, so a failure stops the worker's boot instead of leaving a pool
+            // with fewer threads than it counts.
+            let runtime =
+                Runtime::new(py, app.clone_ref(py), config, access_logs.next().flatten())?;
             let worker = worker.as_ref().map(|w| w.clone_ref(py));
-            let log = access_logs.next().flatten();
             std::thread::Builder::new()
                 .name(format!("rgunicorn-{n}"))
-                .spawn(move || serve(&shared, n, &config, app, log, worker))?;
+                .spawn(move || serve(&shared, n, runtime, worker))?;
         }
         Ok(Pool {
             shared,
@@ -197,15 +200,19 @@ impl Pool {
         std::mem::take(&mut *lock(&self.shared.done))
     }
 
-    /// Whether every thread has been inside its current request for longer than
-    /// `timeout` (a wedged pool; requests still queued do not count as progress).
-    pub fn wedged(&self, timeout: std::time::Duration) -> bool {
-        let now = self.shared.epoch.elapsed().as_nanos();
-        let limit = timeout.as_nanos();
-        self.shared.started.iter().all(|slot| {
-            let started = u128::from(slot.load(Ordering::Relaxed));
-            started != 0 && now.saturating_sub(started - 1) > limit
-        })
+    /// How long since the last sign of progress when every thread is inside a request: the
+    /// time since the most recent of them started (requests still queued do not count).
+    /// None while a thread is free, which is progress now.
+    pub fn busy_for(&self) -> Option<std::time::Duration> {
+        let mut latest = 0;
+        for slot in &self.shared.started {
+            match slot.load(Ordering::Relaxed) {
+                0 => return None,
+                started => latest = latest.max(started - 1),
+            }
+        }
+        let now = u64::try_from(self.shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Some(std::time::Duration::from_nanos(now.saturating_sub(latest)))
     }
 
     /// USR1: every thread reopens its access log before its next request.
@@ -223,14 +230,7 @@ impl Drop for Pool {
 }
 
 /// A thread's life: take a job, run it through the app, give the connection back.
-fn serve(
-    shared: &Shared,
-    thread: usize,
-    config: &Config,
-    app: Py<PyAny>,
-    access_log: Option<AccessLog>,
-    worker: Option<Py<PyAny>>,
-) {
+fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py<PyAny>>) {
     // Signals are the main thread's: Python runs its handlers there, and the loop's
     // wake-up pipe is polled there.
     let _ = nix::sys::signal::SigSet::all().thread_block();
@@ -239,13 +239,6 @@ fn serve(
             // Hooks (pre_request, post_request) find the worker object per thread.
             crate::python::hooks::set_worker_object(worker);
         }
-        let mut runtime = match Runtime::new(py, app, config, access_log) {
-            Ok(r) => r,
-            Err(e) => {
-                crate::python::log_exception(py, "Exception in worker thread", &e);
-                return;
-            }
-        };
         let mut reopened = 0;
         // Under load the next job is taken at once, keeping the GIL (no switch per request);
         // only an idle thread lets go of it to wait.

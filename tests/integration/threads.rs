@@ -144,7 +144,7 @@ fn term_and_max_requests_lose_nothing() {
 fn a_wedged_pool_is_restarted_but_one_slow_request_is_not() {
     let s = Server::start(
         "gthread-timeout",
-        &["-w", "1", "--threads", "2", "-t", "2", "app"],
+        &["-w", "1", "--threads", "2", "-t", "3", "app"],
     );
     let port = s.port;
     let dir = TempDir::new("gthread-timeout-marker");
@@ -161,7 +161,7 @@ fn a_wedged_pool_is_restarted_but_one_slow_request_is_not() {
         std::thread::spawn(move || get_status(port, &hung))
     };
     poll_until(DEADLINE, || (lines() == 1).then_some(())).expect("the first request runs");
-    // Well past the 2 s timeout, the other thread still serves and nobody was killed.
+    // Well past the 3 s timeout, the other thread still serves and nobody was killed.
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         assert_eq!(get_status(port, "/pid"), 200);
@@ -171,6 +171,7 @@ fn a_wedged_pool_is_restarted_but_one_slow_request_is_not() {
     // new requests keep arriving and queue behind them (queued is not progress).
     let second = std::thread::spawn(move || get_status(port, &hung));
     poll_until(DEADLINE, || (lines() == 2).then_some(())).expect("the second request runs");
+    let wedged = Instant::now();
     let mut queued = Vec::new();
     for _ in 0..8 {
         let mut c = Conn::tcp(port);
@@ -182,6 +183,10 @@ fn a_wedged_pool_is_restarted_but_one_slow_request_is_not() {
         std::thread::sleep(Duration::from_millis(500)); // a steady trickle, not a sync
     }
     s.wait_for_log("WORKER TIMEOUT", DEADLINE);
+    // Killed one timeout after the pool stopped making progress (the master checks every
+    // second), not two.
+    let waited = wedged.elapsed();
+    assert!(waited < Duration::from_secs(5), "killed after {waited:?}");
     // The report names both hung requests (and shows every thread's stack).
     let report = s.wait_for_log("Python stacks:", DEADLINE);
     let line = report
