@@ -159,6 +159,17 @@ impl std::io::Write for FdIo<'_> {
     }
 }
 
+/// What [`Transport::queue`] did with the bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Queued {
+    /// Nothing: a TLS connection, or the queue would exceed its bound; write them instead.
+    No,
+    /// Queued into an empty outbox: something must make sure they leave.
+    First,
+    /// Queued behind bytes already waiting.
+    Behind,
+}
+
 /// What waits in an outbox, in order.
 enum Segment {
     Bytes {
@@ -191,6 +202,23 @@ impl Outbox {
         self.bytes += len;
         QUEUED_BYTES.fetch_add(len, Ordering::Relaxed);
         self.segments.push_back(Segment::Bytes { data, sent: 0 });
+    }
+
+    /// Appends to the last byte segment when nothing of it was sent yet (one `write` later
+    /// sends the lot), else adds a segment.
+    fn append_bytes(&mut self, slices: &[IoSlice<'_>]) {
+        match self.segments.back_mut() {
+            Some(Segment::Bytes { data, sent: 0 }) => {
+                let len: usize = slices.iter().map(|s| s.len()).sum();
+                data.reserve(len);
+                for s in slices {
+                    data.extend_from_slice(s);
+                }
+                self.bytes += len;
+                QUEUED_BYTES.fetch_add(len, Ordering::Relaxed);
+            }
+            _ => self.push_bytes(slices),
+        }
     }
 
     /// Whether `len` more bytes may wait here (and in the process as a whole).
@@ -431,6 +459,28 @@ impl Transport {
             wait_ready(py, self.raw_fd(), true, Instant::now() + timeout)?;
         }
         Ok(())
+    }
+
+    /// Puts `slices` in the outbox without a system call, while it holds at most `limit`
+    /// bytes: a streamed response's chunks are sent together, by a later write, a
+    /// [`Transport::flush_nonblocking`] or the event loop. Plain sockets only (a TLS
+    /// session has its own buffer).
+    pub fn queue(&self, slices: &[IoSlice<'_>], limit: usize) -> Queued {
+        if self.0.tls.is_some() {
+            return Queued::No;
+        }
+        let len: usize = slices.iter().map(|s| s.len()).sum();
+        let mut out = lock(&self.0.out);
+        if out.bytes + len > limit || !out.has_room(len) {
+            return Queued::No;
+        }
+        let first = out.segments.is_empty();
+        out.append_bytes(slices);
+        if first {
+            Queued::First
+        } else {
+            Queued::Behind
+        }
     }
 
     fn write_tls(

@@ -8,6 +8,7 @@ pub mod errors;
 pub mod file_wrapper;
 pub mod input;
 pub mod response;
+pub mod stream;
 
 use std::time::{Duration, Instant};
 
@@ -468,26 +469,85 @@ impl Runtime {
                 .send_body(py, bytes.as_bytes())
                 .map_err(|e| send_failure(py, e))
         };
-        // Lists and tuples (the common `return [body]`) are walked without an iterator object.
-        if let Ok(list) = iterable.cast::<PyList>() {
-            for item in list.iter() {
-                send(item)?;
-            }
-        } else if let Ok(tuple) = iterable.cast::<PyTuple>() {
-            for item in tuple.iter() {
-                send(item)?;
-            }
+        // Lists and tuples (the common `return [body]`) are walked without an iterator
+        // object; when they hold several chunks, these go out together (nothing runs between
+        // them).
+        let sequence = if let Ok(list) = iterable.cast::<PyList>() {
+            Some(list.as_sequence().clone())
         } else {
-            for item in iterable.try_iter().map_err(|e| classify(py, e))? {
-                send(item.map_err(|e| classify(py, e))?)?;
+            iterable
+                .cast::<PyTuple>()
+                .ok()
+                .map(|t| t.as_sequence().clone())
+        };
+        let walked = if let Some(items) = sequence {
+            if items.len().unwrap_or(0) > 1 {
+                self.writer(py, sr)?.writer.coalesce();
+            }
+            items
+                .try_iter()
+                .map_err(|e| classify(py, e))?
+                .try_for_each(|item| send(item.map_err(|e| classify(py, e))?))
+        } else {
+            self.stream_body(py, iterable, sr, &send)
+        };
+        let finished = walked.and_then(|()| {
+            self.writer(py, sr)?
+                .finish_body(py)
+                .map_err(|e| send_failure(py, e))
+        });
+        if finished.is_err() {
+            // What was collected before the failure still reaches the client.
+            if let Some(mut sr) = borrow_when_free(py, sr, self.io_timeout) {
+                let _ = sr.writer.flush_queued();
             }
         }
-        borrow_when_free(py, sr, self.io_timeout)
-            .ok_or(Failure::Io)?
-            .finish_body(py)
-            .map_err(|e| send_failure(py, e))
+        finished
     }
 
+    /// The start_response object, once no other thread uses it.
+    fn writer<'py>(
+        &self,
+        py: Python<'py>,
+        sr: &'py Bound<'py, StartResponse>,
+    ) -> Result<PyRefMut<'py, StartResponse>, Failure> {
+        borrow_when_free(py, sr, self.io_timeout).ok_or(Failure::Io)
+    }
+
+    /// Walks an app's iterator (a generator, typically). The first chunk goes out at once;
+    /// later ones are coalesced while the app is fast, and the flusher sends them when it
+    /// stays inside `next()` (see `wsgi::stream`).
+    fn stream_body(
+        &self,
+        py: Python<'_>,
+        iterable: &Bound<'_, PyAny>,
+        sr: &Bound<'_, StartResponse>,
+        send: &dyn Fn(Bound<'_, PyAny>) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let mut guard: Option<stream::StreamGuard> = None;
+        let mut first = true;
+        for item in iterable.try_iter().map_err(|e| classify(py, e))? {
+            if let Some(guard) = &guard {
+                guard.app_returned();
+            }
+            send(item.map_err(|e| classify(py, e))?)?;
+            let mut sr = self.writer(py, sr)?;
+            if std::mem::take(&mut first) && stream::available() {
+                sr.writer.coalesce();
+            }
+            let queued = sr.writer.take_queued();
+            if queued && guard.is_none() {
+                guard = stream::StreamGuard::register(sr.writer.transport().clone());
+            }
+            drop(sr);
+            if let Some(guard) = &guard {
+                guard.app_running(queued);
+            }
+            // The iterator's next() runs between here and the loop's next turn: the
+            // control is the app's.
+        }
+        Ok(())
+    }
     /// The zero-copy path; `None` when the wrapped object is not a real file.
     fn try_sendfile(
         &self,

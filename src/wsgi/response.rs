@@ -17,7 +17,7 @@ use crate::http::error::ResponseError;
 use crate::http::response::{
     chunk_size_line, encode_early_hints, encode_head, Framing, ResponsePlan, ResponseSpec,
 };
-use crate::transport::{IoError, Transport};
+use crate::transport::{IoError, Queued, Transport};
 
 /// The facts about the request that shape the response.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +58,10 @@ pub struct ResponseWriter {
     /// A body was given for HEAD/204/304/1xx and dropped (warned once).
     warned_no_body: bool,
     pub status_code: u16,
+    /// Body chunks collect in the outbox (a streamed response, see `wsgi::stream`).
+    coalesce: bool,
+    /// Bytes were queued into an empty outbox since the last [`ResponseWriter::take_queued`].
+    queued: bool,
 }
 
 impl ResponseWriter {
@@ -68,6 +72,8 @@ impl ResponseWriter {
             timeout,
             head: Vec::with_capacity(256),
             plan: None,
+            coalesce: false,
+            queued: false,
             remaining: None,
             body_bytes: 0,
             warned_no_body: false,
@@ -111,6 +117,47 @@ impl ResponseWriter {
         };
         self.status_code = plan.code;
         self.plan = Some(plan);
+        Ok(())
+    }
+
+    /// The connection the response goes to.
+    pub fn transport(&self) -> &Transport {
+        &self.io
+    }
+
+    /// From now on, body chunks (and the head) collect in the outbox, up to
+    /// [`super::stream::COALESCE_BYTES`], instead of being written one by one.
+    pub fn coalesce(&mut self) {
+        self.coalesce = true;
+    }
+
+    /// Whether bytes were queued into an empty outbox since the last call.
+    pub fn take_queued(&mut self) -> bool {
+        std::mem::take(&mut self.queued)
+    }
+
+    /// Writes `slices`, or queues them when coalescing and there is room; true when they
+    /// were queued into an empty outbox.
+    fn put(&self, py: Python<'_>, slices: &mut [IoSlice<'_>]) -> Result<bool, SendError> {
+        if self.coalesce {
+            match self.io.queue(slices, super::stream::COALESCE_BYTES) {
+                Queued::First => return Ok(true),
+                Queued::Behind => return Ok(false),
+                Queued::No => {}
+            }
+        }
+        self.io
+            .write_all(py, slices, self.timeout)
+            .map_err(SendError::Io)?;
+        Ok(false)
+    }
+
+    /// Sends what coalescing collected, as far as the socket takes it now (the event loop
+    /// sends the rest, as for any slow reader).
+    pub fn flush_queued(&mut self) -> Result<(), SendError> {
+        if self.coalesce {
+            self.io.flush_nonblocking().map_err(SendError::Io)?;
+        }
         Ok(())
     }
 
@@ -170,9 +217,8 @@ impl ResponseWriter {
         if slices.iter().all(|s| s.is_empty()) {
             return Ok(());
         }
-        self.io
-            .write_all(py, &mut slices, self.timeout)
-            .map_err(SendError::Io)?;
+        let first_queued = self.put(py, &mut slices)?;
+        self.queued |= first_queued;
         self.body_bytes += body.len() as u64;
         Ok(())
     }
@@ -191,11 +237,9 @@ impl ResponseWriter {
             self.plan.as_ref().map(|p| &p.framing),
             Some(Framing::Chunked)
         ) {
-            self.io
-                .write_all(py, &mut [IoSlice::new(b"0\r\n\r\n")], self.timeout)
-                .map_err(SendError::Io)?;
+            self.put(py, &mut [IoSlice::new(b"0\r\n\r\n")])?;
         }
-        Ok(())
+        self.flush_queued()
     }
 
     /// Whether a file can go out with sendfile(2): not through a TLS session.

@@ -226,6 +226,23 @@ class Closing:
             f.write("closed\n")
 
 
+def ticks(environ, start_response):
+    """A generator of ?n= chunks of ?size= bytes, ?every= seconds apart. Each chunk starts
+    with T=<time.monotonic() at its yield>; so the client can tell how long it waited."""
+    q = _qs(environ)
+    n, size, every = int(q.get("n", "10")), int(q.get("size", "0")), float(q.get("every", "0"))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def chunks():
+        for i in range(n):
+            if i and every:
+                time.sleep(every)
+            stamp = b"T=%.6f;" % time.monotonic()
+            yield stamp + b"." * max(0, size - len(stamp))
+
+    return chunks()
+
+
 def close_route(environ, start_response):
     q = _qs(environ)
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -418,6 +435,7 @@ ROUTES = {
     "/bad_header": bad_header,
     "/str_body": str_body,
     "/close": close_route,
+    "/ticks": ticks,
     "/file": file_route,
     "/os_environ": os_environ,
     "/log": log_route,

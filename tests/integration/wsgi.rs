@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::support::{
     json_has, json_str, json_str_list, proc_status_kib, Conn, Server, TempDir, LOG_DEADLINE,
+    READ_TIMEOUT,
 };
 
 /// Asserts `json[key] == want`, with the whole environ in the message.
@@ -833,4 +834,102 @@ fn request_objects_work_from_the_apps_threads() {
     );
     assert_eq!(s.get("/pid").body_str(), pid, "the same worker serves on");
     assert!(!s.stderr().contains("was sent SIG"), "{}", s.stderr());
+}
+
+/// The worker's count of write system calls (`write`, `writev`) so far.
+fn write_syscalls(pid: u32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("syscw in /proc/PID/io")
+}
+
+/// A generator's many small chunks leave together: 100 x 1 KiB costs a few writes, not
+/// one per chunk (and the body arrives whole and in order).
+#[test]
+fn a_fast_generator_is_written_in_a_few_system_calls() {
+    let mut s = Server::start("coalesce", &["-w", "1", "app"]);
+    let worker = s.wait_workers(1, LOG_DEADLINE)[0];
+    let before = write_syscalls(worker);
+    for _ in 0..20 {
+        let r = s.get("/ticks?n=100&size=1024");
+        assert_eq!(r.status, 200);
+        assert!(r.chunked);
+        assert_eq!(r.body.len(), 100 * 1024);
+        let stamps: Vec<&[u8]> = r.body.split(|&b| b == b'T').skip(1).collect();
+        assert_eq!(stamps.len(), 100, "every chunk, in order");
+    }
+    let writes = write_syscalls(worker) - before;
+    assert!(writes <= 20 * 6, "{writes} writes for 20 responses");
+}
+
+/// CLOCK_MONOTONIC in seconds, the clock of Python's `time.monotonic()`.
+fn monotonic_now() -> f64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9
+}
+
+/// Streams one `/ticks` response of `n` chunks 100 ms apart; returns how long each chunk
+/// took from its `yield` to the client, in order.
+fn tick_delays(port: u16, n: usize) -> Vec<f64> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+    write!(
+        c,
+        "GET /ticks?n={n}&every=0.1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let (mut seen, mut delays) = (Vec::new(), Vec::new());
+    let mut buf = [0u8; 4096];
+    loop {
+        let got = c.read(&mut buf).expect("read");
+        let arrived = monotonic_now();
+        if got == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..got]);
+        // Every complete "T=<stamp>;" not yet counted.
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        for stamp in text.split("T=").skip(1 + delays.len()) {
+            if let Some((value, _)) = stamp.split_once(';') {
+                delays.push(arrived - value.parse::<f64>().expect("a stamp"));
+            }
+        }
+    }
+    assert!(
+        seen.ends_with(b"0\r\n\r\n"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    delays
+}
+
+/// A slow generator (server-sent events, a progress report) is not held back by the
+/// coalescing of fast ones: each chunk is on the wire within 5 ms of its `yield`, in the
+/// sync worker and in a thread of the threaded one.
+#[test]
+fn a_slow_generator_reaches_the_client_chunk_by_chunk() {
+    for args in [
+        &["-w", "1", "app"][..],
+        &["-w", "1", "--threads", "2", "app"],
+    ] {
+        let s = Server::start("ticks", args);
+        // A loaded machine can stall any process for a few ms now and then; a server that
+        // held chunks back would miss every time (by about 100 ms, the generator's pause).
+        let mut attempts = Vec::new();
+        while attempts.len() < 3 {
+            let delays = tick_delays(s.port, 8);
+            assert_eq!(delays.len(), 8, "every chunk arrives");
+            if delays.iter().all(|&d| d < 0.005) {
+                break;
+            }
+            attempts.push(delays);
+        }
+        assert!(
+            attempts.len() < 3,
+            "{args:?}: a chunk waited 5 ms or more in each attempt (seconds): {attempts:?}"
+        );
+    }
 }
