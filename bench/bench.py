@@ -51,6 +51,9 @@ SERVERS = ["rgunicorn", "gunicorn", "granian"]
 # rgunicorn-abi3: the same, built against the limited API (one wheel for CPython 3.10+),
 # installed into bench/.venv-abi3.
 OPTIONAL_SERVERS = ["rgunicorn-wheel", "rgunicorn-abi3"]
+# With --baseline BINARY, "rgunicorn-base" is that binary (an earlier build), run in the
+# same rounds: what a change gained, measured side by side.
+BASELINE = "rgunicorn-base"
 WHEEL_VENVS = {"rgunicorn-wheel": VENV, "rgunicorn-abi3": BENCH / ".venv-abi3"}
 
 
@@ -260,13 +263,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+BASELINE_BINARY: Path | None = None
+
+
 def server_command(server: str, app_spec: str, port: int, workers: int,
                    rgunicorn: Path | None, threads: int = 1) -> list[str]:
     vbin = VENV / "bin"
     # --threads N: Gunicorn switches to its gthread worker, Granian gets N blocking threads.
     gthreads = ["--threads", str(threads)] if threads > 1 else []
-    if server == "rgunicorn" or server in WHEEL_VENVS:
-        exe = rgunicorn if server == "rgunicorn" else WHEEL_VENVS[server] / "bin" / "rgunicorn"
+    if server == "rgunicorn" or server == BASELINE or server in WHEEL_VENVS:
+        exe = {"rgunicorn": rgunicorn, BASELINE: BASELINE_BINARY}.get(server) \
+            or WHEEL_VENVS[server] / "bin" / "rgunicorn"
         return [str(exe), "-w", str(workers), "-b", f"{HOST}:{port}",
                 "--log-level", "warning", *gthreads, app_spec]
     if server == "gunicorn":
@@ -671,6 +678,8 @@ def main() -> int:
                     help="use the existing target/release/rgunicorn, skip cargo build")
     ap.add_argument("--upgrade", action="store_true",
                     help="pip install --upgrade gunicorn, granian, flask in bench/.venv")
+    ap.add_argument("--baseline", type=Path, metavar="BINARY",
+                    help="also run this rgunicorn binary (an earlier build) as rgunicorn-base")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 when rgunicorn misses a target from the issue")
     args = ap.parse_args()
@@ -688,6 +697,10 @@ def main() -> int:
             v = subprocess.run([str(rgunicorn), "--version"], capture_output=True, text=True,
                                timeout=30)
             versions["rgunicorn"] = (v.stdout or v.stderr).strip() or f"exit {v.returncode}"
+    if args.baseline:
+        global BASELINE_BINARY
+        BASELINE_BINARY = args.baseline.resolve()
+        servers.append(BASELINE)
     for wheel in [s for s in servers if s in WHEEL_VENVS]:
         if not install_wheel(wheel, args.no_build):
             servers.remove(wheel)
@@ -771,7 +784,7 @@ def main() -> int:
     (RESULTS / "latest.md").write_text(report + "\n")
     (RESULTS / "latest.json").write_text(json.dumps({
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "args": {k: v for k, v in vars(args).items()},
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "servers": servers, "versions": versions,
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
         "wall_time_s": round(elapsed, 1),
