@@ -243,6 +243,15 @@ mod linux {
             start: layout.arg_start,
             len: end - layout.arg_start,
         };
+        // Under valgrind (or any loader that builds the program's argv itself) the kernel's
+        // argument area is the loader's own: libc's argv[0] is elsewhere. Writing a title
+        // there would wipe the loader's options (valgrind's workers then exit with status 1
+        // for want of their output file names).
+        // SAFETY: a plain read of a libc global; `init`'s contract is that no other thread
+        // runs yet.
+        if !area.contains(unsafe { program_invocation_name } as usize) {
+            return None;
+        }
         // SAFETY: `end - 1` is inside the mapping checked above.
         if unsafe { *((end - 1) as *const u8) } != 0 {
             return None;
