@@ -388,6 +388,23 @@ impl Transport {
         }
     }
 
+    /// Reads what is available into `buf`'s spare capacity without waiting (plain
+    /// sockets; a TLS connection reads through [`Transport::read_nonblocking`]): no copy
+    /// through a scratch buffer.
+    pub fn read_spare(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        let fd = self
+            .socket()
+            .map_err(|_| std::io::Error::from(Errno::EBADF))?;
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: the kernel writes at most `spare.len()` bytes into the vector's
+        // allocation past its length; no reference to the uninitialised bytes is made.
+        let n = unsafe { nix::libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
+        // SAFETY: `read` initialised exactly `n` bytes after the old length.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
     /// Reads once into `buf`'s spare capacity (at most `max` bytes), waiting up to
     /// `timeout` for data; 0 at end of stream.
     pub fn read_some(

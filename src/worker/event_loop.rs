@@ -1015,6 +1015,7 @@ impl<'a> EventLoop<'a> {
         let mut exchange = Exchange {
             io: conn.io.clone(),
             buf: &mut conn.buf,
+            head_len: head.head_len,
             conn: &conn.env,
             may_keep_alive,
         };
@@ -1023,6 +1024,7 @@ impl<'a> EventLoop<'a> {
             watcher.call_started();
         }
         let outcome = self.runtime.handle(py, &mut exchange, &head);
+        drop(exchange);
         if let Some(watcher) = &self.watcher {
             watcher.call_ended(&mut self.handed);
         }

@@ -27,7 +27,7 @@ pub struct Job {
     /// The connection's slot in the loop.
     pub idx: usize,
     pub io: Transport,
-    /// Bytes after the head (the body, maybe a pipelined request).
+    /// The head's bytes, then the body, maybe a pipelined request (see `Exchange`).
     pub buf: Vec<u8>,
     pub env: Arc<ConnEnv>,
     pub head: RequestHead,
@@ -262,11 +262,13 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
             let mut exchange = Exchange {
                 io,
                 buf: &mut buf,
+                head_len: head.head_len,
                 conn: &env,
                 may_keep_alive,
             };
             shared.mark(thread, true);
             let outcome = runtime.handle(py, &mut exchange, &head);
+            drop(exchange);
             shared.mark(thread, false);
             // Our share of the environment goes before the loop gets the connection back.
             drop(env);

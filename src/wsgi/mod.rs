@@ -119,11 +119,23 @@ pub enum Outcome {
 /// The connection a request arrived on, as the runtime needs it.
 pub struct Exchange<'a> {
     pub io: crate::transport::Transport,
-    /// Bytes received after the head (body, maybe a pipelined request); given back after.
+    /// Bytes received: the head, then the body, maybe a pipelined request. Given back
+    /// without the request's bytes.
     pub buf: &'a mut Vec<u8>,
+    /// How many bytes at the front of `buf` are the request's head. They are dropped when
+    /// the body reader first consumes (or the exchange ends), with the body bytes read by
+    /// then: dropping them first would move the whole body once more.
+    pub head_len: usize,
     pub conn: &'a ConnEnv,
     /// The worker is willing to keep this connection open (not stopping, under limits).
     pub may_keep_alive: bool,
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        let head = self.head_len.min(self.buf.len());
+        self.buf.drain(..head);
+    }
 }
 
 /// Everything a worker needs to run requests through the app.
@@ -247,6 +259,7 @@ impl Runtime {
         let source = BodySource {
             io: ex.io.clone(),
             buf: std::mem::take(ex.buf),
+            start: std::mem::take(&mut ex.head_len),
             decoder: BodyDecoder::new(&head.body, self.lenient),
             timeout: self.io_timeout,
         };
@@ -286,7 +299,11 @@ impl Runtime {
             Ok(iterable) => {
                 let mut failure = self.write_body(py, &iterable, &start_response).err();
                 // close() exactly once, whatever happened while iterating.
-                if let Ok(true) = iterable.hasattr(intern!(py, "close")) {
+                // Exact lists and tuples have no close(): asking would raise and clear an
+                // AttributeError on every request.
+                let plain = iterable.is_exact_instance_of::<PyList>()
+                    || iterable.is_exact_instance_of::<PyTuple>();
+                if !plain && matches!(iterable.hasattr(intern!(py, "close")), Ok(true)) {
                     if let Err(e) = iterable.call_method0(intern!(py, "close")) {
                         failure.get_or_insert(classify(py, e));
                     }
@@ -374,7 +391,7 @@ impl Runtime {
             }
         }
         if let Some(source) = input_ref.take_source() {
-            *ex.buf = source.buf;
+            *ex.buf = source.into_buf();
         }
         // From here on, what the app kept of this request refuses to act.
         input_ref.finished = true;
