@@ -507,3 +507,38 @@ fn a_half_closing_client_is_answered_and_let_go() {
         );
     }
 }
+
+/// A saturated sync worker serves requests close to their arrival order, new connections
+/// included: 12 keep-alive clients arriving at once on one worker, each request 50 ms in
+/// the app. In arrival order every request waits at most for the other eleven (about
+/// 0.6 s; 0.66 s measured). Accepting one connection per turn of the loop (each turn one
+/// request per connection it has) made the last clients wait 1.4 s and more.
+#[test]
+fn a_saturated_worker_takes_new_connections_in_turn() {
+    let s = Server::start("fair-accept", &["-w", "1", "app"]);
+    let port = s.port;
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = crate::support::Conn::tcp(port);
+                let mut slowest = Duration::ZERO;
+                for _ in 0..3 {
+                    let sent = Instant::now();
+                    c.send("GET /sleep?s=0.05 HTTP/1.1\r\nHost: x\r\n\r\n");
+                    assert_eq!(c.read_response().status, 200);
+                    slowest = slowest.max(sent.elapsed());
+                }
+                slowest
+            })
+        })
+        .collect();
+    let slowest = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .max()
+        .unwrap_or_default();
+    assert!(
+        slowest < Duration::from_millis(1100),
+        "a request waited {slowest:?}"
+    );
+}
