@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import chart  # beside this file: draws results/*.json into bench/chart.svg
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 APPS_DIR = BENCH / "apps"
@@ -792,6 +794,7 @@ def main() -> int:
         "checks": [{"ok": ok, "check": text} for ok, text in checks],
         "runs": results,
     }, indent=2) + "\n")
+    chart.write()
     if args.check and checks and not all(ok for ok, _ in checks):
         return 1
     return 0
