@@ -5,6 +5,7 @@
 //! trusted peers (`forwarded_allow_ips`; unix-socket peers are always trusted), and header
 //! names with an underscore are dropped (they could spoof `HTTP_X_FOO` from `X-Foo`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 
@@ -84,6 +85,9 @@ pub struct EnvironBuilder {
     /// `forwarder_headers` (upper case; `*` = any).
     forwarder_headers: Vec<String>,
     header_map: HeaderMap,
+    /// The last Host header seen and the SERVER_NAME and SERVER_PORT it gave (most requests
+    /// of a worker carry the same one).
+    last_host: Option<(String, &'static str, Py<PyString>, Py<PyString>)>,
 }
 
 /// Decodes bytes as latin-1 (PEP 3333's "native strings").
@@ -94,6 +98,14 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
             let text: String = bytes.iter().map(|&b| char::from(b)).collect();
             PyString::new(py, &text)
         }
+    }
+}
+
+/// Bytes as latin-1 text, borrowed when they are ASCII.
+fn latin1_text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if bytes.is_ascii() => Cow::Borrowed(s),
+        _ => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
     }
 }
 
@@ -152,6 +164,23 @@ impl EnvironBuilder {
         t.set_item("SERVER_SOFTWARE", format!("rgunicorn/{}", crate::VERSION))?;
         let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
         t.set_item("SCRIPT_NAME", &script_name)?;
+        // Every request sets these: in the template already, a copy has its final size and
+        // setting them replaces a value instead of growing the dict.
+        for key in [
+            "REQUEST_METHOD",
+            "RAW_URI",
+            "QUERY_STRING",
+            "SERVER_PROTOCOL",
+            "REMOTE_ADDR",
+            "gunicorn.socket",
+            "SERVER_NAME",
+            "SERVER_PORT",
+            "PATH_INFO",
+            "wsgi.input",
+            "wsgi.early_hints",
+        ] {
+            t.set_item(key, py.None())?;
+        }
         let namespace = PyDict::new(py);
         py.run(CONNECTION_SOCKET, Some(&namespace), None)?;
         let socket_class = namespace
@@ -165,6 +194,7 @@ impl EnvironBuilder {
             secure_scheme_headers: config.secure_scheme_headers.clone(),
             forwarder_headers: config.forwarder_headers.clone(),
             header_map: config.header_map,
+            last_host: None,
         })
     }
 
@@ -178,6 +208,29 @@ impl EnvironBuilder {
                 .insert(name.to_string(), key.clone().unbind());
         }
         key
+    }
+
+    /// SERVER_NAME and SERVER_PORT for a Host header, from the last one when it is the same.
+    fn server_name_port<'py>(
+        &mut self,
+        py: Python<'py>,
+        host: &str,
+        scheme: &'static str,
+    ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
+        if let Some((last, last_scheme, name, port)) = &self.last_host {
+            if last == host && *last_scheme == scheme {
+                return (name.bind(py).clone(), port.bind(py).clone());
+            }
+        }
+        let (name, port) = split_host(host, scheme);
+        let (name, port) = (PyString::new(py, &name), PyString::new(py, &port));
+        self.last_host = Some((
+            host.to_string(),
+            scheme,
+            name.clone().unbind(),
+            port.clone().unbind(),
+        ));
+        (name, port)
     }
 
     /// The environ for `head` on a connection described by `conn`.
@@ -240,11 +293,12 @@ impl EnvironBuilder {
         }
 
         let mut script_name: Option<String> = None;
-        let mut host: Option<String> = None;
+        let mut host: Option<Cow<'_, str>> = None;
         let mut scheme: Option<&'static str> = None;
         for header in &head.headers {
-            let upper = header.name.to_ascii_uppercase();
-            if upper.contains('_') {
+            let upper = || header.name.to_ascii_uppercase();
+            if header.name.contains('_') {
+                let upper = upper();
                 let forwarded = conn.trusted
                     && self
                         .forwarder_headers
@@ -264,8 +318,10 @@ impl EnvironBuilder {
                 }
             }
             if conn.trusted {
-                if let Some((_, secure)) =
-                    self.secure_scheme_headers.iter().find(|(n, _)| *n == upper)
+                if let Some((_, secure)) = self
+                    .secure_scheme_headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(&header.name))
                 {
                     let this = if header.value == secure.as_bytes() {
                         "https"
@@ -282,20 +338,17 @@ impl EnvironBuilder {
                     }
                 }
             }
-            match upper.as_str() {
-                "CONTENT-TYPE" => {
-                    env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, &header.value))?;
-                    continue;
-                }
-                "CONTENT-LENGTH" => {
-                    env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, &header.value))?;
-                    continue;
-                }
-                "HOST" => host = Some(header.value.iter().map(|&b| char::from(b)).collect()),
-                "SCRIPT_NAME" => {
-                    script_name = Some(header.value.iter().map(|&b| char::from(b)).collect())
-                }
-                _ => {}
+            let name = header.name.as_str();
+            if name.eq_ignore_ascii_case("content-type") {
+                env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, &header.value))?;
+                continue;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, &header.value))?;
+                continue;
+            } else if name.eq_ignore_ascii_case("host") {
+                host = Some(latin1_text(&header.value));
+            } else if name.eq_ignore_ascii_case("script_name") {
+                script_name = Some(latin1_text(&header.value).into_owned());
             }
             let key = self.key_for(py, &header.name);
             let value = latin1(py, &header.value);
@@ -312,7 +365,7 @@ impl EnvironBuilder {
         if let Some(authority) = &head.authority {
             if head.target.contains("://") {
                 env.set_item(intern!(py, "HTTP_HOST"), authority)?;
-                host = Some(authority.clone());
+                host = Some(Cow::Borrowed(authority));
             }
         }
         let scheme = scheme.unwrap_or(if conn.https { "https" } else { "http" });
@@ -325,14 +378,17 @@ impl EnvironBuilder {
                 env.set_item(intern!(py, "SERVER_NAME"), name.bind(py))?;
                 env.set_item(intern!(py, "SERVER_PORT"), port.bind(py))?;
             }
-            None => {
-                let (name, port) = match &host {
-                    Some(h) => split_host(h, scheme),
-                    None => (conn.unix_path.clone(), String::new()),
-                };
-                env.set_item(intern!(py, "SERVER_NAME"), name)?;
-                env.set_item(intern!(py, "SERVER_PORT"), port)?;
-            }
+            None => match &host {
+                Some(h) => {
+                    let (name, port) = self.server_name_port(py, h, scheme);
+                    env.set_item(intern!(py, "SERVER_NAME"), name)?;
+                    env.set_item(intern!(py, "SERVER_PORT"), port)?;
+                }
+                None => {
+                    env.set_item(intern!(py, "SERVER_NAME"), &conn.unix_path)?;
+                    env.set_item(intern!(py, "SERVER_PORT"), intern!(py, ""))?;
+                }
+            },
         }
 
         let script_name = match script_name {
