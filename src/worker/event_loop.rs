@@ -675,6 +675,7 @@ impl<'a> EventLoop<'a> {
             socket: std::sync::OnceLock::new(),
             trusted: self.seed.config.forwarded_allow_ips.trusts(peer.ip()),
             proxy: None,
+            requests: std::sync::atomic::AtomicU64::new(0),
         };
         let idx = match self.free.pop() {
             Some(i) => i,

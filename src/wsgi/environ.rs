@@ -41,6 +41,9 @@ pub struct ConnEnv {
     pub https: bool,
     /// From a PROXY header: protocol, and the proxy's own address and port.
     pub proxy: Option<(String, String, String)>,
+    /// Requests begun on this connection: the hooks' `req.req_number`, which in Gunicorn
+    /// is the request's number on its connection (1 for the first).
+    pub requests: std::sync::atomic::AtomicU64,
 }
 
 impl ConnEnv {

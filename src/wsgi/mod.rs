@@ -10,6 +10,7 @@ pub mod input;
 pub mod response;
 pub mod stream;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PySystemExit, PyTypeError};
@@ -148,8 +149,6 @@ pub struct Runtime {
     sendfile: bool,
     /// The parser's leniency switches, which apply to chunked trailers too.
     lenient: crate::http::Leniency,
-    /// Requests this worker has run (the `req_number` hooks see).
-    served: u64,
 }
 
 /// How a request went wrong.
@@ -190,7 +189,6 @@ impl Runtime {
             }),
             sendfile: config.sendfile,
             lenient: config.limits.lenient,
-            served: 0,
         })
     }
 
@@ -287,8 +285,8 @@ impl Runtime {
         let req = if crate::python::hooks::is_set("pre_request")
             || crate::python::hooks::is_set("post_request")
         {
-            self.served += 1;
-            request_object(py, head, ex.conn, &environ, input.as_any(), self.served).ok()
+            let number = ex.conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+            request_object(py, head, ex.conn, &environ, input.as_any(), number).ok()
         } else {
             None
         };

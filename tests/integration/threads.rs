@@ -265,3 +265,35 @@ fn a_saturated_worker_at_its_connection_limit_stays_idle() {
         let _ = t.join();
     }
 }
+
+/// `req.req_number` in the hooks is the request's number on its connection, as in
+/// Gunicorn (1 for a connection's first request), with threads and without.
+#[test]
+fn req_number_counts_requests_per_connection() {
+    let dir = TempDir::new("req-number");
+    let conf = dir.join("conf.py");
+    std::fs::write(
+        &conf,
+        "def pre_request(worker, req):\n    worker.log.info('REQNUM %s', req.req_number)\n",
+    )
+    .expect("config");
+    for extra in [&[][..], &["--threads", "2"]] {
+        let mut args = vec!["-w", "1", "-c", conf.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        args.push("app");
+        let s = Server::start("req-number", &args);
+        for _ in 0..2 {
+            let mut c = Conn::tcp(s.port);
+            for _ in 0..3 {
+                c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+                assert_eq!(c.read_response().status, 200);
+            }
+        }
+        let log = s.wait_for_log_count("REQNUM", 6, DEADLINE);
+        let numbers: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split("REQNUM ").nth(1))
+            .collect();
+        assert_eq!(numbers, ["1", "2", "3", "1", "2", "3"], "{extra:?}\n{log}");
+    }
+}
