@@ -8,10 +8,11 @@ request from the moment it was due, so waiting in a queue counts.
 
 For each app, Gunicorn's and Granian's maximum throughput is measured first (wrk, closed
 loop, as bench/run does). The rates are 25%, 50% and 80% of each peer's maximum. Every server
-then runs every rate, one server after the other for each app, and the report gives p50,
-p99 and p99.9 per server and rate, plus whether rgunicorn's p99 is below both peers'.
+then runs every rate, the servers alternating over --rounds rounds for each app, and the
+report gives the median p50, p99 and p99.9 per server and rate, plus whether rgunicorn's
+p99 is below both peers'.
 
-Usage: bench/latency [--apps hello,echo,flask_json] [--duration 5] [--no-build]
+Usage: bench/latency [--apps hello,echo,flask_json] [--duration 5] [--rounds 3] [--no-build]
 Writes results/latency.md, results/latency.json and (with bench/chart.py) the curves in
 results/latency.svg. Needs oha (installed with `cargo install oha` when missing).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -127,13 +129,30 @@ def run_server(server: str, app: str, rates: list[tuple[str, int]], args, oha: s
     return out
 
 
+def median_runs(runs: list[dict]) -> dict:
+    """Per rate label, the median of each figure over the rounds that ran it."""
+    out = {}
+    for label in {label for run in runs for label in run}:
+        got = [run[label] for run in runs if label in run]
+        merged = dict(got[0])
+        for key in ("achieved_rps", "p50_ms", "p99_ms", "p99_9_ms"):
+            vals = [g[key] for g in got if g.get(key) is not None]
+            merged[key] = statistics.median(vals) if vals else None
+        for key in ("ok", "non_200", "errors"):
+            merged[key] = sum(g[key] for g in got)
+        merged["rounds"] = len(got)
+        out[label] = merged
+    return out
+
+
 def fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
 def report(results: dict, peaks: dict, args, versions: dict) -> tuple[str, list[bool]]:
     lines = [f"## Latency at a fixed rate — {args.workers} workers, oha -c{args.connections} "
-             f"--latency-correction, {args.duration}s per rate",
+             f"--latency-correction, {args.duration}s per rate, median of {args.rounds} "
+             "alternating rounds",
              "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
              "",
@@ -173,6 +192,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--apps", default=",".join(DEFAULT_APPS))
     ap.add_argument("--duration", type=int, default=5, help="seconds per rate")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds per server (alternating); figures are medians")
     ap.add_argument("--peak-duration", type=int, default=3, help="seconds of each wrk peak run")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--connections", type=int, default=32, help="oha and wrk -c")
@@ -205,8 +226,14 @@ def main() -> int:
                  for p, v in peaks[app].items() if v for f in FRACTIONS]
         rates.sort(key=lambda r: r[1])
         log(f"{app}: peaks " + ", ".join(f"{p} {fmt0(v)}" for p, v in peaks[app].items()))
-        results[app] = {"rates": rates, "servers": {
-            s: run_server(s, app, rates, args, oha, rgunicorn, body_file) for s in SERVERS}}
+        # Rounds alternate the servers; each figure is the median over the rounds (a
+        # stall of the shared machine in one 5 s run does not decide the comparison).
+        rounds: dict = {s: [] for s in SERVERS}
+        for _ in range(args.rounds):
+            for s in SERVERS:
+                rounds[s].append(run_server(s, app, rates, args, oha, rgunicorn, body_file))
+        results[app] = {"rates": rates, "servers": {s: median_runs(r) for s, r in rounds.items()},
+                        "rounds": rounds}
 
     text, verdicts = report(results, peaks, args, versions)
     text += (f"\n\nrgunicorn's p99 is the lowest at {sum(verdicts)} of {len(verdicts)} rates."
