@@ -487,22 +487,16 @@ impl Runtime {
         // Lists and tuples (the common `return [body]`) are walked without an iterator
         // object; when they hold several chunks, these go out together (nothing runs between
         // them).
-        let sequence = if let Ok(list) = iterable.cast::<PyList>() {
-            Some(list.as_sequence().clone())
-        } else {
-            iterable
-                .cast::<PyTuple>()
-                .ok()
-                .map(|t| t.as_sequence().clone())
-        };
-        let walked = if let Some(items) = sequence {
-            if items.len().unwrap_or(0) > 1 {
+        let walked = if let Ok(list) = iterable.cast::<PyList>() {
+            if list.len() > 1 {
                 self.writer(py, sr)?.writer.coalesce();
             }
-            items
-                .try_iter()
-                .map_err(|e| classify(py, e))?
-                .try_for_each(|item| send(item.map_err(|e| classify(py, e))?))
+            list.iter().try_for_each(send)
+        } else if let Ok(tuple) = iterable.cast::<PyTuple>() {
+            if tuple.len() > 1 {
+                self.writer(py, sr)?.writer.coalesce();
+            }
+            tuple.iter().try_for_each(send)
         } else {
             self.stream_body(py, iterable, sr, &send)
         };
