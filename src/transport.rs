@@ -159,17 +159,6 @@ impl std::io::Write for FdIo<'_> {
     }
 }
 
-/// What [`Transport::queue`] did with the bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Queued {
-    /// Nothing: a TLS connection, or the queue would exceed its bound; write them instead.
-    No,
-    /// Queued into an empty outbox: something must make sure they leave.
-    First,
-    /// Queued behind bytes already waiting.
-    Behind,
-}
-
 /// What waits in an outbox, in order.
 enum Segment {
     Bytes {
@@ -480,24 +469,19 @@ impl Transport {
 
     /// Puts `slices` in the outbox without a system call, while it holds at most `limit`
     /// bytes: a streamed response's chunks are sent together, by a later write, a
-    /// [`Transport::flush_nonblocking`] or the event loop. Plain sockets only (a TLS
-    /// session has its own buffer).
-    pub fn queue(&self, slices: &[IoSlice<'_>], limit: usize) -> Queued {
+    /// [`Transport::flush_nonblocking`] or the event loop. False (nothing queued) for a
+    /// TLS connection (its session has its own buffer) or past the bound: write instead.
+    pub fn queue(&self, slices: &[IoSlice<'_>], limit: usize) -> bool {
         if self.0.tls.is_some() {
-            return Queued::No;
+            return false;
         }
         let len: usize = slices.iter().map(|s| s.len()).sum();
         let mut out = lock(&self.0.out);
         if out.bytes + len > limit || !out.has_room(len) {
-            return Queued::No;
+            return false;
         }
-        let first = out.segments.is_empty();
         out.append_bytes(slices);
-        if first {
-            Queued::First
-        } else {
-            Queued::Behind
-        }
+        true
     }
 
     fn write_tls(

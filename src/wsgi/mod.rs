@@ -544,19 +544,20 @@ impl Runtime {
             if std::mem::take(&mut first) && stream::available() {
                 sr.writer.coalesce();
             }
-            let queued = sr.writer.take_queued();
-            if queued && guard.is_none() {
+            let waiting = sr.writer.has_queued();
+            if waiting && guard.is_none() {
                 guard = stream::StreamGuard::register(sr.writer.transport().clone());
             }
             drop(sr);
             if let Some(guard) = &guard {
-                guard.app_running(queued);
+                guard.app_running(waiting);
             }
             // The iterator's next() runs between here and the loop's next turn: the
             // control is the app's.
         }
         Ok(())
     }
+
     /// The zero-copy path; `None` when the wrapped object is not a real file.
     fn try_sendfile(
         &self,

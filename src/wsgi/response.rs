@@ -17,7 +17,7 @@ use crate::http::error::ResponseError;
 use crate::http::response::{
     chunk_size_line, encode_early_hints, encode_head, Framing, ResponsePlan, ResponseSpec,
 };
-use crate::transport::{IoError, Queued, Transport};
+use crate::transport::{IoError, Transport};
 
 /// The facts about the request that shape the response.
 #[derive(Clone, Copy, Debug)]
@@ -60,8 +60,6 @@ pub struct ResponseWriter {
     pub status_code: u16,
     /// Body chunks collect in the outbox (a streamed response, see `wsgi::stream`).
     coalesce: bool,
-    /// Bytes were queued into an empty outbox since the last [`ResponseWriter::take_queued`].
-    queued: bool,
 }
 
 impl ResponseWriter {
@@ -73,7 +71,6 @@ impl ResponseWriter {
             head: Vec::with_capacity(256),
             plan: None,
             coalesce: false,
-            queued: false,
             remaining: None,
             body_bytes: 0,
             warned_no_body: false,
@@ -131,25 +128,19 @@ impl ResponseWriter {
         self.coalesce = true;
     }
 
-    /// Whether bytes were queued into an empty outbox since the last call.
-    pub fn take_queued(&mut self) -> bool {
-        std::mem::take(&mut self.queued)
+    /// Whether coalesced bytes wait in the outbox.
+    pub fn has_queued(&self) -> bool {
+        self.coalesce && self.io.has_pending_output()
     }
 
-    /// Writes `slices`, or queues them when coalescing and there is room; true when they
-    /// were queued into an empty outbox.
-    fn put(&self, py: Python<'_>, slices: &mut [IoSlice<'_>]) -> Result<bool, SendError> {
-        if self.coalesce {
-            match self.io.queue(slices, super::stream::COALESCE_BYTES) {
-                Queued::First => return Ok(true),
-                Queued::Behind => return Ok(false),
-                Queued::No => {}
-            }
+    /// Writes `slices`, or queues them when coalescing and there is room.
+    fn put(&self, py: Python<'_>, slices: &mut [IoSlice<'_>]) -> Result<(), SendError> {
+        if self.coalesce && self.io.queue(slices, super::stream::COALESCE_BYTES) {
+            return Ok(());
         }
         self.io
             .write_all(py, slices, self.timeout)
-            .map_err(SendError::Io)?;
-        Ok(false)
+            .map_err(SendError::Io)
     }
 
     /// Sends what coalescing collected, as far as the socket takes it now (the event loop
@@ -217,8 +208,7 @@ impl ResponseWriter {
         if slices.iter().all(|s| s.is_empty()) {
             return Ok(());
         }
-        let first_queued = self.put(py, &mut slices)?;
-        self.queued |= first_queued;
+        self.put(py, &mut slices)?;
         self.body_bytes += body.len() as u64;
         Ok(())
     }

@@ -8,9 +8,10 @@
 //! `next()`) with bytes waiting, the flusher sends them once [`FLUSH_AFTER`] has passed,
 //! without the GIL. A fast generator never gives it the time to.
 //!
-//! The flusher costs little: it ticks every [`FLUSH_AFTER`] only while some stream has
-//! bytes waiting, and otherwise sleeps until a stream queues bytes into an empty outbox
-//! (one wake-up per chunk of a slow stream, none for most chunks of a fast one). The
+//! The flusher costs little: it wakes only when a stream's bytes become due, and sleeps
+//! while none can (its app is fast, or its client is not reading), until a stream hands
+//! the control to its app with bytes waiting (about one wake-up per chunk of a slow
+//! stream, one per response of a fast one). The
 //! first chunk of a response is written at once, as before, so a one-chunk iterable (a
 //! Flask or Django response) never involves the flusher.
 
@@ -65,15 +66,17 @@ impl Flusher {
             // the flag and wakes us (it takes the lock first: we are waiting by then).
             self.idle.store(true, Ordering::SeqCst);
             let now = self.now();
-            let mut waiting = false;
             let mut next_due: Option<u64> = None;
             for stream in streams.iter() {
-                if !stream.io.has_pending_output() {
-                    continue;
-                }
-                waiting = true;
-                let since = stream.app_since.load(Ordering::Acquire);
-                if since == 0 || stream.flushed_for.load(Ordering::Relaxed) == since {
+                // Only a stream whose app holds the control, with bytes waiting that were
+                // not tried yet, can become due: one whose server side is writing (a slow
+                // client) or whose socket was found full is not watched until it hands the
+                // control to its app again (which wakes us).
+                let since = stream.app_since.load(Ordering::SeqCst);
+                if since == 0
+                    || stream.flushed_for.load(Ordering::Relaxed) == since
+                    || !stream.io.has_pending_output()
+                {
                     continue;
                 }
                 let due = since.saturating_add(nanos(FLUSH_AFTER));
@@ -85,11 +88,9 @@ impl Flusher {
                     next_due = Some(next_due.map_or(due, |d| d.min(due)));
                 }
             }
-            streams = if waiting {
+            streams = if let Some(due) = next_due {
                 self.idle.store(false, Ordering::SeqCst);
-                let wait = next_due.map_or(FLUSH_AFTER, |due| {
-                    Duration::from_nanos(due.saturating_sub(now))
-                });
+                let wait = Duration::from_nanos(due.saturating_sub(now));
                 self.wake
                     .wait_timeout(streams, wait)
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -155,14 +156,15 @@ impl StreamGuard {
         Some(StreamGuard { flusher, stream })
     }
 
-    /// The app takes the control (its iterator's `next()`); `queued` says bytes were
-    /// queued into an empty outbox since the last call: a sleeping flusher is woken to
-    /// watch them.
-    pub fn app_running(&self, queued: bool) {
+    /// The app takes the control (its iterator's `next()`); `waiting` says bytes wait in
+    /// the outbox: a sleeping flusher is woken to watch them.
+    pub fn app_running(&self, waiting: bool) {
+        // SeqCst with the flusher's `idle` flag: either it sees this time in its scan, or
+        // we see it idle and wake it.
         self.stream
             .app_since
-            .store(self.flusher.now(), Ordering::Release);
-        if queued && self.flusher.idle.load(Ordering::SeqCst) {
+            .store(self.flusher.now(), Ordering::SeqCst);
+        if waiting && self.flusher.idle.load(Ordering::SeqCst) {
             // Taking the lock orders this with the flusher's scan: it either sees our
             // bytes, or is already waiting and gets the notification.
             drop(lock(&self.flusher.streams));
@@ -172,7 +174,7 @@ impl StreamGuard {
 
     /// The server has the control back.
     pub fn app_returned(&self) {
-        self.stream.app_since.store(0, Ordering::Release);
+        self.stream.app_since.store(0, Ordering::SeqCst);
     }
 }
 

@@ -241,16 +241,7 @@ fn a_saturated_worker_at_its_connection_limit_stays_idle() {
     let clients: Vec<_> = (0..6)
         .map(|_| std::thread::spawn(move || get_status(port, "/sleep?s=4")))
         .collect();
-    let ticks = |pid: u32| -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        // utime and stime: fields 14 and 15, i.e. 12 and 13 after the state.
-        fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0)
-    };
+    let ticks = crate::support::cpu_ticks;
     std::thread::sleep(Duration::from_millis(500)); // the requests reach their threads
     let before: u64 = workers.iter().map(|&w| ticks(w)).sum();
     std::thread::sleep(Duration::from_secs(2));
