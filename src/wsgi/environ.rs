@@ -6,7 +6,6 @@
 //! names with an underscore are dropped (they could spoof `HTTP_X_FOO` from `X-Foo`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 
 use pyo3::intern;
@@ -16,8 +15,8 @@ use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use crate::config::HeaderMap;
 use crate::http::request::RequestHead;
 
-/// Header-name → environ-key cache bound (names beyond it are converted every time).
-const MAX_CACHED_HEADER_KEYS: usize = 512;
+/// Slots of the header-name → environ-key cache (a power of two).
+const HEADER_KEY_SLOTS: usize = 256;
 
 /// Per-connection values, converted to Python once per connection, not per request.
 pub struct ConnEnv {
@@ -82,7 +81,10 @@ pub struct EnvironBuilder {
     /// [`CONNECTION_SOCKET`], defined (and `socket` imported) when the worker boots.
     socket_class: Py<PyAny>,
     script_name: String,
-    header_keys: HashMap<String, Py<PyString>>,
+    /// Direct-mapped: a name's slot holds the last name that hashed there and its key. A
+    /// lookup costs one hash and one comparison however many names clients invent, and
+    /// the cache's size is fixed; a miss converts and interns the name.
+    header_keys: Vec<Option<(Box<str>, Py<PyString>)>>,
     /// `secure_scheme_headers`: header (upper case) -> the value that means HTTPS.
     secure_scheme_headers: Vec<(String, String)>,
     /// `forwarder_headers` (upper case; `*` = any).
@@ -112,9 +114,13 @@ fn latin1_text(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// Percent-decodes a path to bytes (invalid escapes are kept as they are).
-fn percent_decode(path: &str) -> Vec<u8> {
+/// Percent-decodes a path to bytes (invalid escapes are kept as they are); borrowed when
+/// there is no escape.
+fn percent_decode(path: &str) -> Cow<'_, [u8]> {
     let bytes = path.as_bytes();
+    if !bytes.contains(&b'%') {
+        return Cow::Borrowed(bytes);
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -129,7 +135,7 @@ fn percent_decode(path: &str) -> Vec<u8> {
         out.push(bytes[i]);
         i += 1;
     }
-    out
+    Cow::Owned(out)
 }
 
 fn header_key(name: &str) -> String {
@@ -184,6 +190,12 @@ impl EnvironBuilder {
         ] {
             t.set_item(key, py.None())?;
         }
+        // Room for the request's own keys (REMOTE_PORT, one per header): one more key grows
+        // the table from 32 to 64 slots and its deletion keeps that size. A copy clones the
+        // table as it is (CPython copies a dict with few deleted entries by memcpy), so
+        // requests with up to about 20 headers never resize their environ.
+        t.set_item("rgunicorn.room", py.None())?;
+        t.del_item("rgunicorn.room")?;
         let namespace = PyDict::new(py);
         py.run(CONNECTION_SOCKET, Some(&namespace), None)?;
         let socket_class = namespace
@@ -193,7 +205,7 @@ impl EnvironBuilder {
             template: t.unbind(),
             socket_class: socket_class.unbind(),
             script_name,
-            header_keys: HashMap::new(),
+            header_keys: (0..HEADER_KEY_SLOTS).map(|_| None).collect(),
             secure_scheme_headers: config.secure_scheme_headers.clone(),
             forwarder_headers: config.forwarder_headers.clone(),
             header_map: config.header_map,
@@ -202,14 +214,18 @@ impl EnvironBuilder {
     }
 
     fn key_for<'py>(&mut self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
-        if let Some(k) = self.header_keys.get(name) {
-            return k.bind(py).clone();
+        // FNV-1a: a few instructions per byte, and collisions only cost a miss.
+        let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let slot = &mut self.header_keys[hash as usize % HEADER_KEY_SLOTS];
+        if let Some((cached, key)) = slot {
+            if **cached == *name {
+                return key.bind(py).clone();
+            }
         }
         let key = PyString::intern(py, &header_key(name));
-        if self.header_keys.len() < MAX_CACHED_HEADER_KEYS {
-            self.header_keys
-                .insert(name.to_string(), key.clone().unbind());
-        }
+        *slot = Some((name.into(), key.clone().unbind()));
         key
     }
 
@@ -297,6 +313,11 @@ impl EnvironBuilder {
 
         let mut script_name: Option<String> = None;
         let mut host: Option<Cow<'_, str>> = None;
+        // The keys set from headers so far (interned, so one key is one object), to join a
+        // repeated header without asking the dict about every header. Past its size, the
+        // dict is asked.
+        let mut set_keys = [std::ptr::null_mut(); 24];
+        let mut set_count = 0;
         let mut scheme: Option<&'static str> = None;
         for header in &head.headers {
             let upper = || header.name.to_ascii_uppercase();
@@ -355,7 +376,15 @@ impl EnvironBuilder {
             }
             let key = self.key_for(py, &header.name);
             let value = latin1(py, &header.value);
-            match env.get_item(&key)? {
+            let seen =
+                if set_count < set_keys.len() && !set_keys[..set_count].contains(&key.as_ptr()) {
+                    set_keys[set_count] = key.as_ptr();
+                    set_count += 1;
+                    None
+                } else {
+                    env.get_item(&key)?
+                };
+            match seen {
                 // Repeated headers are joined with a bare comma, in arrival order.
                 Some(prev) => env.set_item(
                     &key,

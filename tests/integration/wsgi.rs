@@ -19,6 +19,27 @@ fn assert_key(json: &str, key: &str, want: &str) {
     );
 }
 
+/// Repeated headers are joined in arrival order wherever they come in a long header list,
+/// and in any case (`x-early` and `X-Early` are one key). The environ remembers the first
+/// headers it set without asking the dict, so this crosses that bound.
+#[test]
+fn repeated_headers_are_joined_anywhere_in_a_long_list() {
+    let s = Server::start("environ", &["-w", "1", "app"]);
+    let mut c = s.connect();
+    let mut req = String::from("GET /environ HTTP/1.1\r\nHost: h\r\nX-Early: 1\r\n");
+    for i in 0..40 {
+        req.push_str(&format!("X-Filler-{i}: {i}\r\n"));
+    }
+    req.push_str("x-early: 2\r\nX-Filler-35: again\r\nX-Late: a\r\nX-Late: b\r\n");
+    req.push_str("X-Early: 3\r\nConnection: close\r\n\r\n");
+    c.send(&req);
+    let env = c.read_response().body_str();
+    assert_key(&env, "HTTP_X_EARLY", "1,2,3");
+    assert_key(&env, "HTTP_X_FILLER_35", "35,again");
+    assert_key(&env, "HTTP_X_LATE", "a,b");
+    assert_key(&env, "HTTP_X_FILLER_39", "39");
+}
+
 /// Every key of §6.4 over TCP, for one request with a body, a query, and repeated and
 /// underscore headers.
 #[test]
