@@ -10,6 +10,7 @@ pub mod input;
 pub mod response;
 pub mod stream;
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use crate::transport::IoError;
 use environ::{ConnEnv, EnvironBuilder, EnvironError};
 use file_wrapper::FileWrapper;
 use input::{BodySource, WsgiInput};
-use response::{RequestFacts, ResponseWriter, SendError, StartResponse};
+use response::{AppHead, RequestFacts, ResponseWriter, SendError, StartResponse};
 
 /// The environ of each request in hand (one per thread that runs requests) and when it
 /// started, for the timeout report (a reference, so recording it costs an incref).
@@ -149,6 +150,8 @@ pub struct Runtime {
     sendfile: bool,
     /// The parser's leniency switches, which apply to chunked trailers too.
     lenient: crate::http::Leniency,
+    /// The status and header buffers the next request's `start_response` fills.
+    spare_app_head: AppHead,
 }
 
 /// How a request went wrong.
@@ -161,6 +164,14 @@ enum Failure {
     Invalid(String),
     /// The client went away or stalled.
     Io,
+}
+
+/// A status code of 100..=999 as its three digits.
+fn three_digits(code: u16, buf: &mut [u8; 3]) -> &str {
+    buf[0] = b'0' + (code / 100 % 10) as u8;
+    buf[1] = b'0' + (code / 10 % 10) as u8;
+    buf[2] = b'0' + (code % 10) as u8;
+    std::str::from_utf8(buf).unwrap_or("000")
 }
 
 fn classify(py: Python<'_>, e: PyErr) -> Failure {
@@ -189,6 +200,7 @@ impl Runtime {
             }),
             sendfile: config.sendfile,
             lenient: config.limits.lenient,
+            spare_app_head: AppHead::default(),
         })
     }
 
@@ -264,7 +276,8 @@ impl Runtime {
         let made = Bound::new(py, WsgiInput::new(source)).and_then(|input| {
             environ.set_item(intern!(py, "wsgi.input"), &input)?;
             let writer = ResponseWriter::new(ex.io.clone(), facts, self.io_timeout);
-            let start_response = Bound::new(py, StartResponse::new(writer))?;
+            let app_head = std::mem::take(&mut self.spare_app_head);
+            let start_response = Bound::new(py, StartResponse::new(writer, app_head))?;
             environ.set_item(
                 intern!(py, "wsgi.early_hints"),
                 start_response.getattr(intern!(py, "early_hints"))?,
@@ -399,23 +412,33 @@ impl Runtime {
         } else {
             0
         };
-        let status_text = match (&sr.status, status_code == sr.writer.status_code) {
-            (Some(s), true) => s.split(' ').next().unwrap_or("").to_string(),
-            _ => status_code.to_string(),
-        };
+        let mut digits = [0u8; 3];
+        let status_text: Cow<'_, str> =
+            match (sr.app_head.status(), status_code == sr.writer.status_code) {
+                // A status that went out was validated: its first word is its code.
+                (Some(_), true) if (100..=999).contains(&status_code) => {
+                    Cow::Borrowed(three_digits(status_code, &mut digits))
+                }
+                (Some(s), true) => Cow::Owned(s.split(' ').next().unwrap_or("").to_string()),
+                _ => Cow::Owned(status_code.to_string()),
+            };
         // Copied only for the access log and post_request, and only if they went out.
         let wants_headers =
             self.access_log.is_some() || crate::python::hooks::is_set("post_request");
         let sent_headers: Vec<(String, String)> =
             if wants_headers && status_code == sr.writer.status_code {
-                sr.headers
-                    .iter()
+                sr.app_head
+                    .headers()
                     .filter(|(n, _)| !crate::http::response::is_hop_by_hop(n))
-                    .cloned()
+                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
                     .collect()
             } else {
                 Vec::new()
             };
+        // The buffers serve the next request (an app keeping start_response finds it
+        // finished and empty).
+        self.spare_app_head = std::mem::take(&mut sr.app_head);
+        self.spare_app_head.clear();
         drop(sr);
         drop(input_ref);
         self.log_access(

@@ -45,6 +45,74 @@ impl From<ResponseError> for SendError {
     }
 }
 
+/// The app's status and response headers, kept in two reusable buffers: no allocation
+/// per header (the runtime hands the same buffers to every request's `start_response`).
+#[derive(Debug, Default)]
+pub struct AppHead {
+    status: String,
+    has_status: bool,
+    text: String,
+    /// Per header, where its name and its value end in `text`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl AppHead {
+    /// The status given to `start_response`, if it was called.
+    pub fn status(&self) -> Option<&str> {
+        self.has_status.then_some(self.status.as_str())
+    }
+
+    pub fn set_status(&mut self, status: &str) {
+        self.status.clear();
+        self.status.push_str(status);
+        self.has_status = true;
+    }
+
+    pub fn clear_headers(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    pub fn push_header(&mut self, name: &str, value: &str) {
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        self.text.push_str(value);
+        self.ends.push((name_end, self.text.len()));
+    }
+
+    /// The headers as `(name, value)`, in the app's order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
+            start = value_end;
+            pair
+        })
+    }
+
+    /// Empties both buffers, keeping their capacity.
+    pub fn clear(&mut self) {
+        self.status.clear();
+        self.has_status = false;
+        self.clear_headers();
+    }
+
+    /// Calls `f` with the headers as a slice of pairs, built on the stack when there are
+    /// not many (the head encoder wants a slice).
+    fn with_pairs<R>(&self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
+        const ON_STACK: usize = 32;
+        if self.ends.len() <= ON_STACK {
+            let mut stack = [("", ""); ON_STACK];
+            for (slot, pair) in stack.iter_mut().zip(self.headers()) {
+                *slot = pair;
+            }
+            f(&stack[..self.ends.len()])
+        } else {
+            f(&self.headers().collect::<Vec<_>>())
+        }
+    }
+}
+
 /// The state of one response on the wire.
 pub struct ResponseWriter {
     io: Transport,
@@ -90,24 +158,20 @@ impl ResponseWriter {
         }
     }
 
-    fn prepare_head(
-        &mut self,
-        status: &str,
-        headers: &[(String, String)],
-    ) -> Result<(), SendError> {
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let spec = ResponseSpec {
-            version: self.facts.version,
-            is_head: self.facts.is_head,
-            keep_alive: self.facts.keep_alive,
-            status,
-            headers: &pairs,
-        };
+    fn prepare_head(&mut self, status: &str, app: &AppHead) -> Result<(), SendError> {
         self.head.clear();
-        let plan = encode_head(&mut self.head, &spec, &date::now())?;
+        let facts = self.facts;
+        let out = &mut self.head;
+        let plan = app.with_pairs(|headers| {
+            let spec = ResponseSpec {
+                version: facts.version,
+                is_head: facts.is_head,
+                keep_alive: facts.keep_alive,
+                status,
+                headers,
+            };
+            encode_head(out, &spec, &date::now())
+        })?;
         self.remaining = match plan.framing {
             Framing::Length(n) => Some(n),
             _ => None,
@@ -153,18 +217,13 @@ impl ResponseWriter {
     }
 
     /// Sends `data` as body bytes, with the head first if it has not gone out yet.
-    pub fn send(
-        &mut self,
-        py: Python<'_>,
-        status: Option<&str>,
-        headers: &[(String, String)],
-        data: &[u8],
-    ) -> Result<(), SendError> {
+    pub fn send(&mut self, py: Python<'_>, app: &AppHead, data: &[u8]) -> Result<(), SendError> {
         let first = self.plan.is_none();
         if first {
-            let status = status
+            let status = app
+                .status()
                 .ok_or_else(|| SendError::App("write() before start_response()".to_string()))?;
-            self.prepare_head(status, headers)?;
+            self.prepare_head(status, app)?;
         }
         let framing = match &self.plan {
             Some(plan) => plan.framing,
@@ -214,14 +273,9 @@ impl ResponseWriter {
     }
 
     /// Ends the body: the head if nothing was sent, the last chunk when chunked.
-    pub fn finish(
-        &mut self,
-        py: Python<'_>,
-        status: Option<&str>,
-        headers: &[(String, String)],
-    ) -> Result<(), SendError> {
+    pub fn finish(&mut self, py: Python<'_>, app: &AppHead) -> Result<(), SendError> {
         if self.plan.is_none() {
-            self.send(py, status, headers, b"")?;
+            self.send(py, app, b"")?;
         }
         if matches!(
             self.plan.as_ref().map(|p| &p.framing),
@@ -285,20 +339,12 @@ impl ResponseWriter {
     }
 
     /// Sends a `103 Early Hints` interim response (HTTP/1.1+ clients, before the final head).
-    pub fn send_early_hints(
-        &mut self,
-        py: Python<'_>,
-        headers: &[(String, String)],
-    ) -> Result<(), SendError> {
+    pub fn send_early_hints(&mut self, py: Python<'_>, hints: &AppHead) -> Result<(), SendError> {
         if self.headers_sent() || self.facts.version < (1, 1) {
             return Ok(());
         }
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
         let mut out = Vec::with_capacity(128);
-        encode_early_hints(&mut out, &pairs)?;
+        hints.with_pairs(|pairs| encode_early_hints(&mut out, pairs))?;
         self.io
             .write_all(py, &mut [IoSlice::new(&out)], self.timeout)
             .map_err(SendError::Io)
@@ -315,8 +361,8 @@ impl ResponseWriter {
 /// The `start_response` callable handed to the app; its bound `write` is the write callable.
 #[pyclass(module = "_rgunicorn", name = "StartResponse")]
 pub struct StartResponse {
-    pub status: Option<String>,
-    pub headers: Vec<(String, String)>,
+    /// What the app gave `start_response` (buffers lent by the runtime, see [`AppHead`]).
+    pub app_head: AppHead,
     pub writer: ResponseWriter,
     /// A write() failed on the socket: the connection is finished.
     pub io_failed: Option<IoError>,
@@ -333,20 +379,18 @@ pub fn request_over(what: &str) -> PyErr {
 impl StartResponse {
     /// Sends body bytes with the status and headers given to `start_response`.
     pub fn send_body(&mut self, py: Python<'_>, data: &[u8]) -> Result<(), SendError> {
-        self.writer
-            .send(py, self.status.as_deref(), &self.headers, data)
+        self.writer.send(py, &self.app_head, data)
     }
 
     /// Ends the response (head if nothing was sent, last chunk when chunked).
     pub fn finish_body(&mut self, py: Python<'_>) -> Result<(), SendError> {
-        self.writer
-            .finish(py, self.status.as_deref(), &self.headers)
+        self.writer.finish(py, &self.app_head)
     }
 
-    pub fn new(writer: ResponseWriter) -> StartResponse {
+    /// `app_head` is an empty [`AppHead`] to fill (a reused one keeps its capacity).
+    pub fn new(writer: ResponseWriter, app_head: AppHead) -> StartResponse {
         StartResponse {
-            status: None,
-            headers: Vec::new(),
+            app_head,
             writer,
             io_failed: None,
             finished: false,
@@ -354,14 +398,15 @@ impl StartResponse {
     }
 }
 
-fn extract_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+/// Checks the app's header list and copies it into `out` (emptied first).
+fn extract_headers(headers: &Bound<'_, PyAny>, out: &mut AppHead) -> PyResult<()> {
     let list = headers.cast::<PyList>().map_err(|_| {
         PyTypeError::new_err(format!(
             "Invalid headers: {} (must be a list)",
             headers.repr().map(|r| r.to_string()).unwrap_or_default()
         ))
     })?;
-    let mut out = Vec::with_capacity(list.len());
+    out.clear_headers();
     for item in list.iter() {
         let pair = item
             .cast::<PyTuple>()
@@ -387,9 +432,9 @@ fn extract_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>
                 value.repr().map(|r| r.to_string()).unwrap_or_default()
             ))
         })?;
-        out.push((name.to_str()?.to_owned(), value.to_str()?.to_owned()));
+        out.push_header(name.to_str()?, value.to_str()?);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[pymethods]
@@ -419,7 +464,7 @@ impl StartResponse {
                     return Err(PyErr::from_value(exc));
                 }
                 Some(_) => {}
-                None if this.status.is_some() => {
+                None if this.app_head.status().is_some() => {
                     return Err(PyAssertionError::new_err("Response headers already set!"));
                 }
                 None => {}
@@ -430,8 +475,13 @@ impl StartResponse {
                     status.repr().map(|r| r.to_string()).unwrap_or_default()
                 ))
             })?;
-            this.status = Some(status.to_str()?.to_owned());
-            this.headers = extract_headers(headers)?;
+            // The status first, as Gunicorn: after a refused header list, a second call
+            // without exc_info is refused too.
+            this.app_head.set_status(status.to_str()?);
+            if let Err(e) = extract_headers(headers, &mut this.app_head) {
+                this.app_head.clear_headers();
+                return Err(e);
+            }
         }
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
@@ -441,8 +491,9 @@ impl StartResponse {
         if self.finished {
             return Err(request_over("wsgi.early_hints"));
         }
-        let headers = extract_headers(headers)?;
-        match self.writer.send_early_hints(py, &headers) {
+        let mut hints = AppHead::default();
+        extract_headers(headers, &mut hints)?;
+        match self.writer.send_early_hints(py, &hints) {
             Ok(()) => Ok(()),
             Err(SendError::App(msg)) => Err(pyo3::exceptions::PyValueError::new_err(msg)),
             Err(SendError::Io(IoError::Signal(e))) => Err(e),
