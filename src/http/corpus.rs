@@ -17,6 +17,7 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/requests");
 
 /// What happened to one request: the head and decoded body, or an error.
 #[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // test-only, one value at a time
 enum Outcome {
     Parsed {
         head: RequestHead,
@@ -205,7 +206,7 @@ fn check_valid(http: &Path, expect: &[(String, String)]) {
         let got: Vec<_> = head
             .headers
             .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
+            .map(|h| (h.name.to_string(), h.value.to_vec()))
             .collect();
         assert_eq!(got, headers, "headers");
     }

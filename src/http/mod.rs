@@ -10,6 +10,7 @@
 //! - [`error`]: [`ParseError`] (one variant per rule, mapped to its status in one
 //!   place), [`ResponseError`], and Gunicorn's byte-exact [`error_page`].
 //! - [`date`]: the cached IMF-fixdate for `Date`.
+//! - [`text`]: short byte strings kept inline, for the parts of a request head.
 //!
 //! The rules are Gunicorn 27.0.1's (GUNICORN.md §6.2-6.5) with RFC 9112 citations.
 //! Where we are stricter than Gunicorn, on purpose:
@@ -32,6 +33,7 @@ pub mod proxy;
 pub mod request;
 pub mod response;
 mod syntax;
+pub mod text;
 
 #[cfg(test)]
 mod corpus;

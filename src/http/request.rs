@@ -22,6 +22,7 @@ use super::syntax::{
     field_name_of, is_field_value_byte, is_host_port, is_ows, is_scheme, is_token, is_userinfo,
     parse_decimal, split_field_line, trim_ows, FieldLineError,
 };
+use super::text::{HeadBytes, HeadText};
 
 /// Gunicorn's hard cap on `limit_request_line` (`MAX_REQUEST_LINE`).
 pub const MAX_REQUEST_LINE: usize = 8190;
@@ -120,9 +121,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// The name with its original case (always a token, so ASCII).
-    pub name: String,
+    pub name: HeadText,
     /// The value with surrounding SP/HTAB removed; may hold obs-text (0x80-0xFF).
-    pub value: Vec<u8>,
+    pub value: HeadBytes,
 }
 
 /// How the request body is delimited (RFC 9112 §6.3).
@@ -140,17 +141,17 @@ pub enum BodyKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     /// The method, case preserved (a token, so ASCII).
-    pub method: String,
+    pub method: HeadText,
     /// The request-target exactly as received (`RAW_URI`).
-    pub target: String,
+    pub target: HeadText,
     /// Still percent-encoded path: origin-form part before `?`/`#`; absolute-form
     /// path (`/` if empty); `*` for asterisk-form; the authority for CONNECT's
     /// authority-form (Gunicorn's `PATH_INFO` quirk for CONNECT is the environ's business).
-    pub path: String,
+    pub path: HeadText,
     /// The query without `?`, `""` if none.
-    pub query: String,
+    pub query: HeadText,
     /// The fragment without `#`, `""` if none (clients should not send one; Gunicorn keeps it).
-    pub fragment: String,
+    pub fragment: HeadText,
     /// `(1, 0)` ..= `(1, 9)`.
     pub version: (u8, u8),
     /// All headers in arrival order, duplicates kept.
@@ -166,7 +167,7 @@ pub struct RequestHead {
     /// `Expect: 100-continue` on HTTP/1.1+ (ignored on HTTP/1.0, RFC 9110 §10.1.1).
     pub expect_continue: bool,
     /// The authority of an absolute-form or authority-form target (wins), else the `Host` value.
-    pub authority: Option<String>,
+    pub authority: Option<HeadText>,
     /// Bytes of the buffer this head used, including one tolerated leading CRLF;
     /// the body (or the next request) starts here.
     pub head_len: usize,
@@ -179,7 +180,7 @@ impl RequestHead {
         self.headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(lowercase_name))
-            .map(|h| h.value.as_slice())
+            .map(|h| h.value.as_bytes())
     }
 
     /// The body length when it is known up front (`Content-Length`, or 0 when there is no body).
@@ -562,13 +563,13 @@ fn parse_fields_leniently(
 
 /// The request line, split and checked.
 struct RequestLine {
-    method: String,
-    target: String,
-    path: String,
-    query: String,
-    fragment: String,
+    method: HeadText,
+    target: HeadText,
+    path: HeadText,
+    query: HeadText,
+    fragment: HeadText,
     version: (u8, u8),
-    authority: Option<String>,
+    authority: Option<HeadText>,
 }
 
 /// Checks `method SP request-target SP HTTP-version` (RFC 9112 §3) in Gunicorn's
@@ -625,7 +626,7 @@ fn parse_request_line(line: &[u8], lenient: &Leniency) -> Result<RequestLine, Pa
     }
 
     // Method and target were checked to be ASCII above, so this is a plain copy.
-    let ascii = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
+    let ascii = HeadText::from_ascii;
     Ok(RequestLine {
         method: ascii(method),
         target: ascii(target),
@@ -823,8 +824,8 @@ fn apply_header_semantics(
             _ => {}
         }
         head.headers.push(Header {
-            name: name.to_owned(),
-            value: value.to_vec(),
+            name: HeadText::new(name),
+            value: HeadBytes::new(value),
         });
     }
 
@@ -852,7 +853,7 @@ fn apply_header_semantics(
     }
     if head.authority.is_none() {
         // A valid Host is ASCII, so this is a plain copy.
-        head.authority = host.map(|h| String::from_utf8_lossy(h).into_owned());
+        head.authority = host.map(HeadText::from_ascii);
     }
 
     head.keep_alive = if head.version >= (1, 1) {

@@ -229,7 +229,7 @@ fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
     headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_slice())
+        .map(|h| h.value.as_bytes())
 }
 
 fn latin1(bytes: &[u8]) -> String {
@@ -383,8 +383,8 @@ mod tests {
 
     fn hdr(name: &str, value: &[u8]) -> Header {
         Header {
-            name: name.to_string(),
-            value: value.to_vec(),
+            name: crate::http::text::HeadText::new(name),
+            value: crate::http::text::HeadBytes::new(value),
         }
     }
 

@@ -7,7 +7,6 @@
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
-use std::time::Duration;
 
 enum Target {
     Udp(UdpSocket),
@@ -78,9 +77,12 @@ fn with(f: impl FnOnce(&Statsd)) {
     }
 }
 
-/// One request done: count, status, duration.
-pub fn request(status: u16, duration: Duration) {
+/// One request done: count, status, duration since `started` (the clock is read only when
+/// StatsD is on).
+pub fn request(status: &str, started: std::time::Instant) {
     with(|s| {
+        let status: u16 = status.parse().unwrap_or(0);
+        let duration = started.elapsed();
         s.send("requests", "1", "c|@1.0");
         s.send(&format!("request.status.{status}"), "1", "c|@1.0");
         s.send(

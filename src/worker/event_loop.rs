@@ -1055,7 +1055,7 @@ impl<'a> EventLoop<'a> {
         if let Some(watcher) = &self.watcher {
             watcher.call_started();
         }
-        let outcome = self.runtime.handle(py, &mut exchange, &head);
+        let outcome = self.runtime.handle(py, &mut exchange, &head, began);
         drop(exchange);
         if let Some(watcher) = &self.watcher {
             watcher.call_ended(&mut self.handed);

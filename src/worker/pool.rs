@@ -267,7 +267,7 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
                 may_keep_alive,
             };
             shared.mark(thread, true);
-            let outcome = runtime.handle(py, &mut exchange, &head);
+            let outcome = runtime.handle(py, &mut exchange, &head, std::time::Instant::now());
             drop(exchange);
             shared.mark(thread, false);
             // Our share of the environment goes before the loop gets the connection back.

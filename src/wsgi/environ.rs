@@ -96,20 +96,27 @@ pub struct EnvironBuilder {
 }
 
 /// Decodes bytes as latin-1 (PEP 3333's "native strings").
-pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if bytes.is_ascii() => PyString::new(py, s),
-        _ => {
-            let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-            PyString::new(py, &text)
-        }
-    }
+///
+/// # Errors
+/// Python's MemoryError.
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let len = pyo3::ffi::Py_ssize_t::try_from(bytes.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("header too long"))?;
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call; CPython
+    // copies them into a new str (or returns NULL with an exception set).
+    let text = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null()),
+        )?
+    };
+    Ok(text.cast_into::<PyString>()?)
 }
 
 /// Bytes as latin-1 text, borrowed when they are ASCII.
 fn latin1_text(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(s) if bytes.is_ascii() => Cow::Borrowed(s),
+        Ok(s) if s.is_ascii() => Cow::Borrowed(s),
         _ => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
     }
 }
@@ -282,8 +289,8 @@ impl EnvironBuilder {
             other => PyString::new(py, other),
         };
         env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
-        env.set_item(intern!(py, "RAW_URI"), &head.target)?;
-        env.set_item(intern!(py, "QUERY_STRING"), &head.query)?;
+        env.set_item(intern!(py, "RAW_URI"), head.target.as_str())?;
+        env.set_item(intern!(py, "QUERY_STRING"), head.query.as_str())?;
         let protocol = match head.version {
             (1, 1) => intern!(py, "HTTP/1.1").clone(),
             (1, 0) => intern!(py, "HTTP/1.0").clone(),
@@ -364,10 +371,10 @@ impl EnvironBuilder {
             }
             let name = header.name.as_str();
             if name.eq_ignore_ascii_case("content-type") {
-                env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, &header.value))?;
+                env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, &header.value)?)?;
                 continue;
             } else if name.eq_ignore_ascii_case("content-length") {
-                env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, &header.value))?;
+                env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(py, &header.value)?)?;
                 continue;
             } else if name.eq_ignore_ascii_case("host") {
                 host = Some(latin1_text(&header.value));
@@ -375,7 +382,7 @@ impl EnvironBuilder {
                 script_name = Some(latin1_text(&header.value).into_owned());
             }
             let key = self.key_for(py, &header.name);
-            let value = latin1(py, &header.value);
+            let value = latin1(py, &header.value)?;
             let seen =
                 if set_count < set_keys.len() && !set_keys[..set_count].contains(&key.as_ptr()) {
                     set_keys[set_count] = key.as_ptr();
@@ -396,7 +403,7 @@ impl EnvironBuilder {
         // RFC 9112 §3.2.2: an absolute-form target's authority replaces Host.
         if let Some(authority) = &head.authority {
             if head.target.contains("://") {
-                env.set_item(intern!(py, "HTTP_HOST"), authority)?;
+                env.set_item(intern!(py, "HTTP_HOST"), authority.as_str())?;
                 host = Some(Cow::Borrowed(authority));
             }
         }
@@ -441,7 +448,7 @@ impl EnvironBuilder {
                 }
             }
         }
-        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &percent_decode(path)))?;
+        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &percent_decode(path))?)?;
         Ok(env)
     }
 }

@@ -212,9 +212,15 @@ impl Runtime {
         }
     }
 
-    /// Runs one request through the app and writes its response.
-    pub fn handle(&mut self, py: Python<'_>, ex: &mut Exchange<'_>, head: &RequestHead) -> Outcome {
-        let start = Instant::now();
+    /// Runs one request through the app and writes its response; `start` is when the
+    /// worker took it up (the access log's duration counts from there).
+    pub fn handle(
+        &mut self,
+        py: Python<'_>,
+        ex: &mut Exchange<'_>,
+        head: &RequestHead,
+        start: Instant,
+    ) -> Outcome {
         // Gunicorn's default pre_request hook.
         debug!("{} {}", head.method, head.path);
         let outcome = self.run_request(py, ex, head, start);
@@ -647,7 +653,7 @@ impl Runtime {
         response_headers: &[(String, String)],
         start: Instant,
     ) {
-        crate::log::statsd::request(status.parse().unwrap_or(0), start.elapsed());
+        crate::log::statsd::request(status, start);
         let Some(log) = self.access_log.as_mut() else {
             return;
         };
@@ -656,7 +662,7 @@ impl Runtime {
             .ok()
             .flatten()
             .and_then(|v| v.extract().ok())
-            .unwrap_or_else(|| head.path.clone());
+            .unwrap_or_else(|| head.path.to_string());
         let lookup = |key: &str| -> Option<String> {
             let value = environ.get_item(key).ok().flatten()?;
             value.str().ok().map(|s| s.to_string())
@@ -692,7 +698,7 @@ fn request_object<'py>(
     use pyo3::IntoPyObject;
     let headers = PyList::empty(py);
     for h in &head.headers {
-        let value = environ::latin1(py, &h.value);
+        let value = environ::latin1(py, &h.value)?;
         headers.append((h.name.to_ascii_uppercase(), value))?;
     }
     let scheme = environ
