@@ -52,7 +52,10 @@ SERVERS = ["rgunicorn", "gunicorn", "granian"]
 # extension module, run by the console script), to compare with the binary.
 # rgunicorn-abi3: the same, built against the limited API (one wheel for CPython 3.10+),
 # installed into bench/.venv-abi3.
-OPTIONAL_SERVERS = ["rgunicorn-wheel", "rgunicorn-abi3"]
+# nginx: the floor for hello (the same 13 bytes from its config, no application), as the
+# issue that set the CPU-per-response targets measured it; other apps are skipped for it.
+OPTIONAL_SERVERS = ["rgunicorn-wheel", "rgunicorn-abi3", "nginx"]
+NGINX_APPS = {"hello"}
 # With --baseline BINARY, "rgunicorn-base" is that binary (an earlier build), run in the
 # same rounds: what a change gained, measured side by side.
 BASELINE = "rgunicorn-base"
@@ -281,6 +284,8 @@ def server_command(server: str, app_spec: str, port: int, workers: int,
     if server == "gunicorn":
         return [str(vbin / "gunicorn"), "-w", str(workers), "-b", f"{HOST}:{port}",
                 "--log-level", "warning", "--no-control-socket", *gthreads, app_spec]
+    if server == "nginx":
+        return nginx_command(port, workers)
     if server == "granian":
         # Threads: granian's defaults (runtime threads, blocking threads) unless --threads.
         blocking = ["--blocking-threads", str(threads)] if threads > 1 else []
@@ -288,6 +293,34 @@ def server_command(server: str, app_spec: str, port: int, workers: int,
                 "--host", HOST, "--port", str(port), "--log-level", "warning", *blocking,
                 app_spec]
     raise ValueError(server)
+
+
+def nginx_command(port: int, workers: int) -> list[str]:
+    """nginx in the foreground answering every request with hello's 13 bytes, with
+    keep-alive and no access log; its files go to results/logs."""
+    exe = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(exe).exists():
+        run_checked(["apt-get", "install", "-y", "-q", "nginx-light"])
+    root = LOGS / f"nginx-{port}"
+    root.mkdir(parents=True, exist_ok=True)
+    temps = "\n".join(f"    {d}_temp_path {root}/{d};"
+                      for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (root / "nginx.conf").write_text(f"""
+worker_processes {workers};
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+{temps}
+    server {{
+        listen {HOST}:{port};
+        location / {{ default_type text/plain; return 200 "Hello, World!"; }}
+    }}
+}}
+""")
+    return [exe, "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;"]
 
 
 class Postgres:
@@ -735,6 +768,8 @@ def main() -> int:
         no_start: set[str] = set()  # servers that could not start this app: not retried
         for rnd in range(1, args.rounds + 1):
             for server in servers:
+                if server == "nginx" and app not in NGINX_APPS:
+                    continue
                 if server in no_start:
                     results.append({"server": server, "app": app, "round": rnd, "ok": False,
                                     "phase": "skipped", "error": "did not start in round 1"})
