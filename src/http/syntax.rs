@@ -9,34 +9,41 @@
 use std::fmt::Write as _;
 use std::net::Ipv6Addr;
 
+/// A 256-entry table of the bytes `b` for which `$pred` holds, built at compile time.
+macro_rules! byte_table {
+    (|$b:ident| $pred:expr) => {{
+        let mut table = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let $b = i as u8;
+            table[i] = $pred;
+            i += 1;
+        }
+        table
+    }};
+}
+
 /// `tchar` lookup table (RFC 9110 §5.6.2).
-static TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        i += 1;
-    }
-    table
-};
+static TCHAR: [bool; 256] = byte_table!(|b| {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+});
 
 /// True for a `tchar` (RFC 9110 §5.6.2).
 #[inline]
@@ -141,6 +148,12 @@ pub(crate) fn field_name_of(line: &[u8]) -> &[u8] {
 /// pct-encoded triplets (`userinfo` adds `:`).
 #[inline]
 fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    UNRESERVED_OR_SUB_DELIM[usize::from(b)]
+}
+
+/// [`is_unreserved_or_sub_delim`] as a table: every `Host` of every request is checked
+/// byte by byte.
+const UNRESERVED_OR_SUB_DELIM: [bool; 256] = byte_table!(|b| {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
@@ -159,7 +172,7 @@ fn is_unreserved_or_sub_delim(b: u8) -> bool {
                 | b';'
                 | b'='
         )
-}
+});
 
 /// Checks `*( unreserved / pct-encoded / sub-delims / extra )` (RFC 3986 §2).
 fn is_uri_chars(s: &[u8], extra: u8) -> bool {

@@ -91,6 +91,15 @@ impl PartialEq<Vec<u8>> for HeadBytes {
     }
 }
 
+/// The bytes as text when they are ASCII (checked word by word, without UTF-8 decoding).
+pub fn ascii_str(bytes: &[u8]) -> Option<&str> {
+    if !bytes.is_ascii() {
+        return None;
+    }
+    // SAFETY: ASCII is valid UTF-8.
+    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+}
+
 /// Text of a request head (a method, a target, a header name): the parser has checked it,
 /// and it is valid UTF-8 by construction.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -104,10 +113,9 @@ impl HeadText {
     /// Text from bytes the parser has checked to be ASCII (anything else is replaced, as by
     /// `String::from_utf8_lossy`, rather than trusted).
     pub fn from_ascii(bytes: &[u8]) -> HeadText {
-        if bytes.is_ascii() {
-            HeadText(HeadBytes::new(bytes))
-        } else {
-            HeadText::new(&String::from_utf8_lossy(bytes))
+        match ascii_str(bytes) {
+            Some(text) => HeadText::new(text),
+            None => HeadText::new(&String::from_utf8_lossy(bytes)),
         }
     }
 
@@ -176,6 +184,8 @@ mod tests {
             assert_eq!(&*bytes, text.as_bytes());
         }
         assert_eq!(HeadText::from_ascii(b"GET"), "GET");
+        assert_eq!(ascii_str(b"GET"), Some("GET"));
+        assert_eq!(ascii_str(b"caf\xe9"), None);
         assert_eq!(HeadText::from_ascii(b"caf\xe9"), "caf\u{fffd}");
         assert!(matches!(HeadBytes::new(&[b'a'; 30]).0, Repr::Inline { .. }));
         assert!(matches!(HeadBytes::new(&[b'a'; 31]).0, Repr::Heap(_)));

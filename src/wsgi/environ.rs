@@ -115,9 +115,9 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
 
 /// Bytes as latin-1 text, borrowed when they are ASCII.
 fn latin1_text(bytes: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if s.is_ascii() => Cow::Borrowed(s),
-        _ => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
+    match crate::http::text::ascii_str(bytes) {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
     }
 }
 
