@@ -152,6 +152,39 @@ pub struct Runtime {
     lenient: crate::http::Leniency,
     /// The status and header buffers the next request's `start_response` fills.
     spare_app_head: AppHead,
+    /// The last request's `start_response`, for the next request if nothing else kept it.
+    kept: Option<KeptStartResponse>,
+}
+
+/// A request's `start_response` and its bound `early_hints` (in the environ). Making them
+/// and their bound methods, and freeing them, is a tenth of a small request's work, so
+/// the runtime reuses them once nothing outside it refers to them any more.
+struct KeptStartResponse {
+    start_response: Py<StartResponse>,
+    early_hints: Py<PyAny>,
+}
+
+fn refcount(obj: &Bound<'_, PyAny>) -> isize {
+    // SAFETY: a Bound is a live object.
+    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) }
+}
+
+impl KeptStartResponse {
+    /// Whether only this runtime holds them: the app, its threads or a kept environ do not.
+    fn unshared(&self, py: Python<'_>) -> bool {
+        let sr = self.start_response.bind(py);
+        // Ours, early_hints' and the bound write's (if made) references to it.
+        let sr_refs = refcount(sr.as_any());
+        let Ok(this) = sr.try_borrow() else {
+            return false;
+        };
+        let write_refs = match this.write_method() {
+            Some(write) if refcount(write.bind(py)) != 1 => return false,
+            Some(_) => 1,
+            None => 0,
+        };
+        refcount(self.early_hints.bind(py)) == 1 && sr_refs == 2 + write_refs
+    }
 }
 
 /// How a request went wrong.
@@ -171,7 +204,7 @@ fn three_digits(code: u16, buf: &mut [u8; 3]) -> &str {
     buf[0] = b'0' + (code / 100 % 10) as u8;
     buf[1] = b'0' + (code / 10 % 10) as u8;
     buf[2] = b'0' + (code % 10) as u8;
-    std::str::from_utf8(buf).unwrap_or("000")
+    crate::http::text::ascii_str(buf).unwrap_or("000")
 }
 
 fn classify(py: Python<'_>, e: PyErr) -> Failure {
@@ -201,6 +234,7 @@ impl Runtime {
             sendfile: config.sendfile,
             lenient: config.limits.lenient,
             spare_app_head: AppHead::default(),
+            kept: None,
         })
     }
 
@@ -226,6 +260,34 @@ impl Runtime {
         let outcome = self.run_request(py, ex, head, start);
         set_in_hand(None);
         outcome
+    }
+
+    /// A `start_response` (and its bound `early_hints`) for a request writing to `writer`:
+    /// the last request's when nothing else holds it, else a new one.
+    fn start_response_for<'py>(
+        &mut self,
+        py: Python<'py>,
+        writer: ResponseWriter,
+    ) -> PyResult<(Bound<'py, StartResponse>, Bound<'py, PyAny>)> {
+        let app_head = std::mem::take(&mut self.spare_app_head);
+        if let Some(kept) = self.kept.take() {
+            if kept.unshared(py) {
+                let sr = kept.start_response.bind(py);
+                if let Ok(mut this) = sr.try_borrow_mut() {
+                    this.reuse(writer, app_head);
+                    drop(this);
+                    return Ok((sr.clone(), kept.early_hints.into_bound(py)));
+                }
+            }
+            // Someone kept it: it stays finished, and its cycle with its bound write is
+            // broken now if it can be (else the GC breaks it).
+            if let Ok(mut sr) = kept.start_response.bind(py).try_borrow_mut() {
+                sr.forget_write_method();
+            }
+        }
+        let sr = Bound::new(py, StartResponse::new(writer, app_head))?;
+        let early_hints = sr.getattr(intern!(py, "early_hints"))?;
+        Ok((sr, early_hints))
     }
 
     fn run_request(
@@ -282,12 +344,12 @@ impl Runtime {
         let made = Bound::new(py, WsgiInput::new(source)).and_then(|input| {
             environ.set_item(intern!(py, "wsgi.input"), &input)?;
             let writer = ResponseWriter::new(ex.io.clone(), facts, self.io_timeout);
-            let app_head = std::mem::take(&mut self.spare_app_head);
-            let start_response = Bound::new(py, StartResponse::new(writer, app_head))?;
-            environ.set_item(
-                intern!(py, "wsgi.early_hints"),
-                start_response.getattr(intern!(py, "early_hints"))?,
-            )?;
+            let (start_response, early_hints) = self.start_response_for(py, writer)?;
+            environ.set_item(intern!(py, "wsgi.early_hints"), &early_hints)?;
+            self.kept = Some(KeptStartResponse {
+                start_response: start_response.clone().unbind(),
+                early_hints: early_hints.unbind(),
+            });
             Ok((input, start_response))
         });
         let (input, start_response) = match made {
@@ -786,11 +848,12 @@ fn borrow_when_free<'py, T>(
 where
     T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>,
 {
-    let deadline = Instant::now() + timeout;
+    let mut deadline = None;
     loop {
         if let Ok(borrowed) = obj.try_borrow_mut() {
             return Some(borrowed);
         }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
         if Instant::now() >= deadline {
             return None;
         }

@@ -369,6 +369,9 @@ pub struct StartResponse {
     /// The request is over: a `start_response` or `write` kept past it refuses to act
     /// (it would write into whatever the connection carries next).
     pub finished: bool,
+    /// The bound `write` that `start_response` returns, made once (a cycle with this
+    /// object, which the GC can see; the runtime breaks it when it lets the object go).
+    write_method: Option<Py<PyAny>>,
 }
 
 /// The error a request's objects raise once their request is over.
@@ -390,11 +393,29 @@ impl StartResponse {
     /// `app_head` is an empty [`AppHead`] to fill (a reused one keeps its capacity).
     pub fn new(writer: ResponseWriter, app_head: AppHead) -> StartResponse {
         StartResponse {
+            write_method: None,
             app_head,
             writer,
             io_failed: None,
             finished: false,
         }
+    }
+
+    /// Readies a finished StartResponse that nothing else holds for the next request.
+    pub fn reuse(&mut self, writer: ResponseWriter, app_head: AppHead) {
+        self.writer = writer;
+        self.app_head = app_head;
+        self.io_failed = None;
+        self.finished = false;
+    }
+
+    /// Drops the bound `write`, which refers back to this object.
+    pub fn forget_write_method(&mut self) {
+        self.write_method = None;
+    }
+
+    pub fn write_method(&self) -> Option<&Py<PyAny>> {
+        self.write_method.as_ref()
     }
 }
 
@@ -482,8 +503,23 @@ impl StartResponse {
                 this.app_head.clear_headers();
                 return Err(e);
             }
+            if let Some(write) = &this.write_method {
+                return Ok(write.bind(slf.py()).clone());
+            }
         }
-        slf.getattr(pyo3::intern!(slf.py(), "write"))
+        let write = slf.getattr(pyo3::intern!(slf.py(), "write"))?;
+        if let Ok(mut this) = slf.try_borrow_mut() {
+            this.write_method = Some(write.clone().unbind());
+        }
+        Ok(write)
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.write_method)
+    }
+
+    fn __clear__(&mut self) {
+        self.write_method = None;
     }
 
     /// `environ['wsgi.early_hints'](headers)`: a `103 Early Hints` before the response.

@@ -358,6 +358,41 @@ def stash(environ, start_response):
     return [b"stashed"]
 
 
+KEPT = {}
+
+
+def keep_one(environ, start_response):
+    """Keeps one of this request's objects (named by the query) past the request, and
+    nothing else."""
+    what = environ["QUERY_STRING"]
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    KEPT[what] = {
+        "early_hints": environ["wsgi.early_hints"],
+        "start_response": start_response,
+        "write": write,
+        "environ": environ,
+    }[what]
+    return [b"kept " + what.encode()]
+
+
+def use_kept(environ, start_response):
+    """Uses what /keep_one kept, before answering; reports what it did."""
+    what = environ["QUERY_STRING"]
+    kept = KEPT.pop(what)
+    use = {
+        "early_hints": lambda: kept([("Link", "</stale.css>; rel=preload")]),
+        "start_response": lambda: kept("500 Stale", []),
+        "write": lambda: kept(b"INJECTED"),
+        "environ": lambda: kept["wsgi.early_hints"]([("Link", "</stale.css>; rel=preload")]),
+    }[what]
+    try:
+        use()
+        result = "acted"
+    except Exception as e:
+        result = type(e).__name__
+    return _text(start_response, result)
+
+
 def stale(environ, start_response):
     """Uses what /stash kept, from an earlier request; reports what each did."""
     out = {}
@@ -447,6 +482,8 @@ ROUTES = {
     "/head_body": head_body,
     "/stash": stash,
     "/stale": stale,
+    "/keep_one": keep_one,
+    "/use_kept": use_kept,
     "/threaded": threaded,
     "/threads_race": threads_race,
 }

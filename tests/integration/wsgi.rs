@@ -833,6 +833,31 @@ fn objects_kept_past_their_request_refuse_to_act() {
     }
 }
 
+/// The worker reuses a request's `start_response` for the next request when nothing kept
+/// it. Keeping any one of the objects tied to it (itself, its `write`, the environ's
+/// `wsgi.early_hints`, the environ) keeps the old one finished: using it later raises,
+/// and nothing reaches the next response.
+#[test]
+fn one_kept_object_keeps_its_start_response_out_of_reuse() {
+    let s = Server::start("kept", &["-w", "1", "app:application"]);
+    let mut c = s.connect();
+    for what in ["early_hints", "start_response", "write", "environ"] {
+        c.send(format!("GET /keep_one?{what} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert_eq!(c.read_response().body_str(), format!("kept {what}"));
+        c.send(format!("GET /use_kept?{what} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let r = c.read_response();
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "ValueError"),
+            "{what}: {r:?}"
+        );
+        assert!(!r.raw_head.contains("stale"), "{what}: {r:?}");
+        // Nothing stale is left on the connection either.
+        c.send("GET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response().body_str(), "hello /plain", "{what}");
+    }
+}
+
 /// `wsgi.input`, `start_response` and `write()` work from threads the app starts (before:
 /// pyo3's "sent to another thread" panic aborted the worker); eight threads writing at once
 /// may see some calls refused with an exception, and the worker serves on.
