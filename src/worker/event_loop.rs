@@ -673,6 +673,7 @@ impl<'a> EventLoop<'a> {
             },
             fd: raw_fd,
             socket: std::sync::OnceLock::new(),
+            template: std::sync::OnceLock::new(),
             trusted: self.seed.config.forwarded_allow_ips.trusts(peer.ip()),
             proxy: None,
             requests: std::sync::atomic::AtomicU64::new(0),

@@ -34,6 +34,10 @@ pub struct ConnEnv {
     /// (no `dup`: one descriptor per connection) and is detached when the connection ends.
     /// (A `OnceLock`: with threads, the request's thread makes it, the loop releases it.)
     pub socket: std::sync::OnceLock<Py<PyAny>>,
+    /// The worker's template plus this connection's own keys (REMOTE_ADDR, REMOTE_PORT,
+    /// `gunicorn.socket`, SERVER_NAME and SERVER_PORT on TCP, PROXY_*), made at its first
+    /// request: the requests of a keep-alive connection copy it instead of setting them.
+    pub template: std::sync::OnceLock<Py<PyDict>>,
     /// The peer may set scheme headers and forwarder headers.
     pub trusted: bool,
     /// The connection is TLS: `wsgi.url_scheme` is https unless a trusted proxy says otherwise.
@@ -259,6 +263,40 @@ impl EnvironBuilder {
         (name, port)
     }
 
+    /// The worker's template with `conn`'s own keys set.
+    fn connection_template<'py>(
+        &self,
+        py: Python<'py>,
+        conn: &ConnEnv,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let t = self.template.bind(py).copy()?;
+        t.set_item(intern!(py, "REMOTE_ADDR"), conn.remote_addr.bind(py))?;
+        if let Some(port) = &conn.remote_port {
+            t.set_item(intern!(py, "REMOTE_PORT"), port.bind(py))?;
+        }
+        let socket = match conn.socket.get() {
+            Some(socket) => socket.bind(py).clone(),
+            None => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "fileno"), conn.fd)?;
+                let socket = self.socket_class.bind(py).call((), Some(&kwargs))?;
+                let _ = conn.socket.set(socket.clone().unbind());
+                socket
+            }
+        };
+        t.set_item(intern!(py, "gunicorn.socket"), socket)?;
+        if let Some((name, port)) = &conn.server {
+            t.set_item(intern!(py, "SERVER_NAME"), name.bind(py))?;
+            t.set_item(intern!(py, "SERVER_PORT"), port.bind(py))?;
+        }
+        if let Some((protocol, addr, port)) = &conn.proxy {
+            t.set_item(intern!(py, "PROXY_PROTOCOL"), protocol)?;
+            t.set_item(intern!(py, "PROXY_ADDR"), addr)?;
+            t.set_item(intern!(py, "PROXY_PORT"), port)?;
+        }
+        Ok(t)
+    }
+
     /// The environ for `head` on a connection described by `conn`.
     ///
     /// # Errors
@@ -281,7 +319,15 @@ impl EnvironBuilder {
         head: &RequestHead,
         conn: &ConnEnv,
     ) -> Result<Bound<'py, PyDict>, BuildError> {
-        let env = self.template.bind(py).copy()?;
+        let env = match conn.template.get() {
+            Some(template) => template.bind(py).copy()?,
+            None => {
+                let template = self.connection_template(py, conn)?;
+                let env = template.copy()?;
+                let _ = conn.template.set(template.unbind());
+                env
+            }
+        };
         let method = match head.method.as_str() {
             "GET" => intern!(py, "GET").clone(),
             "POST" => intern!(py, "POST").clone(),
@@ -297,26 +343,6 @@ impl EnvironBuilder {
             (major, minor) => PyString::new(py, &format!("HTTP/{major}.{minor}")),
         };
         env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
-        env.set_item(intern!(py, "REMOTE_ADDR"), conn.remote_addr.bind(py))?;
-        if let Some(port) = &conn.remote_port {
-            env.set_item(intern!(py, "REMOTE_PORT"), port.bind(py))?;
-        }
-        let socket = match conn.socket.get() {
-            Some(socket) => socket.bind(py).clone(),
-            None => {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item(intern!(py, "fileno"), conn.fd)?;
-                let socket = self.socket_class.bind(py).call((), Some(&kwargs))?;
-                let _ = conn.socket.set(socket.clone().unbind());
-                socket
-            }
-        };
-        env.set_item(intern!(py, "gunicorn.socket"), socket)?;
-        if let Some((protocol, addr, port)) = &conn.proxy {
-            env.set_item(intern!(py, "PROXY_PROTOCOL"), protocol)?;
-            env.set_item(intern!(py, "PROXY_ADDR"), addr)?;
-            env.set_item(intern!(py, "PROXY_PORT"), port)?;
-        }
 
         let mut script_name: Option<String> = None;
         let mut host: Option<Cow<'_, str>> = None;
@@ -413,10 +439,8 @@ impl EnvironBuilder {
         }
 
         match &conn.server {
-            Some((name, port)) => {
-                env.set_item(intern!(py, "SERVER_NAME"), name.bind(py))?;
-                env.set_item(intern!(py, "SERVER_PORT"), port.bind(py))?;
-            }
+            // In the connection's template.
+            Some(_) => {}
             None => match &host {
                 Some(h) => {
                     let (name, port) = self.server_name_port(py, h, scheme);

@@ -80,6 +80,20 @@ impl WsgiInput {
         }
     }
 
+    /// Readies a finished reader that nothing else holds for the next request's body.
+    pub fn reuse(&mut self, source: BodySource) {
+        self.source = Some(source);
+        if self.pending.capacity() > READ_CHUNK_BYTES {
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
+        }
+        self.error = None;
+        self.broken = false;
+        self.interrupted = false;
+        self.finished = false;
+    }
+
     /// Takes the connection state back once the request is done (`None` if already taken).
     pub fn take_source(&mut self) -> Option<BodySource> {
         self.source.take()

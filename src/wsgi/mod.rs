@@ -154,6 +154,8 @@ pub struct Runtime {
     spare_app_head: AppHead,
     /// The last request's `start_response`, for the next request if nothing else kept it.
     kept: Option<KeptStartResponse>,
+    /// The last request's `wsgi.input`, likewise.
+    kept_input: Option<Py<WsgiInput>>,
 }
 
 /// A request's `start_response` and its bound `early_hints` (in the environ). Making them
@@ -235,6 +237,7 @@ impl Runtime {
             lenient: config.limits.lenient,
             spare_app_head: AppHead::default(),
             kept: None,
+            kept_input: None,
         })
     }
 
@@ -260,6 +263,26 @@ impl Runtime {
         let outcome = self.run_request(py, ex, head, start);
         set_in_hand(None);
         outcome
+    }
+
+    /// A `wsgi.input` reading `source`: the last request's when nothing else holds it (the
+    /// app, its threads, a kept environ or hook object), else a new one.
+    fn input_for<'py>(
+        &mut self,
+        py: Python<'py>,
+        source: BodySource,
+    ) -> PyResult<Bound<'py, WsgiInput>> {
+        if let Some(kept) = self.kept_input.take() {
+            let input = kept.into_bound(py);
+            if refcount(input.as_any()) == 1 {
+                if let Ok(mut this) = input.try_borrow_mut() {
+                    this.reuse(source);
+                    drop(this);
+                    return Ok(input);
+                }
+            }
+        }
+        Bound::new(py, WsgiInput::new(source))
     }
 
     /// A `start_response` (and its bound `early_hints`) for a request writing to `writer`:
@@ -341,7 +364,7 @@ impl Runtime {
             decoder: BodyDecoder::new(&head.body, self.lenient),
             timeout: self.io_timeout,
         };
-        let made = Bound::new(py, WsgiInput::new(source)).and_then(|input| {
+        let made = self.input_for(py, source).and_then(|input| {
             environ.set_item(intern!(py, "wsgi.input"), &input)?;
             let writer = ResponseWriter::new(ex.io.clone(), facts, self.io_timeout);
             let (start_response, early_hints) = self.start_response_for(py, writer)?;
@@ -475,6 +498,7 @@ impl Runtime {
         // From here on, what the app kept of this request refuses to act.
         input_ref.finished = true;
         sr.finished = true;
+        self.kept_input = Some(input.clone().unbind());
         let body_bytes = if status_code == sr.writer.status_code {
             sr.writer.body_bytes
         } else {

@@ -46,6 +46,15 @@ def environ_route(environ, start_response):
     return _json(start_response, out)
 
 
+def mutate_environ(environ, start_response):
+    """Changes and adds environ keys, which must not reach the connection's next request."""
+    environ["REMOTE_ADDR"] = "mutated"
+    environ["SERVER_NAME"] = "mutated"
+    environ["HTTP_X_LEAK"] = "leaked"
+    del environ["gunicorn.socket"]
+    return _text(start_response, "mutated")
+
+
 def echo(environ, start_response):
     """The request body, read with read(), sent back with a Content-Length."""
     body = environ["wsgi.input"].read()
@@ -371,6 +380,7 @@ def keep_one(environ, start_response):
         "start_response": start_response,
         "write": write,
         "environ": environ,
+        "input": environ["wsgi.input"],
     }[what]
     return [b"kept " + what.encode()]
 
@@ -384,6 +394,7 @@ def use_kept(environ, start_response):
         "start_response": lambda: kept("500 Stale", []),
         "write": lambda: kept(b"INJECTED"),
         "environ": lambda: kept["wsgi.early_hints"]([("Link", "</stale.css>; rel=preload")]),
+        "input": lambda: kept.read(),
     }[what]
     try:
         use()
@@ -482,6 +493,7 @@ ROUTES = {
     "/head_body": head_body,
     "/stash": stash,
     "/stale": stale,
+    "/mutate_environ": mutate_environ,
     "/keep_one": keep_one,
     "/use_kept": use_kept,
     "/threaded": threaded,

@@ -19,6 +19,39 @@ fn assert_key(json: &str, key: &str, want: &str) {
     );
 }
 
+/// The connection's own keys (REMOTE_*, SERVER_*, `gunicorn.socket`) come from a template
+/// made at its first request: every request of a keep-alive connection has them, and what
+/// an app changes in its environ does not reach the next request.
+#[test]
+fn keep_alive_requests_get_fresh_environs_with_the_connections_keys() {
+    let s = Server::start("environ", &["-w", "1", "app"]);
+    let mut c = s.connect();
+    let client_port = c.local_port().to_string();
+    let server_port = s.port.to_string();
+    for path in [
+        "/environ",
+        "/mutate_environ",
+        "/environ",
+        "/mutate_environ",
+        "/environ",
+    ] {
+        c.send(format!(
+            "GET {path} HTTP/1.1\r\nHost: example.com:8080\r\n\r\n"
+        ));
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        if path == "/environ" {
+            let env = r.body_str();
+            assert_key(&env, "REMOTE_ADDR", "127.0.0.1");
+            assert_key(&env, "REMOTE_PORT", &client_port);
+            assert_key(&env, "SERVER_NAME", "127.0.0.1");
+            assert_key(&env, "SERVER_PORT", &server_port);
+            assert_key(&env, "gunicorn.socket", "<ConnectionSocket>");
+            assert!(!json_has(&env, "HTTP_X_LEAK"), "{env}");
+        }
+    }
+}
+
 /// Repeated headers are joined in arrival order wherever they come in a long header list,
 /// and in any case (`x-early` and `X-Early` are one key). The environ remembers the first
 /// headers it set without asking the dict, so this crosses that bound.
@@ -833,15 +866,15 @@ fn objects_kept_past_their_request_refuse_to_act() {
     }
 }
 
-/// The worker reuses a request's `start_response` for the next request when nothing kept
-/// it. Keeping any one of the objects tied to it (itself, its `write`, the environ's
-/// `wsgi.early_hints`, the environ) keeps the old one finished: using it later raises,
-/// and nothing reaches the next response.
+/// The worker reuses a request's `start_response` and `wsgi.input` for the next request
+/// when nothing kept them. Keeping any one of the objects tied to them (`start_response`,
+/// its `write`, the environ's `wsgi.early_hints`, the environ, `wsgi.input`) keeps the old
+/// one finished: using it later raises, and nothing reaches the next response.
 #[test]
-fn one_kept_object_keeps_its_start_response_out_of_reuse() {
+fn one_kept_object_keeps_its_request_objects_out_of_reuse() {
     let s = Server::start("kept", &["-w", "1", "app:application"]);
     let mut c = s.connect();
-    for what in ["early_hints", "start_response", "write", "environ"] {
+    for what in ["early_hints", "start_response", "write", "environ", "input"] {
         c.send(format!("GET /keep_one?{what} HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert_eq!(c.read_response().body_str(), format!("kept {what}"));
         c.send(format!("GET /use_kept?{what} HTTP/1.1\r\nHost: x\r\n\r\n"));
