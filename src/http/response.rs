@@ -8,7 +8,7 @@
 //! for a body sent on a no-body response; [`ResponsePlan`] tells the caller what to do.
 
 use super::error::{latin1, ResponseError};
-use super::syntax::{is_token, parse_decimal, py_str_repr};
+use super::syntax::{is_token, parse_decimal, py_str_repr, trim_ows_str};
 
 /// Our `Server` header value; like Gunicorn's `gunicorn`, without a version.
 pub const SERVER: &str = "rgunicorn";
@@ -158,7 +158,7 @@ pub fn encode_head(
                 py_str_repr(name.as_bytes())
             )));
         }
-        let value = value.trim_matches([' ', '\t']);
+        let value = trim_ows_str(value);
         if name.eq_ignore_ascii_case("content-length") {
             let n = parse_decimal(value.as_bytes()).ok_or_else(|| {
                 ResponseError::new(format!(
@@ -223,7 +223,7 @@ pub fn encode_head(
     }
     let mut wrote_length = false;
     for &(name, value) in spec.headers {
-        let value = value.trim_matches([' ', '\t']);
+        let value = trim_ows_str(value);
         if name.eq_ignore_ascii_case("content-length") {
             // One Content-Length at most, and none for 1xx/204.
             if drop_length || wrote_length {
@@ -273,7 +273,7 @@ pub fn encode_early_hints(
     for &(name, value) in headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        push_latin1(out, value.trim_matches([' ', '\t']));
+        push_latin1(out, trim_ows_str(value));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");

@@ -71,6 +71,13 @@ pub(crate) fn is_ows(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
+/// [`trim_ows`] for text: SP and HTAB are ASCII, so the cuts fall on character boundaries.
+pub(crate) fn trim_ows_str(s: &str) -> &str {
+    let trimmed = trim_ows(s.as_bytes());
+    let start = trimmed.as_ptr() as usize - s.as_ptr() as usize;
+    s.get(start..start + trimmed.len()).unwrap_or(s)
+}
+
 /// Strips SP/HTAB on both sides, and nothing else (Gunicorn #3364: `str.strip()`
 /// also removed `\x0b`, `\x0c`, `\x1c`–`\x1f`, `\x85`, `\xa0`, which let
 /// `\x0bchunked` mean chunked).

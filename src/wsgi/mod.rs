@@ -156,6 +156,9 @@ pub struct Runtime {
     kept: Option<KeptStartResponse>,
     /// The last request's `wsgi.input`, likewise.
     kept_input: Option<Py<WsgiInput>>,
+    /// `pre_request` or `post_request` is set (hooks are fixed before workers start):
+    /// requests then build the `req` object the hooks take.
+    request_hooks: bool,
 }
 
 /// A request's `start_response` and its bound `early_hints` (in the environ). Making them
@@ -238,6 +241,8 @@ impl Runtime {
             spare_app_head: AppHead::default(),
             kept: None,
             kept_input: None,
+            request_hooks: crate::python::hooks::is_set("pre_request")
+                || crate::python::hooks::is_set("post_request"),
         })
     }
 
@@ -386,9 +391,7 @@ impl Runtime {
             }
         };
 
-        let req = if crate::python::hooks::is_set("pre_request")
-            || crate::python::hooks::is_set("post_request")
-        {
+        let req = if self.request_hooks {
             let number = ex.conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
             request_object(py, head, ex.conn, &environ, input.as_any(), number).ok()
         } else {
@@ -515,8 +518,8 @@ impl Runtime {
                 _ => Cow::Owned(status_code.to_string()),
             };
         // Copied only for the access log and post_request, and only if they went out.
-        let wants_headers =
-            self.access_log.is_some() || crate::python::hooks::is_set("post_request");
+        let wants_headers = self.access_log.is_some()
+            || (self.request_hooks && crate::python::hooks::is_set("post_request"));
         let sent_headers: Vec<(String, String)> =
             if wants_headers && status_code == sr.writer.status_code {
                 sr.app_head
