@@ -1,5 +1,6 @@
 //! The WSGI `environ` (PEP 3333 plus Gunicorn's extra keys), built per request by copying a
-//! template dict of the constant keys and setting the rest with interned key strings.
+//! template dict (the worker's constant keys plus the connection's own, see
+//! [`ConnEnv::template`]) and setting the rest with interned key strings.
 //!
 //! Proxy policy lives here too: scheme headers and `SCRIPT_NAME` are believed only from
 //! trusted peers (`forwarded_allow_ips`; unix-socket peers are always trusted), and header
