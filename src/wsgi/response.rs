@@ -90,8 +90,14 @@ impl AppHead {
         })
     }
 
-    /// Empties both buffers, keeping their capacity.
+    /// Empties both buffers, keeping their capacity unless one app's huge header list grew
+    /// them (a reused AppHead would hold that memory for good).
     pub fn clear(&mut self) {
+        const KEEP_BYTES: usize = 64 * 1024;
+        if self.text.capacity() > KEEP_BYTES || self.ends.capacity() > KEEP_BYTES / 16 {
+            *self = AppHead::default();
+            return;
+        }
         self.status.clear();
         self.has_status = false;
         self.clear_headers();
@@ -565,5 +571,43 @@ impl StartResponse {
                 Err(PyIOError::new_err(msg))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AppHead;
+
+    #[test]
+    fn app_head_keeps_headers_in_order_and_lets_go_of_a_huge_list() {
+        let mut head = AppHead::default();
+        assert_eq!(head.status(), None);
+        head.set_status("200 OK");
+        head.push_header("Content-Type", "text/plain");
+        head.push_header("X-Empty", "");
+        head.push_header("Set-Cookie", "a=1");
+        let pairs: Vec<_> = head.headers().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("Content-Type", "text/plain"),
+                ("X-Empty", ""),
+                ("Set-Cookie", "a=1")
+            ]
+        );
+        assert_eq!(head.status(), Some("200 OK"));
+        let seen = head.with_pairs(|p| p.to_vec().len());
+        assert_eq!(seen, 3);
+
+        head.clear();
+        assert_eq!((head.status(), head.headers().count()), (None, 0));
+        assert!(head.text.capacity() > 0, "a small list's buffer is kept");
+
+        for i in 0..40 {
+            head.push_header(&format!("X-{i}"), &"v".repeat(4096));
+        }
+        assert_eq!(head.with_pairs(|p| p.len()), 40);
+        head.clear();
+        assert_eq!(head.text.capacity(), 0, "a huge list's buffer is let go");
     }
 }
