@@ -17,6 +17,7 @@ use super::{poll_until, LOG_DEADLINE as DEADLINE};
 const MAX_REQUESTS_PER_CLIENT: u32 = 10_000_000;
 
 /// Waits (with a deadline) until `answered` has grown by `n`.
+#[track_caller]
 fn wait_for_more(answered: &AtomicU32, n: u32) {
     let target = answered.load(Ordering::Relaxed) + n;
     let reached = poll_until(DEADLINE, || {
@@ -74,6 +75,7 @@ impl SteadyLoad {
     }
 
     /// Waits (with a deadline) until `n` more requests went through.
+    #[track_caller]
     pub fn wait_for_more(&self, n: u32) {
         wait_for_more(&self.answered, n);
     }
@@ -203,6 +205,7 @@ impl KeepAliveLoad {
     }
 
     /// Waits (with a deadline) until `n` more requests went through.
+    #[track_caller]
     pub fn wait_for_more(&self, n: u32) {
         wait_for_more(&self.answered, n);
     }
