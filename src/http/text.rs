@@ -67,27 +67,9 @@ impl PartialEq for HeadBytes {
 
 impl Eq for HeadBytes {}
 
-impl PartialEq<[u8]> for HeadBytes {
-    fn eq(&self, other: &[u8]) -> bool {
-        self.as_bytes() == other
-    }
-}
-
 impl PartialEq<&[u8]> for HeadBytes {
     fn eq(&self, other: &&[u8]) -> bool {
         self.as_bytes() == *other
-    }
-}
-
-impl<const N: usize> PartialEq<&[u8; N]> for HeadBytes {
-    fn eq(&self, other: &&[u8; N]) -> bool {
-        self.as_bytes() == *other
-    }
-}
-
-impl PartialEq<Vec<u8>> for HeadBytes {
-    fn eq(&self, other: &Vec<u8>) -> bool {
-        self.as_bytes() == other.as_slice()
     }
 }
 
@@ -132,12 +114,6 @@ impl Deref for HeadText {
     }
 }
 
-impl AsRef<str> for HeadText {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl fmt::Debug for HeadText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
@@ -147,12 +123,6 @@ impl fmt::Debug for HeadText {
 impl fmt::Display for HeadText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<str> for HeadText {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
     }
 }
 
