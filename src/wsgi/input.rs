@@ -62,8 +62,10 @@ pub struct WsgiInput {
     pub(crate) error: Option<ParseError>,
     /// The client went away or stalled mid-body.
     pub(crate) broken: bool,
-    /// A signal handler raised while we waited (SystemExit): re-raised to the app.
-    pub(crate) interrupted: bool,
+    /// A signal handler raised while we waited (SystemExit from QUIT or a timeout's
+    /// ABRT): raised to the app, and kept, so that the worker still stops if the app
+    /// swallowed it.
+    pub(crate) interrupted: Option<PyErr>,
     /// The request is over: reading refuses (see `response::request_over`).
     pub(crate) finished: bool,
 }
@@ -75,7 +77,7 @@ impl WsgiInput {
             pending: Vec::new(),
             error: None,
             broken: false,
-            interrupted: false,
+            interrupted: None,
             finished: false,
         }
     }
@@ -90,7 +92,7 @@ impl WsgiInput {
         }
         self.error = None;
         self.broken = false;
-        self.interrupted = false;
+        self.interrupted = None;
         self.finished = false;
     }
 
@@ -168,7 +170,7 @@ impl WsgiInput {
             }
             Ok(_) => Ok(()),
             Err(IoError::Signal(e)) => {
-                self.interrupted = true;
+                self.interrupted = Some(e.clone_ref(py));
                 Err(e)
             }
             Err(e) => {
@@ -232,16 +234,28 @@ impl WsgiInput {
         Ok(self.take(py, end.min(want)))
     }
 
-    /// Discards the rest of the body (bounded by `max_bytes`) so the connection can carry the
-    /// next request. Returns whether the body was fully consumed.
-    pub fn drain(&mut self, py: Python<'_>, max_bytes: usize) -> bool {
+    /// Discards the rest of the body so the connection can carry the next request, as far
+    /// as it is already buffered or readable without waiting, and at most `max_bytes`.
+    /// Returns whether the body was fully consumed.
+    ///
+    /// It never waits for the client: a body the app did not read and the client has not
+    /// sent yet (a trickle, or bytes that never come) would otherwise hold the worker (or
+    /// the thread) for `--timeout` per stall. Such a connection is closed instead, and the
+    /// event loop discards what still comes while it lingers (RFC 9112 §9.6).
+    pub fn drain_available(&mut self, py: Python<'_>, max_bytes: usize) -> bool {
+        if let Some(src) = self.source.as_mut() {
+            src.timeout = Duration::ZERO;
+        }
         let mut left = max_bytes;
         while !self.is_done() && left > 0 {
             self.pending.clear();
             let step = left.min(READ_CHUNK_BYTES);
             if self.fill(py, step, false).is_err() {
-                // The exception is dropped: this is our cleanup, not the app's read.
-                return false;
+                // Nothing more readable now (or the body is malformed): the error is our
+                // cleanup's, not the app's read.
+                self.error = None;
+                self.broken = false;
+                break;
             }
             left = left.saturating_sub(self.pending.len().max(1));
         }

@@ -94,7 +94,8 @@ fn describe_request(environ: &Bound<'_, PyDict>, started: Instant) -> String {
     )
 }
 
-/// How much of an unread request body is discarded to keep a connection alive.
+/// How much of an unread request body, already arrived, is discarded to keep a connection
+/// alive.
 const MAX_DRAIN_BYTES: usize = 1024 * 1024;
 
 /// Adds our Python classes to the `_rgunicorn` module.
@@ -423,6 +424,13 @@ impl Runtime {
             return self.abandoned(head);
         };
         let body_error = input_ref.error.take();
+        // A stop signal raised into a read the app made: the worker stops even if the app
+        // caught the SystemExit.
+        if let Some(e) = input_ref.interrupted.take() {
+            if e.is_instance_of::<PySystemExit>(py) && !matches!(failure, Some(Failure::Exit(_))) {
+                failure = Some(Failure::Exit(e));
+            }
+        }
         let Some(mut sr) = borrow_when_free(py, &start_response, self.io_timeout) else {
             return self.abandoned(head);
         };
@@ -438,7 +446,9 @@ impl Runtime {
         let mut status_code = sr.writer.status_code;
         match failure {
             None => {
-                if input_ref.drain(py, MAX_DRAIN_BYTES) && sr.writer.keep_alive() {
+                // A connection that closes anyway needs no drain: the loop's lingering
+                // close discards what is left.
+                if sr.writer.keep_alive() && input_ref.drain_available(py, MAX_DRAIN_BYTES) {
                     outcome = Outcome::KeepAlive;
                 }
             }
