@@ -15,13 +15,14 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::MsgFlags;
 use pyo3::{PyResult, Python};
 
 /// Response bytes one connection may hold for a client that is not reading (at least a
@@ -141,18 +142,55 @@ fn wait_ready(py: Python<'_>, fd: RawFd, writable: bool, deadline: Instant) -> R
     }
 }
 
+// The server's own reads and writes never wait, whatever the socket's `O_NONBLOCK` flag
+// says: an app may make `gunicorn.socket` blocking (`settimeout(None)`), which changes the
+// flag on the open file the event loop shares. So every call says `MSG_DONTWAIT` itself
+// (and `MSG_NOSIGNAL`: a gone client is an error, not a SIGPIPE).
+const NOW: MsgFlags = MsgFlags::MSG_DONTWAIT.union(MsgFlags::MSG_NOSIGNAL);
+
+/// `recv(2)` that never waits.
+fn recv_now(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<usize> {
+    nix::sys::socket::recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)
+}
+
+/// `send(2)` that never waits.
+fn send_now(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
+    nix::sys::socket::send(fd.as_raw_fd(), buf, NOW)
+}
+
+/// A gathered `send` (as `writev`) that never waits.
+fn sendv_now(fd: BorrowedFd<'_>, slices: &[IoSlice<'_>]) -> nix::Result<usize> {
+    nix::sys::socket::sendmsg::<()>(fd.as_raw_fd(), slices, &[], NOW, None)
+}
+
+/// `sendfile(2)` has no flags: the socket is made non-blocking again first if an app
+/// changed it (one `fcntl` per file response, none for anything else).
+fn sendfile_now(
+    fd: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    offset: &mut i64,
+    count: usize,
+) -> nix::Result<usize> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
+    nix::sys::sendfile::sendfile(fd, file, Some(offset), count)
+}
+
 /// `Read`/`Write` over a raw non-blocking fd, for rustls' `read_tls`/`write_tls`.
 struct FdIo<'a>(BorrowedFd<'a>);
 
 impl std::io::Read for FdIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        nix::unistd::read(self.0, buf).map_err(std::io::Error::from)
+        recv_now(self.0, buf).map_err(std::io::Error::from)
     }
 }
 
 impl std::io::Write for FdIo<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        nix::unistd::write(self.0, buf).map_err(std::io::Error::from)
+        send_now(self.0, buf).map_err(std::io::Error::from)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -241,7 +279,16 @@ struct Link {
     /// Bytes sent from the outbox (or the TLS session's buffer) so far: a flush that moved
     /// this made progress.
     flushed: AtomicU64,
+    /// Who answers the request in hand (see [`Transport::begin_response`]).
+    answer: AtomicU8,
 }
+
+/// [`Link::answer`]: nobody has begun the final response yet.
+const ANSWER_OPEN: u8 = 0;
+/// The app's writer has begun it.
+const ANSWER_BY_APP: u8 = 1;
+/// The worker, leaving, answered for the app (a 500): the app's writer may not begin.
+const ANSWER_TAKEN_OVER: u8 = 2;
 
 impl Drop for Link {
     fn drop(&mut self) {
@@ -293,7 +340,54 @@ impl Transport {
             tls,
             out: Mutex::new(Outbox::default()),
             flushed: AtomicU64::new(0),
+            answer: AtomicU8::new(ANSWER_OPEN),
         }))
+    }
+
+    /// A new request is about to run on this connection: nobody has answered it yet.
+    pub fn new_request(&self) {
+        self.0.answer.store(ANSWER_OPEN, Ordering::Release);
+    }
+
+    /// The app's writer is about to send the final response head (or an error page):
+    /// false if the worker already answered in its place (the threaded worker, leaving
+    /// while a thread still had the request).
+    pub fn begin_response(&self) -> bool {
+        match self.0.answer.compare_exchange(
+            ANSWER_OPEN,
+            ANSWER_BY_APP,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(current) => current == ANSWER_BY_APP,
+        }
+    }
+
+    /// The worker is leaving while a thread has the request: true if nothing of the final
+    /// response went out, in which case the caller answers (a 500) and the app's writer
+    /// can no longer begin.
+    pub fn take_over_response(&self) -> bool {
+        self.0
+            .answer
+            .compare_exchange(
+                ANSWER_OPEN,
+                ANSWER_TAKEN_OVER,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Sends `bytes` as far as the socket takes them now, without waiting or touching the
+    /// outbox (a leaving worker's last word on a connection a thread may still hold).
+    pub fn send_now(&self, bytes: &[u8]) {
+        if self.0.tls.is_some() {
+            return;
+        }
+        if let Ok(fd) = self.socket() {
+            let _ = send_now(fd, bytes);
+        }
     }
 
     /// The socket's number (-1 once closed), for registering it with the event loop.
@@ -329,7 +423,7 @@ impl Transport {
     /// As `read(2)`; EBADF once closed.
     pub fn read_raw(&self, buf: &mut [u8]) -> nix::Result<usize> {
         match self.socket() {
-            Ok(fd) => nix::unistd::read(fd, buf),
+            Ok(fd) => recv_now(fd, buf),
             Err(_) => Err(Errno::EBADF),
         }
     }
@@ -353,7 +447,7 @@ impl Transport {
             .socket()
             .map_err(|_| std::io::Error::from(Errno::EBADF))?;
         let Some(tls) = &self.0.tls else {
-            return nix::unistd::read(fd, buf).map_err(std::io::Error::from);
+            return recv_now(fd, buf).map_err(std::io::Error::from);
         };
         let mut tls = lock_session(tls)?;
         loop {
@@ -387,7 +481,14 @@ impl Transport {
         let spare = buf.spare_capacity_mut();
         // SAFETY: the kernel writes at most `spare.len()` bytes into the vector's
         // allocation past its length; no reference to the uninitialised bytes is made.
-        let n = unsafe { nix::libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        let n = unsafe {
+            nix::libc::recv(
+                fd.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                nix::libc::MSG_DONTWAIT,
+            )
+        };
         let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
         // SAFETY: `read` initialised exactly `n` bytes after the old length.
         unsafe { buf.set_len(buf.len() + n) };
@@ -444,7 +545,7 @@ impl Transport {
         while !slices.is_empty() {
             // Queued bytes go out first, so order is kept.
             if self.flush_nonblocking()? {
-                match nix::sys::uio::writev(self.socket()?, slices) {
+                match sendv_now(self.socket()?, slices) {
                     Ok(0) => return Err(closed(std::io::ErrorKind::WriteZero)),
                     Ok(n) => {
                         IoSlice::advance_slices(&mut slices, n);
@@ -520,7 +621,7 @@ impl Transport {
         if self.flush_nonblocking()? {
             while left > 0 {
                 let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
-                match nix::sys::sendfile::sendfile(self.socket()?, file, Some(&mut offset), chunk) {
+                match sendfile_now(self.socket()?, file, &mut offset, chunk) {
                     // The file is shorter than announced: the framing cannot be kept.
                     Ok(0) => return Err(closed(std::io::ErrorKind::UnexpectedEof)),
                     Ok(n) => left -= n as u64,
@@ -569,7 +670,7 @@ impl Transport {
         while let Some(front) = out.segments.front_mut() {
             let fd = self.socket()?;
             let done = match front {
-                Segment::Bytes { data, sent } => match nix::unistd::write(fd, &data[*sent..]) {
+                Segment::Bytes { data, sent } => match send_now(fd, &data[*sent..]) {
                     Ok(n) => {
                         self.0.flushed.fetch_add(n as u64, Ordering::Relaxed);
                         *sent += n;
@@ -581,7 +682,7 @@ impl Transport {
                 },
                 Segment::File { file, offset, left } => {
                     let chunk = usize::try_from((*left).min(1 << 30)).unwrap_or(1 << 30);
-                    match nix::sys::sendfile::sendfile(fd, &*file, Some(offset), chunk) {
+                    match sendfile_now(fd, file.as_fd(), offset, chunk) {
                         Ok(0) => return Err(closed(std::io::ErrorKind::UnexpectedEof)),
                         Ok(n) => {
                             self.0.flushed.fetch_add(n as u64, Ordering::Relaxed);

@@ -165,6 +165,9 @@ impl ResponseWriter {
     }
 
     fn prepare_head(&mut self, status: &str, app: &AppHead) -> Result<(), SendError> {
+        if !self.io.begin_response() {
+            return Err(answered_for_us());
+        }
         self.head.clear();
         let facts = self.facts;
         let out = &mut self.head;
@@ -358,10 +361,21 @@ impl ResponseWriter {
 
     /// Sends a whole ready-made response (an error page) when nothing was sent yet.
     pub fn send_raw(&mut self, py: Python<'_>, bytes: &[u8]) -> Result<(), SendError> {
+        if !self.io.begin_response() {
+            return Err(answered_for_us());
+        }
         self.io
             .write_all(py, &mut [IoSlice::new(bytes)], self.timeout)
             .map_err(SendError::Io)
     }
+}
+
+/// The worker, leaving, already answered this request (see `Transport::take_over_response`).
+fn answered_for_us() -> SendError {
+    SendError::Io(IoError::Closed(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the worker is stopping and answered this request",
+    )))
 }
 
 /// The `start_response` callable handed to the app; its bound `write` is the write callable.
