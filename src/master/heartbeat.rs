@@ -3,6 +3,10 @@
 //!
 //! Gunicorn touches a temp file per worker; on a disk-backed `/tmp` that `utime` can stall
 //! and cause spurious timeouts (its issue #1863). A store to shared memory cannot.
+//!
+//! Beside each timestamp, a worker that decided to leave on its own (`--max-requests`,
+//! `--reload`, `worker.alive = False`) says so, so the master forks its successor at once
+//! instead of when the old one has finished its last connections.
 
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
@@ -11,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
 use nix::time::{clock_gettime, ClockId};
 
-/// How many workers can exist at once (TTIN beyond this is refused); 64 KiB of memory.
+/// How many workers can exist at once (TTIN beyond this is refused); 128 KiB of memory.
 pub const MAX_WORKER_SLOTS: usize = 8192;
 
 /// Milliseconds on the system-wide monotonic clock (comparable across processes).
@@ -38,7 +42,8 @@ impl Heartbeat {
     /// # Errors
     /// `mmap` failed.
     pub fn new() -> nix::Result<Heartbeat> {
-        let len = NonZeroUsize::new(MAX_WORKER_SLOTS * std::mem::size_of::<AtomicU64>())
+        // Heartbeats first, then the leaving flags.
+        let len = NonZeroUsize::new(2 * MAX_WORKER_SLOTS * std::mem::size_of::<AtomicU64>())
             .ok_or(nix::Error::EINVAL)?;
         // SAFETY: an anonymous shared mapping of fresh zeroed memory; nothing else aliases it.
         let ptr = unsafe {
@@ -52,11 +57,35 @@ impl Heartbeat {
         Ok(Heartbeat { slots: ptr.cast() })
     }
 
-    fn slot(&self, index: usize) -> &AtomicU64 {
-        let index = index % MAX_WORKER_SLOTS;
+    fn cell(&self, index: usize) -> &AtomicU64 {
+        let index = index % (2 * MAX_WORKER_SLOTS);
         // SAFETY: `index` is within the mapping, which is never unmapped, and AtomicU64 has
         // the same layout as the zero-initialised u64 cells of the page.
         unsafe { &*self.slots.as_ptr().add(index) }
+    }
+
+    fn slot(&self, index: usize) -> &AtomicU64 {
+        self.cell(index % MAX_WORKER_SLOTS)
+    }
+
+    fn leaving_flag(&self, index: usize) -> &AtomicU64 {
+        self.cell(MAX_WORKER_SLOTS + index % MAX_WORKER_SLOTS)
+    }
+
+    /// A new worker takes slot `index`: alive now, not leaving.
+    pub fn start(&self, index: usize) {
+        self.leaving_flag(index).store(0, Ordering::Relaxed);
+        self.beat(index);
+    }
+
+    /// The worker in `index` is leaving on its own: it takes no new connections.
+    pub fn mark_leaving(&self, index: usize) {
+        self.leaving_flag(index).store(1, Ordering::Release);
+    }
+
+    /// Whether the worker in `index` said it is leaving.
+    pub fn is_leaving(&self, index: usize) -> bool {
+        self.leaving_flag(index).load(Ordering::Acquire) != 0
     }
 
     /// Records that the worker in `index` is alive now.
@@ -95,5 +124,18 @@ mod tests {
         hb.beat(3);
         assert!(copy.last(3) > 0);
         assert_eq!(copy.last(4), 0);
+    }
+
+    #[test]
+    fn leaving_flags_are_per_slot_and_cleared_by_a_new_worker() {
+        let hb = Heartbeat::new().unwrap();
+        hb.mark_leaving(MAX_WORKER_SLOTS - 1);
+        assert!(hb.is_leaving(MAX_WORKER_SLOTS - 1));
+        assert!(!hb.is_leaving(0));
+        // The flag does not touch the beats.
+        assert_eq!(hb.last(MAX_WORKER_SLOTS - 1), 0);
+        hb.start(MAX_WORKER_SLOTS - 1);
+        assert!(!hb.is_leaving(MAX_WORKER_SLOTS - 1));
+        assert!(hb.last(MAX_WORKER_SLOTS - 1) > 0);
     }
 }

@@ -32,7 +32,8 @@ struct WorkerRecord {
     slot: usize,
     /// SIGABRT was sent for a timeout; the next late check sends SIGKILL.
     aborted: bool,
-    /// Sent SIGTERM to trim the pool (TTOU, HUP): finishing its request, no longer counted.
+    /// Leaving: sent SIGTERM to trim the pool (TTOU, HUP), or said it is leaving on its own
+    /// (max-requests, reload): finishing its requests, no longer counted.
     retiring: bool,
 }
 
@@ -143,6 +144,8 @@ pub struct WorkerSeed<'a> {
     pub master_pid: Pid,
     /// Connections passed between workers (see `worker::handoff`).
     pub handoff: &'a crate::worker::handoff::Channel,
+    /// Wakes the master's loop (see `SignalQueue::notice_fd`).
+    pub master_wake: std::os::fd::RawFd,
 }
 
 /// The arbiter's state.
@@ -559,6 +562,12 @@ impl Master {
 
     /// Spawns missing workers and stops the oldest extras.
     fn manage_workers(&mut self) {
+        // A worker leaving on its own is replaced now, not once it has gone.
+        for record in self.workers.values_mut() {
+            if !record.retiring && self.heartbeat.is_leaving(record.slot) {
+                record.retiring = true;
+            }
+        }
         let active = |m: &Master| m.workers.values().filter(|r| !r.retiring).count();
         while active(self) < self.num_workers {
             if !self.spawn_worker() {
@@ -608,7 +617,7 @@ impl Master {
             error!("No free worker slot; not spawning more than {MAX_WORKER_SLOTS} workers");
             return false;
         };
-        self.heartbeat.beat(slot);
+        self.heartbeat.start(slot);
         self.next_age += 1;
         let max_requests = if self.config.max_requests == 0 {
             0
@@ -652,6 +661,7 @@ impl Master {
                     max_requests,
                     master_pid: self.pid,
                     handoff: &self.handoff,
+                    master_wake: self.signals.notice_fd(),
                 };
                 crate::worker::run(seed)
             }

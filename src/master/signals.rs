@@ -29,6 +29,8 @@ pub const MASTER_SIGNALS: [Signal; 10] = [
 pub struct SignalQueue {
     counts: Arc<[AtomicUsize; 10]>,
     wake_read: UnixStream,
+    /// The write end, which workers inherit to wake the master (see [`SignalQueue::notice_fd`]).
+    wake_write: UnixStream,
     /// The actions as installed, to put back if Python code in the master replaced one.
     installed: Vec<(Signal, nix::libc::sigaction)>,
 }
@@ -70,6 +72,7 @@ impl SignalQueue {
         Ok(SignalQueue {
             counts,
             wake_read,
+            wake_write,
             installed,
         })
     }
@@ -94,6 +97,13 @@ impl SignalQueue {
     }
 
     /// The read end of the wake-up pipe (closed in workers).
+    /// What a worker writes a byte to (with `MSG_DONTWAIT`) to wake the master's loop: a
+    /// descriptor, not a signal, as a worker that dropped privileges may not signal a root
+    /// master.
+    pub fn notice_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.wake_write)
+    }
+
     pub fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.wake_read.as_fd()
     }

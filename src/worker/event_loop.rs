@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
-use nix::sys::socket::{accept4, getpeername, setsockopt, sockopt, SockFlag, SockaddrStorage};
+use nix::sys::socket::{
+    accept4, getpeername, getsockname, setsockopt, sockopt, SockFlag, SockaddrStorage,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use tracing::{error, info, warn};
@@ -50,6 +52,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 /// A buffer this large is measured against the budget; an emptied one is freed.
 const LARGE_BUFFER_BYTES: usize = 64 * 1024;
+/// How long a threaded worker told to abort (a timeout's ABRT) lets its threads finish.
+/// It keeps beating meanwhile, so the master does not kill it first.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 struct ListenerState {
     fd: RawFd,
@@ -57,6 +62,8 @@ struct ListenerState {
     /// The kernel may have a connection queued for us.
     ready: bool,
     registered: bool,
+    /// Our copy of the socket is closed (stopping on TERM, once its backlog was taken).
+    closed: bool,
     server: Option<(Py<PyString>, Py<PyString>)>,
 }
 
@@ -69,8 +76,6 @@ pub struct EventLoop<'a> {
     free: Vec<usize>,
     /// Connections with buffered bytes to serve on the next turn (round-robin).
     pending: Vec<usize>,
-    /// On stop, the listen backlog was accepted once (then listeners are closed to us).
-    backlog_drained: bool,
     /// The connection the last accept added (see `accept_next_in_line`).
     last_accepted: Option<usize>,
     open: usize,
@@ -100,6 +105,9 @@ pub struct EventLoop<'a> {
     /// Since when the threads have all been busy with a connection possibly waiting to
     /// be accepted (see [`SATURATED_GRACE`]).
     saturated_since: Option<Instant>,
+    /// The threaded worker was told to quit (QUIT, INT) or abort (ABRT): it leaves with this
+    /// status once its threads are done, or at this deadline (see [`EventLoop::leave_threaded`]).
+    leaving: Option<(Instant, i32)>,
 }
 
 fn ip_and_port(addr: &ListenAddr) -> Option<(String, String)> {
@@ -131,9 +139,12 @@ impl<'a> EventLoop<'a> {
         // With one worker there is nobody to hand a connection to; with threads the loop
         // itself stays free while requests run.
         let watcher = if seed.config.workers > 1 && pool.is_none() {
+            let fds: Vec<RawFd> = seed.listeners.iter().map(|l| l.raw_fd()).collect();
             Some(Watcher::start(
                 seed.handoff,
                 seed.config.worker_connections,
+                &fds,
+                poll.registry().try_clone()?,
             )?)
         } else {
             None
@@ -146,6 +157,7 @@ impl<'a> EventLoop<'a> {
                     addr: l.addr.clone(),
                     ready: true,
                     registered: false,
+                    closed: false,
                     server: ip_and_port(&l.addr).map(|(ip, port)| {
                         (
                             PyString::new(py, &ip).unbind(),
@@ -168,7 +180,6 @@ impl<'a> EventLoop<'a> {
             conns: Vec::new(),
             free: Vec::new(),
             pending: Vec::new(),
-            backlog_drained: false,
             last_accepted: None,
             open: 0,
             limits: seed.config.limits,
@@ -192,6 +203,7 @@ impl<'a> EventLoop<'a> {
             pool,
             in_app: Vec::new(),
             saturated_since: None,
+            leaving: None,
         };
         for i in 0..lp.listeners.len() {
             lp.set_listening(i, true)?;
@@ -207,7 +219,7 @@ impl<'a> EventLoop<'a> {
 
     fn set_listening(&mut self, i: usize, on: bool) -> std::io::Result<()> {
         let l = &mut self.listeners[i];
-        if l.registered == on {
+        if l.registered == on || l.closed {
             return Ok(());
         }
         let registry = self.poll.registry();
@@ -232,7 +244,13 @@ impl<'a> EventLoop<'a> {
                 crate::log::reopen();
                 self.runtime.reopen_logs();
                 if let Some(pool) = &self.pool {
+                    // Each thread reopens its own before its next request; the file is
+                    // recreated now, as log rotation (and shippers waiting for the new
+                    // file) expect.
                     pool.reopen_logs();
+                    if let Some(path) = self.seed.config.accesslog.as_deref() {
+                        let _ = crate::log::Sink::open(path, crate::log::Sink::Stdout);
+                    }
                 }
             }
             self.check_parent();
@@ -246,8 +264,16 @@ impl<'a> EventLoop<'a> {
             }
             if !super::is_alive() {
                 self.wind_down(py);
-                if self.open == 0 {
-                    return 0;
+                // Stopping on TERM, connections passed on by siblings (or by this worker's
+                // own watcher) are served before leaving: nobody else may be left to.
+                if self.open == 0 && !(self.takes_handoffs() && self.seed.handoff.has_waiting()) {
+                    return self.leaving.map_or(0, |(_, code)| code);
+                }
+            }
+            if let Some((deadline, code)) = self.leaving {
+                if Instant::now() >= deadline {
+                    self.answer_for_threads();
+                    return code;
                 }
             }
             let timeout = self.poll_timeout();
@@ -300,7 +326,11 @@ impl<'a> EventLoop<'a> {
             if woke {
                 crate::transport::drain_wake_fd();
                 if let Err(e) = py.check_signals() {
-                    return exit_status(py, &e);
+                    let code = exit_status(py, &e);
+                    if self.pool.is_none() {
+                        return code;
+                    }
+                    self.leave_threaded(py, code);
                 }
             }
             let mut next = 0;
@@ -326,6 +356,43 @@ impl<'a> EventLoop<'a> {
             }
             self.accept(py);
             self.expire(py);
+        }
+    }
+
+    /// The threaded worker was told to quit (QUIT/INT: status 0) or abort (ABRT, a
+    /// timeout: status 1). As Gunicorn's gthread lets its executor finish, requests in
+    /// threads may complete (until `--graceful-timeout` on a quit, [`ABORT_GRACE`] on an
+    /// abort); connections that can move go to siblings at once; a second signal ends
+    /// the wait. What is still in a thread then gets a 500 if nothing of its response went
+    /// out (see [`EventLoop::answer_for_threads`]).
+    fn leave_threaded(&mut self, py: Python<'_>, code: i32) {
+        let now = Instant::now();
+        let grace = if code == 0 {
+            Duration::from_secs(self.seed.config.graceful_timeout)
+        } else {
+            ABORT_GRACE
+        };
+        self.leaving = Some(match self.leaving {
+            Some((_, first)) => (now, first),
+            None => (now + grace, code),
+        });
+        self.pass_on_movable(py);
+    }
+
+    /// Leaving with requests still in threads: each whose response has not begun is
+    /// answered with a 500 (as the sync worker answers the request a signal interrupted);
+    /// the thread's writer can no longer begin one. Their sockets are left open for the
+    /// threads (process exit closes them).
+    fn answer_for_threads(&self) {
+        let page = crate::http::error::error_page(500, "Internal Server Error", "");
+        for conn in self.conns.iter().flatten() {
+            if conn.state.phase == Phase::InApp && conn.io.take_over_response() {
+                error!(
+                    "Worker stopping with a request still in a thread (ip={}): answered 500",
+                    conn.env.remote_ip
+                );
+                conn.io.send_now(&page);
+            }
         }
     }
 
@@ -400,7 +467,7 @@ impl<'a> EventLoop<'a> {
         let can_accept = super::is_alive()
             && self.open < self.seed.config.worker_connections
             && !self.threads_saturated();
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || (self.handoff_ready && self.takes_handoffs()) {
             return Duration::ZERO;
         }
         // Wake at least every half timeout (heartbeat) and every second (parent check).
@@ -414,6 +481,9 @@ impl<'a> EventLoop<'a> {
                 Some(at) => wait = wait.min(at.saturating_duration_since(Instant::now())),
             }
         }
+        if let Some((deadline, _)) = self.leaving {
+            wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+        }
         let now = self.clock();
         match self.conns.iter().flatten().map(|c| c.state.deadline).min() {
             Some(d) => d.saturating_duration_since(now).min(wait),
@@ -423,37 +493,85 @@ impl<'a> EventLoop<'a> {
 
     /// Stopping: no new connections; what was sent is answered, with `Connection: close`.
     ///
-    /// Beyond Gunicorn (its issue #3397): connections already queued in the listen backlog
-    /// are accepted and served before the worker leaves, instead of being reset when the
-    /// listeners close. A connection idle between requests gets a last call (see
-    /// [`State::last_call`]) and is closed by [`EventLoop::expire`] only when provably idle.
+    /// Beyond Gunicorn (its issue #3397), on TERM: connections already queued in the listen
+    /// backlog are accepted and served, and then our copy of each listening socket is
+    /// closed at once, so that when every process has closed its copy the kernel refuses
+    /// new connections (a load balancer retries those elsewhere) instead of queueing them
+    /// until the last worker exits and then resetting them. A connection idle between
+    /// requests gets a last call (see [`State::last_call`]) and is closed by
+    /// [`EventLoop::expire`] only when provably idle.
     fn wind_down(&mut self, py: Python<'_>) {
-        if !self.backlog_drained && super::drains_backlog() {
-            self.backlog_drained = true;
+        // A quitting or aborting threaded worker leaves the backlog to its siblings.
+        if super::drains_backlog() && self.leaving.is_none() {
+            if let Some(watcher) = &self.watcher {
+                for (socket, listener) in watcher.take_stranded() {
+                    if let Err(e) =
+                        self.add_conn(py, listener, socket, self.seed.config.tls.is_some())
+                    {
+                        error!("Dropping a new connection: {e}");
+                    }
+                }
+            }
             for i in 0..self.listeners.len() {
-                while self.open < self.seed.config.worker_connections && self.accept_one(py, i) {}
+                if self.listeners[i].closed {
+                    continue;
+                }
+                if self.watcher.as_ref().is_some_and(|w| w.dropped_listener(i)) {
+                    // Swept and let go during the app call; its number now holds /dev/null.
+                    self.listeners[i].registered = false;
+                    self.close_listener(i);
+                    continue;
+                }
+                // Every connection the kernel accepted is ours to serve, past
+                // worker_connections too.
+                while self.accept_one(py, i) {}
+                // Out of descriptors, connections may still be queued: the next turn takes
+                // them (see ACCEPT_RETRY) before the socket is let go.
+                if !self.listeners[i].ready {
+                    self.close_listener(i);
+                }
             }
         }
         for i in 0..self.listeners.len() {
             let _ = self.set_listening(i, false);
         }
         if !super::drains_backlog() {
-            // Recycled (max-requests, reload): a successor is on its way, so idle
-            // connections go to it (or a sibling) through the hand-off channel instead of
-            // holding this worker, and so its listeners, for a last call.
-            for idx in 0..self.conns.len() {
-                let candidate = self.conns[idx].as_ref().and_then(Conn::handoff_candidate);
-                if let Some((fd, listener, fresh)) = candidate {
-                    if self.seed.handoff.send(fd, listener, fresh, &[]).is_ok() {
-                        self.close(py, idx);
-                    }
-                }
-            }
+            // Recycled (max-requests, reload, `worker.alive = False`): the successor is
+            // already on its way (see `worker::retire`), so connections between requests,
+            // and those part-way through a head (with the bytes read so far), go to it or a
+            // sibling instead of holding this worker until their deadlines.
+            self.pass_on_movable(py);
         }
         let now = self.clock();
         for conn in self.conns.iter_mut().flatten() {
             conn.state.last_call(!conn.buf.is_empty(), now);
         }
+    }
+
+    /// Closes this process's copy of listener `i` (the socket lives on in the other
+    /// processes that hold it).
+    fn close_listener(&mut self, i: usize) {
+        let _ = self.set_listening(i, false);
+        let l = &mut self.listeners[i];
+        l.closed = true;
+        l.ready = false;
+        // SAFETY: the descriptor was inherited from the master for this worker's use only;
+        // `closed` keeps it from being used (or closed) again.
+        drop(unsafe { OwnedFd::from_raw_fd(l.fd) });
+    }
+
+    /// Out of descriptors or memory: accepting (and taking hand-offs) is retried on a
+    /// timer (no new readiness event comes for what is already queued), and said once per
+    /// burst rather than once per attempt.
+    fn out_of_descriptors(&mut self, e: Errno) {
+        if self.accept_failures == 0 {
+            error!(
+                "Can't accept new connections: {e}; retrying every {} ms",
+                ACCEPT_RETRY.as_millis()
+            );
+        }
+        self.accept_failures += 1;
+        self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
     }
 
     /// Accepts at most one connection per listener per turn, so workers sharing a listener
@@ -508,7 +626,7 @@ impl<'a> EventLoop<'a> {
                 self.accept_retry = None;
                 // The next connection gets its own grace (see SATURATED_GRACE).
                 self.saturated_since = None;
-                match self.add_conn(py, i, owned) {
+                match self.add_conn(py, i, owned, self.seed.config.tls.is_some()) {
                     Ok(idx) => self.last_accepted = Some(idx),
                     Err(e) => error!("Dropping a new connection: {e}"),
                 }
@@ -520,17 +638,8 @@ impl<'a> EventLoop<'a> {
                 false
             }
             Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
-                // Out of descriptors or memory: the connection stays queued in the kernel.
-                // Retry on a timer (no new readiness event will come for it), and say so
-                // once per burst rather than once per attempt.
-                if self.accept_failures == 0 {
-                    error!(
-                        "Can't accept new connections: {e}; retrying every {} ms",
-                        ACCEPT_RETRY.as_millis()
-                    );
-                }
-                self.accept_failures += 1;
-                self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                // The connection stays queued in the kernel.
+                self.out_of_descriptors(e);
                 false
             }
             Err(e) => {
@@ -541,12 +650,28 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    /// Takes one connection a sibling passed on (one per turn, like accepting), also while
-    /// stopping on TERM (every worker is), so that one handed off is never dropped; but not
-    /// when recycled, as the connections it passed on are for its successor.
+    /// Whether this worker takes connections from the hand-off channel now: while alive,
+    /// and while stopping on TERM (every worker is), so that one handed off is never
+    /// dropped; but not when recycled, as the connections it passed on are for its
+    /// successor; and not at its connection limit or while out of descriptors.
+    fn takes_handoffs(&self) -> bool {
+        (super::is_alive() || (super::drains_backlog() && self.leaving.is_none()))
+            && self.open < self.seed.config.worker_connections
+            && self.accept_retry.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// Takes one connection a sibling passed on (one per turn, like accepting).
+    ///
+    /// A descriptor passed with `SCM_RIGHTS` into a full descriptor table is dropped by the
+    /// kernel (`MSG_CTRUNC`): the client would be reset. So a free descriptor is checked for
+    /// first; without one the connection waits in the channel, for this worker once it has
+    /// room again or for a sibling, as a new connection waits in the listen backlog.
     fn take_handoff(&mut self, py: Python<'_>) {
-        let taking = super::is_alive() || super::drains_backlog();
-        if !taking || !self.handoff_ready || self.open >= self.seed.config.worker_connections {
+        if !self.handoff_ready || !self.takes_handoffs() {
+            return;
+        }
+        if let Err(e) = self.seed.handoff.check_room() {
+            self.out_of_descriptors(e);
             return;
         }
         match self.seed.handoff.receive() {
@@ -557,12 +682,17 @@ impl<'a> EventLoop<'a> {
     }
 
     /// Serves a connection a sibling passed on, with the bytes it had read.
+    ///
+    /// Its listener is the one whose address the socket itself reports, not the index it
+    /// came with: after a HUP that rebinds, a draining old worker's connection may reach a
+    /// new worker with other listeners. Only plain connections are ever passed on, so it
+    /// stays plain, whatever TLS settings this worker has.
     fn adopt(&mut self, py: Python<'_>, received: Received) {
-        if received.listener >= self.listeners.len() {
-            warn!("Dropping a connection handed over for an unknown listener");
+        let Some(listener) = self.listener_of(&received.socket, received.listener) else {
+            warn!("Dropping a connection handed over for a listener this worker does not have");
             return;
-        }
-        match self.add_conn(py, received.listener, received.socket) {
+        };
+        match self.add_conn(py, listener, received.socket, false) {
             Ok(idx) => {
                 let now = self.clock();
                 if let Some(conn) = self.conns[idx].as_mut() {
@@ -584,6 +714,35 @@ impl<'a> EventLoop<'a> {
         }
     }
 
+    /// Which of our listeners accepted `socket`, by its local address (`hint` first).
+    fn listener_of(&self, socket: &OwnedFd, hint: usize) -> Option<usize> {
+        let local: SockaddrStorage = getsockname(socket.as_raw_fd()).ok()?;
+        let matches = |addr: &ListenAddr| match addr {
+            ListenAddr::Tcp(listening) => {
+                let port = local
+                    .as_sockaddr_in()
+                    .map(|a| (std::net::IpAddr::V4(a.ip()), a.port()))
+                    .or_else(|| {
+                        local
+                            .as_sockaddr_in6()
+                            .map(|a| (std::net::IpAddr::V6(a.ip()), a.port()))
+                    });
+                port.is_some_and(|(ip, port)| {
+                    port == listening.port()
+                        && (listening.ip().is_unspecified() || listening.ip() == ip)
+                })
+            }
+            ListenAddr::Unix(path) => local
+                .as_unix_addr()
+                .and_then(|a| a.path())
+                .is_some_and(|p| p == path.as_path()),
+        };
+        if self.listeners.get(hint).is_some_and(|l| matches(&l.addr)) {
+            return Some(hint);
+        }
+        self.listeners.iter().position(|l| matches(&l.addr))
+    }
+
     /// Tells the watcher whether connection `idx` is idle and may move to a sibling.
     fn refresh_idle(&self, idx: usize) {
         let Some(watcher) = &self.watcher else {
@@ -597,12 +756,11 @@ impl<'a> EventLoop<'a> {
         watcher.set_idle(idx, idle);
     }
 
-    /// The worker is leaving in the middle of things (a timeout's abort): every connection
-    /// that can move goes to a sibling, with what was already read, instead of being reset.
-    fn hand_off_all(&mut self, py: Python<'_>) {
-        if self.seed.config.workers < 2 {
-            return;
-        }
+    /// The worker is leaving (a timeout's abort, a recycle): every connection that can
+    /// move (between requests or reading a head, not TLS or PROXY protocol) goes to a
+    /// sibling or the successor, with what was already read, instead of being reset or
+    /// holding this worker. A full channel leaves the rest here.
+    fn pass_on_movable(&mut self, py: Python<'_>) {
         for idx in 0..self.conns.len() {
             let Some(conn) = self.conns[idx].as_ref() else {
                 continue;
@@ -624,7 +782,14 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    fn add_conn(&mut self, py: Python<'_>, listener: usize, fd: OwnedFd) -> PyResult<usize> {
+    /// Registers a connection accepted on listener `listener`, over TLS if `tls`.
+    fn add_conn(
+        &mut self,
+        py: Python<'_>,
+        listener: usize,
+        fd: OwnedFd,
+        tls: bool,
+    ) -> PyResult<usize> {
         let l = &self.listeners[listener];
         let peer = match &l.addr {
             ListenAddr::Tcp(_) => {
@@ -650,7 +815,7 @@ impl<'a> EventLoop<'a> {
             Peer::Unix => (String::new(), None),
         };
         let raw_fd = fd.as_raw_fd();
-        let io = match &self.seed.config.tls {
+        let io = match self.seed.config.tls.as_ref().filter(|_| tls) {
             Some(tls) => {
                 let session = rustls::ServerConnection::new(std::sync::Arc::clone(tls))
                     .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
@@ -997,6 +1162,11 @@ impl<'a> EventLoop<'a> {
     /// after its last request began, and one slow request among others is left alone.
     fn beat(&self) {
         let heartbeat = &self.seed.heartbeat;
+        if self.leaving.is_some() {
+            // Leaving on its own deadline (see `leave_threaded`).
+            heartbeat.beat(self.seed.slot);
+            return;
+        }
         match self.pool.as_ref().and_then(super::pool::Pool::busy_for) {
             None => heartbeat.beat(self.seed.slot),
             Some(age) => heartbeat.beat_aged(self.seed.slot, age),
@@ -1034,6 +1204,7 @@ impl<'a> EventLoop<'a> {
         if let Some(pool) = &self.pool {
             let now = Instant::now();
             conn.state.dispatched(now);
+            conn.io.new_request();
             pool.submit(super::pool::Job {
                 idx,
                 io: conn.io.clone(),
@@ -1098,7 +1269,7 @@ impl<'a> EventLoop<'a> {
                     conn.io.flush_for(py, Duration::from_millis(500));
                 }
                 self.close(py, idx);
-                self.hand_off_all(py);
+                self.pass_on_movable(py);
                 Served::Exit(0)
             }
         }
@@ -1109,10 +1280,19 @@ impl Drop for EventLoop<'_> {
     /// Connections still open when the worker leaves are closed properly: their
     /// `gunicorn.socket` lets go of the descriptor before the descriptor is closed (else
     /// Python's socket finalizer would close it first, and then we would, a second time).
+    ///
+    /// A connection whose request is still in a pool thread is left alone: the thread may
+    /// still use its descriptor, and closing it could hand the number to something else the
+    /// thread would then write to. Process exit closes it.
     fn drop(&mut self) {
         Python::attach(|py| {
             for idx in 0..self.conns.len() {
-                self.close(py, idx);
+                let in_thread = self.conns[idx]
+                    .as_ref()
+                    .is_some_and(|c| c.state.phase == Phase::InApp);
+                if !in_thread {
+                    self.close(py, idx);
+                }
             }
         });
     }

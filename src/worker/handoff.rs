@@ -21,7 +21,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,29 @@ impl Channel {
         send_connection(self.send.as_fd(), socket, listener, fresh, buffered)
     }
 
+    /// Whether a connection is waiting.
+    pub fn has_waiting(&self) -> bool {
+        let mut byte = [0u8; 1];
+        recv(
+            self.recv.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        )
+        .is_ok()
+    }
+
+    /// Whether this process has a free descriptor for a connection to arrive in (the
+    /// kernel drops one passed into a full table).
+    ///
+    /// # Errors
+    /// EMFILE (or ENFILE) when it has none.
+    pub fn check_room(&self) -> nix::Result<()> {
+        nix::fcntl::fcntl(&self.recv, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0)).map(|fd| {
+            // SAFETY: fcntl just made this descriptor; nothing else owns it.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        })
+    }
+
     /// Takes one connection, if one is waiting.
     ///
     /// # Errors
@@ -112,6 +135,11 @@ impl Channel {
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
         )?;
         let len = msg.bytes;
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+            // Our descriptor table filled up after `check_room` (an app thread opened
+            // files): the kernel dropped the connection.
+            return Err(Errno::EMFILE);
+        }
         let mut socket = None;
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(fds) = c {
@@ -156,6 +184,12 @@ struct Shared {
     dozing: AtomicBool,
     wake: Condvar,
     stop: AtomicBool,
+    /// This worker's copy of each listening socket (its descriptor), or -1 once the
+    /// watcher let it go on TERM (see [`drop_listeners`]).
+    listeners: Vec<AtomicI32>,
+    /// Connections the watcher accepted on TERM but could not pass on (the channel was
+    /// full): the loop serves them.
+    stranded: Mutex<Vec<(OwnedFd, usize)>>,
 }
 
 const IDLE: u64 = 1 << 63;
@@ -168,11 +202,17 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts the thread for a worker with `slots` connection slots.
+    /// Starts the thread for a worker with `slots` connection slots, listening on
+    /// `listeners` (registered with `registry`).
     ///
     /// # Errors
     /// The thread could not be started.
-    pub fn start(channel: &Channel, slots: usize) -> std::io::Result<Watcher> {
+    pub fn start(
+        channel: &Channel,
+        slots: usize,
+        listeners: &[RawFd],
+        registry: mio::Registry,
+    ) -> std::io::Result<Watcher> {
         let shared = Arc::new(Shared {
             busy_since: AtomicU64::new(0),
             idle: (0..slots).map(|_| AtomicU64::new(0)).collect(),
@@ -180,6 +220,8 @@ impl Watcher {
             dozing: AtomicBool::new(false),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
+            listeners: listeners.iter().map(|&fd| AtomicI32::new(fd)).collect(),
+            stranded: Mutex::new(Vec::new()),
         });
         let send = channel.send.try_clone()?;
         let started = Instant::now();
@@ -189,7 +231,7 @@ impl Watcher {
             .spawn(move || {
                 // Signals are for the main thread, where Python handles them.
                 let _ = nix::sys::signal::SigSet::all().thread_block();
-                watch(&theirs, &send, started);
+                watch(&theirs, &send, started, &registry);
             })?;
         Ok(Watcher { shared, started })
     }
@@ -234,6 +276,26 @@ impl Watcher {
         self.shared.busy_since.store(0, Ordering::Release);
         handed.append(&mut list);
     }
+
+    /// Whether the watcher let go of listener `index` during the call (stopping on TERM):
+    /// the loop must neither use its descriptor as a socket nor deregister it.
+    pub fn dropped_listener(&self, index: usize) -> bool {
+        self.shared
+            .listeners
+            .get(index)
+            .is_some_and(|fd| fd.load(Ordering::Acquire) < 0)
+    }
+
+    /// Connections the watcher accepted but could not pass on, with their listener.
+    pub fn take_stranded(&self) -> Vec<(OwnedFd, usize)> {
+        std::mem::take(
+            &mut *self
+                .shared
+                .stranded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
 }
 
 impl Drop for Watcher {
@@ -246,7 +308,7 @@ impl Drop for Watcher {
 
 /// The watcher thread: waits for a long app call, then polls the idle connections and hands
 /// off each that receives a request.
-fn watch(shared: &Shared, send: &OwnedFd, started: Instant) {
+fn watch(shared: &Shared, send: &OwnedFd, started: Instant, registry: &mio::Registry) {
     let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
     let mut last_busy = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
@@ -270,6 +332,9 @@ fn watch(shared: &Shared, send: &OwnedFd, started: Instant) {
         if busy_for < ENGAGE_AFTER {
             std::thread::sleep(ENGAGE_AFTER - busy_for);
             continue;
+        }
+        if super::drains_backlog() {
+            drop_listeners(shared, send, since, registry);
         }
         let candidates: Vec<(usize, u64)> = shared
             .idle
@@ -313,6 +378,72 @@ fn watch(shared: &Shared, send: &OwnedFd, started: Instant) {
             // Readable but not movable (the client closed, or the queue is full): do not
             // spin on it.
             std::thread::sleep(WATCH_TICK);
+        }
+    }
+}
+
+/// Stopping on TERM while the app call in hand goes on: what the kernel queued on each
+/// listener is accepted and passed on (siblings serve it, or this worker after its call),
+/// then this worker's copy of the socket goes, so that once every process has let go the
+/// kernel refuses new connections at once instead of queueing them for a worker that will
+/// not accept again. The descriptor number stays taken (by `/dev/null`) until the loop,
+/// which knows it by number, closes it.
+fn drop_listeners(shared: &Shared, send: &OwnedFd, since: u64, registry: &mio::Registry) {
+    if shared
+        .listeners
+        .iter()
+        .all(|fd| fd.load(Ordering::Relaxed) < 0)
+    {
+        return;
+    }
+    let Ok(devnull) = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return;
+    };
+    // As for hand-offs: only while the same app call runs, so the loop is not using them.
+    let _handed = shared.handed.lock().unwrap_or_else(|p| p.into_inner());
+    if shared.busy_since.load(Ordering::Acquire) != since {
+        return;
+    }
+    for (index, cell) in shared.listeners.iter().enumerate() {
+        let fd = cell.load(Ordering::Relaxed);
+        if fd < 0 {
+            continue;
+        }
+        let swept = loop {
+            match nix::sys::socket::accept4(
+                fd,
+                nix::sys::socket::SockFlag::SOCK_NONBLOCK
+                    | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            ) {
+                Ok(raw) => {
+                    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+                    let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+                    if send_connection(send.as_fd(), raw, index, true, &[]).is_err() {
+                        shared
+                            .stranded
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((conn, index));
+                    }
+                }
+                Err(Errno::EINTR | Errno::ECONNABORTED) => {}
+                Err(Errno::EAGAIN) => break true,
+                // Out of descriptors: the loop sweeps this one after the call.
+                Err(_) => break false,
+            }
+        };
+        if !swept {
+            continue;
+        }
+        let _ = registry.deregister(&mut mio::unix::SourceFd(&fd));
+        // SAFETY: `fd` is this worker's copy of the listener, which nothing uses during
+        // the app call but this thread; dup2 replaces it atomically.
+        if unsafe { nix::libc::dup2(devnull.as_raw_fd(), fd) } >= 0 {
+            cell.store(-1, Ordering::Release);
         }
     }
 }

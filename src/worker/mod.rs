@@ -66,11 +66,35 @@ pub fn stop_gracefully() {
 }
 
 /// Stops the worker after the current request without taking more connections
-/// (max_requests): the sockets stay open in the master and the other workers, so queued
-/// connections are served there.
+/// (max_requests, reload): the sockets stay open in the master and the other workers, so
+/// queued connections are served there. The master is told at once, so the successor
+/// boots while this worker finishes what it has.
 pub fn retire() {
-    ALIVE.store(false, Ordering::Relaxed);
+    if ALIVE.swap(false, Ordering::Relaxed) {
+        if let Some(notice) = LEAVING_NOTICE.get() {
+            notice.heartbeat.mark_leaving(notice.slot);
+            // SAFETY: sends one byte from a live buffer on the master's wake socket, which
+            // stays open in this process; never blocks.
+            let _ = unsafe {
+                nix::libc::send(
+                    notice.master_wake,
+                    [0u8].as_ptr().cast(),
+                    1,
+                    nix::libc::MSG_DONTWAIT | nix::libc::MSG_NOSIGNAL,
+                )
+            };
+        }
+    }
 }
+
+/// How a worker tells its master it is leaving on its own (see [`retire`]).
+struct LeavingNotice {
+    heartbeat: crate::master::heartbeat::Heartbeat,
+    slot: usize,
+    master_wake: std::os::fd::RawFd,
+}
+
+static LEAVING_NOTICE: std::sync::OnceLock<LeavingNotice> = std::sync::OnceLock::new();
 
 /// Whether a stopping worker should serve the listen backlog before leaving.
 pub fn drains_backlog() -> bool {
@@ -317,6 +341,11 @@ pub fn run(seed: WorkerSeed<'_>) -> ! {
 fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     crate::process::proctitle::set(&format!("rgunicorn: worker [{}]", seed.config.proc_name));
     info!("Booting worker with pid: {}", std::process::id());
+    let _ = LEAVING_NOTICE.set(LeavingNotice {
+        heartbeat: seed.heartbeat,
+        slot: seed.slot,
+        master_wake: seed.master_wake,
+    });
     let me = nix::unistd::getpid();
     match crate::master::worker_namespace(
         py,
