@@ -266,6 +266,12 @@ def file_route(environ, start_response):
     return environ["wsgi.file_wrapper"](open(path, "rb"), 8192)
 
 
+def blocking_socket(environ, start_response):
+    """Makes gunicorn.socket blocking (as an app may), then serves ?path= like /file."""
+    environ["gunicorn.socket"].setblocking(True)
+    return file_route(environ, start_response)
+
+
 def os_environ(environ, start_response):
     """os.environ[?key=] (or `<unset>`), and sys.path as JSON under ?sys_path=1."""
     q = _qs(environ)
@@ -483,6 +489,7 @@ ROUTES = {
     "/close": close_route,
     "/ticks": ticks,
     "/file": file_route,
+    "/blocking_socket": blocking_socket,
     "/os_environ": os_environ,
     "/log": log_route,
     "/status": status_route,

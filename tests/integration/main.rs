@@ -14,6 +14,7 @@ mod frameworks;
 mod http;
 mod lifecycle;
 mod logging;
+mod pinning;
 mod process;
 mod signals;
 mod threads;

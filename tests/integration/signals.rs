@@ -353,6 +353,35 @@ fn usr1_reopens_error_and_access_logs() {
     );
 }
 
+/// USR1 with the threaded worker recreates the access log at once, before any request
+/// (log shippers wait for the new file), and the threads write to it from then on.
+#[test]
+fn usr1_recreates_the_access_log_at_once_with_threads() {
+    let tmp = TempDir::new("usr1-threads");
+    let access_log = tmp.join("access.log");
+    let s = Server::start(
+        "usr1-threads",
+        &[
+            "-w",
+            "1",
+            "--threads",
+            "2",
+            "--access-logfile",
+            &access_log.display().to_string(),
+            "app:application",
+        ],
+    );
+    assert_eq!(s.get("/pid").status, 200);
+    wait_for_file(&access_log, "GET /pid", DEADLINE);
+    std::fs::rename(&access_log, tmp.join("access.log.1")).unwrap();
+    s.send_signal("USR1");
+    let recreated =
+        crate::support::poll_until(Duration::from_secs(2), || access_log.exists().then_some(()));
+    assert!(recreated.is_some(), "USR1 did not recreate the access log");
+    assert_eq!(s.get("/pid?after").status, 200);
+    wait_for_file(&access_log, "GET /pid?after", DEADLINE);
+}
+
 /// Ends a process by pid when dropped (the new master a USR2 test started).
 struct KillOnDrop(Option<u32>);
 

@@ -1,0 +1,206 @@
+//! Slow or stalled clients never pin a worker, and a stopping or retiring worker never
+//! strands a request: bodies the app did not read, half-sent heads across a recycle.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// A body the app did not read and the client never finishes (3 of 100,000 bytes) costs
+/// the worker nothing: its connection closes with a lingering close, and a bystander is
+/// answered at once, in the sync worker and with every thread of a threaded one taken.
+#[test]
+fn an_unread_body_that_never_comes_pins_no_worker() {
+    for threads in ["1", "2"] {
+        let s = Server::start(
+            "unread-stall",
+            &["app", "-w", "1", "-t", "10", "--threads", threads],
+        );
+        let mut stalled = Vec::new();
+        for _ in 0..3 {
+            let mut c = s.connect();
+            c.send("POST /pid HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc");
+            assert_eq!(c.read_response().status, 200, "threads {threads}");
+            stalled.push(c);
+        }
+        // One more trickles its body, a byte at a time.
+        let mut trickle = s.connect();
+        trickle.send("POST /pid HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\na");
+        assert_eq!(trickle.read_response().status, 200, "threads {threads}");
+        let began = Instant::now();
+        let r = s.get("/pid");
+        assert_eq!(r.status, 200);
+        let waited = began.elapsed();
+        assert!(
+            waited < Duration::from_secs(1),
+            "threads {threads}: the bystander waited {waited:?}"
+        );
+        // Each stalled connection was told the response was the last (our FIN follows it).
+        for c in &mut stalled {
+            assert!(c.closed_within(Duration::from_secs(1)), "threads {threads}");
+        }
+        for _ in 0..3 {
+            let _ = trickle.try_send(b"b");
+        }
+        assert!(trickle.closed_within(Duration::from_secs(1)));
+    }
+}
+
+/// A connection that closes anyway (`Connection: close`, `--keep-alive 0`) is not drained:
+/// the worker does not wait for its body either.
+#[test]
+fn a_closing_connection_is_not_drained() {
+    let s = Server::start(
+        "unread-close",
+        &["app", "-w", "1", "-t", "10", "--keep-alive", "0"],
+    );
+    let mut c = s.connect();
+    c.send(
+        "POST /pid HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nConnection: close\r\n\r\nabc",
+    );
+    assert_eq!(c.read_response().status, 200);
+    let began = Instant::now();
+    assert_eq!(s.get("/pid").status, 200);
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+/// What of an unread body has already arrived is still discarded, so the connection stays
+/// usable for the next request.
+#[test]
+fn an_unread_body_that_arrived_keeps_the_connection() {
+    let s = Server::start("unread-arrived", &["app", "-w", "1"]);
+    let mut c = s.connect();
+    // In one write, so that it has all arrived when the app returns.
+    let mut request = b"POST /pid HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n".to_vec();
+    request.extend_from_slice(&[b'x'; 50_000]);
+    c.send(request);
+    assert_eq!(c.read_response().status, 200);
+    c.send("GET /second HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.body_str(), "hello /second");
+}
+
+/// A worker recycled by `--max-requests` while a client is part-way through a head: the
+/// master forks the successor at once, the next request is answered by it without waiting
+/// for the old worker's connections, and the half-sent head travels to the successor with
+/// its bytes and is answered there.
+#[test]
+fn a_half_sent_head_does_not_hold_a_recycled_worker() {
+    let mut s = Server::start(
+        "retire-partial",
+        &["app", "-w", "1", "-t", "8", "--max-requests", "2"],
+    );
+    let old = s.wait_workers(1, Duration::from_secs(10))[0];
+    let mut partial = s.connect();
+    partial.send("GET /partial HTTP/1.1\r\nHost: x\r\n");
+    // The worker has read it (it is past the fresh-connection grace) once it serves another.
+    assert_eq!(s.get("/pid").body_str(), old.to_string());
+    assert_eq!(s.get("/pid").body_str(), old.to_string());
+    let began = Instant::now();
+    let next = s.get("/pid");
+    let waited = began.elapsed();
+    assert_ne!(next.body_str(), old.to_string());
+    assert!(
+        waited < Duration::from_secs(2),
+        "the next request waited {waited:?}"
+    );
+    partial.send("\r\n");
+    let r = partial.read_response();
+    assert_eq!(r.body_str(), "hello /partial");
+    assert!(
+        poll_until(Duration::from_secs(5), || (!is_alive(old)).then_some(())).is_some(),
+        "the recycled worker is still there"
+    );
+}
+
+/// After TERM, a connection that comes is either served or refused at once: the worker
+/// answers what the kernel queued, then lets the listening socket go, so the next
+/// connection attempt is refused instead of waiting in a backlog nobody accepts from and
+/// being reset when the last worker leaves.
+#[test]
+fn after_term_new_connections_are_refused_at_once() {
+    let mut s = Server::start(
+        "term-refuse",
+        &["app", "-w", "2", "--graceful-timeout", "20"],
+    );
+    s.wait_workers(2, Duration::from_secs(10));
+    // A slow request keeps one worker (and so the server) alive through the drain.
+    let mut slow = s.slow_request(3);
+    s.send_signal("TERM");
+    let refused = poll_until(Duration::from_secs(2), || {
+        std::net::TcpStream::connect(("127.0.0.1", s.port))
+            .err()
+            .filter(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    assert!(
+        refused.is_some(),
+        "new connections were not refused after TERM"
+    );
+    let r = slow.read_response();
+    assert_eq!(r.status, 200);
+    s.wait_exit(Duration::from_secs(20));
+}
+
+/// An app that makes `gunicorn.socket` blocking (as `settimeout(None)` does) changes the
+/// flag on the descriptor the event loop shares; the server's own I/O must not care: a
+/// file response to a client that is not reading yet waits in the outbox instead of
+/// blocking the worker in `sendfile`, the connection's next request is read without
+/// blocking, and a bystander is served meanwhile.
+#[test]
+fn an_app_making_its_socket_blocking_blocks_nothing() {
+    let s = Server::start("blocking-socket", &["app", "-w", "1", "-t", "10"]);
+    let file = s.dir.join("big.bin");
+    std::fs::write(&file, vec![b'f'; 8 << 20]).unwrap();
+    let mut reader = s.connect();
+    reader.send(format!(
+        "GET /blocking_socket?path={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        file.display()
+    ));
+    // The reader takes nothing yet: 8 MiB cannot fit in the socket buffers.
+    let began = Instant::now();
+    let r = s.get("/pid");
+    assert_eq!(r.status, 200);
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+    let r = reader.read_response();
+    assert_eq!(r.body.len(), 8 << 20);
+    reader.send("GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(reader.read_response().body_str(), "hello /next");
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+/// A threaded worker killed for `--timeout` with every thread wedged answers each hung
+/// request with a 500, as the sync worker answers its one, instead of closing them.
+#[test]
+fn a_timed_out_threaded_worker_answers_its_hung_requests() {
+    let mut s = Server::start("threads-abort", &["app", "-w", "1", "--threads", "2", "-t", "3"]);
+    let old = s.wait_workers(1, Duration::from_secs(10))[0];
+    let mut hung = [s.slow_request(60), s.slow_request(60)];
+    for c in &mut hung {
+        let r = c.read_response();
+        assert_eq!(r.status, 500);
+    }
+    s.wait_for_log("WORKER TIMEOUT", Duration::from_secs(10));
+    assert!(poll_until(Duration::from_secs(5), || (!is_alive(old)).then_some(())).is_some());
+    assert_eq!(s.get("/pid").status, 200);
+}
+
+/// QUIT (a quick stop) lets a threaded worker's requests in flight finish, as Gunicorn's
+/// gthread does, instead of dropping them.
+#[test]
+fn quit_lets_threaded_requests_in_flight_finish() {
+    let mut s = Server::start("threads-quit", &["app", "-w", "1", "--threads", "4"]);
+    s.wait_workers(1, Duration::from_secs(10));
+    let mut slow: Vec<Conn> = (0..4).map(|_| s.slow_request(2)).collect();
+    s.send_signal("QUIT");
+    for c in &mut slow {
+        assert_eq!(c.read_response().status, 200);
+    }
+    s.wait_exit(Duration::from_secs(10));
+}
