@@ -114,13 +114,76 @@ pub struct Given {
 /// # Errors
 /// A clap usage error (exit 2) or a value a setting's parser refuses (exit 1).
 pub fn parse(args: &[String]) -> Result<Given, ConfigError> {
+    let cmd = command();
+    let args = &expand_abbreviations(args, &long_options(&cmd))?;
     let argv = std::iter::once("rgunicorn".to_string()).chain(args.iter().cloned());
-    let matches = command().try_get_matches_from(argv).map_err(|e| {
+    let matches = cmd.try_get_matches_from(argv).map_err(|e| {
         unrecognized(&e, args)
             .or_else(|| in_argparse_words(&e))
             .unwrap_or(ConfigError::Usage(e))
     })?;
     extract(&matches)
+}
+
+/// Every long option of `cmd` (`--workers`, aliases such as `--log-file` included), in the
+/// order they were added: argparse's order, which its ambiguity message lists them in.
+fn long_options(cmd: &Command) -> Vec<String> {
+    cmd.get_arguments()
+        .filter_map(Arg::get_long_and_visible_aliases)
+        .flatten()
+        .map(|long| format!("--{long}"))
+        .collect()
+}
+
+/// Argparse's `allow_abbrev`: a long option may be shortened to any unique prefix
+/// (`--timeo 5`, `--bin=127.0.0.1:8000`). Each such word is rewritten to the full option;
+/// an exact option always wins over longer ones it starts (`--reload`), words after `--`
+/// are positional, and a word no option starts is left for the parser to refuse.
+///
+/// # Errors
+/// A prefix of more than one option, in argparse's words: `ambiguous option: --wor could
+/// match --workers, --worker-class, ...` (a usage error, exit 2).
+fn expand_abbreviations(args: &[String], longs: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if word == "--" {
+            out.push(word.clone());
+            out.extend(words.cloned());
+            break;
+        }
+        if !word.starts_with("--") {
+            out.push(word.clone());
+            continue;
+        }
+        let (name, value) = match word.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (word.as_str(), None),
+        };
+        if longs.iter().any(|long| long == name) {
+            out.push(word.clone());
+            continue;
+        }
+        let candidates: Vec<&str> = longs
+            .iter()
+            .filter(|long| long.starts_with(name))
+            .map(String::as_str)
+            .collect();
+        match candidates[..] {
+            [] => out.push(word.clone()),
+            [long] => out.push(match value {
+                Some(value) => format!("{long}={value}"),
+                None => long.to_string(),
+            }),
+            _ => {
+                return Err(ConfigError::BadArgument(format!(
+                    "ambiguous option: {word} could match {}",
+                    candidates.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// An unknown option in Gunicorn's (argparse's) words, `unrecognized arguments: --wokers 3`,
@@ -341,6 +404,78 @@ mod tests {
             "unrecognized arguments: --bnd=127.0.0.1:1\ndid you mean --bind?"
         );
         assert_eq!(edit_distance("wokers", "workers"), 1);
+    }
+
+    #[test]
+    fn unique_prefixes_of_long_options_are_accepted() {
+        let given = parse(&args(&["--timeo", "5", "--bin=127.0.0.1:1", "--wo", "x"]));
+        assert!(given.is_err(), "--wo is ambiguous");
+        let given = parse(&args(&[
+            "--timeo",
+            "5",
+            "--bin=127.0.0.1:1",
+            "--workers",
+            "2",
+            "--worker-cl",
+            "gthread",
+            "--log-f",
+            "-",
+            "--prel",
+            "app:x",
+        ]))
+        .unwrap();
+        assert_eq!(given.values["timeout"], Value::Int(5));
+        assert_eq!(
+            given.values["bind"],
+            Value::List(vec!["127.0.0.1:1".into()])
+        );
+        assert_eq!(given.values["workers"], Value::Int(2));
+        assert_eq!(given.values["worker_class"], Value::Str("gthread".into()));
+        assert_eq!(given.values["errorlog"], Value::Str("-".into()));
+        assert_eq!(given.values["preload_app"], Value::Bool(true));
+        assert_eq!(given.app_module.as_deref(), Some("app:x"));
+        assert!(parse(&args(&["--vers"])).unwrap().version);
+        // An exact option wins over the longer ones it starts.
+        let given = parse(&args(&["--reload", "app:x"])).unwrap();
+        assert_eq!(given.values["reload"], Value::Bool(true));
+        let given = parse(&args(&["--reload-en", "poll", "app:x"])).unwrap();
+        assert_eq!(given.values["reload_engine"], Value::Str("poll".into()));
+        // After `--`, words are positional and never expanded.
+        let given = parse(&args(&["--", "--timeo"])).unwrap();
+        assert_eq!(given.app_module.as_deref(), Some("--timeo"));
+    }
+
+    #[test]
+    fn ambiguous_prefixes_are_refused_in_argparse_words() {
+        let msg = |a: &[&str]| match parse(&args(a)) {
+            Err(ConfigError::BadArgument(msg)) => msg,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            msg(&["--wor", "3"]),
+            "ambiguous option: --wor could match --workers, --worker-class, \
+             --worker-connections, --worker-tmp-dir"
+        );
+        assert_eq!(
+            msg(&["--wor=3"]),
+            "ambiguous option: --wor=3 could match --workers, --worker-class, \
+             --worker-connections, --worker-tmp-dir"
+        );
+        assert_eq!(
+            msg(&["--he"]),
+            "ambiguous option: --he could match --help, --header-map"
+        );
+        assert_eq!(
+            msg(&["--reloa"]),
+            "ambiguous option: --reloa could match --reload, --reload-engine, \
+             --reload-extra-file"
+        );
+        assert_eq!(
+            msg(&["--past", "x"]),
+            "ambiguous option: --past could match --paste, --paster, --paste-global"
+        );
+        // A word no option starts is still an unknown option.
+        assert_eq!(msg(&["--x=1"]), "unrecognized arguments: --x=1");
     }
 
     #[test]

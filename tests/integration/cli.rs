@@ -687,3 +687,52 @@ fn help_shows_defaults_app_module_and_what_is_ignored() {
         "{text}"
     );
 }
+
+/// Long options may be shortened to a unique prefix, as argparse allows (`--timeo 5`,
+/// `--bin=ADDR`), on the command line and in `GUNICORN_CMD_ARGS`; an ambiguous prefix is
+/// argparse's usage error, exit 2.
+#[test]
+fn long_options_may_be_abbreviated_to_a_unique_prefix() {
+    let done = run_to_exit(
+        &[
+            "--print-config",
+            "--timeo",
+            "5",
+            "--bin=127.0.0.1:8001",
+            "--threa",
+            "2",
+            "app:application",
+        ],
+        &[("GUNICORN_CMD_ARGS", "--keep 7 --max-requests-j=3")],
+        EXIT_DEADLINE,
+    );
+    done.expect_code(0);
+    let value = |name: &str| {
+        done.stdout
+            .lines()
+            .find_map(|l| l.split_once(" = ").filter(|(k, _)| k.trim() == name))
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(value("timeout"), "5", "{}", done.stdout);
+    assert_eq!(value("bind"), "['127.0.0.1:8001']", "{}", done.stdout);
+    assert_eq!(value("threads"), "2", "{}", done.stdout);
+    assert_eq!(value("keepalive"), "7", "{}", done.stdout);
+    assert_eq!(value("max_requests_jitter"), "3", "{}", done.stdout);
+
+    let matches = "--workers, --worker-class, --worker-connections, --worker-tmp-dir";
+    for (args, env, word) in [
+        (&["--wor", "3", "app:application"][..], "", "--wor"),
+        (&["app:application"][..], "--wor=3", "--wor=3"),
+    ] {
+        let done = run_to_exit(args, &[("GUNICORN_CMD_ARGS", env)], EXIT_DEADLINE);
+        assert_eq!(done.code(), Some(2), "{args:?} {env}: {}", done.output());
+        assert_eq!(
+            done.stderr.trim_end(),
+            format!(
+                "usage: rgunicorn [OPTIONS] [APP_MODULE]\n\
+                 rgunicorn: error: ambiguous option: {word} could match {matches}"
+            )
+        );
+    }
+}
