@@ -69,7 +69,7 @@ pub fn command() -> Command {
                 .action(ArgAction::Append)
                 .num_args(1)
                 .allow_negative_numbers(true),
-            Action::SetTrue => arg.action(ArgAction::SetTrue),
+            Action::SetTrue | Action::SetFalse => arg.action(ArgAction::SetTrue),
         };
         if !setting.meta.is_empty() {
             arg = arg.value_name(setting.meta);
@@ -324,6 +324,7 @@ fn extract(matches: &ArgMatches) -> Result<Given, ConfigError> {
         };
         let value = match setting.action {
             Action::SetTrue => Value::Bool(true),
+            Action::SetFalse => Value::Bool(false),
             Action::Set => {
                 let text = matches
                     .get_one::<String>(setting.name)

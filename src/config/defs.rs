@@ -62,11 +62,11 @@ fn default_workers() -> Value {
     }
 }
 
+/// `FORWARDED_ALLOW_IPS` or `127.0.0.1,::1`, split into the list Gunicorn keeps (its
+/// items are checked with the others' when the settings are resolved).
 fn default_forwarded_allow_ips() -> Value {
-    match std::env::var("FORWARDED_ALLOW_IPS") {
-        Ok(v) => Value::Str(v),
-        Err(_) => Value::Str("127.0.0.1,::1".to_string()),
-    }
+    let text = std::env::var("FORWARDED_ALLOW_IPS").unwrap_or_else(|_| "127.0.0.1,::1".into());
+    Value::List(split_comma_list(&text))
 }
 
 /// Gunicorn's documented per-platform syslog target. (Gunicorn compares `sys.platform`
@@ -103,20 +103,54 @@ fn default_control_socket() -> Value {
     Value::Str(dir.join("gunicorn.ctl").to_string_lossy().into_owned())
 }
 
+/// Whether a `worker_class` value names the threaded worker.
+pub fn is_gthread(worker_class: &str) -> bool {
+    matches!(
+        worker_class,
+        "gthread" | "gunicorn.workers.gthread.ThreadWorker"
+    )
+}
+
+/// `worker_class`, kept as written (stripped) as Gunicorn keeps it.
 fn parse_worker_class(text: &str) -> Result<Value, String> {
     // sync and gthread exist here; any other class would silently change behaviour.
-    let short = text.trim();
-    match short {
-        "sync" | "gunicorn.workers.sync.SyncWorker" | "gunicorn.workers.SyncWorker" => {
-            Ok(Value::Str("sync".to_string()))
+    match text.trim() {
+        name @ ("sync" | "gunicorn.workers.sync.SyncWorker" | "gunicorn.workers.SyncWorker") => {
+            Ok(Value::Str(name.to_string()))
         }
-        "gthread" | "gunicorn.workers.gthread.ThreadWorker" => {
-            Ok(Value::Str("gthread".to_string()))
-        }
+        name if is_gthread(name) => Ok(Value::Str(name.to_string())),
         other => Err(format!(
             "worker class '{other}' is not supported by rgunicorn: 'sync' and 'gthread' are available"
         )),
     }
+}
+
+/// Gunicorn's `validate_user`: a uid, or a user name turned into its uid.
+fn parse_user(text: &str) -> Result<Value, String> {
+    let uid = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse::<i64>().ok()
+    } else {
+        nix::unistd::User::from_name(text)
+            .ok()
+            .flatten()
+            .map(|user| i64::from(user.uid.as_raw()))
+    };
+    uid.map(Value::Int)
+        .ok_or_else(|| format!("No such user: '{text}'"))
+}
+
+/// Gunicorn's `validate_group`: a gid, or a group name turned into its gid.
+fn parse_group(text: &str) -> Result<Value, String> {
+    let gid = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse::<i64>().ok()
+    } else {
+        nix::unistd::Group::from_name(text)
+            .ok()
+            .flatten()
+            .map(|group| i64::from(group.gid.as_raw()))
+    };
+    gid.map(Value::Int)
+        .ok_or_else(|| format!("No such group: '{text}'"))
 }
 
 fn parse_threads(text: &str) -> Result<Value, String> {
@@ -147,12 +181,14 @@ fn parse_octal(text: &str) -> Result<Value, String> {
     }
 }
 
+/// One of the five levels in any case, kept as written (stripped), as Gunicorn keeps it.
 fn parse_loglevel(text: &str) -> Result<Value, String> {
     parse_choice(
         text,
         &["debug", "info", "warning", "error", "critical"],
         "log level",
-    )
+    )?;
+    Ok(Value::Str(text.trim().to_string()))
 }
 
 fn parse_env_entry(text: &str) -> Result<Value, String> {
@@ -227,6 +263,15 @@ fn is_python_int(text: &str) -> bool {
         && !digits.starts_with('_')
         && !digits.ends_with('_')
         && !digits.contains("__")
+}
+
+/// Python's `int(text)` (base 10), when it fits an i64.
+fn python_int(text: &str) -> Option<i64> {
+    if !is_python_int(text) {
+        return None;
+    }
+    let digits: String = text.trim().chars().filter(|&c| c != '_').collect();
+    digits.parse().ok()
 }
 
 /// Python's `ipaddress.ip_network(text)` (strict): an IPv4/IPv6 address or network, with
@@ -309,7 +354,7 @@ fn parse_comma_list(text: &str) -> Result<Value, String> {
 }
 
 /// Gunicorn's `validate_string_to_addr_list`: comma-separated IPs or CIDR networks, or `*`.
-fn parse_addr_list(text: &str) -> Result<Value, String> {
+pub fn parse_addr_list(text: &str) -> Result<Value, String> {
     let items = split_comma_list(text);
     for item in items.iter().filter(|item| *item != "*") {
         check_ip_network(item)?;
@@ -361,32 +406,41 @@ fn parse_syslog_facility(text: &str) -> Result<Value, String> {
 }
 
 /// Gunicorn's `validate_statsd_address`: `HOST[:PORT]` (port 8125 by default),
-/// `[V6]:PORT`, `tcp://...`, `unix:PATH`/`unix://PATH`, `fd://N`. Kept as the text given.
+/// `[V6]:PORT`, `tcp://...`, `unix:PATH`/`unix://PATH`, `fd://N`; kept parsed as Gunicorn
+/// keeps it: `('host', port)` (host lower-cased), the socket's path, or the descriptor.
 fn parse_statsd_host(text: &str) -> Result<Value, String> {
     let addr = text.trim();
     let bad = || "Value must be one of ('host:port', 'unix://PATH')".to_string();
-    if addr.starts_with("unix:") {
-        return Ok(Value::Str(addr.to_string()));
+    if let Some(rest) = addr.strip_prefix("unix:") {
+        // `unix:8125` is the host `unix` (a regression Gunicorn guards against).
+        if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+            let port = rest.parse::<i64>().map_err(|_| bad())?;
+            return Ok(Value::Address("unix".to_string(), port));
+        }
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        return Ok(Value::Str(path.to_string()));
     }
     if let Some(fd) = addr.strip_prefix("fd://") {
-        return if is_python_int(fd) {
-            Ok(Value::Str(addr.to_string()))
-        } else {
-            Err(bad())
-        };
+        return python_int(fd).map(Value::Int).ok_or_else(bad);
     }
     let netloc = addr.strip_prefix("tcp://").unwrap_or(addr);
-    let port = if netloc.contains('[') && netloc.contains(']') {
-        netloc.split_once("]:").map(|(_, rest)| rest)
+    let (host, port) = if netloc.contains('[') && netloc.contains(']') {
+        let host = netloc.split(']').next().unwrap_or_default();
+        let host = host.get(1..).unwrap_or_default();
+        (host, netloc.split_once("]:").map(|(_, rest)| rest))
     } else if netloc.contains(':') {
-        netloc.split(':').nth(1)
+        let mut parts = netloc.split(':');
+        (parts.next().unwrap_or_default(), parts.next())
+    } else if netloc.is_empty() {
+        ("0.0.0.0", None)
     } else {
-        None
+        (netloc, None)
     };
-    match port {
-        Some(port) if !is_python_int(port.split("]:").next().unwrap_or_default()) => Err(bad()),
-        _ => Ok(Value::Str(addr.to_string())),
-    }
+    let port = match port {
+        None => 8125,
+        Some(port) => python_int(port).ok_or_else(bad)?,
+    };
+    Ok(Value::Address(host.to_lowercase(), port))
 }
 
 /// `dogstatsd_tags` is appended verbatim to every datagram as `|#tags`, ASCII-encoded:
@@ -532,10 +586,13 @@ fn parse_http_parser(text: &str) -> Result<Value, String> {
     }
 }
 
-/// A server hook: set from a config file only; `Value::None` stands for Gunicorn's default
-/// (a no-op, or `pre_request`'s debug log line).
+/// A server hook: set from a config file only. Its value is what `--print-config` shows:
+/// `<qualname()>` of the callable, as Gunicorn shows it, so the default is Gunicorn's own
+/// default (a no-op, or `pre_request`'s debug log line) as Gunicorn 27 prints it
+/// (`<OnStarting.on_starting()>`: the function defined in the setting's class).
 const fn hook(
     name: &'static str,
+    default: fn() -> Value,
     section: &'static str,
     help: &'static str,
     support: Support,
@@ -547,7 +604,7 @@ const fn hook(
         meta: "",
         action: Action::Set,
         parse: parse_hook,
-        default: none,
+        default,
         help,
         support,
     }
@@ -813,7 +870,7 @@ pub static SETTINGS: &[Setting] = &[
         section: "Server Mechanics",
         flags: &["--no-sendfile"],
         meta: "",
-        action: Action::SetTrue,
+        action: Action::SetFalse,
         parse: parse_bool,
         default: none,
         help: "Disables the use of sendfile().",
@@ -897,8 +954,8 @@ pub static SETTINGS: &[Setting] = &[
         flags: &["-u", "--user"],
         meta: "USER",
         action: Action::Set,
-        parse: parse_string,
-        default: none,
+        parse: parse_user,
+        default: || Value::Int(i64::from(nix::unistd::geteuid().as_raw())),
         help: "Switch worker processes to run as this user (name or uid).",
         support: Support::Full,
     },
@@ -908,8 +965,8 @@ pub static SETTINGS: &[Setting] = &[
         flags: &["-g", "--group"],
         meta: "GROUP",
         action: Action::Set,
-        parse: parse_string,
-        default: none,
+        parse: parse_group,
+        default: || Value::Int(i64::from(nix::unistd::getegid().as_raw())),
         help: "Switch worker process to run as this group (name or gid).",
         support: Support::Full,
     },
@@ -963,7 +1020,7 @@ pub static SETTINGS: &[Setting] = &[
         flags: &["--forwarded-allow-ips"],
         meta: "STRING",
         action: Action::Set,
-        parse: parse_string,
+        parse: parse_addr_list,
         default: default_forwarded_allow_ips,
         help:
             "Front-end's IP addresses or networks from which allowed to handle set secure headers.",
@@ -1224,96 +1281,112 @@ pub static SETTINGS: &[Setting] = &[
     },
     hook(
         "on_starting",
+        || Value::Str("<OnStarting.on_starting()>".to_string()),
         "Server Hooks",
         "Called just before the master process is initialized.",
         Support::Full,
     ),
     hook(
         "on_reload",
+        || Value::Str("<OnReload.on_reload()>".to_string()),
         "Server Hooks",
         "Called to recycle workers during a reload via SIGHUP.",
         Support::Full,
     ),
     hook(
         "when_ready",
+        || Value::Str("<WhenReady.when_ready()>".to_string()),
         "Server Hooks",
         "Called just after the server is started.",
         Support::Full,
     ),
     hook(
         "pre_fork",
+        || Value::Str("<Prefork.pre_fork()>".to_string()),
         "Server Hooks",
         "Called just before a worker is forked.",
         Support::Full,
     ),
     hook(
         "post_fork",
+        || Value::Str("<Postfork.post_fork()>".to_string()),
         "Server Hooks",
         "Called just after a worker has been forked.",
         Support::Full,
     ),
     hook(
         "post_worker_init",
+        || Value::Str("<PostWorkerInit.post_worker_init()>".to_string()),
         "Server Hooks",
         "Called just after a worker has initialized the application.",
         Support::Full,
     ),
     hook(
         "worker_int",
+        || Value::Str("<WorkerInt.worker_int()>".to_string()),
         "Server Hooks",
         "Called just after a worker exited on SIGINT or SIGQUIT.",
         Support::Full,
     ),
     hook(
         "worker_abort",
+        || Value::Str("<WorkerAbort.worker_abort()>".to_string()),
         "Server Hooks",
         "Called when a worker received the SIGABRT signal.",
         Support::Full,
     ),
     hook(
         "pre_exec",
+        || Value::Str("<PreExec.pre_exec()>".to_string()),
         "Server Hooks",
         "Called just before a new master process is forked.",
         Support::Full,
     ),
     hook(
         "pre_request",
+        || Value::Str("<PreRequest.pre_request()>".to_string()),
         "Server Hooks",
         "Called just before a worker processes the request.",
         Support::Full,
     ),
     hook(
         "post_request",
+        || Value::Str("<PostRequest.post_request()>".to_string()),
         "Server Hooks",
         "Called after a worker processes the request.",
         Support::Full,
     ),
     hook(
         "child_exit",
+        || Value::Str("<ChildExit.child_exit()>".to_string()),
         "Server Hooks",
         "Called just after a worker has been exited, in the master process.",
         Support::Full,
     ),
     hook(
         "worker_exit",
+        || Value::Str("<WorkerExit.worker_exit()>".to_string()),
         "Server Hooks",
         "Called just after a worker has been exited, in the worker process.",
         Support::Full,
     ),
     hook(
         "nworkers_changed",
+        || Value::Str("<NumWorkersChanged.nworkers_changed()>".to_string()),
         "Server Hooks",
         "Called just after num_workers has been changed.",
         Support::Full,
     ),
     hook(
         "on_exit",
+        || Value::Str("<OnExit.on_exit()>".to_string()),
         "Server Hooks",
         "Called just before exiting Gunicorn.",
         Support::Full,
     ),
     hook(
         "ssl_context",
+        || Value::Str("<NewSSLContext.ssl_context()>".to_string()),
         "Server Hooks",
         "Called when SSLContext is needed.",
         Support::Refused(
@@ -1734,24 +1807,28 @@ pub static SETTINGS: &[Setting] = &[
     },
     hook(
         "on_dirty_starting",
+        || Value::Str("<OnDirtyStarting.on_dirty_starting()>".to_string()),
         "Dirty Arbiter Hooks",
         "Called just before the dirty arbiter process is initialized.",
         Support::Ignored(DIRTY_ONLY),
     ),
     hook(
         "dirty_post_fork",
+        || Value::Str("<DirtyPostFork.dirty_post_fork()>".to_string()),
         "Dirty Arbiter Hooks",
         "Called just after a dirty worker has been forked.",
         Support::Ignored(DIRTY_ONLY),
     ),
     hook(
         "dirty_worker_init",
+        || Value::Str("<DirtyWorkerInit.dirty_worker_init()>".to_string()),
         "Dirty Arbiter Hooks",
         "Called just after a dirty worker has initialized all applications.",
         Support::Ignored(DIRTY_ONLY),
     ),
     hook(
         "dirty_worker_exit",
+        || Value::Str("<DirtyWorkerExit.dirty_worker_exit()>".to_string()),
         "Dirty Arbiter Hooks",
         "Called when a dirty worker has exited.",
         Support::Ignored(DIRTY_ONLY),
@@ -1876,7 +1953,7 @@ mod tests {
                 Value::Int(n) => n.to_string(),
                 Value::List(items) => items.join(","),
                 // Dicts only come from a config file, never as text.
-                Value::None | Value::Bool(_) | Value::Dict(_) => continue,
+                Value::None | Value::Bool(_) | Value::Dict(_) | Value::Address(..) => continue,
             };
             assert_eq!(
                 (setting.parse)(&text),
@@ -1894,12 +1971,31 @@ mod tests {
             Value::Str("sync".into())
         );
         assert_eq!(
-            parse_worker_class("gunicorn.workers.gthread.ThreadWorker").unwrap(),
-            Value::Str("gthread".into())
+            parse_worker_class(" gunicorn.workers.gthread.ThreadWorker").unwrap(),
+            Value::Str("gunicorn.workers.gthread.ThreadWorker".into())
         );
+        assert!(is_gthread("gunicorn.workers.gthread.ThreadWorker"));
+        assert!(!is_gthread("gunicorn.workers.sync.SyncWorker"));
         assert!(parse_worker_class("gevent").unwrap_err().contains("gevent"));
         assert!(parse_threads("0").is_err());
         assert_eq!(parse_threads("8").unwrap(), Value::Int(8));
+    }
+
+    #[test]
+    fn user_and_group_become_ids() {
+        assert_eq!(parse_user("root").unwrap(), Value::Int(0));
+        assert_eq!(parse_user("1234").unwrap(), Value::Int(1234));
+        assert_eq!(
+            parse_user("no-such-user-here").unwrap_err(),
+            "No such user: 'no-such-user-here'"
+        );
+        assert_eq!(parse_user(" 12").unwrap_err(), "No such user: ' 12'");
+        assert_eq!(parse_group("root").unwrap(), Value::Int(0));
+        assert_eq!(parse_group("99").unwrap(), Value::Int(99));
+        assert_eq!(
+            parse_group("no-such-group-here").unwrap_err(),
+            "No such group: 'no-such-group-here'"
+        );
     }
 
     #[test]
@@ -1919,7 +2015,10 @@ mod tests {
 
     #[test]
     fn log_level_is_a_choice() {
-        assert_eq!(parse_loglevel("DEBUG").unwrap(), Value::Str("debug".into()));
+        assert_eq!(
+            parse_loglevel(" DEBUG").unwrap(),
+            Value::Str("DEBUG".into())
+        );
         assert!(parse_loglevel("verbose").is_err());
     }
 
@@ -2065,17 +2164,20 @@ mod tests {
 
     #[test]
     fn statsd_host_is_host_port_or_unix() {
-        for ok in [
-            "localhost:8125",
-            "localhost",
-            "[::1]:8125",
-            "tcp://statsd:9125",
-            "unix:///run/statsd.sock",
-            "unix:8125",
-            "fd://3",
+        let addr = |host: &str, port| Value::Address(host.to_string(), port);
+        for (ok, parsed) in [
+            ("localhost:8125", addr("localhost", 8125)),
+            ("LocalHost", addr("localhost", 8125)),
+            ("[::1]:8126", addr("::1", 8126)),
+            ("tcp://statsd:9125", addr("statsd", 9125)),
+            ("unix:///run/statsd.sock", s("/run/statsd.sock")),
+            ("unix:/run/statsd.sock", s("/run/statsd.sock")),
+            ("unix:8125", addr("unix", 8125)),
+            ("fd://3", Value::Int(3)),
         ] {
-            assert_eq!(parse_statsd_host(ok).unwrap(), s(ok), "{ok}");
+            assert_eq!(parse_statsd_host(ok).unwrap(), parsed, "{ok}");
         }
+        assert_eq!(addr("localhost", 8125).to_string(), "('localhost', 8125)");
         for bad in ["localhost:port", "host:", "fd://x", "[::1]:x"] {
             assert_eq!(
                 parse_statsd_host(bad).unwrap_err(),

@@ -43,6 +43,21 @@ pub fn locate(given: Option<&str>) -> Result<Option<Source>, ConfigError> {
     Ok(Some(Source::Path(path)))
 }
 
+/// Puts the current directory first on `sys.path` unless it is there already, as Gunicorn's
+/// `chdir()` does before it reads the configuration: a `gunicorn.conf.py` may import
+/// modules that sit next to it (`import hooks`), and `python:module` is found there.
+fn current_dir_on_path(py: Python<'_>) -> PyResult<()> {
+    let Ok(cwd) = std::env::current_dir() else {
+        return Ok(());
+    };
+    let cwd = cwd.display().to_string();
+    let path = py.import("sys")?.getattr("path")?;
+    if !path.contains(&cwd)? {
+        path.call_method1("insert", (0, cwd))?;
+    }
+    Ok(())
+}
+
 /// Runs the configuration and returns its namespace.
 fn execute<'py>(py: Python<'py>, source: &Source) -> Result<Bound<'py, PyDict>, ConfigError> {
     let failed = |what: &str, e: PyErr| {
@@ -51,6 +66,7 @@ fn execute<'py>(py: Python<'py>, source: &Source) -> Result<Bound<'py, PyDict>, 
             crate::python::format_exception(py, &e).trim_end()
         ))
     };
+    current_dir_on_path(py).map_err(|e| failed("sys.path", e))?;
     match source {
         Source::Module(name) => {
             let module = py.import(name.as_str()).map_err(|e| failed(name, e))?;
@@ -164,9 +180,9 @@ pub fn value_for(setting: &Setting, value: &Bound<'_, PyAny>) -> Result<Value, C
             }
             Ok(Value::List(items))
         }
-        Action::SetTrue | Action::Set => {
+        Action::SetTrue | Action::SetFalse | Action::Set => {
             let text = parts.first().cloned().unwrap_or_default();
-            if setting.action == Action::SetTrue {
+            if setting.action != Action::Set {
                 return super::setting::parse_bool(&text).map_err(invalid);
             }
             (setting.parse)(&text).map_err(invalid)

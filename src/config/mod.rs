@@ -337,7 +337,14 @@ pub fn load(py: pyo3::Python<'_>, args: &[String]) -> Result<Invocation, ConfigE
             .get(setting.name)
             .or_else(|| env_args.get(setting.name))
             .or_else(|| file_values.get(setting.name))
-            .cloned();
+            .cloned()
+            .or_else(|| {
+                // Gunicorn sets it to the command line's APP_MODULE before the file is
+                // read (so the file may still change it); `wsgi_app` does not set it.
+                (setting.name == "default_proc_name")
+                    .then(|| cli.app_module.clone().map(Value::Str))
+                    .flatten()
+            });
         let default = (setting.default)();
         if let Some(value) = given.as_ref().filter(|v| **v != default) {
             match setting.support {
@@ -401,6 +408,18 @@ fn list(values: &BTreeMap<&'static str, Value>, name: &str) -> Vec<String> {
     }
 }
 
+/// The StatsD target as `Statsd::connect` takes it, from `statsd_host` as Gunicorn keeps it
+/// (`('host', port)`, a unix socket's path, or a descriptor).
+fn statsd_target(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::Address(host, port) if host.contains(':') => Some(format!("[{host}]:{port}")),
+        Value::Address(host, port) => Some(format!("{host}:{port}")),
+        Value::Str(path) => Some(format!("unix://{path}")),
+        Value::Int(fd) => Some(format!("fd://{fd}")),
+        _ => None,
+    }
+}
+
 fn flag(values: &BTreeMap<&'static str, Value>, name: &str) -> bool {
     matches!(values.get(name), Some(Value::Bool(true)))
 }
@@ -447,7 +466,9 @@ impl Config {
                 ))),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let forwarded = text(&values, "forwarded_allow_ips").unwrap_or_default();
+        // Checked here too: the default comes from FORWARDED_ALLOW_IPS unchecked.
+        let forwarded = list(&values, "forwarded_allow_ips").join(",");
+        defs::parse_addr_list(&forwarded).map_err(ConfigError::Invalid)?;
         let forwarded_allow_ips = TrustedPeers::parse(&forwarded).map_err(ConfigError::Invalid)?;
         let pythonpath = text(&values, "pythonpath")
             .map(|p| {
@@ -458,14 +479,22 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default();
-        // `--no-sendfile` switches it off; otherwise the SENDFILE environment variable decides.
-        let sendfile = if flag(&values, "sendfile") {
+        // Set at all (`--no-sendfile`, or any value in a file), it is off, as Gunicorn's
+        // `cfg.sendfile` has it; otherwise the SENDFILE environment variable decides.
+        let sendfile = if !matches!(values.get("sendfile"), None | Some(Value::None)) {
             false
         } else {
             match std::env::var("SENDFILE") {
                 Ok(v) => matches!(v.to_ascii_lowercase().as_str(), "y" | "1" | "yes" | "true"),
                 Err(_) => true,
             }
+        };
+        // `user` and `group` are ids (Gunicorn's defaults: the master's euid and egid);
+        // workers switch to those that differ from the master's.
+        let switch_to = |name: &str, current: u32| match values.get(name) {
+            Some(Value::Int(id)) if *id != i64::from(current) => Some(id.to_string()),
+            Some(Value::Str(name)) => Some(name.clone()),
+            _ => None,
         };
         let proc_name = text(&values, "proc_name")
             .or_else(|| app_module.clone())
@@ -476,7 +505,7 @@ impl Config {
             workers: usize::try_from(int(&values, "workers")).unwrap_or(1).max(1),
             threads: usize::try_from(int(&values, "threads")).unwrap_or(1).max(1),
             threaded: int(&values, "threads") > 1
-                || text(&values, "worker_class").as_deref() == Some("gthread"),
+                || defs::is_gthread(&text(&values, "worker_class").unwrap_or_default()),
             worker_connections: usize::try_from(int(&values, "worker_connections"))
                 .unwrap_or(1000)
                 .max(1),
@@ -556,7 +585,7 @@ impl Config {
             logconfig: text(&values, "logconfig"),
             logconfig_json: text(&values, "logconfig_json"),
             logconfig_dict: None,
-            statsd: text(&values, "statsd_host").map(|host| {
+            statsd: statsd_target(values.get("statsd_host")).map(|host| {
                 (
                     host,
                     text(&values, "statsd_prefix").unwrap_or_default(),
@@ -571,7 +600,11 @@ impl Config {
             accesslog: text(&values, "accesslog"),
             access_log_format: text(&values, "access_log_format").unwrap_or_default(),
             errorlog: text(&values, "errorlog").unwrap_or_else(|| "-".to_string()),
-            loglevel: LogLevel::from_name(&text(&values, "loglevel").unwrap_or_default()),
+            loglevel: LogLevel::from_name(
+                &text(&values, "loglevel")
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+            ),
             proc_name,
             pythonpath,
             warnings: Vec::new(),
@@ -581,8 +614,8 @@ impl Config {
             daemon: flag(&values, "daemon"),
             enable_stdio_inheritance: flag(&values, "enable_stdio_inheritance"),
             identity: Identity::resolve(
-                text(&values, "user").as_deref(),
-                text(&values, "group").as_deref(),
+                switch_to("user", nix::unistd::geteuid().as_raw()).as_deref(),
+                switch_to("group", nix::unistd::getegid().as_raw()).as_deref(),
                 flag(&values, "initgroups"),
             )
             .map_err(ConfigError::Invalid)?,

@@ -15,6 +15,8 @@ pub enum Action {
     Append,
     /// A switch without a value that sets the setting to `True`.
     SetTrue,
+    /// A switch without a value that sets the setting to `False` (`--no-sendfile`).
+    SetFalse,
 }
 
 /// A setting's value, as Python would see it (so `--print-config` can show it the Gunicorn way).
@@ -27,6 +29,8 @@ pub enum Value {
     List(Vec<String>),
     /// A string-to-string dict (`secure_scheme_headers`), in insertion order.
     Dict(Vec<(String, String)>),
+    /// A `(host, port)` tuple (`statsd_host`, parsed as Gunicorn keeps it).
+    Address(String, i64),
 }
 
 impl fmt::Display for Value {
@@ -66,6 +70,11 @@ impl fmt::Display for Value {
                     quoted(f, item)?;
                 }
                 write!(f, "]")
+            }
+            Value::Address(host, port) => {
+                write!(f, "(")?;
+                quoted(f, host)?;
+                write!(f, ", {port})")
             }
             Value::Dict(pairs) => {
                 write!(f, "{{")?;

@@ -200,6 +200,7 @@ pub fn cfg_object<'py>(
             Value::Int(n) => n.into_pyobject(py)?.into_any(),
             Value::Str(s) => s.into_pyobject(py)?.into_any(),
             Value::List(items) => PyList::new(py, items)?.into_any(),
+            Value::Address(host, port) => (host, port).into_pyobject(py)?.into_any(),
             Value::Dict(pairs) => {
                 let d = PyDict::new(py);
                 for (k, v) in pairs {

@@ -145,6 +145,117 @@ fn print_config_lists_every_setting() {
     );
 }
 
+/// `--print-config` prints what Gunicorn 27.0.1 prints for the same settings (checked
+/// line by line against it): `default_proc_name` is the command line's APP_MODULE, hooks
+/// show as `<qualname()>` (Gunicorn's defaults as `<Class.hook()>`), address lists as
+/// lists, `user`/`group` as ids, `statsd_host` parsed, `--no-sendfile` as False, and
+/// `loglevel`/`worker_class` as written. The file may import a module next to it.
+#[test]
+fn print_config_shows_values_as_gunicorn_does() {
+    let dir = project(
+        "conf-print-gunicorn",
+        "import helpers\n\ndef on_starting(server):\n    pass\n\npost_fork = helpers.my_post_fork\n",
+    );
+    std::fs::write(
+        dir.join("helpers.py"),
+        "def my_post_fork(server, worker):\n    pass\n",
+    )
+    .unwrap();
+    let done = run_to_exit_in(
+        dir.path(),
+        &[
+            "--print-config",
+            "--forwarded-allow-ips",
+            "10.0.0.0/8, 1.2.3.4",
+            "--log-level",
+            "DEBUG",
+            "--no-sendfile",
+            "--statsd-host",
+            "LocalHost:9",
+            "-k",
+            "gunicorn.workers.sync.SyncWorker",
+            "app:application",
+        ],
+        &[],
+        DEADLINE,
+    );
+    assert_eq!(done.code(), Some(0), "{}", done.output());
+    let value = |out: &str, name: &str| {
+        out.lines()
+            .find_map(|l| l.split_once(" = ").filter(|(k, _)| k.trim() == name))
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default()
+    };
+    let euid = nix::unistd::geteuid().to_string();
+    let egid = nix::unistd::getegid().to_string();
+    for (name, expected) in [
+        ("default_proc_name", "app:application"),
+        ("on_starting", "<on_starting()>"),
+        ("post_fork", "<my_post_fork()>"),
+        ("when_ready", "<WhenReady.when_ready()>"),
+        ("pre_request", "<PreRequest.pre_request()>"),
+        ("nworkers_changed", "<NumWorkersChanged.nworkers_changed()>"),
+        ("ssl_context", "<NewSSLContext.ssl_context()>"),
+        ("forwarded_allow_ips", "['10.0.0.0/8', '1.2.3.4']"),
+        ("proxy_allow_ips", "['127.0.0.1', '::1']"),
+        ("user", euid.as_str()),
+        ("group", egid.as_str()),
+        ("loglevel", "DEBUG"),
+        ("sendfile", "False"),
+        ("statsd_host", "('localhost', 9)"),
+        ("worker_class", "gunicorn.workers.sync.SyncWorker"),
+    ] {
+        assert_eq!(
+            value(&done.stdout, name),
+            expected,
+            "{name}:\n{}",
+            done.stdout
+        );
+    }
+
+    // The defaults: APP_MODULE from `wsgi_app` leaves `default_proc_name` alone, and
+    // FORWARDED_ALLOW_IPS is split into the list.
+    std::fs::write(dir.join("wsgi.py"), "wsgi_app = 'app:application'\n").unwrap();
+    let done = run_to_exit_in(
+        dir.path(),
+        &["--print-config", "-c", "wsgi.py"],
+        &[("FORWARDED_ALLOW_IPS", "192.168.0.0/16,*")],
+        DEADLINE,
+    );
+    assert_eq!(done.code(), Some(0), "{}", done.output());
+    for (name, expected) in [
+        ("default_proc_name", "gunicorn"),
+        ("on_starting", "<OnStarting.on_starting()>"),
+        ("post_fork", "<Postfork.post_fork()>"),
+        ("forwarded_allow_ips", "['192.168.0.0/16', '*']"),
+        ("sendfile", "None"),
+        ("statsd_host", "None"),
+        ("worker_class", "sync"),
+        ("loglevel", "info"),
+    ] {
+        assert_eq!(
+            value(&done.stdout, name),
+            expected,
+            "{name}:\n{}",
+            done.stdout
+        );
+    }
+
+    // A bad FORWARDED_ALLOW_IPS is Gunicorn's error, exit 1.
+    let bad = run_to_exit_in(
+        dir.path(),
+        &["--check-config", "-c", "wsgi.py"],
+        &[("FORWARDED_ALLOW_IPS", "10.0.0.1/8")],
+        DEADLINE,
+    );
+    assert_eq!(bad.code(), Some(1), "{}", bad.output());
+    assert!(
+        bad.stderr.contains("Error: 10.0.0.1/8 has host bits set"),
+        "{}",
+        bad.stderr
+    );
+}
+
 /// Gunicorn's errors for a missing `-c` file, a file that raises, and a bad value.
 #[test]
 fn broken_config_files_give_gunicorns_errors() {
