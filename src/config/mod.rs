@@ -214,6 +214,17 @@ impl Identity {
     }
 }
 
+/// `--reload-engine`: how `--reload` notices changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadEngine {
+    /// inotify where the kernel has it, else polling.
+    Auto,
+    /// Modification times compared once a second.
+    Poll,
+    /// inotify (Linux).
+    Inotify,
+}
+
 /// What happens to a request header whose name has an underscore (`header_map`): it could
 /// pose as another header once `-` and `_` both become `_` in the environ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,6 +262,7 @@ pub struct Config {
     pub reload: bool,
     /// Extra files or glob patterns watched by `--reload` (re-expanded at every check).
     pub reload_extra_files: Vec<String>,
+    pub reload_engine: ReloadEngine,
     pub sendfile: bool,
     pub chdir: PathBuf,
     pub raw_env: Vec<(String, String)>,
@@ -534,6 +546,11 @@ impl Config {
             capture_output: flag(&values, "capture_output"),
             reload: flag(&values, "reload"),
             reload_extra_files: list(&values, "reload_extra_files"),
+            reload_engine: match text(&values, "reload_engine").as_deref() {
+                Some("poll") => ReloadEngine::Poll,
+                Some("inotify") => ReloadEngine::Inotify,
+                _ => ReloadEngine::Auto,
+            },
             sendfile,
             chdir: PathBuf::from(text(&values, "chdir").unwrap_or_else(|| ".".to_string())),
             raw_env,

@@ -33,6 +33,8 @@ const WAKE: Token = Token(usize::MAX);
 const HANDOFF: Token = Token(usize::MAX - 1);
 /// The threaded worker's pool finished requests.
 const DONE: Token = Token(usize::MAX - 2);
+/// `--reload` with inotify: a watched directory changed.
+const RELOAD: Token = Token(usize::MAX - 3);
 /// Connection tokens start here; listener tokens are their index below it.
 const CONN_BASE: usize = 1 << 16;
 /// While a connection we just accepted has not sent its first bytes, other workers get the
@@ -192,7 +194,9 @@ impl<'a> EventLoop<'a> {
             reloader: seed.config.reload.then(|| {
                 let mut watched = seed.config.reload_extra_files.clone();
                 watched.extend(super::broken_files());
-                Python::attach(|py| super::reload::Reloader::new(py, &watched))
+                Python::attach(|py| {
+                    super::reload::Reloader::new(py, &watched, seed.config.reload_engine)
+                })
             }),
             busy: Duration::ZERO,
             accept_retry: None,
@@ -207,6 +211,12 @@ impl<'a> EventLoop<'a> {
         };
         for i in 0..lp.listeners.len() {
             lp.set_listening(i, true)?;
+        }
+        if let Some(fd) = lp.reloader.as_ref().and_then(|r| r.fd()) {
+            // inotify: a change wakes the loop at once.
+            lp.poll
+                .registry()
+                .register(&mut SourceFd(&fd), RELOAD, Interest::READABLE)?;
         }
         Ok(lp)
     }
@@ -259,6 +269,9 @@ impl<'a> EventLoop<'a> {
                 crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
                 // Leave like a recycled worker: what was accepted is answered; the sockets
                 // stay open in the master for the next worker.
+                if let Some(fd) = self.reloader.as_ref().and_then(|r| r.fd()) {
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                }
                 self.reloader = None;
                 super::retire();
             }
@@ -297,6 +310,8 @@ impl<'a> EventLoop<'a> {
             for event in events.iter() {
                 match event.token() {
                     WAKE => woke = true,
+                    // Read by the reloader at the top of the loop.
+                    RELOAD => {}
                     HANDOFF => self.handoff_ready = true,
                     DONE => {
                         if let Some(code) = self.take_finished(py, &mut ready) {

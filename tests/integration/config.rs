@@ -526,6 +526,58 @@ fn reload_restarts_workers_on_code_changes() {
     );
 }
 
+/// `--reload-engine inotify`: a change to the app file reloads the worker at once, even one
+/// that leaves the modification time as it was (which polling cannot see); a file written
+/// next to the app does not reload it.
+#[cfg(target_os = "linux")]
+#[test]
+fn reload_engine_inotify_reloads_on_a_change_to_the_app_file() {
+    let dir = project("reload-inotify", "");
+    let app = dir.join("live.py");
+    let version = |v: &str| {
+        format!("def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{v}']\n")
+    };
+    std::fs::write(&app, version("one")).unwrap();
+    let mut s = Server::builder("reload-inotify")
+        .cwd(dir.path())
+        .args([
+            "--reload",
+            "--reload-engine",
+            "inotify",
+            "-w",
+            "1",
+            "live:application",
+        ])
+        .start();
+    assert_eq!(s.get("/").body_str(), "one");
+    let first = s.wait_workers(1, DEADLINE);
+
+    std::fs::write(dir.join("unrelated.log"), "not code\n").unwrap();
+    let before = std::fs::metadata(&app).unwrap().modified().unwrap();
+    // A new size, so that Python does not take the cached bytecode (keyed by source mtime
+    // and size) for the new source.
+    std::fs::write(&app, version("second")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    let second = crate::support::poll_until(DEADLINE, || {
+        (s.get("/").body_str() == "second").then_some(())
+    });
+    assert!(second.is_some(), "the new code is served: {}", s.stderr());
+    let log = s.stderr();
+    assert!(log.contains("live.py modified"), "{log}");
+    assert!(!log.contains("unrelated.log"), "{log}");
+    assert_eq!(
+        log.matches("Worker reloading:").count(),
+        1,
+        "only the app file reloads: {log}"
+    );
+    assert_ne!(s.wait_workers(1, DEADLINE), first, "a new worker serves");
+}
+
 /// Behind proxies: custom `secure_scheme_headers` and `forwarder_headers` from a trusted
 /// peer, and `header_map` for underscore headers (drop by default, refuse, dangerous).
 #[test]
