@@ -945,8 +945,10 @@ pub static SETTINGS: &[Setting] = &[
         action: Action::Set,
         parse: parse_string,
         default: none,
-        help: "A directory for worker heartbeat files (accepted; rgunicorn's heartbeat lives in shared memory).",
-        support: Support::Full,
+        help: "A directory to use for the worker heartbeat temporary file.",
+        support: Support::Ignored(
+            "the worker heartbeat lives in shared memory, not in a file, so no directory is used",
+        ),
     },
     Setting {
         name: "user",
@@ -1516,7 +1518,10 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Whether to perform SSL handshake on socket connect (see stdlib ssl module's).",
-        support: Support::Full,
+        support: Support::Ignored(
+            "the TLS handshake always runs in the worker's event loop, without blocking, \
+             before the request is read; there is no blocking handshake to choose",
+        ),
     },
     Setting {
         name: "ciphers",
