@@ -4,7 +4,7 @@
 //! strips chunk framing (RFC 9112 §7.1), checks the chunk grammar and the trailer
 //! section, and never consumes a byte past the end of the body, so what follows
 //! (a pipelined request) stays in the caller's buffer. Trailers are validated and
-//! dropped: Gunicorn does not expose them.
+//! kept for the hooks' `req.trailers` (the environ does not show them, as in Gunicorn).
 //!
 //! Does not own reading, timeouts, or the `wsgi.input` buffering policy. A
 //! request without `Content-Length`/`Transfer-Encoding` has no body (RFC 9112
@@ -13,7 +13,7 @@
 
 use super::error::{echo, ParseError};
 use super::request::{BodyKind, Leniency};
-use super::syntax::{is_field_value_byte, is_ows, is_tchar, split_field_line};
+use super::syntax::{is_field_value_byte, is_ows, is_tchar, split_field_line, trim_ows};
 
 /// Longest chunk-size line (size, extensions and CRLF) accepted; Gunicorn 26.2
 /// bounds it too, so a client cannot stream an endless extension.
@@ -31,6 +31,9 @@ const FORBIDDEN_TRAILERS: [&[u8]; 6] = [
     b"authorization",
     b"te",
 ];
+
+/// A trailer field: its upper-cased name and its value.
+pub type Trailer = (Vec<u8>, Vec<u8>);
 
 /// Decodes one request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +54,9 @@ pub struct ChunkedDecoder {
     line: Vec<u8>,
     /// Trailer bytes seen so far, for [`MAX_TRAILER_SECTION_BYTES`].
     trailer_bytes: usize,
-    /// Trailer fields seen so far (a folded line may continue only a field).
-    trailer_fields: usize,
+    /// Trailer fields seen so far, upper-cased name and value (a folded line continues
+    /// the last one), bounded by [`MAX_TRAILER_SECTION_BYTES`].
+    trailers: Vec<Trailer>,
     /// Gunicorn reads trailers with its header parser: the same switches apply.
     lenient: Leniency,
 }
@@ -99,7 +103,7 @@ impl BodyDecoder {
             state: ChunkState::Size,
             line: Vec::new(),
             trailer_bytes: 0,
-            trailer_fields: 0,
+            trailers: Vec::new(),
             lenient,
         })
     }
@@ -129,6 +133,17 @@ impl BodyDecoder {
                 Ok(n)
             }
             BodyDecoder::Chunked(chunked) => chunked.decode(input, out, max),
+        }
+    }
+
+    /// The trailer fields of a chunked body read to its end (upper-cased names, values
+    /// without surrounding whitespace, in order); empty otherwise.
+    pub fn take_trailers(&mut self) -> Vec<Trailer> {
+        match self {
+            BodyDecoder::Chunked(c) if c.state == ChunkState::Done => {
+                std::mem::take(&mut c.trailers)
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -297,8 +312,17 @@ impl ChunkedDecoder {
             };
         } else if content.is_empty() {
             self.state = ChunkState::Done;
-        } else if check_trailer_line(content, &self.lenient, self.trailer_fields > 0)? {
-            self.trailer_fields += 1;
+        } else {
+            match check_trailer_line(content, &self.lenient, !self.trailers.is_empty())? {
+                Some(field) => self.trailers.push(field),
+                None => {
+                    // obs-fold: joined to the previous value with one space, as Gunicorn.
+                    if let Some((_, value)) = self.trailers.last_mut() {
+                        value.push(b' ');
+                        value.extend_from_slice(trim_ows(content));
+                    }
+                }
+            }
         }
         self.line.clear();
         Ok(())
@@ -390,15 +414,16 @@ fn quoted_string_len(s: &[u8]) -> Option<usize> {
 
 /// Checks one trailer line (no CRLF): field-line grammar, not a forbidden name, no obs-fold
 /// unless `permit_obsolete_folding` (then it continues the previous field), no space before
-/// the colon unless `strip_header_spaces`. Returns whether the line is a new field.
+/// the colon unless `strip_header_spaces`. Returns a new field (upper-cased name, value),
+/// or None for a continuation line.
 fn check_trailer_line(
     line: &[u8],
     lenient: &Leniency,
     after_field: bool,
-) -> Result<bool, ParseError> {
+) -> Result<Option<Trailer>, ParseError> {
     if is_ows(line[0]) {
         if lenient.obsolete_folding && after_field && line.iter().all(|&b| is_field_value_byte(b)) {
-            return Ok(false);
+            return Ok(None);
         }
         return Err(ParseError::InvalidTrailer { line: echo(line) });
     }
@@ -418,7 +443,7 @@ fn check_trailer_line(
         _ => line,
     };
     match split_field_line(line) {
-        Ok((name, _)) => {
+        Ok((name, value)) => {
             if FORBIDDEN_TRAILERS
                 .iter()
                 .any(|forbidden| name.eq_ignore_ascii_case(forbidden))
@@ -427,7 +452,7 @@ fn check_trailer_line(
                     name: name.to_ascii_uppercase(),
                 });
             }
-            Ok(true)
+            Ok(Some((name.to_ascii_uppercase(), value.to_vec())))
         }
         Err(_) => Err(ParseError::InvalidTrailer { line: echo(line) }),
     }
@@ -699,6 +724,41 @@ mod tests {
                 Err(ParseError::InvalidTrailer { .. })
             ));
         }
+    }
+
+    #[test]
+    fn trailers_are_kept_for_the_hooks() {
+        let input = b"3\r\nabc\r\n0\r\nX-Checksum:  1 \r\nx-b:\r\nX-Fold: a\r\n\t b \r\n\r\nGET";
+        let lenient = Leniency {
+            obsolete_folding: true,
+            ..Leniency::default()
+        };
+        // Whole, and one byte at a time: the same fields.
+        let mut whole = BodyDecoder::chunked_with(lenient);
+        let (out, used) = decode_all(&mut whole, input).unwrap();
+        assert_eq!((out.as_slice(), used), (&b"abc"[..], input.len() - 3));
+        let mut bytewise = BodyDecoder::chunked_with(lenient);
+        let mut out = Vec::new();
+        for b in &input[..input.len() - 3] {
+            assert_eq!(
+                bytewise
+                    .decode(std::slice::from_ref(b), &mut out, 100)
+                    .unwrap(),
+                1
+            );
+        }
+        let expected: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"X-CHECKSUM".to_vec(), b"1".to_vec()),
+            (b"X-B".to_vec(), b"".to_vec()),
+            (b"X-FOLD".to_vec(), b"a b".to_vec()),
+        ];
+        assert_eq!(whole.take_trailers(), expected);
+        assert_eq!(bytewise.take_trailers(), expected);
+        // Only once the body is done; none for other framings.
+        let mut unfinished = BodyDecoder::chunked();
+        decode_all(&mut unfinished, b"0\r\nX: 1\r\n").unwrap();
+        assert!(unfinished.take_trailers().is_empty());
+        assert!(BodyDecoder::length(0).take_trailers().is_empty());
     }
 
     #[test]
