@@ -118,6 +118,42 @@ pub fn get(py: Python<'_>, name: &str) -> Option<(Py<PyAny>, usize)> {
         .map(|(_, h, a)| (h.clone_ref(py), *a))
 }
 
+/// The hooks that receive this worker's `worker` object (and may keep it): while none is
+/// set, nothing can see `worker.nr`, so requests need not count it.
+const WORKER_HOOKS: [&str; 7] = [
+    "post_fork",
+    "post_worker_init",
+    "worker_int",
+    "worker_abort",
+    "pre_request",
+    "post_request",
+    "worker_exit",
+];
+
+/// Whether a hook that receives the worker object is set.
+pub fn worker_object_used() -> bool {
+    WORKER_HOOKS.iter().any(|name| is_set(name))
+}
+
+/// Requests this worker has handled so far: Gunicorn's `worker.nr`.
+static REQUESTS_HANDLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a request for `worker.nr` (at Gunicorn's moment: after `pre_request`, before the
+/// app runs).
+pub fn count_request() {
+    REQUESTS_HANDLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `worker.nr`.
+pub fn requests_handled() -> u64 {
+    REQUESTS_HANDLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A hook assigned `worker.nr`; counting goes on from there, as in Gunicorn.
+pub fn set_requests_handled(n: u64) {
+    REQUESTS_HANDLED.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Whether a hook is set (lets hot paths skip building objects for it).
 pub fn is_set(name: &str) -> bool {
     HOOKS_SET

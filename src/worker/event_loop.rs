@@ -266,7 +266,6 @@ impl<'a> EventLoop<'a> {
             self.check_parent();
             if let Some(path) = self.reloader.as_mut().and_then(|r| r.changed(py)) {
                 info!("Worker reloading: {} modified", path.display());
-                crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
                 // Leave like a recycled worker: what was accepted is answered; the sockets
                 // stay open in the master for the next worker.
                 if let Some(fd) = self.reloader.as_ref().and_then(|r| r.fd()) {
@@ -274,6 +273,7 @@ impl<'a> EventLoop<'a> {
                 }
                 self.reloader = None;
                 super::retire();
+                crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
             }
             if !super::is_alive() {
                 self.wind_down(py);

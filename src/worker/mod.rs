@@ -7,6 +7,7 @@
 mod conn;
 mod event_loop;
 pub mod handoff;
+mod object;
 mod pool;
 mod reload;
 
@@ -168,8 +169,9 @@ static QUIT_WHILE_BOOTING: AtomicBool = AtomicBool::new(false);
 /// leaves cleanly when boot is done.
 #[pyfunction]
 fn on_quit(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
-    crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
+    // Stopping first: the hook sees `worker.alive` False, as in Gunicorn.
     stop_gracefully();
+    crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
     if SERVING.load(Ordering::Relaxed) {
         Err(PySystemExit::new_err(0))
     } else {
@@ -218,8 +220,8 @@ fn ignore_stop_signals(py: Python<'_>) {
 /// then SystemExit(1) unwinds the app and the request gets a 500.
 #[pyfunction]
 fn on_abort(py: Python<'_>, _signum: i32, _frame: &Bound<'_, PyAny>) -> PyResult<()> {
-    crate::python::hooks::call_worker_hook(py, "worker_abort", &[]);
     stop_gracefully();
+    crate::python::hooks::call_worker_hook(py, "worker_abort", &[]);
     let what = crate::wsgi::describe_current_request(py)
         .unwrap_or_else(|| "no request (between requests)".to_string());
     let stacks = thread_stacks(py).unwrap_or_else(|e| format!("(stacks unavailable: {e})\n"));
@@ -346,15 +348,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         slot: seed.slot,
         master_wake: seed.master_wake,
     });
-    let me = nix::unistd::getpid();
-    match crate::master::worker_namespace(
-        py,
-        seed.config,
-        Some(me),
-        seed.master_pid,
-        seed.age,
-        false,
-    ) {
+    match object::build(py, seed) {
         Ok(obj) => crate::python::hooks::set_worker_object(obj.unbind()),
         Err(e) => crate::python::log_exception(py, "Exception in worker process", &e),
     }

@@ -160,6 +160,8 @@ pub struct Runtime {
     /// `pre_request` or `post_request` is set (hooks are fixed before workers start):
     /// requests then build the `req` object the hooks take.
     request_hooks: bool,
+    /// A hook receives the worker object: requests then count toward `worker.nr`.
+    worker_hooks: bool,
 }
 
 /// A request's `start_response` and its bound `early_hints` (in the environ). Making them
@@ -244,6 +246,7 @@ impl Runtime {
             kept_input: None,
             request_hooks: crate::python::hooks::is_set("pre_request")
                 || crate::python::hooks::is_set("post_request"),
+            worker_hooks: crate::python::hooks::worker_object_used(),
         })
     }
 
@@ -392,15 +395,27 @@ impl Runtime {
             }
         };
 
-        let req = if self.request_hooks {
-            let number = ex.conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
-            request_object(py, head, ex.conn, &environ, input.as_any(), number).ok()
+        // Only with hooks (one test of a flag otherwise): the `req` object, pre_request,
+        // and `worker.nr`, which Gunicorn counts after pre_request.
+        let req = if self.worker_hooks {
+            let req = if self.request_hooks {
+                let number = ex.conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                request_object(py, head, ex.conn, &environ, input.as_any(), number).ok()
+            } else {
+                None
+            };
+            if let Some(req) = &req {
+                crate::python::hooks::call_worker_hook(
+                    py,
+                    "pre_request",
+                    std::slice::from_ref(req),
+                );
+            }
+            crate::python::hooks::count_request();
+            req
         } else {
             None
         };
-        if let Some(req) = &req {
-            crate::python::hooks::call_worker_hook(py, "pre_request", std::slice::from_ref(req));
-        }
         let mut failure = match self.app.bind(py).call1((&environ, &start_response)) {
             Ok(iterable) => {
                 let mut failure = self.write_body(py, &iterable, &start_response).err();

@@ -11,6 +11,7 @@ mod support;
 mod cli;
 mod config;
 mod frameworks;
+mod hooks;
 mod http;
 mod lifecycle;
 mod logging;
