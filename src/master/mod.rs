@@ -146,6 +146,11 @@ pub struct WorkerSeed<'a> {
     pub handoff: &'a crate::worker::handoff::Channel,
     /// Wakes the master's loop (see `SignalQueue::notice_fd`).
     pub master_wake: std::os::fd::RawFd,
+    /// The other workers when this one was forked (pid, age, aborted): `server.WORKERS`
+    /// in the worker's own hooks, as Gunicorn's child sees its copy of the arbiter.
+    pub siblings: Vec<(Pid, u64, bool)>,
+    /// The master's target worker count then (`server.num_workers`).
+    pub num_workers: usize,
 }
 
 /// The arbiter's state.
@@ -652,6 +657,11 @@ impl Master {
                 true
             }
             Ok(Forked::Child) => {
+                let siblings = self
+                    .workers
+                    .iter()
+                    .map(|(p, r)| (*p, r.age, r.aborted))
+                    .collect();
                 let seed = WorkerSeed {
                     config: &self.config,
                     listeners: &self.listeners,
@@ -662,6 +672,8 @@ impl Master {
                     master_pid: self.pid,
                     handoff: &self.handoff,
                     master_wake: self.signals.notice_fd(),
+                    siblings,
+                    num_workers: self.num_workers,
                 };
                 crate::worker::run(seed)
             }

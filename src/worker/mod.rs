@@ -43,8 +43,16 @@ fn run_server_worker_hook(py: Python<'_>, name: &str, seed: &WorkerSeed<'_>) {
     let Some(worker) = crate::python::hooks::worker_object(py) else {
         return;
     };
-    let config = seed.config;
-    match crate::master::server_namespace(py, config, seed.master_pid, &[], &[], config.workers) {
+    // The master's view when it forked us, as Gunicorn's child has its arbiter's.
+    let listeners: Vec<String> = seed.listeners.iter().map(|l| l.addr.to_string()).collect();
+    match crate::master::server_namespace(
+        py,
+        seed.config,
+        seed.master_pid,
+        &seed.siblings,
+        &listeners,
+        seed.num_workers,
+    ) {
         Ok(server) => crate::python::hooks::call(py, name, &[server, worker]),
         Err(e) => crate::python::log_exception(py, &format!("Exception in {name} hook"), &e),
     }
