@@ -162,6 +162,9 @@ pub struct Runtime {
     request_hooks: bool,
     /// A hook receives the worker object: requests then count toward `worker.nr`.
     worker_hooks: bool,
+    /// `header_map = "dangerous"`: `req.trailers` keeps names with an underscore (else
+    /// they are dropped, as Gunicorn drops them).
+    underscored_trailers: bool,
 }
 
 /// A request's `start_response` and its bound `early_hints` (in the environ). Making them
@@ -247,6 +250,7 @@ impl Runtime {
             request_hooks: crate::python::hooks::is_set("pre_request")
                 || crate::python::hooks::is_set("post_request"),
             worker_hooks: crate::python::hooks::worker_object_used(),
+            underscored_trailers: config.header_map == crate::config::HeaderMap::Dangerous,
         })
     }
 
@@ -520,17 +524,25 @@ impl Runtime {
                 debug!("Ignored premature client disconnection.");
             }
         }
-        if let Some(source) = input_ref.take_source() {
+        if let Some(mut source) = input_ref.take_source() {
+            if let Some(req) = &req {
+                let trailers = source.decoder.take_trailers();
+                if !trailers.is_empty() {
+                    if let Err(e) = set_trailers(py, req, &trailers, self.underscored_trailers) {
+                        debug!("req.trailers not set: {e}");
+                    }
+                }
+            }
             *ex.buf = source.into_buf();
         }
         // From here on, what the app kept of this request refuses to act.
         input_ref.finished = true;
         sr.finished = true;
         self.kept_input = Some(input.clone().unbind());
-        let body_bytes = if status_code == sr.writer.status_code {
-            sr.writer.body_bytes
+        let (body_bytes, announced_length) = if status_code == sr.writer.status_code {
+            (sr.writer.body_bytes, sr.writer.announced_length())
         } else {
-            0
+            (0, None)
         };
         let mut digits = [0u8; 3];
         let status_text: Cow<'_, str> =
@@ -573,7 +585,15 @@ impl Runtime {
         );
         if let Some(req) = &req {
             if crate::python::hooks::is_set("post_request") {
-                match response_object(py, &status_text, status_code, &sent_headers, body_bytes) {
+                let resp = response_object(
+                    py,
+                    &status_text,
+                    status_code,
+                    &sent_headers,
+                    body_bytes,
+                    announced_length,
+                );
+                match resp {
                     Ok(resp) => crate::python::hooks::call_worker_hook(
                         py,
                         "post_request",
@@ -839,24 +859,75 @@ fn request_object<'py>(
                 PyTuple::new(py, [head.version.0, head.version.1])?.into_any(),
             ),
             ("headers", headers.into_any()),
+            // Filled in once the body was read to its end (`set_trailers`).
             ("trailers", PyList::empty(py).into_any()),
             ("body", body.clone()),
             ("scheme", scheme),
             ("peer_addr", peer.clone().into_any()),
             ("remote_addr", peer.into_any()),
             ("req_number", number.into_pyobject(py)?.into_any()),
-            ("proxy_protocol_info", py.None().into_bound(py)),
+            ("proxy_protocol_info", proxy_protocol_info(py, conn)?),
         ],
     )
 }
 
-/// The `resp` object `post_request` receives (Gunicorn's Response, duck-typed).
+/// `req.proxy_protocol_info`: what the connection's PROXY header said, as Gunicorn's dict
+/// (ports as numbers; no addresses for `UNKNOWN`, `LOCAL` and `UNSPEC`), or None without
+/// one. Every request of the connection gets it.
+fn proxy_protocol_info<'py>(py: Python<'py>, conn: &ConnEnv) -> PyResult<Bound<'py, PyAny>> {
+    let Some((protocol, proxy_addr, proxy_port)) = &conn.proxy else {
+        return Ok(py.None().into_bound(py));
+    };
+    let info = PyDict::new(py);
+    info.set_item("proxy_protocol", protocol)?;
+    let none = py.None().into_bound(py);
+    if matches!(protocol.as_str(), "TCP4" | "TCP6") {
+        // The header's source became the connection's remote address.
+        let client_port = match &conn.remote_port {
+            Some(p) => p.bind(py).to_str()?.parse::<u16>().ok(),
+            None => None,
+        };
+        info.set_item("client_addr", &conn.remote_ip)?;
+        info.set_item("client_port", client_port)?;
+        info.set_item("proxy_addr", proxy_addr)?;
+        info.set_item("proxy_port", proxy_port.parse::<u16>().ok())?;
+    } else {
+        for key in ["client_addr", "client_port", "proxy_addr", "proxy_port"] {
+            info.set_item(key, &none)?;
+        }
+    }
+    Ok(info.into_any())
+}
+
+/// Sets `req.trailers` (Gunicorn: `(NAME, value)` pairs once the chunked body was read to
+/// its end); a name with an underscore is dropped unless `header_map` is "dangerous".
+fn set_trailers(
+    py: Python<'_>,
+    req: &Bound<'_, PyAny>,
+    trailers: &[crate::http::body::Trailer],
+    keep_underscored: bool,
+) -> PyResult<()> {
+    let list = PyList::empty(py);
+    for (name, value) in trailers {
+        if !keep_underscored && name.contains(&b'_') {
+            continue;
+        }
+        let name = String::from_utf8_lossy(name);
+        list.append((name, environ::latin1(py, value)?))?;
+    }
+    req.setattr(intern!(py, "trailers"), list)
+}
+
+/// The `resp` object `post_request` receives (Gunicorn's Response, duck-typed): `sent` is
+/// the body bytes that went out (a body cut to its Content-Length counts what was sent),
+/// `response_length` the Content-Length the head announced (None without one).
 fn response_object<'py>(
     py: Python<'py>,
     status: &str,
     code: u16,
     headers: &[(String, String)],
     body_bytes: u64,
+    announced_length: Option<u64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     use pyo3::IntoPyObject;
     let list = PyList::empty(py);
@@ -870,7 +941,10 @@ fn response_object<'py>(
             ("status_code", code.into_pyobject(py)?.into_any()),
             ("headers", list.into_any()),
             ("sent", body_bytes.into_pyobject(py)?.into_any()),
-            ("response_length", body_bytes.into_pyobject(py)?.into_any()),
+            (
+                "response_length",
+                announced_length.into_pyobject(py)?.into_any(),
+            ),
             (
                 "headers_sent",
                 pyo3::types::PyBool::new(py, code != 0)

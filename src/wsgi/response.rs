@@ -156,6 +156,12 @@ impl ResponseWriter {
         self.plan.is_some()
     }
 
+    /// The `Content-Length` the head announced, if it went out with one (Gunicorn's
+    /// `resp.response_length`).
+    pub fn announced_length(&self) -> Option<u64> {
+        self.plan.as_ref().and_then(|plan| plan.content_length)
+    }
+
     /// Whether the connection may carry another request after this response.
     pub fn keep_alive(&self) -> bool {
         match &self.plan {
