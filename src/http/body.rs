@@ -55,8 +55,11 @@ pub struct ChunkedDecoder {
     /// Trailer bytes seen so far, for [`MAX_TRAILER_SECTION_BYTES`].
     trailer_bytes: usize,
     /// Trailer fields seen so far, upper-cased name and value (a folded line continues
-    /// the last one), bounded by [`MAX_TRAILER_SECTION_BYTES`].
-    trailers: Vec<Trailer>,
+    /// the last one), bounded by [`MAX_TRAILER_SECTION_BYTES`]. Boxed: a request body is
+    /// moved a few times per request and has trailers only as an exception, so the
+    /// decoder stays the size it was without them.
+    #[allow(clippy::box_collection)]
+    trailers: Option<Box<Vec<Trailer>>>,
     /// Gunicorn reads trailers with its header parser: the same switches apply.
     lenient: Leniency,
 }
@@ -103,7 +106,7 @@ impl BodyDecoder {
             state: ChunkState::Size,
             line: Vec::new(),
             trailer_bytes: 0,
-            trailers: Vec::new(),
+            trailers: None,
             lenient,
         })
     }
@@ -141,7 +144,7 @@ impl BodyDecoder {
     pub fn take_trailers(&mut self) -> Vec<Trailer> {
         match self {
             BodyDecoder::Chunked(c) if c.state == ChunkState::Done => {
-                std::mem::take(&mut c.trailers)
+                c.trailers.take().map(|t| *t).unwrap_or_default()
             }
             _ => Vec::new(),
         }
@@ -313,11 +316,11 @@ impl ChunkedDecoder {
         } else if content.is_empty() {
             self.state = ChunkState::Done;
         } else {
-            match check_trailer_line(content, &self.lenient, !self.trailers.is_empty())? {
-                Some(field) => self.trailers.push(field),
+            match check_trailer_line(content, &self.lenient, self.trailers.is_some())? {
+                Some(field) => self.trailers.get_or_insert_default().push(field),
                 None => {
                     // obs-fold: joined to the previous value with one space, as Gunicorn.
-                    if let Some((_, value)) = self.trailers.last_mut() {
+                    if let Some((_, value)) = self.trailers.as_mut().and_then(|t| t.last_mut()) {
                         value.push(b' ');
                         value.extend_from_slice(trim_ows(content));
                     }

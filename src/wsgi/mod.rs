@@ -524,25 +524,19 @@ impl Runtime {
                 debug!("Ignored premature client disconnection.");
             }
         }
-        if let Some(mut source) = input_ref.take_source() {
-            if let Some(req) = &req {
-                let trailers = source.decoder.take_trailers();
-                if !trailers.is_empty() {
-                    if let Err(e) = set_trailers(py, req, &trailers, self.underscored_trailers) {
-                        debug!("req.trailers not set: {e}");
-                    }
-                }
-            }
+        if let Some(req) = &req {
+            self.give_back_with_trailers(py, &mut input_ref, ex, req);
+        } else if let Some(source) = input_ref.take_source() {
             *ex.buf = source.into_buf();
         }
         // From here on, what the app kept of this request refuses to act.
         input_ref.finished = true;
         sr.finished = true;
         self.kept_input = Some(input.clone().unbind());
-        let (body_bytes, announced_length) = if status_code == sr.writer.status_code {
-            (sr.writer.body_bytes, sr.writer.announced_length())
+        let body_bytes = if status_code == sr.writer.status_code {
+            sr.writer.body_bytes
         } else {
-            (0, None)
+            0
         };
         let mut digits = [0u8; 3];
         let status_text: Cow<'_, str> =
@@ -567,6 +561,11 @@ impl Runtime {
             } else {
                 Vec::new()
             };
+        // For post_request's `resp.response_length`.
+        let announced_length = match &req {
+            Some(_) if status_code == sr.writer.status_code => sr.writer.announced_length(),
+            _ => None,
+        };
         // The buffers serve the next request (an app keeping start_response finds it
         // finished and empty).
         self.spare_app_head = std::mem::take(&mut sr.app_head);
@@ -606,6 +605,28 @@ impl Runtime {
             }
         }
         outcome
+    }
+
+    /// Gives the connection back its bytes (as the request path does without hooks), after
+    /// setting `req.trailers` from a chunked body read to its end.
+    #[cold]
+    fn give_back_with_trailers(
+        &self,
+        py: Python<'_>,
+        input: &mut WsgiInput,
+        ex: &mut Exchange<'_>,
+        req: &Bound<'_, PyAny>,
+    ) {
+        let Some(mut source) = input.take_source() else {
+            return;
+        };
+        let trailers = source.decoder.take_trailers();
+        if !trailers.is_empty() {
+            if let Err(e) = set_trailers(py, req, &trailers, self.underscored_trailers) {
+                debug!("req.trailers not set: {e}");
+            }
+        }
+        *ex.buf = source.into_buf();
     }
 
     /// A thread of the app kept using the request's objects past `--timeout`: the response
