@@ -131,7 +131,11 @@ pub fn build<'py>(py: Python<'py>, seed: &WorkerSeed<'_>) -> PyResult<Bound<'py,
     attrs.set_item("app", &none)?;
     // Duplicates are made only when a hook can see them (they hold descriptors).
     let sockets = if crate::python::hooks::worker_object_used() {
-        listening_sockets(py, seed)?
+        // Out of descriptors, say: the hooks still get their worker, without sockets.
+        listening_sockets(py, seed).unwrap_or_else(|e| {
+            crate::python::log_exception(py, "Exception in worker process", &e);
+            PyList::empty(py)
+        })
     } else {
         PyList::empty(py)
     };
