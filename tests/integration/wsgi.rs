@@ -313,21 +313,57 @@ fn wsgi_input_stops_at_body_end() {
     assert_eq!(c.read_response().body_str(), "hello /next");
 }
 
-/// An unread request body does not desync the connection (drained or closed).
+/// An unread request body does not desync the connection: the server discards it (up to
+/// 1 MiB) and the connection carries the next request, whether that request is sent after
+/// the response or pipelined right behind the unread body. Every step must succeed: a
+/// reset, an early close, or the body's bytes read as the start of the next request
+/// (`REQUEST_METHOD` "0123456789GET") each fail the test.
 #[test]
 fn unread_body_does_not_desync_keep_alive() {
-    let s = Server::start("unread", &["app"]);
+    /// The next request's method and query, as the app saw them.
+    fn seen(r: &crate::support::Response) -> (Option<String>, Option<String>) {
+        assert_eq!(r.status_line, "HTTP/1.1 200 OK", "{r:?}");
+        let body = r.body_str();
+        (
+            json_str(&body, "REQUEST_METHOD"),
+            json_str(&body, "QUERY_STRING"),
+        )
+    }
+    let get = |n: &str| (Some("GET".to_owned()), Some(n.to_owned()));
+    let s = Server::start("unread", &["-w", "1", "app"]);
     let mut c = s.connect();
     c.send("POST /pid HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789");
-    assert_eq!(c.read_response().status, 200);
-    if c.try_send(b"GET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_ok()
-    {
-        if let Some(r) = c.try_read_response() {
-            assert_eq!(r.status_line, "HTTP/1.1 200 OK");
-            assert_eq!(r.body_str(), "hello /second");
-        }
-    }
+    let first = c.read_response();
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(
+        !first.says_close(),
+        "a small unread body is drained, not a reason to close: {}",
+        first.raw_head
+    );
+    c.send("GET /environ?n=2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let second = c.read_response();
+    assert_eq!(seen(&second), get("n=2"));
+    assert!(!second.says_close(), "{}", second.raw_head);
+    // The body's bytes and the next request in one write.
+    c.send(
+        "POST /pid HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789\
+         GET /environ?n=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let unread = c.read_response();
+    assert_eq!(unread.status, 200, "{unread:?}");
+    assert_eq!(
+        unread.body_str(),
+        first.body_str(),
+        "the POST's own response"
+    );
+    let fourth = c.read_response();
+    assert_eq!(seen(&fourth), get("n=4"));
+    assert!(fourth.says_close(), "{}", fourth.raw_head);
+    assert!(
+        c.closed_within(Duration::from_secs(1)),
+        "nothing follows the last response: {:?}",
+        String::from_utf8_lossy(c.leftover())
+    );
 }
 
 /// Uploads `total` bytes to /upload (Content-Length or chunked) in 64 KiB writes and
