@@ -92,18 +92,23 @@ fn worker_exit_code_is_reported_and_replaced() {
 }
 
 /// `--timeout 2` with a request that sleeps 30 s: `WORKER TIMEOUT (pid:N)`, the client
-/// gets a 500, and the next request is served by a new worker.
+/// gets a 500 at about the timeout, and the next request is served by a new worker.
+///
+/// When: the master looks every second, at a heartbeat the idle worker renews every half
+/// timeout (1 s here, as Gunicorn's sync worker), so the kill comes 1 to 3 s after the
+/// request arrives.
 #[test]
 fn hung_request_is_killed_by_timeout() {
     let mut s = Server::start("timeout", &["-w", "1", "--timeout", "2", "app"]);
     let first = s.wait_workers(1, LOG_DEADLINE)[0];
+    assert_eq!(served_by(&s), first, "the worker has booted");
     let started = Instant::now();
     let r = s.get("/sleep?s=30");
     let took = started.elapsed();
     assert_eq!(r.status, 500, "a timed-out request gets 500: {r:?}");
     assert!(
-        took < Duration::from_secs(25),
-        "the worker was not killed early: {took:?}"
+        took > Duration::from_secs(1) && took < Duration::from_secs(6),
+        "killed {took:?} after the request (--timeout 2)"
     );
     let log = s.wait_for_log(&format!("WORKER TIMEOUT (pid:{first})"), LOG_DEADLINE);
     let lines = log_lines_with(&log, "WORKER TIMEOUT");
@@ -202,8 +207,9 @@ fn max_requests_counts_keep_alive_requests() {
         pids.push(r.body_str());
     }
     assert_eq!(pids[0], pids[1]);
+    // Closed right after the last response, well before the 2 s keep-alive would.
     assert!(
-        c.closed_within(Duration::from_secs(10)),
+        c.closed_within(Duration::from_secs(1)),
         "connection closed after the limit"
     );
     s.wait_for_log("Autorestarting worker after current request.", LOG_DEADLINE);
@@ -245,7 +251,7 @@ fn sigterm_is_bounded_by_graceful_timeout() {
     s.send_signal("TERM");
     let status = s.wait_exit(Duration::from_secs(30));
     assert!(
-        sent.elapsed() < Duration::from_secs(20),
+        sent.elapsed() < Duration::from_secs(6),
         "graceful timeout not enforced: {:?}",
         sent.elapsed()
     );
@@ -270,7 +276,7 @@ fn sigint_exits_quickly() {
     s.send_signal("INT");
     let status = s.wait_exit(Duration::from_secs(20));
     assert!(
-        sent.elapsed() < Duration::from_secs(10),
+        sent.elapsed() < Duration::from_secs(3),
         "SIGINT took {:?}",
         sent.elapsed()
     );
@@ -301,7 +307,7 @@ fn sigquit_exits_quickly() {
     s.send_signal("QUIT");
     let status = s.wait_exit(Duration::from_secs(20));
     assert!(
-        sent.elapsed() < Duration::from_secs(10),
+        sent.elapsed() < Duration::from_secs(3),
         "SIGQUIT took {:?}",
         sent.elapsed()
     );
@@ -354,7 +360,8 @@ fn workers_exit_when_master_dies() {
     let workers = s.wait_workers(2, LOG_DEADLINE);
     s.send_signal("KILL");
     s.wait_exit(LOG_DEADLINE);
-    let gone = poll_until(Duration::from_secs(20), || {
+    // Each worker looks for its parent every second.
+    let gone = poll_until(Duration::from_secs(4), || {
         workers.iter().all(|p| !is_alive(*p)).then_some(())
     });
     assert!(
@@ -375,12 +382,13 @@ fn sigterm_closes_idle_keep_alive_connections() {
     s.send_signal("TERM");
     let status = s.wait_exit(Duration::from_secs(40));
     assert!(status.success(), "{}", describe(&status));
+    // At most the idle connection's 2 s last call, not its 60 s keep-alive.
     assert!(
-        sent.elapsed() < Duration::from_secs(15),
+        sent.elapsed() < Duration::from_secs(5),
         "an idle keep-alive connection held the shutdown for {:?}",
         sent.elapsed()
     );
-    assert!(c.closed_within(Duration::from_secs(5)));
+    assert!(c.closed_within(Duration::from_secs(1)));
 }
 
 /// A client that sends half a head and stalls is dropped after a deadline (`--timeout 3`),
@@ -389,11 +397,22 @@ fn sigterm_closes_idle_keep_alive_connections() {
 fn stalled_client_is_dropped_after_deadline() {
     let s = Server::start("stalled", &["-w", "1", "--timeout", "3", "app"]);
     let mut stalled = s.connect();
+    let sent = Instant::now();
     stalled.send("GET /stall HTTP/1.1\r\nHost: x\r\n");
     assert_eq!(s.get("/other").status, 200);
     assert!(
-        stalled.closed_within(Duration::from_secs(30)),
-        "a stalled head keeps its connection forever"
+        stalled.closed_within(
+            Duration::from_secs(6)
+                .saturating_sub(sent.elapsed())
+                .max(Duration::from_millis(1))
+        ),
+        "a stalled head kept its connection {:?} (--timeout 3)",
+        sent.elapsed()
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_millis(2500),
+        "dropped {:?} after its first bytes, before the deadline",
+        sent.elapsed()
     );
 }
 
