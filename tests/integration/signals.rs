@@ -63,11 +63,18 @@ fn term_closes_idle_keepalive_connections_at_once() {
     let mut idle = Conn::tcp(s.port);
     idle.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(idle.read_response().status, 200);
+    let sent = std::time::Instant::now();
     s.send_signal("TERM");
     let status = s.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
+    // At most the idle connection's 2 s last call, not its 60 s keep-alive.
     assert!(
-        idle.closed_within(Duration::from_secs(5)),
+        sent.elapsed() < Duration::from_secs(5),
+        "the stop took {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        idle.closed_within(Duration::from_secs(1)),
         "the idle connection was closed"
     );
 }
@@ -505,10 +512,17 @@ fn int_during_graceful_stop_escalates() {
     let _busy = s.slow_request(50);
     s.send_signal("TERM");
     s.wait_for_log("Handling signal: term", DEADLINE);
+    let sent = std::time::Instant::now();
     s.send_signal("INT");
     s.wait_for_log("Quick shutdown requested", DEADLINE);
     let status = s.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
+    // Quick: not the 50 s request, nor the 60 s graceful timeout.
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "the escalated stop took {:?}",
+        sent.elapsed()
+    );
 }
 
 /// `-D` detaches: the command returns at once, the daemon (in its own session) serves,
