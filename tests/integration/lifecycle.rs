@@ -275,8 +275,9 @@ fn a_worker_out_of_descriptors_recovers_without_a_new_connection() {
     let freed = Instant::now();
     let r = queued.read_response();
     assert_eq!(r.status, 200);
+    // The retry timer fires every 100 ms.
     assert!(
-        freed.elapsed() < Duration::from_secs(10),
+        freed.elapsed() < Duration::from_secs(1),
         "answered {:?} after descriptors were freed",
         freed.elapsed()
     );
@@ -340,7 +341,7 @@ fn clients_that_do_not_read_their_responses_do_not_hold_the_worker() {
     let r = s.get("/pid");
     assert_eq!(r.status, 200);
     assert!(
-        asked.elapsed() < Duration::from_secs(3),
+        asked.elapsed() < Duration::from_secs(1),
         "the third client waited {:?} behind the non-reading ones",
         asked.elapsed()
     );
@@ -465,7 +466,7 @@ fn a_busy_worker_hands_a_waiting_request_to_an_idle_sibling() {
     assert_eq!(r.status, 200);
     assert_ne!(r.body_str(), pid, "a sibling answered");
     assert!(
-        waited < Duration::from_secs(1),
+        waited < Duration::from_millis(300),
         "answered after {waited:?} (the busy worker's call lasts 3 s)"
     );
     // The connection stays usable, and the slow request is answered too.
@@ -540,7 +541,7 @@ fn a_half_closing_client_is_answered_and_let_go() {
         c.shutdown_write();
         assert_eq!(c.read_response().status, 200);
         assert!(
-            c.closed_within(Duration::from_secs(5)),
+            c.closed_within(Duration::from_secs(1)),
             "the server let the half-closed connection go"
         );
     }
