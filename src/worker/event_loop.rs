@@ -54,6 +54,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 /// A buffer this large is measured against the budget; an emptied one is freed.
 const LARGE_BUFFER_BYTES: usize = 64 * 1024;
+/// How long a worker stopping on TERM stays for connections its busy siblings' watchers
+/// sweep from the listen backlog (they engage 20 ms into an app call, then look every 10 ms).
+const HANDOFF_GRACE: Duration = Duration::from_millis(100);
 /// How long a threaded worker told to abort (a timeout's ABRT) lets its threads finish.
 /// It keeps beating meanwhile, so the master does not kill it first.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
@@ -110,6 +113,8 @@ pub struct EventLoop<'a> {
     /// The threaded worker was told to quit (QUIT, INT) or abort (ABRT): it leaves with this
     /// status once its threads are done, or at this deadline (see [`EventLoop::leave_threaded`]).
     leaving: Option<(Instant, i32)>,
+    /// When this worker started stopping (its first `wind_down`).
+    stopping_since: Option<Instant>,
 }
 
 fn ip_and_port(addr: &ListenAddr) -> Option<(String, String)> {
@@ -208,6 +213,7 @@ impl<'a> EventLoop<'a> {
             in_app: Vec::new(),
             saturated_since: None,
             leaving: None,
+            stopping_since: None,
         };
         for i in 0..lp.listeners.len() {
             lp.set_listening(i, true)?;
@@ -279,7 +285,7 @@ impl<'a> EventLoop<'a> {
                 self.wind_down(py);
                 // Stopping on TERM, connections passed on by siblings (or by this worker's
                 // own watcher) are served before leaving: nobody else may be left to.
-                if self.open == 0 && !(self.takes_handoffs() && self.seed.handoff.has_waiting()) {
+                if self.open == 0 && !self.may_still_get_handoffs() {
                     return self.leaving.map_or(0, |(_, code)| code);
                 }
             }
@@ -499,6 +505,12 @@ impl<'a> EventLoop<'a> {
         if let Some((deadline, _)) = self.leaving {
             wait = wait.min(deadline.saturating_duration_since(Instant::now()));
         }
+        if let Some(since) = self.stopping_since {
+            let grace_left = HANDOFF_GRACE.saturating_sub(since.elapsed());
+            if !grace_left.is_zero() {
+                wait = wait.min(grace_left);
+            }
+        }
         let now = self.clock();
         match self.conns.iter().flatten().map(|c| c.state.deadline).min() {
             Some(d) => d.saturating_duration_since(now).min(wait),
@@ -516,8 +528,12 @@ impl<'a> EventLoop<'a> {
     /// requests gets a last call (see [`State::last_call`]) and is closed by
     /// [`EventLoop::expire`] only when provably idle.
     fn wind_down(&mut self, py: Python<'_>) {
+        self.stopping_since.get_or_insert_with(Instant::now);
         // A quitting or aborting threaded worker leaves the backlog to its siblings.
         if super::drains_backlog() && self.leaving.is_none() {
+            if self.listeners.iter().all(|l| !l.closed) {
+                super::object::close_sockets(py);
+            }
             if let Some(watcher) = &self.watcher {
                 for (socket, listener) in watcher.take_stranded() {
                     if let Err(e) =
@@ -673,6 +689,20 @@ impl<'a> EventLoop<'a> {
         (super::is_alive() || (super::drains_backlog() && self.leaving.is_none()))
             && self.open < self.seed.config.worker_connections
             && self.accept_retry.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// Whether a stopping worker with nothing left should stay a little: a connection
+    /// waits in the hand-off channel, or, just after TERM, a busy sibling's watcher may
+    /// still pass on what it sweeps from the listen backlog ([`HANDOFF_GRACE`]).
+    fn may_still_get_handoffs(&self) -> bool {
+        if !self.takes_handoffs() {
+            return false;
+        }
+        let just_stopped = self.seed.config.workers > 1
+            && self
+                .stopping_since
+                .is_some_and(|since| since.elapsed() < HANDOFF_GRACE);
+        just_stopped || self.seed.handoff.has_waiting()
     }
 
     /// Takes one connection a sibling passed on (one per turn, like accepting).

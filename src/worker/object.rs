@@ -145,6 +145,23 @@ pub fn build<'py>(py: Python<'py>, seed: &WorkerSeed<'_>) -> PyResult<Bound<'py,
     Ok(obj.into_any())
 }
 
+/// Stopping on TERM: `worker.sockets` let go of their duplicates along with the worker's
+/// own listeners, so that they do not keep a listening socket open (and new connections
+/// queued for nobody) once every process has closed it (see `EventLoop::wind_down`).
+pub fn close_sockets(py: Python<'_>) {
+    let Some(worker) = crate::python::hooks::worker_object(py) else {
+        return;
+    };
+    let Ok(sockets) = worker.getattr("sockets") else {
+        return;
+    };
+    if let Ok(iter) = sockets.try_iter() {
+        for sock in iter.flatten() {
+            let _ = sock.call_method0("close");
+        }
+    }
+}
+
 /// `worker.sockets`: a `socket.socket` per listener, each on a duplicate descriptor, so
 /// closing or collecting one never closes the worker's own.
 fn listening_sockets<'py>(py: Python<'py>, seed: &WorkerSeed<'_>) -> PyResult<Bound<'py, PyList>> {
