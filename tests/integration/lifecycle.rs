@@ -209,7 +209,7 @@ fn a_worker_that_cannot_read_the_app_says_which_path() {
 }
 
 /// The descriptor numbers process `pid` has open now.
-fn open_fds(pid: u32) -> Vec<u64> {
+pub(crate) fn open_fds(pid: u32) -> Vec<u64> {
     let mut fds: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -222,7 +222,7 @@ fn open_fds(pid: u32) -> Vec<u64> {
 
 /// The `RLIMIT_NOFILE` that leaves exactly `n` descriptor numbers free below it (new
 /// descriptors take the lowest free number; the limit bounds numbers, not a count).
-fn limit_leaving(open: &[u64], n: usize) -> u64 {
+pub(crate) fn limit_leaving(open: &[u64], n: usize) -> u64 {
     (0..)
         .filter(|fd| !open.contains(fd))
         .nth(n)

@@ -15,6 +15,7 @@ mod hooks;
 mod http;
 mod lifecycle;
 mod logging;
+mod nginx;
 mod pinning;
 mod process;
 mod signals;

@@ -116,12 +116,13 @@ fn a_half_sent_head_does_not_hold_a_recycled_worker() {
     );
 }
 
-/// After TERM, a connection that comes is either served or refused at once: the worker
-/// answers what the kernel queued, then lets the listening socket go, so the next
-/// connection attempt is refused instead of waiting in a backlog nobody accepts from and
-/// being reset when the last worker leaves.
+/// After TERM, a connection that comes is either served or refused at once: the workers
+/// answer what the kernel queued, then let the listening socket go (a worker busy in a
+/// long request through its watcher thread), so a health check is refused instead of
+/// waiting in a backlog nobody accepts from and being reset when the last worker leaves.
 #[test]
 fn after_term_new_connections_are_refused_at_once() {
+    use std::io::{Read, Write};
     let mut s = Server::start(
         "term-refuse",
         &["app", "-w", "2", "--graceful-timeout", "20"],
@@ -130,14 +131,33 @@ fn after_term_new_connections_are_refused_at_once() {
     // A slow request keeps one worker (and so the server) alive through the drain.
     let mut slow = s.slow_request(3);
     s.send_signal("TERM");
-    let refused = poll_until(Duration::from_secs(2), || {
-        std::net::TcpStream::connect(("127.0.0.1", s.port))
-            .err()
-            .filter(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
-    });
+    let began = Instant::now();
+    let (mut refused, mut served, mut slowest) = (0, 0, Duration::ZERO);
+    while began.elapsed() < Duration::from_secs(1) {
+        let probe = Instant::now();
+        match std::net::TcpStream::connect(("127.0.0.1", s.port)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+            Err(e) => panic!("probe: {e}"),
+            Ok(mut c) => {
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                c.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut out = String::new();
+                let _ = c.read_to_string(&mut out);
+                assert!(out.starts_with("HTTP/1.1 200"), "a probe got {out:?}");
+                served += 1;
+            }
+        }
+        slowest = slowest.max(probe.elapsed());
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert!(
-        refused.is_some(),
-        "new connections were not refused after TERM"
+        refused > 0,
+        "no probe was refused after TERM ({served} served)"
+    );
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a probe took {slowest:?} ({refused} refused, {served} served)"
     );
     let r = slow.read_response();
     assert_eq!(r.status, 200);
@@ -179,7 +199,10 @@ fn an_app_making_its_socket_blocking_blocks_nothing() {
 /// request with a 500, as the sync worker answers its one, instead of closing them.
 #[test]
 fn a_timed_out_threaded_worker_answers_its_hung_requests() {
-    let mut s = Server::start("threads-abort", &["app", "-w", "1", "--threads", "2", "-t", "3"]);
+    let mut s = Server::start(
+        "threads-abort",
+        &["app", "-w", "1", "--threads", "2", "-t", "3"],
+    );
     let old = s.wait_workers(1, Duration::from_secs(10))[0];
     let mut hung = [s.slow_request(60), s.slow_request(60)];
     for c in &mut hung {
@@ -203,4 +226,48 @@ fn quit_lets_threaded_requests_in_flight_finish() {
         assert_eq!(c.read_response().status, 200);
     }
     s.wait_exit(Duration::from_secs(10));
+}
+
+/// A connection handed off while every sibling is out of descriptors is not dropped: a
+/// descriptor passed into a full table would be lost (the kernel truncates the message), so
+/// a worker takes a hand-off only with a descriptor free, and the connection waits in the
+/// channel until a worker has room (here, the one that passed it, after its slow request).
+#[test]
+fn a_hand_off_into_a_full_descriptor_table_is_not_dropped() {
+    use crate::lifecycle::{limit_leaving, open_fds};
+    let mut s = Server::start("handoff-emfile", &["app", "-w", "2", "--keep-alive", "60"]);
+    let workers = s.wait_workers(2, Duration::from_secs(10));
+    let mut kept = s.connect();
+    kept.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    let owner: u32 = kept.read_response().body_str().parse().unwrap();
+    let full = *workers.iter().find(|&&w| w != owner).unwrap();
+    let limit = limit_leaving(&open_fds(full), 0);
+    let rlimit = nix::libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit only reads `rlimit` and writes nothing back (old limit: null).
+    let set = unsafe {
+        nix::libc::prlimit(
+            full as nix::libc::pid_t,
+            nix::libc::RLIMIT_NOFILE,
+            &rlimit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit on the worker");
+    // The sibling cannot accept it: the slow request goes to the owner.
+    let mut slow = s.slow_request(2);
+    // Its request during the slow call makes the owner's watcher pass `kept` on.
+    kept.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = kept
+        .try_read_response()
+        .expect("the handed-off connection was dropped");
+    assert_eq!(r.status, 200);
+    assert_eq!(slow.read_response().status, 200);
+    assert!(
+        !s.stderr().contains("Dropping a connection handed over"),
+        "{}",
+        s.stderr()
+    );
 }
