@@ -171,6 +171,15 @@ impl State {
         self.deadline = now + IN_APP_FOREVER;
     }
 
+    /// The request went back from the pool's queue unstarted (the worker is leaving): its
+    /// head is in the buffer again, to be served or passed on.
+    pub fn undispatched(&mut self, now: Instant, t: Timeouts) {
+        if self.phase == Phase::InApp {
+            self.phase = Phase::Head;
+            self.deadline = now + t.head;
+        }
+    }
+
     /// Our side is shut down: discard what the client still sends, briefly.
     pub fn closing(&mut self, now: Instant) {
         self.phase = Phase::Closing;
@@ -432,6 +441,25 @@ mod tests {
 
     fn at(state: &State, now: Instant) -> Duration {
         state.deadline - now
+    }
+
+    #[test]
+    fn a_request_taken_back_from_the_pool_reads_its_head_again() {
+        let now = Instant::now();
+        let mut s = State::fresh(now, T);
+        s.bytes_arrived(now, T);
+        s.dispatched(now);
+        assert_eq!(s.phase, Phase::InApp);
+        let later = now + Duration::from_secs(3);
+        s.undispatched(later, T);
+        assert_eq!(
+            (s.phase, at(&s, later), s.requests),
+            (Phase::Head, T.head, 0)
+        );
+        // Only a dispatched request goes back.
+        let mut idle = State::fresh(now, T);
+        idle.undispatched(later, T);
+        assert_eq!((idle.phase, at(&idle, now)), (Phase::Idle, T.head));
     }
 
     #[test]

@@ -397,6 +397,18 @@ impl<'a> EventLoop<'a> {
             Some((_, first)) => (now, first),
             None => (now + grace, code),
         });
+        // Requests queued for a thread that none has started go back to their connections
+        // (head and all), to be passed on with them rather than answered with a 500.
+        if let Some(pool) = &self.pool {
+            let clock = self.clock();
+            for job in pool.take_queued() {
+                self.in_app.retain(|(idx, _)| *idx != job.idx);
+                if let Some(conn) = self.conns.get_mut(job.idx).and_then(Option::as_mut) {
+                    conn.buf = job.buf;
+                    conn.state.undispatched(clock, self.timeouts);
+                }
+            }
+        }
         self.pass_on_movable(py);
     }
 
@@ -1092,13 +1104,24 @@ impl<'a> EventLoop<'a> {
 
     /// Answers an unparsable request with its error page and closes the connection.
     fn reject(&mut self, py: Python<'_>, idx: usize, page: &[u8]) -> Served {
-        if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
-            // Nothing more is read or served from it: its read-ahead is freed now.
-            conn.buf = Vec::new();
-            let slices = &mut [std::io::IoSlice::new(page)];
-            let began = Instant::now();
-            let _ = conn.io.write_all(py, slices, self.timeouts.head);
-            self.busy += began.elapsed();
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return Served::Closed;
+        };
+        // Nothing more is read or served from it: its read-ahead is freed now.
+        conn.buf = Vec::new();
+        let slices = &mut [std::io::IoSlice::new(page)];
+        let began = Instant::now();
+        let written = conn.io.write_all(py, slices, self.timeouts.head);
+        self.busy += began.elapsed();
+        if let Err(crate::transport::IoError::Signal(e)) = written {
+            // A stop signal (QUIT, ABRT) came while the client was slow to take the page.
+            let code = exit_status(py, &e);
+            self.close(py, idx);
+            if self.pool.is_none() {
+                return Served::Exit(code);
+            }
+            self.leave_threaded(py, code);
+            return Served::Closed;
         }
         self.finish_response(py, idx, After::Close)
     }

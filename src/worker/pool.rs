@@ -193,6 +193,12 @@ impl Pool {
         self.shared.job_ready.notify_one();
     }
 
+    /// Takes back the requests no thread has started yet (the worker is leaving: they can
+    /// go to a sibling instead of waiting for a thread that may never be free).
+    pub fn take_queued(&self) -> Vec<Job> {
+        lock(&self.shared.queue).jobs.drain(..).collect()
+    }
+
     /// The requests finished since the last call.
     pub fn take_done(&self) -> Vec<Done> {
         let mut sink = [0u8; 256];

@@ -341,8 +341,13 @@ impl Runtime {
         };
         if head.expect_continue {
             let mut slices = [std::io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
-            if ex.io.write_all(py, &mut slices, self.io_timeout).is_err() {
-                return Outcome::Close;
+            match ex.io.write_all(py, &mut slices, self.io_timeout) {
+                Ok(()) => {}
+                // A stop signal (QUIT, ABRT) while the client was slow to take it.
+                Err(IoError::Signal(e)) if e.is_instance_of::<PySystemExit>(py) => {
+                    return Outcome::Exit(crate::python::system_exit_code(py, &e));
+                }
+                Err(_) => return Outcome::Close,
             }
         }
         let environ = match self.environ.build(py, head, ex.conn) {

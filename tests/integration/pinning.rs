@@ -196,7 +196,8 @@ fn an_app_making_its_socket_blocking_blocks_nothing() {
 }
 
 /// A threaded worker killed for `--timeout` with every thread wedged answers each hung
-/// request with a 500, as the sync worker answers its one, instead of closing them.
+/// request with a 500, as the sync worker answers its one, instead of closing them; the
+/// requests queued for a thread pass to the successor with their connections.
 #[test]
 fn a_timed_out_threaded_worker_answers_its_hung_requests() {
     let mut s = Server::start(
@@ -205,9 +206,23 @@ fn a_timed_out_threaded_worker_answers_its_hung_requests() {
     );
     let old = s.wait_workers(1, Duration::from_secs(10))[0];
     let mut hung = [s.slow_request(60), s.slow_request(60)];
+    // Queued behind them, for a thread that will never be free.
+    let mut queued: Vec<Conn> = (0..2)
+        .map(|_| {
+            let mut c = s.connect();
+            c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+            c
+        })
+        .collect();
     for c in &mut hung {
         let r = c.read_response();
         assert_eq!(r.status, 500);
+    }
+    // Those no thread started are served by the successor, not answered with a 500.
+    for c in &mut queued {
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        assert_ne!(r.body_str(), old.to_string());
     }
     s.wait_for_log("WORKER TIMEOUT", Duration::from_secs(10));
     assert!(poll_until(Duration::from_secs(5), || (!is_alive(old)).then_some(())).is_some());
