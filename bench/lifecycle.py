@@ -5,7 +5,10 @@ Where bench.py measures speed, this measures what production traffic meets aroun
 keep-alive clients across a slow request, HUP, --max-requests recycling and a worker timeout
 (requests lost), a request waiting behind another worker's app call (head-of-line delay),
 clients that do not read (a third client's latency), read-ahead floods (worker memory), a
-head trickled in small pieces (worker CPU) and descriptor exhaustion (recovery time).
+head trickled in small pieces (worker CPU), descriptor exhaustion (recovery time), bodies
+that never come (a bystander's latency, sync and threads), a recycle with a half-sent head
+(the next request's wait), hand-offs at the descriptor limit (requests lost) and a threaded
+worker timed out (what its hung clients get, requests lost).
 
 Usage: bench/lifecycle.py [--servers rgunicorn,gunicorn] [--only NAME,...] [--baseline BINARY]
 (--baseline adds a server "baseline": another rgunicorn binary, e.g. an older build.)
@@ -44,7 +47,7 @@ def free_port():
 class Server:
     """One server under test: started fresh, its master and workers found by pid."""
 
-    def __init__(self, kind, args):
+    def __init__(self, kind, args, nofile=None):
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile("w+", prefix="lifecycle-", suffix=".log")
         common = ["-b", "127.0.0.1:%d" % self.port, "--log-level", "info"] + args + [APP]
@@ -55,7 +58,12 @@ class Server:
         else:
             cmd = [os.path.join(VENV, "bin", "gunicorn"), "--no-control-socket"] + common
         env = dict(os.environ, VIRTUAL_ENV=VENV, PATH=os.path.join(VENV, "bin") + ":" + os.environ["PATH"])
-        self.proc = subprocess.Popen(cmd, cwd=APPS, env=env, stdout=self.log, stderr=self.log)
+        limit = None
+        if nofile:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        self.proc = subprocess.Popen(cmd, cwd=APPS, env=env, stdout=self.log, stderr=self.log,
+                                     preexec_fn=limit)
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -411,8 +419,139 @@ def fd_exhaustion(kind):
         s.stop()
 
 
+def stalled_bodies(kind, threads):
+    """-w 1 -t 10 (--threads 2): 3 clients POST 3 of 100,000 body bytes to a route that does
+    not read the body, and never send the rest; then a bystander's GET. Its latency."""
+    args = ["-w", "1", "-t", "10"] + (["--threads", "2"] if threads else [])
+    s = Server(kind, args)
+    held = []
+    try:
+        for _ in range(3):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=15)
+            c.sendall(b"POST /pid HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")
+            held.append(c)
+        time.sleep(0.3)  # the scenario's own timing: the stalled requests arrive first
+        start = time.time()
+        try:
+            get(s.port, "/pid", timeout=15)
+            waited = round((time.time() - start) * 1000, 1)
+        except OSError as e:
+            waited = "no answer in 15 s (%s)" % type(e).__name__
+        return {"bystander_ms": waited}
+    finally:
+        for c in held:
+            c.close()
+        s.stop()
+
+
+def slow_body(kind):
+    return stalled_bodies(kind, threads=False)
+
+
+def slow_body_threads(kind):
+    return stalled_bodies(kind, threads=True)
+
+
+def retire_partial_head(kind):
+    """-w 1 -t 8 --max-requests 2: a client has sent half a head when the worker is recycled.
+    The figures: how long the next request waits, and whether the half-sent request is
+    answered once its head is complete."""
+    s = Server(kind, ["-w", "1", "-t", "8", "--max-requests", "2"])
+    try:
+        partial = socket.create_connection(("127.0.0.1", s.port), timeout=15)
+        partial.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.1)  # the scenario's own timing: the worker reads the half head
+        get(s.port, "/pid")
+        get(s.port, "/pid")
+        start = time.time()
+        try:
+            get(s.port, "/pid", timeout=15)
+            waited = round((time.time() - start) * 1000, 1)
+        except OSError as e:
+            waited = "no answer (%s)" % type(e).__name__
+        partial.sendall(b"\r\n")
+        try:
+            answered = read_response(partial)[0]
+        except OSError as e:
+            answered = "lost (%s)" % type(e).__name__
+        partial.close()
+        return {"next_request_ms": waited, "half_sent_request": answered}
+    finally:
+        s.stop()
+
+
+def handoff_fd_limit(kind):
+    """ulimit -n 256, -w 2: 1,000 clients each send a 30 ms request then a quick one on the
+    same connection (reconnecting when told to close); requests that got no answer."""
+    s = Server(kind, ["-w", "2"], nofile=256)
+    lost, lock = [], threading.Lock()
+
+    def client(i):
+        sock = None
+        for path in ("/sleep?s=0.03", "/pid"):
+            try:
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+                sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+                status, head, _ = read_response(sock)
+                if status != 200:
+                    raise ConnectionError("status %d" % status)
+                if "connection: close" in head:
+                    sock.close()
+                    sock = None
+            except OSError as e:
+                with lock:
+                    lost.append("%s: %s" % (type(e).__name__, e))
+                if sock is not None:
+                    sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()
+
+    try:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(1000)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        dropped = s.logs().count("Dropping a connection handed over")
+        return {"requests": 2000, "lost": len(lost), "dropped_log_lines": dropped,
+                "examples": lost[:3]}
+    finally:
+        s.stop()
+
+
+def threads_timeout(kind):
+    """-w 1 --threads 2 -t 3: both threads wedge (30 s requests) while 4 keep-alive clients
+    POST; what the hung clients get, and requests lost."""
+    s = Server(kind, ["-w", "1", "--threads", "2", "-t", "3"])
+    hung = []
+    try:
+        load = KeepAliveClients(s.port, 4)
+        wait_total(load, 100)
+        for _ in range(2):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+            c.sendall(b"GET /sleep?s=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+            hung.append(c)
+        got = []
+        for c in hung:
+            try:
+                got.append(read_response(c)[0])
+            except OSError as e:
+                got.append("closed" if isinstance(e, ConnectionError) else type(e).__name__)
+        wait_total(load, 100)
+        result = load.finish()
+        result["hung_clients_got"] = got
+        return result
+    finally:
+        for c in hung:
+            c.close()
+        s.stop()
+
+
 SCENARIOS = [slow_request, hup, max_requests, timeout_kill, head_of_line, slow_readers,
-             read_ahead, trickled_head, fd_exhaustion]
+             read_ahead, trickled_head, fd_exhaustion, slow_body, slow_body_threads,
+             retire_partial_head, handoff_fd_limit, threads_timeout]
 
 
 def main():
