@@ -209,7 +209,7 @@ fn a_worker_that_cannot_read_the_app_says_which_path() {
 }
 
 /// The descriptor numbers process `pid` has open now.
-pub(crate) fn open_fds(pid: u32) -> Vec<u64> {
+fn open_fds(pid: u32) -> Vec<u64> {
     let mut fds: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -222,11 +222,30 @@ pub(crate) fn open_fds(pid: u32) -> Vec<u64> {
 
 /// The `RLIMIT_NOFILE` that leaves exactly `n` descriptor numbers free below it (new
 /// descriptors take the lowest free number; the limit bounds numbers, not a count).
-pub(crate) fn limit_leaving(open: &[u64], n: usize) -> u64 {
+fn limit_leaving(open: &[u64], n: usize) -> u64 {
     (0..)
         .filter(|fd| !open.contains(fd))
         .nth(n)
         .unwrap_or(u64::MAX)
+}
+
+/// Sets process `pid`'s descriptor limit so that exactly `n` more descriptors fit.
+pub(crate) fn leave_descriptors(pid: u32, n: usize) {
+    let limit = limit_leaving(&open_fds(pid), n);
+    let rlimit = nix::libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit only reads `rlimit` and writes nothing back (old limit: null).
+    let set = unsafe {
+        nix::libc::prlimit(
+            pid as nix::libc::pid_t,
+            nix::libc::RLIMIT_NOFILE,
+            &rlimit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit on pid {pid}");
 }
 
 /// Out of descriptors, a worker says so once, keeps the queued client waiting, and answers
@@ -244,21 +263,7 @@ fn a_worker_out_of_descriptors_recovers_without_a_new_connection() {
     first.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(first.read_response().status, 200);
     // Room for exactly three more descriptors.
-    let limit = limit_leaving(&open_fds(worker), 3);
-    let rlimit = nix::libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
-    };
-    // SAFETY: prlimit only reads `rlimit` and writes nothing back (old limit: null).
-    let set = unsafe {
-        nix::libc::prlimit(
-            worker as nix::libc::pid_t,
-            nix::libc::RLIMIT_NOFILE,
-            &rlimit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(set, 0, "prlimit on the worker");
+    leave_descriptors(worker, 3);
     let mut held: Vec<crate::support::Conn> = (0..3)
         .map(|_| {
             let mut c = s.connect();

@@ -249,28 +249,13 @@ fn quit_lets_threaded_requests_in_flight_finish() {
 /// channel until a worker has room (here, the one that passed it, after its slow request).
 #[test]
 fn a_hand_off_into_a_full_descriptor_table_is_not_dropped() {
-    use crate::lifecycle::{limit_leaving, open_fds};
     let mut s = Server::start("handoff-emfile", &["app", "-w", "2", "--keep-alive", "60"]);
     let workers = s.wait_workers(2, Duration::from_secs(10));
     let mut kept = s.connect();
     kept.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
     let owner: u32 = kept.read_response().body_str().parse().unwrap();
     let full = *workers.iter().find(|&&w| w != owner).unwrap();
-    let limit = limit_leaving(&open_fds(full), 0);
-    let rlimit = nix::libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
-    };
-    // SAFETY: prlimit only reads `rlimit` and writes nothing back (old limit: null).
-    let set = unsafe {
-        nix::libc::prlimit(
-            full as nix::libc::pid_t,
-            nix::libc::RLIMIT_NOFILE,
-            &rlimit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(set, 0, "prlimit on the worker");
+    crate::lifecycle::leave_descriptors(full, 0);
     // The sibling cannot accept it: the slow request goes to the owner.
     let mut slow = s.slow_request(2);
     // Its request during the slow call makes the owner's watcher pass `kept` on.
