@@ -35,6 +35,8 @@ struct WorkerRecord {
     /// Leaving: sent SIGTERM to trim the pool (TTOU, HUP), or said it is leaving on its own
     /// (max-requests, reload): finishing its requests, no longer counted.
     retiring: bool,
+    /// Its idle connections, rescued when it is reaped (see `worker::keeper`).
+    conn_table: Option<crate::worker::keeper::ConnTable>,
 }
 
 /// Why the master stops.
@@ -146,6 +148,9 @@ pub struct WorkerSeed<'a> {
     pub handoff: &'a crate::worker::handoff::Channel,
     /// Wakes the master's loop (see `SignalQueue::notice_fd`).
     pub master_wake: std::os::fd::RawFd,
+    /// Where the worker notes its idle connections for the master to rescue if it dies
+    /// (see `worker::keeper`); None if it could not be mapped.
+    pub conn_table: Option<crate::worker::keeper::ConnTable>,
     /// The other workers when this one was forked (pid, age, aborted): `server.WORKERS`
     /// in the worker's own hooks, as Gunicorn's child sees its copy of the arbiter.
     pub siblings: Vec<(Pid, u64, bool)>,
@@ -323,6 +328,11 @@ impl Master {
 
     /// Runs until stopped; returns the process exit status.
     pub fn run(mut self) -> i32 {
+        // A worker's keeper (see `worker::keeper`) becomes our child when its worker dies.
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            debug!("Could not become a child subreaper: idle connections of a worker that dies are lost");
+        }
         self.run_hook("when_ready", |_| Ok(Vec::new()));
         let initial = self.num_workers;
         self.run_hook("nworkers_changed", |py| {
@@ -490,10 +500,20 @@ impl Master {
                 continue;
             }
             let Some(record) = self.workers.remove(&pid) else {
-                // Not one of ours (an orphan reparented to a PID-1 master): reaped, no effect.
+                // Not one of ours (a worker's keeper, an orphan reparented to a PID-1 or
+                // subreaper master): reaped, no effect.
                 debug!("Reaped unknown child (pid:{pid})");
                 continue;
             };
+            if let Some(table) = record.conn_table {
+                // A worker that died mid-way leaves idle keep-alive connections in its
+                // keeper: they go to the other workers instead of being reset.
+                let moved = crate::worker::keeper::rescue(&table, &self.handoff);
+                if moved > 0 {
+                    info!("Passed {moved} idle connections of worker (pid:{pid}) to the other workers");
+                }
+                table.unmap();
+            }
             // Gunicorn skips child_exit for boot/app-load failures (the server halts).
             if !matches!(
                 status,
@@ -637,6 +657,9 @@ impl Master {
         // Held back until the child has its own handlers; see `signals::master_sigset`.
         let blocked = signals::master_sigset();
         let previous = blocked.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
+        let conn_table = crate::worker::keeper::ConnTable::new(self.config.worker_connections)
+            .map_err(|e| warn!("No connection table for the next worker: {e}"))
+            .ok();
         let forked = Python::attach(fork);
         if !matches!(forked, Ok(Forked::Child)) {
             if let Ok(mask) = previous {
@@ -652,6 +675,7 @@ impl Master {
                         slot,
                         aborted: false,
                         retiring: false,
+                        conn_table,
                     },
                 );
                 true
@@ -672,6 +696,7 @@ impl Master {
                     master_pid: self.pid,
                     handoff: &self.handoff,
                     master_wake: self.signals.notice_fd(),
+                    conn_table,
                     siblings,
                     num_workers: self.num_workers,
                 };
@@ -679,6 +704,9 @@ impl Master {
             }
             Err(e) => {
                 error!("Unable to fork a worker: {e}");
+                if let Some(table) = conn_table {
+                    table.unmap();
+                }
                 false
             }
         }

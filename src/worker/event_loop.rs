@@ -152,6 +152,7 @@ impl<'a> EventLoop<'a> {
                 seed.config.worker_connections,
                 &fds,
                 poll.registry().try_clone()?,
+                seed.conn_table,
             )?)
         } else {
             None
@@ -800,17 +801,23 @@ impl<'a> EventLoop<'a> {
         self.listeners.iter().position(|l| matches(&l.addr))
     }
 
-    /// Tells the watcher whether connection `idx` is idle and may move to a sibling.
+    /// Tells the watcher, and the keeper's table (see `worker::keeper`), whether connection
+    /// `idx` is idle and may move to a sibling.
     fn refresh_idle(&self, idx: usize) {
-        let Some(watcher) = &self.watcher else {
+        if self.watcher.is_none() && self.seed.conn_table.is_none() {
             return;
-        };
+        }
         let idle = self
             .conns
             .get(idx)
             .and_then(Option::as_ref)
             .and_then(Conn::handoff_candidate);
-        watcher.set_idle(idx, idle);
+        if let Some(watcher) = &self.watcher {
+            watcher.set_idle(idx, idle);
+        }
+        if let Some(table) = &self.seed.conn_table {
+            table.set_idle(idx, idle);
+        }
     }
 
     /// The worker is leaving (a timeout's abort, a recycle): every connection that can
@@ -822,17 +829,23 @@ impl<'a> EventLoop<'a> {
             let Some(conn) = self.conns[idx].as_ref() else {
                 continue;
             };
-            if conn.may_move_with_buffer(MAX_CARRIED_BYTES)
-                && self
-                    .seed
-                    .handoff
-                    .send(
-                        conn.io.raw_fd(),
-                        conn.listener,
-                        conn.state.requests == 0,
-                        &conn.buf,
-                    )
-                    .is_ok()
+            if !conn.may_move_with_buffer(MAX_CARRIED_BYTES) {
+                continue;
+            }
+            // Not the keeper's to rescue any more (see `worker::keeper`).
+            if let Some(table) = &self.seed.conn_table {
+                table.set_idle(idx, None);
+            }
+            if self
+                .seed
+                .handoff
+                .send(
+                    conn.io.raw_fd(),
+                    conn.listener,
+                    conn.state.requests == 0,
+                    &conn.buf,
+                )
+                .is_ok()
             {
                 self.close(py, idx);
             }

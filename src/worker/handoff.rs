@@ -195,6 +195,27 @@ struct Shared {
 const IDLE: u64 = 1 << 63;
 const FRESH: u64 = 1 << 62;
 
+/// An idle connection (descriptor, listener, no request yet) as one word, 0 for none: the
+/// watcher's table and a worker's keeper table (`worker::keeper`) hold these.
+pub fn encode_idle(idle: Option<(RawFd, usize, bool)>) -> u64 {
+    match idle {
+        Some((fd, listener, fresh)) if fd >= 0 && listener < 1 << 16 => {
+            let fresh = if fresh { FRESH } else { 0 };
+            IDLE | fresh | (listener as u64) << 32 | u64::from(fd.unsigned_abs())
+        }
+        _ => 0,
+    }
+}
+
+/// The connection [`encode_idle`] stored, if any.
+pub fn decode_idle(word: u64) -> Option<(RawFd, usize, bool)> {
+    (word & IDLE != 0).then_some((
+        (word & 0xffff_ffff) as RawFd,
+        ((word >> 32) & 0xffff) as usize,
+        word & FRESH != 0,
+    ))
+}
+
 /// The watcher thread of one worker, and the loop's side of it.
 pub struct Watcher {
     shared: Arc<Shared>,
@@ -212,6 +233,7 @@ impl Watcher {
         slots: usize,
         listeners: &[RawFd],
         registry: mio::Registry,
+        keeper: Option<super::keeper::ConnTable>,
     ) -> std::io::Result<Watcher> {
         let shared = Arc::new(Shared {
             busy_since: AtomicU64::new(0),
@@ -231,7 +253,7 @@ impl Watcher {
             .spawn(move || {
                 // Signals are for the main thread, where Python handles them.
                 let _ = nix::sys::signal::SigSet::all().thread_block();
-                watch(&theirs, &send, started, &registry);
+                watch(&theirs, &send, started, &registry, keeper);
             })?;
         Ok(Watcher { shared, started })
     }
@@ -244,14 +266,7 @@ impl Watcher {
     /// Records whether connection slot `idx` is idle and may be handed off.
     pub fn set_idle(&self, idx: usize, idle: Option<(RawFd, usize, bool)>) {
         if let Some(cell) = self.shared.idle.get(idx) {
-            let value = match idle {
-                Some((fd, listener, fresh)) if fd >= 0 && listener < 1 << 16 => {
-                    let fresh = if fresh { FRESH } else { 0 };
-                    IDLE | fresh | (listener as u64) << 32 | u64::from(fd.unsigned_abs())
-                }
-                _ => 0,
-            };
-            cell.store(value, Ordering::Relaxed);
+            cell.store(encode_idle(idle), Ordering::Relaxed);
         }
     }
 
@@ -308,7 +323,13 @@ impl Drop for Watcher {
 
 /// The watcher thread: waits for a long app call, then polls the idle connections and hands
 /// off each that receives a request.
-fn watch(shared: &Shared, send: &OwnedFd, started: Instant, registry: &mio::Registry) {
+fn watch(
+    shared: &Shared,
+    send: &OwnedFd,
+    started: Instant,
+    registry: &mio::Registry,
+    keeper: Option<super::keeper::ConnTable>,
+) {
     let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
     let mut last_busy = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
@@ -361,12 +382,18 @@ fn watch(shared: &Shared, send: &OwnedFd, started: Instant, registry: &mio::Regi
             {
                 break;
             }
-            let fd = (value & 0xffff_ffff) as RawFd;
-            let listener = ((value >> 32) & 0xffff) as usize;
-            let fresh = value & FRESH != 0;
-            if has_request_bytes(fd)
-                && send_connection(send.as_fd(), fd, listener, fresh, &[]).is_ok()
-            {
+            let Some((fd, listener, fresh)) = decode_idle(*value) else {
+                continue;
+            };
+            if !has_request_bytes(fd) {
+                continue;
+            }
+            // No longer the keeper's to rescue once it may be with a sibling (see
+            // `worker::keeper`): never two workers on one connection.
+            if let Some(table) = &keeper {
+                table.set_idle(idx, None);
+            }
+            if send_connection(send.as_fd(), fd, listener, fresh, &[]).is_ok() {
                 shared.idle[idx].store(0, Ordering::Relaxed);
                 handed.push(idx);
                 moved = true;

@@ -7,6 +7,7 @@
 mod conn;
 mod event_loop;
 pub mod handoff;
+pub mod keeper;
 mod object;
 mod pool;
 mod reload;
@@ -476,6 +477,9 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         // Told to quit while booting: leave cleanly without serving. (A TERM instead
         // still serves the backlog on the way out, as any stopping worker does.)
         return 0;
+    }
+    if let Some(table) = &seed.conn_table {
+        keeper::start(table);
     }
     let code = match event_loop::EventLoop::new(seed, runtime, wake, pool) {
         Ok(mut lp) => lp.run(py),

@@ -271,3 +271,32 @@ fn a_hand_off_into_a_full_descriptor_table_is_not_dropped() {
         s.stderr()
     );
 }
+
+/// A worker that dies mid-way (`kill -9`, as the OOM killer does) costs only its request
+/// in flight: its idle keep-alive connections, requests already sent on them included, are
+/// taken from its keeper by the master and served by the other workers.
+#[test]
+fn a_killed_worker_loses_at_most_its_request_in_flight() {
+    use crate::support::load::KeepAliveLoad;
+    let mut s = Server::start("kill-9", &["app", "-w", "4"]);
+    s.wait_workers(4, Duration::from_secs(10));
+    let load = KeepAliveLoad::start(s.port, 32);
+    load.wait_for_more(500);
+    let kills = 5;
+    for _ in 0..kills {
+        let victim = s.wait_workers(4, Duration::from_secs(10))[0];
+        assert!(crate::support::send_signal_to(victim, "KILL"));
+        assert!(poll_until(Duration::from_secs(5), || (!is_alive(victim)).then_some(())).is_some());
+        load.wait_for_more(300);
+    }
+    let (ok, lost) = load.finish();
+    let log = s.stderr();
+    assert!(
+        lost.len() <= kills,
+        "{} of {} requests lost over {kills} kills: {:?}\n{log}",
+        lost.len(),
+        ok as usize + lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(log.contains("idle connections of worker"), "{log}");
+}

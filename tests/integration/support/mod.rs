@@ -175,7 +175,13 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
-/// Direct children of `pid`, from /proc/<pid>/task/*/children.
+/// Whether `pid` is a worker's keeper (`worker::keeper`), which becomes the master's child
+/// for the moment between its worker's death and the master ending it.
+fn is_keeper(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "rgunicorn-keep")
+}
+
+/// Direct children of `pid` (workers' keepers aside), from /proc/<pid>/task/*/children.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -189,6 +195,7 @@ pub fn children_of(pid: u32) -> Vec<u32> {
             );
         }
     }
+    out.retain(|&p| !is_keeper(p));
     out.sort_unstable();
     out.dedup();
     out
