@@ -7,8 +7,9 @@ keep-alive clients across a slow request, HUP, --max-requests recycling and a wo
 clients that do not read (a third client's latency), read-ahead floods (worker memory), a
 head trickled in small pieces (worker CPU), descriptor exhaustion (recovery time), bodies
 that never come (a bystander's latency, sync and threads), a recycle with a half-sent head
-(the next request's wait), hand-offs at the descriptor limit (requests lost) and a threaded
-worker timed out (what its hung clients get, requests lost).
+(the next request's wait), hand-offs at the descriptor limit (requests lost), a threaded
+worker timed out (what its hung clients get, requests lost) and workers that crash
+(SIGKILL, SIGSEGV: requests lost).
 
 Usage: bench/lifecycle.py [--servers rgunicorn,gunicorn] [--only NAME,...] [--baseline BINARY]
 (--baseline adds a server "baseline": another rgunicorn binary, e.g. an older build.)
@@ -549,9 +550,28 @@ def threads_timeout(kind):
         s.stop()
 
 
+def worker_crashes(kind):
+    """-w 4, 32 keep-alive clients POSTing while 10 workers are killed in turn: 5 with
+    SIGKILL (the OOM killer's signal), 5 with SIGSEGV (a C extension's crash)."""
+    def during(s, load):
+        wait_total(load, 500)
+        for i in range(10):
+            workers = s.workers()
+            if not workers:
+                break
+            victim = workers[0]
+            os.kill(victim, signal.SIGKILL if i % 2 == 0 else signal.SIGSEGV)
+            end = time.time() + 10
+            while time.time() < end and (victim in s.workers() or len(s.workers()) < 4):
+                time.sleep(0.02)
+            wait_total(load, 300)
+        return {"deaths": 10}
+    return under_load(kind, ["-w", "4"], 32, during)
+
+
 SCENARIOS = [slow_request, hup, max_requests, timeout_kill, head_of_line, slow_readers,
              read_ahead, trickled_head, fd_exhaustion, slow_body, slow_body_threads,
-             retire_partial_head, handoff_fd_limit, threads_timeout]
+             retire_partial_head, handoff_fd_limit, threads_timeout, worker_crashes]
 
 
 def main():
