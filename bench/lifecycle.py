@@ -81,8 +81,12 @@ class Server:
             if entry.isdigit():
                 try:
                     with open("/proc/%s/stat" % entry) as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                    if int(fields[1]) == self.proc.pid:
+                        stat = f.read()
+                    fields = stat.rsplit(")", 1)[1].split()
+                    # rgunicorn's keepers are the master's children only between their
+                    # worker's death and the master ending them.
+                    keeper = "(rgunicorn-keep)" in stat
+                    if int(fields[1]) == self.proc.pid and not keeper and fields[0] != "Z":
                         pids.append(int(entry))
                 except OSError:
                     pass
