@@ -139,6 +139,12 @@ extern "C" fn keeper_main(_arg: *mut nix::libc::c_void) -> nix::libc::c_int {
 /// `clone`) only means a crash loses the idle connections, as without a keeper.
 pub fn start(table: &ConnTable) {
     use nix::sys::signal::{SigSet, SigmaskHow};
+    // Valgrind ends a program that clones anything but a thread or a fork ("Valgrind does
+    // not support general clone()"): under it (its preload is in LD_PRELOAD), no keeper.
+    if std::env::var_os("LD_PRELOAD").is_some_and(|p| p.to_string_lossy().contains("vgpreload")) {
+        tracing::debug!("no keeper for this worker under valgrind");
+        return;
+    }
     let Some(stack_len) = NonZeroUsize::new(KEEPER_STACK_BYTES) else {
         return;
     };
