@@ -751,8 +751,14 @@ impl Master {
             self.signals.wait(Duration::from_millis(100));
         }
         self.kill_all(Signal::SIGKILL);
-        for pid in std::mem::take(&mut self.workers).into_keys() {
+        for (pid, record) in std::mem::take(&mut self.workers) {
             let _ = waitpid(pid, None);
+            // Nobody is left to serve what it kept: its keeper goes now, so the dead
+            // worker's descriptors (a listener among them) do not outlive the master.
+            if let Some(table) = record.conn_table {
+                crate::worker::keeper::end(&table);
+                table.unmap();
+            }
         }
         match reason {
             Some(reason) => {

@@ -202,12 +202,19 @@ pub fn rescue(table: &ConnTable, channel: &Channel) -> usize {
             moved = pass_on(table, &pidfd, channel);
         }
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(keeper),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    table.set_keeper(0);
+    end(table);
     moved
+}
+
+/// Kills the keeper of a worker that is gone, passing nothing on (the server is stopping).
+pub fn end(table: &ConnTable) {
+    if let Some(keeper) = table.keeper() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(keeper),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        table.set_keeper(0);
+    }
 }
 
 fn pass_on(table: &ConnTable, pidfd: &OwnedFd, channel: &Channel) -> usize {
