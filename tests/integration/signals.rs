@@ -627,7 +627,22 @@ fn group_switches_the_workers_group() {
         &["-w", "1", "-g", &gid.to_string(), "app:application"],
     );
     let worker = s.wait_workers(1, DEADLINE)[0];
-    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    // The worker drops privileges a moment after it exists: wait for the group it takes
+    // (a read at once raced it), then check the rest of its identity.
+    let target = gid.to_string();
+    let status = crate::support::poll_until(DEADLINE, || {
+        std::fs::read_to_string(format!("/proc/{worker}/status"))
+            .ok()
+            .filter(|text| {
+                text.lines()
+                    .find(|l| l.starts_with("Gid:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    == Some(target.as_str())
+            })
+    })
+    .unwrap_or_else(|| {
+        std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap_or_default()
+    });
     let line = |key: &str| {
         status
             .lines()
