@@ -848,6 +848,9 @@ impl<'a> EventLoop<'a> {
                 .is_ok()
             {
                 self.close(py, idx);
+            } else {
+                // Not passed on (the channel is full): the keeper's entry comes back.
+                self.refresh_idle(idx);
             }
         }
     }

@@ -397,6 +397,9 @@ fn watch(
                 shared.idle[idx].store(0, Ordering::Relaxed);
                 handed.push(idx);
                 moved = true;
+            } else if let Some(table) = &keeper {
+                // Still ours and idle: the keeper may rescue it again.
+                table.set_idle(idx, Some((fd, listener, fresh)));
             }
         }
         // Readable but nothing moved (the client closed, or the queue is full), or poll
