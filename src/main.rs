@@ -3,7 +3,7 @@
 
 fn main() {
     // Before any thread starts or the environment changes: find the argv area for titles.
-    rgunicorn::process::proctitle::init();
+    rgunicorn::unix::proctitle::init();
     let args: Vec<String> = std::env::args().collect();
     std::process::exit(rgunicorn::run(&args));
 }

@@ -7,8 +7,8 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::defs::SETTINGS;
+use super::error::ConfigError;
 use super::setting::{Action, Setting, Support, Value};
-use super::ConfigError;
 
 /// `usage: rgunicorn [OPTIONS] [APP_MODULE]`, as Gunicorn words it.
 const USAGE: &str = "rgunicorn [OPTIONS] [APP_MODULE]";

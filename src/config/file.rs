@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+use super::error::ConfigError;
 use super::setting::{Action, Setting, Value};
-use super::ConfigError;
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,18 +214,17 @@ pub fn read(
         let Ok(Some(value)) = namespace.get_item(setting.name) else {
             continue;
         };
-        if crate::python::hooks::is_hook(setting.name) {
+        if super::hooks::is_hook(setting.name) {
             if value.is_none() {
                 continue;
             }
-            let hook =
-                crate::python::hooks::resolve(py, setting.name, &value).map_err(|reason| {
-                    ConfigError::FileValue {
-                        name: setting.name.to_string(),
-                        value: as_printed(&value),
-                        reason,
-                    }
-                })?;
+            let hook = super::hooks::resolve(py, setting.name, &value).map_err(|reason| {
+                ConfigError::FileValue {
+                    name: setting.name.to_string(),
+                    value: as_printed(&value),
+                    reason,
+                }
+            })?;
             // Shown by --print-config the way Gunicorn shows callables: <Class.func()>.
             let qualname = hook
                 .getattr("__qualname__")

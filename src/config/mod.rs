@@ -7,80 +7,21 @@
 pub mod cli;
 pub mod defs;
 pub mod env;
+mod error;
 pub mod file;
+pub mod hooks;
 pub mod setting;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::http::request::{Leniency, Limits};
+use crate::log::LogLevel;
 use crate::sock::BindAddress;
+use crate::unix::identity::Identity;
+pub use error::ConfigError;
 use setting::{Support, Value};
-
-/// Why the settings could not be resolved; `main` maps each kind to Gunicorn's exit code.
-#[derive(Debug)]
-pub enum ConfigError {
-    /// Clap's own usage error (unknown flag, missing value): printed by clap, exit 2.
-    Usage(clap::Error),
-    /// An argument of the wrong type (argparse's `invalid int value`): exit 2.
-    BadArgument(String),
-    /// A value a setting refuses: `Error: <msg>`, exit 1.
-    Invalid(String),
-    /// The configuration file failed to run (message and traceback), exit 1.
-    File(String),
-    /// A value in the configuration file is invalid, exit 1.
-    FileValue {
-        name: String,
-        value: String,
-        reason: String,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Usage(e) => write!(f, "{e}"),
-            ConfigError::BadArgument(msg) | ConfigError::Invalid(msg) | ConfigError::File(msg) => {
-                write!(f, "{msg}")
-            }
-            ConfigError::FileValue {
-                name,
-                value,
-                reason,
-            } => {
-                // Gunicorn prints "Invalid value…\n" and then "\nError: …", each with a
-                // newline of print()'s own: two empty lines between them.
-                write!(f, "Invalid value for {name}: {value}\n\n\nError: {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Log verbosity, Gunicorn's five levels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Debug = 10,
-    Info = 20,
-    Warning = 30,
-    Error = 40,
-    Critical = 50,
-}
-
-impl LogLevel {
-    fn from_name(name: &str) -> LogLevel {
-        match name {
-            "debug" => LogLevel::Debug,
-            "warning" => LogLevel::Warning,
-            "error" => LogLevel::Error,
-            "critical" => LogLevel::Critical,
-            _ => LogLevel::Info,
-        }
-    }
-}
 
 /// Peers whose proxy headers (`X-Forwarded-Proto`, `SCRIPT_NAME`) are believed.
 #[derive(Clone, Debug, Default)]
@@ -146,71 +87,6 @@ fn prefix_eq(net: &[u8], addr: &[u8], bits: u8) -> bool {
     rest == 0 || {
         let mask = 0xffu8 << (8 - rest);
         net[full] & mask == addr[full] & mask
-    }
-}
-
-/// The user and group workers switch to (`-u`, `-g`, `--initgroups`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub uid: u32,
-    pub gid: u32,
-    /// The user's name, for initgroups.
-    pub user_name: Option<String>,
-    pub initgroups: bool,
-}
-
-impl Identity {
-    /// Resolves names or numbers; `None` when neither `-u` nor `-g` was given.
-    ///
-    /// # Errors
-    /// Gunicorn's `No such user: 'x'` / `No such group: 'x'`.
-    pub fn resolve(
-        user: Option<&str>,
-        group: Option<&str>,
-        initgroups: bool,
-    ) -> Result<Option<Identity>, String> {
-        use nix::unistd::{getegid, geteuid, Group, Uid, User};
-        if user.is_none() && group.is_none() {
-            return Ok(None);
-        }
-        let user_entry = match user {
-            None => None,
-            Some(u) => Some(match u.parse::<u32>() {
-                Ok(n) => User::from_uid(Uid::from_raw(n))
-                    .ok()
-                    .flatten()
-                    .map_or((n, None, None), |e| (n, Some(e.name), Some(e.gid.as_raw()))),
-                Err(_) => {
-                    let e = User::from_name(u)
-                        .ok()
-                        .flatten()
-                        .ok_or_else(|| format!("No such user: '{u}'"))?;
-                    (e.uid.as_raw(), Some(e.name), Some(e.gid.as_raw()))
-                }
-            }),
-        };
-        let gid = match group {
-            Some(g) => match g.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => Group::from_name(g)
-                    .ok()
-                    .flatten()
-                    .map(|e| e.gid.as_raw())
-                    .ok_or_else(|| format!("No such group: '{g}'"))?,
-            },
-            // Gunicorn's default group is the master's egid, not the user's primary group.
-            None => getegid().as_raw(),
-        };
-        let (uid, user_name) = match user_entry {
-            Some((uid, name, _)) => (uid, name),
-            None => (geteuid().as_raw(), None),
-        };
-        Ok(Some(Identity {
-            uid,
-            gid,
-            user_name,
-            initgroups,
-        }))
     }
 }
 

@@ -260,12 +260,16 @@ impl ChunkedDecoder {
         let start = self.line.len();
         if self.state == ChunkState::Size {
             if start + used > MAX_CHUNK_SIZE_LINE_BYTES {
-                return Err(ParseError::ChunkSizeLineTooLong);
+                return Err(ParseError::ChunkSizeLineTooLong {
+                    limit: MAX_CHUNK_SIZE_LINE_BYTES,
+                });
             }
         } else {
             self.trailer_bytes += used;
             if self.trailer_bytes > MAX_TRAILER_SECTION_BYTES {
-                return Err(ParseError::TrailerSectionTooLarge);
+                return Err(ParseError::TrailerSectionTooLarge {
+                    limit: MAX_TRAILER_SECTION_BYTES,
+                });
             }
         }
         self.line.extend_from_slice(&input[..used]);
@@ -685,7 +689,12 @@ mod tests {
     fn size_line_length_is_bounded() {
         let mut line = b"5;a=".to_vec();
         line.extend(std::iter::repeat_n(b'b', MAX_CHUNK_SIZE_LINE_BYTES));
-        assert_eq!(chunked_err(&line), ParseError::ChunkSizeLineTooLong);
+        assert_eq!(
+            chunked_err(&line),
+            ParseError::ChunkSizeLineTooLong {
+                limit: MAX_CHUNK_SIZE_LINE_BYTES
+            }
+        );
     }
 
     #[test]
@@ -694,7 +703,12 @@ mod tests {
         for i in 0..2000 {
             body.extend_from_slice(format!("X-T{i}: value\r\n").as_bytes());
         }
-        assert_eq!(chunked_err(&body), ParseError::TrailerSectionTooLarge);
+        assert_eq!(
+            chunked_err(&body),
+            ParseError::TrailerSectionTooLarge {
+                limit: MAX_TRAILER_SECTION_BYTES
+            }
+        );
     }
 
     #[test]

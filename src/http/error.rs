@@ -158,8 +158,11 @@ pub enum ParseError {
         /// The size line.
         line: Vec<u8>,
     },
-    /// A chunk-size line longer than [`MAX_CHUNK_SIZE_LINE_BYTES`](super::body::MAX_CHUNK_SIZE_LINE_BYTES).
-    ChunkSizeLineTooLong,
+    /// A chunk-size line longer than the decoder allows.
+    ChunkSizeLineTooLong {
+        /// The longest size line allowed, in bytes.
+        limit: usize,
+    },
     /// A chunk extension outside the `;name[=token|quoted-string]` grammar, or with a bare CR/LF.
     InvalidChunkExtension {
         /// The size line.
@@ -180,8 +183,11 @@ pub enum ParseError {
         /// Upper-cased trailer name.
         name: Vec<u8>,
     },
-    /// The trailer section outgrew [`MAX_TRAILER_SECTION_BYTES`](super::body::MAX_TRAILER_SECTION_BYTES).
-    TrailerSectionTooLarge,
+    /// The trailer section outgrew what the decoder allows.
+    TrailerSectionTooLarge {
+        /// The largest trailer section allowed, in bytes.
+        limit: usize,
+    },
     /// The connection ended inside the body: a chunked one (Gunicorn 26.1 refuses it too),
     /// or one shorter than its `Content-Length` (RFC 9112 §8; Gunicorn passes it on short).
     BodyTruncated,
@@ -313,11 +319,9 @@ impl fmt::Display for ParseError {
             InvalidChunkSize { line } | ChunkSizeOverflow { line } => {
                 write!(f, "Invalid chunk size: {}", py_bytes_repr(line))
             }
-            ChunkSizeLineTooLong => write!(
-                f,
-                "Chunk size line is too large (> {})",
-                super::body::MAX_CHUNK_SIZE_LINE_BYTES
-            ),
+            ChunkSizeLineTooLong { limit } => {
+                write!(f, "Chunk size line is too large (> {limit})")
+            }
             InvalidChunkExtension { line } => {
                 write!(f, "Invalid chunk extension: {}", py_bytes_repr(line))
             }
@@ -328,11 +332,9 @@ impl fmt::Display for ParseError {
             ),
             InvalidTrailer { line } => write!(f, "Invalid HTTP Header: {}", py_str_repr(line)),
             ForbiddenTrailer { name } => write!(f, "Invalid HTTP Header: {}", py_str_repr(name)),
-            TrailerSectionTooLarge => write!(
-                f,
-                "Trailer section is too large (> {})",
-                super::body::MAX_TRAILER_SECTION_BYTES
-            ),
+            TrailerSectionTooLarge { limit } => {
+                write!(f, "Trailer section is too large (> {limit})")
+            }
             BodyTruncated => f.write_str("No more data after: b''"),
         }
     }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::Sink;
+use super::sink::Sink;
 use crate::http::request::Header;
 
 /// Gunicorn's default access log format.
@@ -243,7 +243,7 @@ fn atom_value(atom: &Atom, r: &AccessRecord<'_>) -> String {
         Atom::Dash | Atom::Unknown => "-".to_string(),
         Atom::User => basic_auth_user(header(r.request_headers, "authorization"))
             .unwrap_or_else(|| "-".to_string()),
-        Atom::Time => super::access_time(),
+        Atom::Time => super::time::access_time(),
         Atom::RequestLine => format!("{} {} {}", r.method, r.raw_uri, r.protocol),
         Atom::Method => r.method.to_string(),
         Atom::Path => r.path_info.to_string(),
@@ -330,9 +330,9 @@ pub struct AccessLog {
 
 impl AccessLog {
     pub fn write(&mut self, py: pyo3::Python<'_>, record: &AccessRecord<'_>) {
-        if crate::python::logging::is_active() {
+        if super::python::is_active() {
             let atoms = self.format.atoms(record);
-            crate::python::logging::access(py, &self.format_text, &atoms);
+            super::python::access(py, &self.format_text, &atoms);
             return;
         }
         let line = self.format.render(record);

@@ -5,12 +5,14 @@
 //! and a lock held by a logging thread at fork time would stay locked in the child forever.
 
 pub mod access;
+mod level;
+pub mod python;
+mod sink;
 pub mod statsd;
 pub mod syslog;
 mod time;
+mod udp;
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
@@ -19,7 +21,9 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
-use crate::config::LogLevel;
+pub use level::LogLevel;
+pub use sink::Sink;
+pub use udp::{resolve, udp_client};
 
 pub use time::{access_time, error_time};
 
@@ -29,101 +33,8 @@ macro_rules! critical {
     ($($arg:tt)*) => { ::tracing::error!(critical = true, $($arg)*) };
 }
 
-/// Where a log goes: `-` (stderr for the error log, stdout for the access log) or a file
-/// opened for appending, kept by path so it can be reopened after rotation.
-pub enum Sink {
-    Stderr,
-    Stdout,
-    File { path: String, file: File },
-}
-
-impl Sink {
-    /// Opens `path`, where `-` means `dash` (stderr or stdout).
-    ///
-    /// # Errors
-    /// The file cannot be opened for appending.
-    pub fn open(path: &str, dash: Sink) -> std::io::Result<Sink> {
-        if path == "-" {
-            return Ok(dash);
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Sink::File {
-            path: path.to_string(),
-            file,
-        })
-    }
-
-    /// Writes one whole line (already ending in `\n`).
-    ///
-    /// # Errors
-    /// The write failed (disk full, closed pipe); a failed log write is not worth dying for,
-    /// so callers report it (or cannot) and go on.
-    pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::Stderr => std::io::stderr().lock().write_all(line),
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(line).and_then(|_| out.flush())
-            }
-            Sink::File { file, .. } => file.write_all(line),
-        }
-    }
-
-    /// Where the lines go, for messages: the file's path, `stdout` or `stderr`.
-    pub fn describe(&self) -> &str {
-        match self {
-            Sink::Stderr => "stderr",
-            Sink::Stdout => "stdout",
-            Sink::File { path, .. } => path,
-        }
-    }
-
-    /// Reopens a file sink at its path (after logrotate moved it away).
-    pub fn reopen(&mut self) {
-        if let Sink::File { path, file } = self {
-            if let Ok(f) = OpenOptions::new().create(true).append(true).open(&*path) {
-                *file = f;
-            }
-        }
-    }
-}
-
 static ERROR_SINK: Mutex<Option<Sink>> = Mutex::new(None);
 static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
-
-/// Resolves `host[:port]` (`default_port` when none is given; `[v6]:port` works).
-///
-/// # Errors
-/// The name does not resolve.
-pub fn resolve(hostport: &str, default_port: u16) -> std::io::Result<std::net::SocketAddr> {
-    use std::net::ToSocketAddrs;
-    let has_port = hostport
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')));
-    let full = if has_port {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:{default_port}")
-    };
-    full.to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("can't resolve {hostport}")))
-}
-
-/// A UDP socket connected to `target` (fire-and-forget log and metric datagrams).
-///
-/// # Errors
-/// The socket cannot be created or connected.
-pub fn udp_client(target: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let sock = std::net::UdpSocket::bind(if target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    })?;
-    sock.set_nonblocking(true)?;
-    sock.connect(target)?;
-    Ok(sock)
-}
 
 /// Changes the error log's level (a logging configuration may set its own).
 pub fn set_level(level: LogLevel) {
@@ -159,8 +70,8 @@ pub fn error_log(level: LogLevel, message: &str, traceback: Option<&str>) {
         _ => {}
     }
     syslog::error(level, message);
-    if crate::python::logging::is_active() {
-        crate::python::logging::error(level, message, traceback);
+    if python::is_active() {
+        python::error(level, message, traceback);
         return;
     }
     let mut line = format!(

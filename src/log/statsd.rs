@@ -36,8 +36,8 @@ impl Statsd {
             sock.connect(path)?;
             Target::Unix(sock)
         } else {
-            let addr = super::resolve(host.strip_prefix("udp://").unwrap_or(host), 8125)?;
-            let sock = super::udp_client(addr)?;
+            let addr = super::udp::resolve(host.strip_prefix("udp://").unwrap_or(host), 8125)?;
+            let sock = super::udp::udp_client(addr)?;
             Target::Udp(sock)
         };
         // Gunicorn: a non-empty prefix gets exactly one trailing dot.

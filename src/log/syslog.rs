@@ -7,7 +7,7 @@ use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::Mutex;
 
-use crate::config::LogLevel;
+use super::level::LogLevel;
 
 enum Target {
     Udp(UdpSocket),
@@ -70,11 +70,11 @@ fn connect(addr: &str) -> std::io::Result<Target> {
         Some(rest) => (true, rest),
         None => (false, addr.strip_prefix("udp://").unwrap_or(addr)),
     };
-    let target = super::resolve(hostport, 514)?;
+    let target = super::udp::resolve(hostport, 514)?;
     if tcp {
         return TcpStream::connect(target).map(Target::Tcp);
     }
-    let sock = super::udp_client(target)?;
+    let sock = super::udp::udp_client(target)?;
     Ok(Target::Udp(sock))
 }
 

@@ -3,7 +3,6 @@
 //! the pending signals, `murder_workers` (heartbeat timeouts), `manage_workers` (respawn or
 //! trim). It never touches HTTP.
 
-pub mod heartbeat;
 pub mod reexec;
 pub mod signals;
 
@@ -21,7 +20,10 @@ use crate::critical;
 use crate::error::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::python::fork::{fork, Forked};
 use crate::sock::Listener;
-use heartbeat::{monotonic_ms, Heartbeat, MAX_WORKER_SLOTS};
+use crate::unix::clock::monotonic_ms;
+use crate::worker::heartbeat::{Heartbeat, MAX_WORKER_SLOTS};
+use crate::worker::hooks::{server_namespace, worker_namespace};
+use crate::worker::WorkerSeed;
 use signals::{signal_name, SignalQueue};
 
 /// What the master knows of one worker.
@@ -36,7 +38,7 @@ struct WorkerRecord {
     /// (max-requests, reload): finishing its requests, no longer counted.
     retiring: bool,
     /// Its idle connections, rescued when it is reaped (see `worker::keeper`).
-    conn_table: Option<crate::worker::keeper::ConnTable>,
+    conn_table: Option<crate::worker::conn_table::ConnTable>,
 }
 
 /// Why the master stops.
@@ -44,118 +46,6 @@ enum Stop {
     Graceful,
     Quick,
     Halt { reason: &'static str, code: i32 },
-}
-
-/// The `server` object hooks receive (Gunicorn's Arbiter, duck-typed): `log`, `cfg`,
-/// `pid`, `WORKERS` (pid -> worker), `num_workers`, `LISTENERS`, `app`, `proc_name`.
-pub fn server_namespace<'py>(
-    py: Python<'py>,
-    config: &Config,
-    pid: Pid,
-    workers: &[(Pid, u64, bool)],
-    listeners: &[String],
-    num_workers: usize,
-) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>> {
-    use crate::python::hooks::{cfg_object, logger, namespace};
-    use pyo3::types::PyDictMethods;
-    use pyo3::IntoPyObject;
-    let log = logger(py)?;
-    let cfg = cfg_object(py, &config.values)?;
-    let table = pyo3::types::PyDict::new(py);
-    for &(wpid, age, aborted) in workers {
-        let w = worker_namespace(py, config, Some(wpid), pid, age, aborted)?;
-        table.set_item(wpid.as_raw(), w)?;
-    }
-    let num = num_workers.into_pyobject(py)?.into_any();
-    namespace(
-        py,
-        &[
-            ("log", log),
-            ("cfg", cfg),
-            ("pid", pid.as_raw().into_pyobject(py)?.into_any()),
-            ("WORKERS", table.into_any()),
-            ("num_workers", num),
-            (
-                "LISTENERS",
-                pyo3::types::PyList::new(py, listeners)?.into_any(),
-            ),
-            ("app", py.None().into_bound(py)),
-            (
-                "proc_name",
-                config.proc_name.clone().into_pyobject(py)?.into_any(),
-            ),
-        ],
-    )
-}
-
-/// The `worker` object hooks receive (Gunicorn's Worker, duck-typed).
-pub fn worker_namespace<'py>(
-    py: Python<'py>,
-    config: &Config,
-    pid: Option<Pid>,
-    ppid: Pid,
-    age: u64,
-    aborted: bool,
-) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>> {
-    use crate::python::hooks::{cfg_object, logger, namespace};
-    use pyo3::IntoPyObject;
-    let none = || py.None().into_bound(py);
-    let pid_obj = match pid {
-        Some(p) => p.as_raw().into_pyobject(py)?.into_any(),
-        None => none(),
-    };
-    namespace(
-        py,
-        &[
-            ("pid", pid_obj),
-            ("ppid", ppid.as_raw().into_pyobject(py)?.into_any()),
-            ("age", age.into_pyobject(py)?.into_any()),
-            ("log", logger(py)?),
-            ("cfg", cfg_object(py, &config.values)?),
-            ("nr", 0u64.into_pyobject(py)?.into_any()),
-            (
-                "alive",
-                pyo3::types::PyBool::new(py, true).to_owned().into_any(),
-            ),
-            (
-                "booted",
-                pyo3::types::PyBool::new(py, pid.is_some())
-                    .to_owned()
-                    .into_any(),
-            ),
-            (
-                "aborted",
-                pyo3::types::PyBool::new(py, aborted).to_owned().into_any(),
-            ),
-            ("tmp", none()),
-            ("wsgi", none()),
-            ("app", none()),
-            ("sockets", pyo3::types::PyList::empty(py).into_any()),
-        ],
-    )
-}
-
-/// Everything a forked worker starts from.
-pub struct WorkerSeed<'a> {
-    pub config: &'a Config,
-    pub listeners: &'a [Listener],
-    pub heartbeat: Heartbeat,
-    pub slot: usize,
-    pub age: u64,
-    pub max_requests: u64,
-    pub master_pid: Pid,
-    /// Connections passed between workers (see `worker::handoff`).
-    pub handoff: &'a crate::worker::handoff::Channel,
-    /// Wakes the master's loop (see `SignalQueue::notice_fd`).
-    pub master_wake: std::os::fd::RawFd,
-    /// Where the worker notes its idle connections for the master to rescue if it dies
-    /// (see `worker::keeper`); None if it could not be mapped.
-    pub conn_table: Option<crate::worker::keeper::ConnTable>,
-    /// The other workers when this one was forked (pid, age, aborted): `server.WORKERS`
-    /// in the worker's own hooks, as Gunicorn's child sees its copy of the arbiter.
-    pub siblings: Vec<(Pid, u64, bool)>,
-    /// The master's target worker count then (`server.num_workers`).
-    pub num_workers: usize,
 }
 
 /// The arbiter's state.
@@ -173,7 +63,7 @@ pub struct Master {
     logged_count: usize,
     rng: u64,
     pid: Pid,
-    pidfile: Option<crate::process::pidfile::Pidfile>,
+    pidfile: Option<crate::unix::pidfile::Pidfile>,
     /// The command line (without the program), re-read on HUP.
     args: Vec<String>,
     /// How we were started, for a USR2 re-exec.
@@ -189,7 +79,7 @@ impl Master {
         config: Config,
         listeners: Vec<Listener>,
         signals: SignalQueue,
-        pidfile: Option<crate::process::pidfile::Pidfile>,
+        pidfile: Option<crate::unix::pidfile::Pidfile>,
         args: Vec<String>,
     ) -> nix::Result<Master> {
         let pid = nix::unistd::getpid();
@@ -428,9 +318,9 @@ impl Master {
     /// reported and the running one is kept.
     fn reload(&mut self) {
         info!("Hang up: Master");
-        crate::process::systemd::notify(&format!(
+        crate::unix::systemd::notify(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
-            crate::process::systemd::monotonic_usec()
+            crate::unix::systemd::monotonic_usec()
         ));
         match Python::attach(|py| crate::config::load(py, &self.args)) {
             Ok(crate::config::Invocation::Run(new)) => {
@@ -448,7 +338,7 @@ impl Master {
             self.spawn_worker();
         }
         self.set_num_workers(self.config.workers);
-        crate::process::systemd::notify("READY=1");
+        crate::unix::systemd::notify("READY=1");
     }
 
     fn apply(&mut self, new: Config) {
@@ -657,7 +547,7 @@ impl Master {
         // Held back until the child has its own handlers; see `signals::master_sigset`.
         let blocked = signals::master_sigset();
         let previous = blocked.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK);
-        let conn_table = crate::worker::keeper::ConnTable::new(self.config.worker_connections)
+        let conn_table = crate::worker::conn_table::ConnTable::new(self.config.worker_connections)
             .map_err(|e| warn!("No connection table for the next worker: {e}"))
             .ok();
         let forked = Python::attach(fork);
@@ -699,6 +589,7 @@ impl Master {
                     conn_table,
                     siblings,
                     num_workers: self.num_workers,
+                    blocked_signals: blocked,
                 };
                 crate::worker::run(seed)
             }
@@ -721,7 +612,7 @@ impl Master {
     /// Closes the listeners, stops the workers (TERM for graceful, QUIT for quick), waits up
     /// to `graceful_timeout`, kills what is left, and says goodbye.
     fn stop(mut self, how: Stop) -> i32 {
-        crate::process::systemd::notify("STOPPING=1");
+        crate::unix::systemd::notify("STOPPING=1");
         // A USR2 child or parent shares our unix socket files: leave them in place.
         let shared = self.reexec_child.is_some() || self.master_parent.is_some();
         for mut l in std::mem::take(&mut self.listeners) {

@@ -1,19 +1,16 @@
 //! The rgunicorn process itself: the start-up sequence ([`run`]: command line, interpreter,
 //! configuration, logs, daemonizing, the app when preloaded, the listening sockets, then
-//! the master), and what belongs to the operating-system process rather than to serving:
-//! the privilege drop ([`identity`]), the pid file, the process title and systemd's
-//! notifications.
+//! the master), and the same entered from a running interpreter when installed with pip
+//! ([`extension`]).
 
-pub mod identity;
-pub mod pidfile;
-pub mod proctitle;
-pub mod systemd;
+pub mod extension;
 
 use pyo3::Python;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, ConfigError, Invocation};
 use crate::error::{EXIT_CONFIG, EXIT_OK, EXIT_USAGE};
+use crate::unix::{identity, pidfile, proctitle, systemd};
 use crate::{log, master, python, sock, wsgi, VERSION};
 
 /// Prints a settings error the way Gunicorn does and returns its exit status.
@@ -164,7 +161,7 @@ pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
         || config.logconfig.is_some()
     {
         let configured = Python::attach(|py| {
-            python::logging::configure(
+            log::python::configure(
                 py,
                 config.logconfig_dict.as_deref(),
                 config.logconfig_json.as_deref(),
@@ -229,7 +226,7 @@ pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
             return config_error(&format!("can't capture output: {e}"));
         }
     }
-    if log::enabled(config::LogLevel::Debug) {
+    if log::enabled(log::LogLevel::Debug) {
         debug!("Current configuration:");
         for (name, value) in config.describe() {
             debug!("  {}: {value}", name.trim_end());
@@ -262,7 +259,8 @@ pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
     if python::hooks::is_set("on_starting") {
         Python::attach(|py| {
             let pid = nix::unistd::getpid();
-            match master::server_namespace(py, &config, pid, &[], &[], config.workers) {
+            match crate::worker::hooks::server_namespace(py, &config, pid, &[], &[], config.workers)
+            {
                 Ok(server) => python::hooks::call(py, "on_starting", &[server]),
                 Err(e) => python::log_exception(py, "Exception in on_starting hook", &e),
             }

@@ -1,5 +1,5 @@
-//! Server hooks (`on_starting`, `post_fork`, `pre_request`, ...): Python callables from
-//! the configuration file (or dotted strings naming one), checked for arity when loaded, and
+//! Server hooks in force (`on_starting`, `post_fork`, `pre_request`, ...): the Python
+//! callables the configuration resolved and checked (`config::hooks`), installed here and
 //! called at Gunicorn's moments with duck-typed `server`, `worker`, `req` and `resp`
 //! objects carrying the attributes Gunicorn's own objects have. An exception in a hook is
 //! logged (`Exception in <hook> hook` with its traceback) and the server carries on.
@@ -7,31 +7,7 @@
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
-
-/// Every hook Gunicorn has and the numbers of arguments each accepts.
-pub const HOOKS: &[(&str, &[usize])] = &[
-    ("on_starting", &[1]),
-    ("on_reload", &[1]),
-    ("when_ready", &[1]),
-    ("pre_fork", &[2]),
-    ("post_fork", &[2]),
-    ("post_worker_init", &[1]),
-    ("worker_int", &[1]),
-    ("worker_abort", &[1]),
-    ("pre_exec", &[1]),
-    ("pre_request", &[2]),
-    ("post_request", &[2, 3, 4]),
-    ("child_exit", &[2]),
-    ("worker_exit", &[2]),
-    ("nworkers_changed", &[3]),
-    ("on_exit", &[1]),
-];
-
-/// Whether `name` is a server hook setting.
-pub fn is_hook(name: &str) -> bool {
-    HOOKS.iter().any(|(n, _)| *n == name)
-}
+use pyo3::types::{PyDict, PyTuple};
 
 thread_local! {
     /// This worker's `worker` object for hooks.
@@ -40,55 +16,6 @@ thread_local! {
 
 /// The hooks in force with their parameter counts (replaced as a whole on HUP).
 static HOOKS_SET: Mutex<Vec<(&'static str, Py<PyAny>, usize)>> = Mutex::new(Vec::new());
-
-/// Resolves a hook value: a callable, or a dotted string `pkg.mod.func`; checks its arity.
-///
-/// # Errors
-/// Not callable, not importable, or the wrong number of parameters (Gunicorn's message).
-pub fn resolve<'py>(
-    py: Python<'py>,
-    name: &str,
-    value: &Bound<'py, PyAny>,
-) -> Result<Bound<'py, PyAny>, String> {
-    let arities = HOOKS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, a)| *a)
-        .unwrap_or(&[1]);
-    let callable = if let Ok(path) = value.extract::<String>() {
-        let (module, attr) = path
-            .rsplit_once('.')
-            .ok_or_else(|| format!("Value must be a callable or a dotted path: {path}"))?;
-        py.import(module)
-            .and_then(|m| m.getattr(attr))
-            .map_err(|e| format!("Can not load {path}: {e}"))?
-    } else {
-        value.clone()
-    };
-    if !callable.is_callable() {
-        return Err(format!(
-            "Value is not callable: {}",
-            value.repr().map(|r| r.to_string()).unwrap_or_default()
-        ));
-    }
-    // inspect.signature counts parameters the way Gunicorn's arity check does.
-    let count = py
-        .import("inspect")
-        .and_then(|i| i.call_method1("signature", (&callable,)))
-        .and_then(|sig| sig.getattr("parameters"))
-        .and_then(|p| p.len());
-    if let Ok(count) = count {
-        if !arities.contains(&count) {
-            let expected = arities
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(" or ");
-            return Err(format!("Value must have an arity of: {expected}"));
-        }
-    }
-    Ok(callable)
-}
 
 /// Installs the hooks of a configuration (the previous set is dropped).
 pub fn install(py: Python<'_>, hooks: &[(&'static str, std::sync::Arc<Py<PyAny>>)]) {
@@ -222,33 +149,12 @@ pub fn logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         .call_method1("getLogger", ("gunicorn.error",))
 }
 
-/// The `cfg` object: every setting as an attribute (strings, numbers, lists, None).
-pub fn cfg_object<'py>(
-    py: Python<'py>,
-    values: &std::collections::BTreeMap<&'static str, crate::config::setting::Value>,
-) -> PyResult<Bound<'py, PyAny>> {
-    use crate::config::setting::Value;
-    let mut attrs = Vec::with_capacity(values.len());
-    for (name, value) in values {
-        let v: Bound<'py, PyAny> = match value {
-            Value::None => py.None().into_bound(py),
-            Value::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
-            Value::Int(n) => n.into_pyobject(py)?.into_any(),
-            Value::Str(s) => s.into_pyobject(py)?.into_any(),
-            Value::List(items) => PyList::new(py, items)?.into_any(),
-            Value::Address(host, port) => (host, port).into_pyobject(py)?.into_any(),
-            Value::Dict(pairs) => {
-                let d = PyDict::new(py);
-                for (k, v) in pairs {
-                    d.set_item(k, v)?;
-                }
-                d.into_any()
-            }
-        };
-        attrs.push((*name, v));
-    }
-    for (name, hook, _) in HOOKS_SET.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        attrs.push((*name, hook.bind(py).clone()));
-    }
-    namespace(py, &attrs)
+/// The hooks in force, by setting name (the `cfg` object shows them as attributes).
+pub fn installed(py: Python<'_>) -> Vec<(&'static str, Bound<'_, PyAny>)> {
+    HOOKS_SET
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(name, hook, _)| (*name, hook.bind(py).clone()))
+        .collect()
 }

@@ -1,17 +1,16 @@
-//! The embedded CPython: starting it (`interpreter`) or, installed with pip, entering from
-//! the running one (`extension`); forking with it alive (`fork`), and the small internal
+//! The embedded CPython: starting it (`interpreter`; installed with pip, the running one is
+//! entered instead, see `process::extension`), forking with it alive (`fork`), the hooks
+//! in force (`hooks`), and the small internal
 //! module `_rgunicorn` through which Python code reaches our error log.
 
-pub mod extension;
 pub mod fork;
 pub mod hooks;
 pub mod interpreter;
-pub mod logging;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule};
 
-use crate::config::LogLevel;
+use crate::log::LogLevel;
 
 /// Writes a Python logging record (already formatted, traceback included) to the error log.
 #[pyfunction]
@@ -72,7 +71,6 @@ pub fn install_bridge(py: Python<'_>, level: LogLevel) -> PyResult<()> {
     }
     let module = PyModule::new(py, "_rgunicorn")?;
     module.add_function(wrap_pyfunction!(log, &module)?)?;
-    crate::wsgi::register_types(&module)?;
     py.import("sys")?
         .getattr("modules")?
         .set_item("_rgunicorn", &module)?;

@@ -18,8 +18,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 use tracing::{error, info, warn};
 
+use super::seed::WorkerSeed;
 use crate::http::request::Limits;
-use crate::master::WorkerSeed;
 use crate::sock::{ListenAddr, Peer};
 use crate::transport::Transport;
 use crate::wsgi::environ::ConnEnv;
@@ -199,7 +199,7 @@ impl<'a> EventLoop<'a> {
             last_parent_check: Instant::now(),
             reloader: seed.config.reload.then(|| {
                 let mut watched = seed.config.reload_extra_files.clone();
-                watched.extend(super::broken_files());
+                watched.extend(super::reload::broken_files());
                 Python::attach(|py| {
                     super::reload::Reloader::new(py, &watched, seed.config.reload_engine)
                 })
@@ -257,7 +257,7 @@ impl<'a> EventLoop<'a> {
         let mut ready: Vec<usize> = Vec::with_capacity(64);
         loop {
             self.beat();
-            if super::take_reopen_request() {
+            if super::signals::take_reopen_request() {
                 crate::log::reopen();
                 self.runtime.reopen_logs();
                 if let Some(pool) = &self.pool {
@@ -279,10 +279,10 @@ impl<'a> EventLoop<'a> {
                     let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                 }
                 self.reloader = None;
-                super::retire();
+                super::signals::retire();
                 crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
             }
-            if !super::is_alive() {
+            if !super::signals::is_alive() {
                 self.wind_down(py);
                 // Stopping on TERM, connections passed on by siblings (or by this worker's
                 // own watcher) are served before leaving: nobody else may be left to.
@@ -435,12 +435,12 @@ impl<'a> EventLoop<'a> {
             return;
         }
         self.last_parent_check = Instant::now();
-        if nix::unistd::getppid() != self.seed.master_pid && super::is_alive() {
+        if nix::unistd::getppid() != self.seed.master_pid && super::signals::is_alive() {
             info!(
                 "Parent changed, shutting down: <Worker {}>",
                 std::process::id()
             );
-            super::stop_gracefully();
+            super::signals::stop_gracefully();
         }
     }
 
@@ -487,7 +487,7 @@ impl<'a> EventLoop<'a> {
     fn track_saturation(&mut self) {
         // Only while an accept could follow: never for a stopping worker, one at its
         // connection limit or waiting out EMFILE (the loop would spin on the grace).
-        let could_accept = super::is_alive()
+        let could_accept = super::signals::is_alive()
             && self.open < self.seed.config.worker_connections
             && self.accept_retry.is_none();
         if could_accept && self.threads_busy() && self.listeners.iter().any(|l| l.ready) {
@@ -498,7 +498,7 @@ impl<'a> EventLoop<'a> {
     }
 
     fn poll_timeout(&self) -> Duration {
-        let can_accept = super::is_alive()
+        let can_accept = super::signals::is_alive()
             && self.open < self.seed.config.worker_connections
             && !self.threads_saturated();
         if !self.pending.is_empty() || (self.handoff_ready && self.takes_handoffs()) {
@@ -543,7 +543,7 @@ impl<'a> EventLoop<'a> {
     fn wind_down(&mut self, py: Python<'_>) {
         self.stopping_since.get_or_insert_with(Instant::now);
         // A quitting or aborting threaded worker leaves the backlog to its siblings.
-        if super::drains_backlog() && self.leaving.is_none() {
+        if super::signals::drains_backlog() && self.leaving.is_none() {
             if self.listeners.iter().all(|l| !l.closed) {
                 super::object::close_sockets(py);
             }
@@ -579,7 +579,7 @@ impl<'a> EventLoop<'a> {
         for i in 0..self.listeners.len() {
             let _ = self.set_listening(i, false);
         }
-        if !super::drains_backlog() {
+        if !super::signals::drains_backlog() {
             // Recycled (max-requests, reload, `worker.alive = False`): the successor is
             // already on its way (see `worker::retire`), so connections between requests,
             // and those part-way through a head (with the bytes read so far), go to it or a
@@ -623,7 +623,7 @@ impl<'a> EventLoop<'a> {
     fn accept(&mut self, py: Python<'_>) {
         self.take_handoff(py);
         self.track_saturation();
-        if !super::is_alive() || self.fresh_hold().is_some() || self.threads_saturated() {
+        if !super::signals::is_alive() || self.fresh_hold().is_some() || self.threads_saturated() {
             return;
         }
         if self.accept_retry.is_some_and(|at| Instant::now() < at) {
@@ -699,7 +699,7 @@ impl<'a> EventLoop<'a> {
     /// dropped; but not when recycled, as the connections it passed on are for its
     /// successor; and not at its connection limit or while out of descriptors.
     fn takes_handoffs(&self) -> bool {
-        (super::is_alive() || (super::drains_backlog() && self.leaving.is_none()))
+        (super::signals::is_alive() || (super::signals::drains_backlog() && self.leaving.is_none()))
             && self.open < self.seed.config.worker_connections
             && self.accept_retry.is_none_or(|at| Instant::now() >= at)
     }
@@ -1281,7 +1281,7 @@ impl<'a> EventLoop<'a> {
             .pool
             .as_ref()
             .is_some_and(|p| self.seed.config.worker_connections <= p.threads());
-        let may_keep_alive = super::is_alive()
+        let may_keep_alive = super::signals::is_alive()
             && !self.timeouts.keepalive.is_zero()
             && !no_keepalive_slots
             && (max_requests == 0 || self.served + in_flight + 1 < max_requests);
@@ -1330,9 +1330,9 @@ impl<'a> EventLoop<'a> {
         let max_requests = self.seed.max_requests;
         self.served += 1;
         self.seed.heartbeat.beat(self.seed.slot);
-        if max_requests > 0 && self.served >= max_requests && super::is_alive() {
+        if max_requests > 0 && self.served >= max_requests && super::signals::is_alive() {
             info!("Autorestarting worker after current request.");
-            super::retire();
+            super::signals::retire();
         }
         match outcome {
             Outcome::KeepAlive => self.finish_response(py, idx, After::KeepAlive),
@@ -1341,7 +1341,7 @@ impl<'a> EventLoop<'a> {
                 // The app raised SystemExit in a thread (signals raise only in the loop):
                 // the worker stops like a recycled one, after the other threads' requests
                 // are answered, as Gunicorn's gthread lets its executor finish.
-                super::retire();
+                super::signals::retire();
                 self.finish_response(py, idx, After::Close)
             }
             Outcome::Exit(_) => {

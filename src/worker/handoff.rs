@@ -32,6 +32,8 @@ use nix::sys::socket::{
     MsgFlags, SockFlag, SockType, UnixAddr,
 };
 
+use super::conn_table::{decode_idle, encode_idle, ConnTable};
+
 /// How long an app call runs before the watcher starts looking at the idle connections:
 /// short calls (almost all) never wake it.
 pub const ENGAGE_AFTER: Duration = Duration::from_millis(20);
@@ -192,30 +194,6 @@ struct Shared {
     stranded: Mutex<Vec<(OwnedFd, usize)>>,
 }
 
-const IDLE: u64 = 1 << 63;
-const FRESH: u64 = 1 << 62;
-
-/// An idle connection (descriptor, listener, no request yet) as one word, 0 for none: the
-/// watcher's table and a worker's keeper table (`worker::keeper`) hold these.
-pub fn encode_idle(idle: Option<(RawFd, usize, bool)>) -> u64 {
-    match idle {
-        Some((fd, listener, fresh)) if fd >= 0 && listener < 1 << 16 => {
-            let fresh = if fresh { FRESH } else { 0 };
-            IDLE | fresh | (listener as u64) << 32 | u64::from(fd.unsigned_abs())
-        }
-        _ => 0,
-    }
-}
-
-/// The connection [`encode_idle`] stored, if any.
-pub fn decode_idle(word: u64) -> Option<(RawFd, usize, bool)> {
-    (word & IDLE != 0).then_some((
-        (word & 0xffff_ffff) as RawFd,
-        ((word >> 32) & 0xffff) as usize,
-        word & FRESH != 0,
-    ))
-}
-
 /// The watcher thread of one worker, and the loop's side of it.
 pub struct Watcher {
     shared: Arc<Shared>,
@@ -233,7 +211,7 @@ impl Watcher {
         slots: usize,
         listeners: &[RawFd],
         registry: mio::Registry,
-        keeper: Option<super::keeper::ConnTable>,
+        keeper: Option<ConnTable>,
     ) -> std::io::Result<Watcher> {
         let shared = Arc::new(Shared {
             busy_since: AtomicU64::new(0),
@@ -328,7 +306,7 @@ fn watch(
     send: &OwnedFd,
     started: Instant,
     registry: &mio::Registry,
-    keeper: Option<super::keeper::ConnTable>,
+    keeper: Option<ConnTable>,
 ) {
     let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
     let mut last_busy = Instant::now();
@@ -354,7 +332,7 @@ fn watch(
             std::thread::sleep(ENGAGE_AFTER - busy_for);
             continue;
         }
-        if super::drains_backlog() {
+        if super::signals::drains_backlog() {
             drop_listeners(shared, send, since, registry);
         }
         let candidates: Vec<(usize, u64)> = shared
@@ -362,7 +340,7 @@ fn watch(
             .iter()
             .enumerate()
             .map(|(i, c)| (i, c.load(Ordering::Relaxed)))
-            .filter(|(_, v)| v & IDLE != 0)
+            .filter(|(_, v)| decode_idle(*v).is_some())
             .collect();
         if candidates.is_empty() {
             std::thread::sleep(WATCH_TICK);

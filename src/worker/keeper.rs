@@ -18,94 +18,16 @@
 
 use std::num::NonZeroUsize;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
 
-use super::handoff::{decode_idle, encode_idle, Channel};
+use super::conn_table::ConnTable;
+use super::handoff::Channel;
 
 /// How long a keeper whose worker died waits for the master before ending itself.
 const ORPHAN_SECONDS: u32 = 5;
 /// The keeper's stack (it calls a few system calls and sleeps).
 const KEEPER_STACK_BYTES: usize = 64 * 1024;
-
-/// One worker's table, shared by the worker and the master: word 0 is the keeper's pid,
-/// then one word per connection slot (0, or an idle connection as the watcher encodes it).
-/// A copyable handle: the master unmaps it once the worker is reaped ([`ConnTable::unmap`]).
-#[derive(Clone, Copy, Debug)]
-pub struct ConnTable {
-    words: NonNull<AtomicU64>,
-    len: usize,
-}
-
-// SAFETY: the table is only accessed through atomics.
-unsafe impl Send for ConnTable {}
-// SAFETY: as above.
-unsafe impl Sync for ConnTable {}
-
-impl ConnTable {
-    /// Maps a table for `slots` connections, shared with processes forked afterwards.
-    ///
-    /// # Errors
-    /// `mmap` failed.
-    pub fn new(slots: usize) -> nix::Result<ConnTable> {
-        let len = slots + 1;
-        let bytes =
-            NonZeroUsize::new(len * std::mem::size_of::<AtomicU64>()).ok_or(nix::Error::EINVAL)?;
-        // SAFETY: an anonymous shared mapping of fresh zeroed memory; nothing else aliases it.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                bytes,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE,
-            )?
-        };
-        Ok(ConnTable {
-            words: ptr.cast(),
-            len,
-        })
-    }
-
-    fn word(&self, i: usize) -> Option<&AtomicU64> {
-        // SAFETY: `i` is within the mapping, which lives as long as `self`, and AtomicU64
-        // has the layout of the zero-initialised u64 cells.
-        (i < self.len).then(|| unsafe { &*self.words.as_ptr().add(i) })
-    }
-
-    /// Records whether connection slot `idx` is idle (its descriptor, listener, freshness).
-    pub fn set_idle(&self, idx: usize, idle: Option<(RawFd, usize, bool)>) {
-        if let Some(cell) = self.word(idx + 1) {
-            cell.store(encode_idle(idle), Ordering::Release);
-        }
-    }
-
-    fn set_keeper(&self, pid: i32) {
-        if let Some(cell) = self.word(0) {
-            cell.store(u64::from(pid.unsigned_abs()), Ordering::Release);
-        }
-    }
-
-    fn keeper(&self) -> Option<i32> {
-        let pid = self.word(0)?.load(Ordering::Acquire);
-        i32::try_from(pid).ok().filter(|&p| p > 0)
-    }
-}
-
-impl ConnTable {
-    /// Unmaps the table (the master, once its worker is reaped and rescued).
-    pub fn unmap(self) {
-        // SAFETY: the mapping was made by `new` with this length; its worker is gone and the
-        // master keeps no other handle to it.
-        let _ = unsafe {
-            munmap(
-                self.words.cast(),
-                self.len * std::mem::size_of::<AtomicU64>(),
-            )
-        };
-    }
-}
 
 /// The keeper's life: sleep while its worker lives; once the worker is gone (it is then
 /// the master's child), wait a few seconds for the master to take what it needs and kill
@@ -220,11 +142,7 @@ pub fn end(table: &ConnTable) {
 fn pass_on(table: &ConnTable, pidfd: &OwnedFd, channel: &Channel) -> usize {
     use std::os::fd::AsRawFd;
     let mut moved = 0;
-    for i in 1..table.len {
-        let Some(word) = table.word(i) else { break };
-        let Some((fd, listener, fresh)) = decode_idle(word.swap(0, Ordering::AcqRel)) else {
-            continue;
-        };
+    for (fd, listener, fresh) in table.take_idle() {
         // SAFETY: pidfd_getfd copies descriptor `fd` of the keeper into our table.
         let ours =
             unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
@@ -241,34 +159,4 @@ fn pass_on(table: &ConnTable, pidfd: &OwnedFd, channel: &Channel) -> usize {
         }
     }
     moved
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idle_slots_round_trip_and_the_keeper_word_is_apart() {
-        let table = ConnTable::new(4).unwrap();
-        table.set_idle(3, Some((17, 2, false)));
-        table.set_idle(0, Some((9, 0, true)));
-        table.set_idle(4, Some((1, 0, true))); // past the end: ignored
-        assert_eq!(table.keeper(), None);
-        table.set_keeper(1234);
-        assert_eq!(table.keeper(), Some(1234));
-        let words: Vec<_> = (1..table.len)
-            .map(|i| decode_idle(table.word(i).unwrap().load(Ordering::Relaxed)))
-            .collect();
-        assert_eq!(
-            words,
-            vec![Some((9, 0, true)), None, None, Some((17, 2, false))]
-        );
-        table.set_idle(3, None);
-        assert_eq!(
-            decode_idle(table.word(4).unwrap().load(Ordering::Relaxed)),
-            None
-        );
-        table.unmap();
-    }
 }

@@ -11,8 +11,8 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::master::heartbeat::Heartbeat;
-use crate::master::WorkerSeed;
+use super::heartbeat::Heartbeat;
+use super::seed::WorkerSeed;
 
 /// Gunicorn's `Worker` as hooks see it; other attributes live in its `__dict__`.
 #[pyclass(dict, module = "_rgunicorn", name = "Worker")]
@@ -27,15 +27,15 @@ impl WorkerObject {
     /// True while the worker serves; False once it stops (TERM, QUIT, recycling).
     #[getter]
     fn alive(&self) -> bool {
-        super::is_alive()
+        super::signals::is_alive()
     }
 
     /// `worker.alive = False` (any false value): the worker finishes what it has and is
     /// replaced, as `--max-requests` does. A stop cannot be undone: True changes nothing.
     #[setter]
     fn set_alive(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        if !value.is_truthy()? && super::is_alive() {
-            super::retire();
+        if !value.is_truthy()? && super::signals::is_alive() {
+            super::signals::retire();
         }
         Ok(())
     }
@@ -122,7 +122,7 @@ pub fn build<'py>(py: Python<'py>, seed: &WorkerSeed<'_>) -> PyResult<Bound<'py,
     attrs.set_item("log", crate::python::hooks::logger(py)?)?;
     attrs.set_item(
         "cfg",
-        crate::python::hooks::cfg_object(py, &seed.config.values)?,
+        crate::config::hooks::cfg_object(py, &seed.config.values)?,
     )?;
     attrs.set_item("booted", false)?;
     attrs.set_item("aborted", false)?;

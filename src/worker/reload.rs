@@ -18,6 +18,21 @@ use tracing::{debug, warn};
 
 use crate::config::ReloadEngine;
 
+thread_local! {
+    /// Files of a failed import, watched by `--reload` in addition to loaded modules.
+    static BROKEN_FILES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Notes the files a failed import came from, for `--reload` to watch.
+pub fn note_broken_files(files: Vec<String>) {
+    BROKEN_FILES.with(|f| *f.borrow_mut() = files);
+}
+
+/// Files `--reload` must watch because the app failed to import from them.
+pub fn broken_files() -> Vec<String> {
+    BROKEN_FILES.with(|f| f.borrow().clone())
+}
+
 /// How often files are checked (Gunicorn's poll reloader: 1 s); with inotify, how often the
 /// list of files is refreshed (modules imported since, new glob matches).
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);

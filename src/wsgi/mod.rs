@@ -502,7 +502,7 @@ impl Runtime {
             Some(Failure::App(e)) => {
                 let tb = crate::python::format_exception(py, &e);
                 crate::log::error_log(
-                    crate::config::LogLevel::Error,
+                    crate::log::LogLevel::Error,
                     &format!("Error handling request {} {}", head.method, head.target),
                     Some(&tb),
                 );

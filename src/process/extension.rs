@@ -19,7 +19,7 @@ use crate::master::reexec::StartState;
 /// Called on the main thread with the GIL held, before any other thread exists.
 #[pyfunction]
 fn run(py: Python<'_>, argv: Vec<String>, exe: PathBuf, reexec_argv: Vec<String>) -> i32 {
-    crate::process::proctitle::init();
+    crate::unix::proctitle::init();
     let start = StartState::capture_with(exe, reexec_argv);
     // The server takes and releases the GIL as the binary's does: it must not sit on it while
     // it waits for signals or connections.

@@ -13,22 +13,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
-use nix::time::{clock_gettime, ClockId};
+
+use crate::unix::clock::monotonic_ms;
 
 /// How many workers can exist at once (TTIN beyond this is refused); 128 KiB of memory.
 pub const MAX_WORKER_SLOTS: usize = 8192;
-
-/// Milliseconds on the system-wide monotonic clock (comparable across processes).
-pub fn monotonic_ms() -> u64 {
-    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
-        Ok(ts) => {
-            let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
-            let nanos = u64::try_from(ts.tv_nsec()).unwrap_or(0);
-            secs * 1000 + nanos / 1_000_000
-        }
-        Err(_) => 0,
-    }
-}
 
 /// The shared table of heartbeat slots. Copyable: the mapping lives as long as the process.
 #[derive(Clone, Copy, Debug)]

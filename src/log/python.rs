@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::config::LogLevel;
+use super::level::LogLevel;
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 

@@ -50,7 +50,7 @@ pub fn notify(state: &str) {
 
 /// `CLOCK_MONOTONIC` in microseconds, for `RELOADING=1`'s `MONOTONIC_USEC`.
 pub fn monotonic_usec() -> u64 {
-    crate::master::heartbeat::monotonic_ms() * 1000
+    super::clock::monotonic_ms() * 1000
 }
 
 #[cfg(test)]
