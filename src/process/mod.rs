@@ -72,35 +72,105 @@ pub fn run(argv: &[String]) -> i32 {
     run_with(argv, master::reexec::StartState::capture(argv))
 }
 
-/// [`run`], with what a USR2 re-exec executes already captured (see
-/// `python::extension`, where the process is `python` rather than rgunicorn's binary).
+/// An exit status, the reason already reported: a start-up step that ends the process.
+type Exit = i32;
+
+/// [`run`], with what a USR2 re-exec executes already captured (see `extension`, where the
+/// process is `python` rather than rgunicorn's binary).
 pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
+    match start_up(argv, start) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+/// The start-up sequence, in Gunicorn's order; each step either goes on or ends the process
+/// with its exit status.
+fn start_up(argv: &[String], start: master::reexec::StartState) -> Result<i32, Exit> {
     install_signal_stack();
     let args = argv.get(1..).unwrap_or_default();
     // Usage errors and --version need no interpreter.
-    match config::cli::parse(args) {
-        Ok(given) if given.version => return print_version(argv),
-        Ok(_) => {}
-        Err(e) => return report_config_error(e),
+    if parse_command_line(args)? {
+        return Ok(print_version(argv));
     }
     // Our handlers go in before Python starts, so it never claims SIGINT for itself.
-    let signals = match master::signals::SignalQueue::install() {
-        Ok(s) => s,
-        Err(e) => return config_error(&format!("can't install signal handlers: {e}")),
+    let signals = master::signals::SignalQueue::install()
+        .map_err(|e| config_error(&format!("can't install signal handlers: {e}")))?;
+    let Some(config) = load_settings(argv, args)? else {
+        return Ok(print_version(argv));
     };
-    // The interpreter comes before the settings: the configuration file is Python.
-    if let Err(msg) = python::interpreter::initialize(argv) {
-        return config_error(&msg);
+    let app_module = config
+        .app_module
+        .clone()
+        .ok_or_else(|| config_error("No application module specified."))?;
+    prepare_process(&config)?;
+    open_logs(&config)?;
+    prepare_python(&config)?;
+    if config.print_config {
+        print_config(&config);
     }
-    let config = match Python::attach(|py| config::load(py, args)) {
-        Ok(Invocation::Run(config)) => *config,
-        Ok(Invocation::Version) => return print_version(argv),
-        Err(e) => return report_config_error(e),
-    };
-    let Some(app_module) = config.app_module.clone() else {
-        return config_error("No application module specified.");
-    };
+    if config.check_config || config.print_config {
+        // Load the app in this process, as Gunicorn does, and report.
+        return Ok(check_app(&app_module));
+    }
+    if config.preload_app {
+        preload(&app_module)?;
+    }
+    if config.capture_output && config.errorlog != "-" {
+        // The app's print() and stray writes to stdout/stderr go to the error log file.
+        log::capture_output().map_err(|e| config_error(&format!("can't capture output: {e}")))?;
+    }
+    announce(&config);
+    // A master started by USR2 adopts its parent's sockets and writes `<pidfile>.2`.
+    let upgrade = master::reexec::inherited();
+    let pidfile = write_pidfile(&config, upgrade.is_some())?;
+    run_on_starting(&config);
+    debug!("Arbiter booted");
+    let listeners = open_listeners(&config, upgrade.as_ref().map(|(fds, _)| &fds[..]))
+        .inspect_err(|_| {
+            if let Some(p) = &pidfile {
+                p.unlink();
+            }
+        })?;
+    announce_listening(&config, &listeners);
+    // The configuration file, hooks and a preloaded app are Python code run in this process:
+    // one that took a master signal for itself would leave the master deaf to it.
+    for sig in signals.reclaim() {
+        warn!("{sig} had a Python handler in the master (set by the configuration or the app); rgunicorn's own is restored");
+    }
+    proctitle::set(&format!("rgunicorn: master [{}]", config.proc_name));
+    systemd::notify("READY=1\nSTATUS=rgunicorn arbiter booted");
+    match master::Master::new(config, listeners, signals, pidfile, args.to_vec()) {
+        Ok(m) => Ok(m
+            .with_upgrade(start, upgrade.map(|(_, parent)| parent))
+            .run()),
+        Err(e) => {
+            error!("can't set up worker heartbeats: {e}");
+            Err(EXIT_CONFIG)
+        }
+    }
+}
 
+/// Checks the command line alone; true if it asks for `--version`.
+fn parse_command_line(args: &[String]) -> Result<bool, Exit> {
+    match config::cli::parse(args) {
+        Ok(given) => Ok(given.version),
+        Err(e) => Err(report_config_error(e)),
+    }
+}
+
+/// Starts the interpreter (the configuration file is Python) and resolves the settings;
+/// None if they ask for `--version`.
+fn load_settings(argv: &[String], args: &[String]) -> Result<Option<config::Config>, Exit> {
+    python::interpreter::initialize(argv).map_err(|msg| config_error(&msg))?;
+    match Python::attach(|py| config::load(py, args)) {
+        Ok(Invocation::Run(config)) => Ok(Some(*config)),
+        Ok(Invocation::Version) => Ok(None),
+        Err(e) => Err(report_config_error(e)),
+    }
+}
+
+/// The process's environment: `-e` variables, `--chdir`, `--daemon`.
+fn prepare_process(config: &config::Config) -> Result<(), Exit> {
     // `-e` variables and SERVER_SOFTWARE go into os.environ (which also calls putenv), so the
     // master's Python code and every worker see them.
     let mut environ = config.raw_env.clone();
@@ -108,21 +178,21 @@ pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
         "SERVER_SOFTWARE".to_string(),
         format!("rgunicorn/{VERSION}"),
     ));
-    if let Err(msg) = Python::attach(|py| python::set_environ(py, &environ)) {
-        return config_error(&msg);
-    }
-    if let Err(e) = std::env::set_current_dir(&config.chdir) {
-        return config_error(&format!("can't chdir to '{}': {e}", config.chdir.display()));
-    }
+    Python::attach(|py| python::set_environ(py, &environ)).map_err(|msg| config_error(&msg))?;
+    std::env::set_current_dir(&config.chdir)
+        .map_err(|e| config_error(&format!("can't chdir to '{}': {e}", config.chdir.display())))?;
     // Not when a USR2 parent started us: it is daemonized already.
     if config.daemon && std::env::var_os("GUNICORN_FD").is_none() {
-        if let Err(msg) = daemonize(config.enable_stdio_inheritance) {
-            return config_error(&msg);
-        }
+        daemonize(config.enable_stdio_inheritance).map_err(|msg| config_error(&msg))?;
     }
-    if let Err(e) = log::init(&config.errorlog, config.loglevel) {
-        return config_error(&format!("can't open error log '{}': {e}", config.errorlog));
-    }
+    Ok(())
+}
+
+/// The error log, syslog, StatsD and the access log file; the logs handed to the workers'
+/// user.
+fn open_logs(config: &config::Config) -> Result<(), Exit> {
+    log::init(&config.errorlog, config.loglevel)
+        .map_err(|e| config_error(&format!("can't open error log '{}': {e}", config.errorlog)))?;
     for warning in &config.warnings {
         warn!("{warning}");
     }
@@ -143,89 +213,88 @@ pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
         }
     }
     if let Some(path) = config.accesslog.as_deref().filter(|p| *p != "-") {
-        if let Err(e) = log::Sink::open(path, log::Sink::Stdout) {
-            return config_error(&format!("can't open access log '{path}': {e}"));
-        }
+        log::Sink::open(path, log::Sink::Stdout)
+            .map_err(|e| config_error(&format!("can't open access log '{path}': {e}")))?;
     }
     if let Some(identity) = &config.identity {
         // Workers run as this user and must be able to reopen their logs (USR1).
         let logs = [Some(config.errorlog.as_str()), config.accesslog.as_deref()];
         identity::give_files(identity, logs.into_iter().flatten().filter(|p| *p != "-"));
     }
-    if let Err(msg) = Python::attach(|py| prepare_interpreter(py, &config)) {
-        return config_error(&msg);
-    }
+    Ok(())
+}
+
+/// `sys.path`, the log bridge, the hooks, and a Python logging configuration if one is set.
+fn prepare_python(config: &config::Config) -> Result<(), Exit> {
+    Python::attach(|py| prepare_interpreter(py, config)).map_err(|msg| config_error(&msg))?;
     Python::attach(|py| python::hooks::install(py, &config.hooks));
-    if config.logconfig_dict.is_some()
-        || config.logconfig_json.is_some()
-        || config.logconfig.is_some()
+    if config.logconfig_dict.is_none()
+        && config.logconfig_json.is_none()
+        && config.logconfig.is_none()
     {
-        let configured = Python::attach(|py| {
-            log::python::configure(
-                py,
-                config.logconfig_dict.as_deref(),
-                config.logconfig_json.as_deref(),
-                config.logconfig.as_deref(),
-                config.loglevel,
-            )
-        });
-        match configured {
-            Ok(level) => log::set_level(level),
-            Err(msg) => return config_error(&msg),
+        return Ok(());
+    }
+    let level = Python::attach(|py| {
+        log::python::configure(
+            py,
+            config.logconfig_dict.as_deref(),
+            config.logconfig_json.as_deref(),
+            config.logconfig.as_deref(),
+            config.loglevel,
+        )
+    })
+    .map_err(|msg| config_error(&msg))?;
+    log::set_level(level);
+    Ok(())
+}
+
+/// `--print-config`: every setting, `name = value`.
+fn print_config(config: &config::Config) {
+    // Written, not println!'d: `--print-config | head` must not panic on a closed pipe.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for (name, value) in config.describe() {
+        if writeln!(out, "{name} = {value}").is_err() {
+            break;
         }
     }
+}
 
-    if config.print_config {
-        // Written, not println!'d: `--print-config | head` must not panic on a closed pipe.
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        for (name, value) in config.describe() {
-            if writeln!(out, "{name} = {value}").is_err() {
-                break;
-            }
+/// `--check-config`: imports the app here and says whether it loads.
+fn check_app(app_module: &str) -> i32 {
+    Python::attach(|py| match wsgi::app::load(py, app_module) {
+        Ok(_) => EXIT_OK,
+        Err(e) => {
+            eprintln!("{}", e.message(py));
+            EXIT_CONFIG
         }
-    }
-    if config.check_config || config.print_config {
-        // Load the app in this process, as Gunicorn does, and report.
-        return Python::attach(|py| match wsgi::app::load(py, &app_module) {
-            Ok(_) => EXIT_OK,
-            Err(e) => {
-                eprintln!("{}", e.message(py));
-                EXIT_CONFIG
-            }
-        });
-    }
+    })
+}
 
-    if config.preload_app {
-        // Imported here, before `Starting rgunicorn` (as Gunicorn does); workers inherit it
-        // through fork, sharing its memory copy-on-write.
-        let failed = Python::attach(|py| match wsgi::app::load(py, &app_module) {
-            Ok(app) => {
-                wsgi::app::set_preloaded(app);
-                None
-            }
-            Err(e) => {
-                if let wsgi::app::AppError::Import(err) = &e {
-                    python::log_exception(py, "Exception while preloading the application", err);
-                    if let Some(hint) = wsgi::app::forgotten_virtualenv_hint(py, err) {
-                        error!("{hint}");
-                    }
-                } else {
-                    eprintln!("{}", e.message(py));
+/// `--preload`: the app is imported here, before `Starting rgunicorn` (as Gunicorn does);
+/// workers inherit it through fork, sharing its memory copy-on-write.
+fn preload(app_module: &str) -> Result<(), Exit> {
+    Python::attach(|py| match wsgi::app::load(py, app_module) {
+        Ok(app) => {
+            wsgi::app::set_preloaded(app);
+            Ok(())
+        }
+        Err(e) => {
+            if let wsgi::app::AppError::Import(err) = &e {
+                python::log_exception(py, "Exception while preloading the application", err);
+                if let Some(hint) = wsgi::app::forgotten_virtualenv_hint(py, err) {
+                    error!("{hint}");
                 }
-                Some(e.exit_code())
+            } else {
+                eprintln!("{}", e.message(py));
             }
-        });
-        if let Some(code) = failed {
-            return code;
+            Err(e.exit_code())
         }
-    }
-    if config.capture_output && config.errorlog != "-" {
-        // The app's print() and stray writes to stdout/stderr go to the error log file.
-        if let Err(e) = log::capture_output() {
-            return config_error(&format!("can't capture output: {e}"));
-        }
-    }
+    })
+}
+
+/// The configuration at debug level, then `Starting rgunicorn X.Y.Z`.
+fn announce(config: &config::Config) {
     if log::enabled(log::LogLevel::Debug) {
         debug!("Current configuration:");
         for (name, value) in config.describe() {
@@ -236,52 +305,60 @@ pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
     if config.reload {
         warn!("Reloader is on. Use in development only!");
     }
-    // A master started by USR2 adopts its parent's sockets and writes `<pidfile>.2`.
-    let upgrade = master::reexec::inherited();
-    let pidfile_path = config.pidfile.as_ref().map(|p| match &upgrade {
-        Some(_) => {
-            let mut name = p.clone().into_os_string();
-            name.push(".2");
-            std::path::PathBuf::from(name)
-        }
-        None => p.clone(),
-    });
-    let pidfile = match &pidfile_path {
-        Some(path) => match pidfile::Pidfile::create(path, std::process::id() as i32) {
-            Ok(p) => Some(p),
-            Err(msg) => {
-                error!("{msg}");
-                return EXIT_CONFIG;
-            }
-        },
-        None => None,
+}
+
+/// The pid file, `<pidfile>.2` for a master started by USR2.
+fn write_pidfile(config: &config::Config, upgrade: bool) -> Result<Option<pidfile::Pidfile>, Exit> {
+    let Some(path) = &config.pidfile else {
+        return Ok(None);
     };
-    if python::hooks::is_set("on_starting") {
-        Python::attach(|py| {
-            let pid = nix::unistd::getpid();
-            match crate::worker::hooks::server_namespace(py, &config, pid, &[], &[], config.workers)
-            {
-                Ok(server) => python::hooks::call(py, "on_starting", &[server]),
-                Err(e) => python::log_exception(py, "Exception in on_starting hook", &e),
-            }
-        });
-    }
-    debug!("Arbiter booted");
-    let listeners = match &upgrade {
-        Some((fds, _)) => inherit(fds, &config),
-        None => listen(&config),
+    let path = if upgrade {
+        let mut name = path.clone().into_os_string();
+        name.push(".2");
+        std::path::PathBuf::from(name)
+    } else {
+        path.clone()
     };
-    let listeners = match listeners {
-        Ok(l) => l,
+    match pidfile::Pidfile::create(&path, std::process::id() as i32) {
+        Ok(p) => Ok(Some(p)),
         Err(msg) => {
             error!("{msg}");
-            if let Some(p) = &pidfile {
-                p.unlink();
-            }
-            return EXIT_CONFIG;
+            Err(EXIT_CONFIG)
         }
+    }
+}
+
+fn run_on_starting(config: &config::Config) {
+    if !python::hooks::is_set("on_starting") {
+        return;
+    }
+    Python::attach(|py| {
+        let pid = nix::unistd::getpid();
+        match crate::worker::hooks::server_namespace(py, config, pid, &[], &[], config.workers) {
+            Ok(server) => python::hooks::call(py, "on_starting", &[server]),
+            Err(e) => python::log_exception(py, "Exception in on_starting hook", &e),
+        }
+    });
+}
+
+/// The listening sockets: inherited from a USR2 parent, or bound (or passed by systemd).
+fn open_listeners(
+    config: &config::Config,
+    inherited: Option<&[std::os::fd::RawFd]>,
+) -> Result<Vec<sock::Listener>, Exit> {
+    let listeners = match inherited {
+        Some(fds) => inherit(fds, config),
+        None => listen(config),
     };
-    let shown = sock::describe_all(&listeners, config.tls.is_some());
+    listeners.map_err(|msg| {
+        error!("{msg}");
+        EXIT_CONFIG
+    })
+}
+
+/// `Listening at: …` and `Using worker: …`, with Gunicorn's gthread warning.
+fn announce_listening(config: &config::Config, listeners: &[sock::Listener]) {
+    let shown = sock::describe_all(listeners, config.tls.is_some());
     info!("Listening at: {shown} ({})", std::process::id());
     info!(
         "Using worker: {}",
@@ -290,22 +367,6 @@ pub fn run_with(argv: &[String], start: master::reexec::StartState) -> i32 {
     if config.threaded && config.keepalive > 0 && config.worker_connections <= config.threads {
         // Gunicorn's gthread check: keep-alive slots are worker_connections - threads.
         warn!("No keepalived connections can be handled. Check the number of worker connections and threads.");
-    }
-    // The configuration file, hooks and a preloaded app are Python code run in this process:
-    // one that took a master signal for itself would leave the master deaf to it.
-    for sig in signals.reclaim() {
-        warn!("{sig} had a Python handler in the master (set by the configuration or the app); rgunicorn's own is restored");
-    }
-    proctitle::set(&format!("rgunicorn: master [{}]", config.proc_name));
-    systemd::notify("READY=1\nSTATUS=rgunicorn arbiter booted");
-    match master::Master::new(config, listeners, signals, pidfile, args.to_vec()) {
-        Ok(m) => m
-            .with_upgrade(start, upgrade.map(|(_, parent)| parent))
-            .run(),
-        Err(e) => {
-            error!("can't set up worker heartbeats: {e}");
-            EXIT_CONFIG
-        }
     }
 }
 
