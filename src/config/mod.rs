@@ -10,6 +10,7 @@ pub mod env;
 mod error;
 pub mod file;
 pub mod hooks;
+pub mod parse;
 pub mod setting;
 
 use std::collections::BTreeMap;
@@ -356,7 +357,7 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         // Checked here too: the default comes from FORWARDED_ALLOW_IPS unchecked.
         let forwarded = list(&values, "forwarded_allow_ips").join(",");
-        defs::parse_addr_list(&forwarded).map_err(ConfigError::Invalid)?;
+        parse::parse_addr_list(&forwarded).map_err(ConfigError::Invalid)?;
         let forwarded_allow_ips = TrustedPeers::parse(&forwarded).map_err(ConfigError::Invalid)?;
         let pythonpath = text(&values, "pythonpath")
             .map(|p| {
@@ -393,7 +394,7 @@ impl Config {
             workers: usize::try_from(int(&values, "workers")).unwrap_or(1).max(1),
             threads: usize::try_from(int(&values, "threads")).unwrap_or(1).max(1),
             threaded: int(&values, "threads") > 1
-                || defs::is_gthread(&text(&values, "worker_class").unwrap_or_default()),
+                || parse::is_gthread(&text(&values, "worker_class").unwrap_or_default()),
             worker_connections: usize::try_from(int(&values, "worker_connections"))
                 .unwrap_or(1000)
                 .max(1),
