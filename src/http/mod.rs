@@ -29,8 +29,10 @@
 pub mod body;
 pub mod date;
 pub mod error;
+mod head;
 pub mod proxy;
 pub mod request;
+mod request_line;
 pub mod response;
 mod syntax;
 pub mod text;
