@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// one file has no list.
 const LAYERS: &[(&str, &[&str])] = &[
     ("process", &["extension", "mod"]),
-    ("master", &["mod", "reexec", "signals"]),
+    ("master", &["mod", "workers", "reexec", "signals"]),
     (
         "worker",
         &[

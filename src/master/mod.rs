@@ -5,8 +5,8 @@
 
 pub mod reexec;
 pub mod signals;
+mod workers;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -17,7 +17,6 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::critical;
-use crate::error::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::python::fork::{fork, Forked};
 use crate::sock::Listener;
 use crate::unix::clock::monotonic_ms;
@@ -25,21 +24,7 @@ use crate::worker::heartbeat::{Heartbeat, MAX_WORKER_SLOTS};
 use crate::worker::hooks::{server_namespace, worker_namespace};
 use crate::worker::WorkerSeed;
 use signals::{signal_name, SignalQueue};
-
-/// What the master knows of one worker.
-#[derive(Debug)]
-struct WorkerRecord {
-    /// Spawn order; the oldest workers are the first to go when trimming.
-    age: u64,
-    slot: usize,
-    /// SIGABRT was sent for a timeout; the next late check sends SIGKILL.
-    aborted: bool,
-    /// Leaving: sent SIGTERM to trim the pool (TTOU, HUP), or said it is leaving on its own
-    /// (max-requests, reload): finishing its requests, no longer counted.
-    retiring: bool,
-    /// Its idle connections, rescued when it is reaped (see `worker::keeper`).
-    conn_table: Option<crate::worker::conn_table::ConnTable>,
-}
+use workers::{Late, WorkerRecord, Workers};
 
 /// Why the master stops.
 enum Stop {
@@ -56,12 +41,10 @@ pub struct Master {
     heartbeat: Heartbeat,
     /// Shared by every worker of this master, like the listeners.
     handoff: crate::worker::handoff::Channel,
-    workers: BTreeMap<Pid, WorkerRecord>,
+    workers: Workers,
     num_workers: usize,
-    next_age: u64,
     /// The worker count last logged (`N workers`, at debug, when it changes).
     logged_count: usize,
-    rng: u64,
     pid: Pid,
     pidfile: Option<crate::unix::pidfile::Pidfile>,
     /// The command line (without the program), re-read on HUP.
@@ -87,10 +70,8 @@ impl Master {
             num_workers: config.workers,
             heartbeat: Heartbeat::new()?,
             handoff: crate::worker::handoff::Channel::new()?,
-            workers: BTreeMap::new(),
-            next_age: 0,
+            workers: Workers::new(monotonic_ms() ^ (u64::from(pid.as_raw().unsigned_abs()) << 32)),
             logged_count: 0,
-            rng: monotonic_ms() ^ (u64::from(pid.as_raw().unsigned_abs()) << 32) | 1,
             config,
             listeners,
             signals,
@@ -112,11 +93,7 @@ impl Master {
     }
 
     fn server_object<'py>(&self, py: Python<'py>) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>> {
-        let workers: Vec<_> = self
-            .workers
-            .iter()
-            .map(|(p, r)| (*p, r.age, r.aborted))
-            .collect();
+        let workers = self.workers.summaries();
         let listeners: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
         server_namespace(
             py,
@@ -293,7 +270,7 @@ impl Master {
             }
             Signal::SIGUSR1 => {
                 crate::log::reopen();
-                self.kill_all(Signal::SIGUSR1);
+                self.workers.signal_all(Signal::SIGUSR1);
                 None
             }
             Signal::SIGWINCH => {
@@ -389,7 +366,7 @@ impl Master {
                 self.reexec_child = None;
                 continue;
             }
-            let Some(record) = self.workers.remove(&pid) else {
+            let Some(record) = self.workers.remove(pid) else {
                 // Not one of ours (a worker's keeper, an orphan reparented to a PID-1 or
                 // subreaper master): reaped, no effect.
                 debug!("Reaped unknown child (pid:{pid})");
@@ -404,11 +381,7 @@ impl Master {
                 }
                 table.unmap();
             }
-            // Gunicorn skips child_exit for boot/app-load failures (the server halts).
-            if !matches!(
-                status,
-                WaitStatus::Exited(_, WORKER_BOOT_ERROR | APP_LOAD_ERROR)
-            ) {
+            if workers::runs_child_exit(status) {
                 let (ppid, age, aborted) = (self.pid, record.age, record.aborted);
                 let config = &self.config;
                 self.run_hook("child_exit", |py| {
@@ -422,32 +395,8 @@ impl Master {
                     )?])
                 });
             }
-            match status {
-                WaitStatus::Exited(_, 0) => {}
-                WaitStatus::Exited(_, code) => {
-                    error!("Worker (pid:{pid}) exited with code {code}.");
-                    if code == WORKER_BOOT_ERROR && halt.is_none() {
-                        halt = Some(Stop::Halt {
-                            reason: "Worker failed to boot.",
-                            code,
-                        });
-                    } else if code == APP_LOAD_ERROR && halt.is_none() {
-                        halt = Some(Stop::Halt {
-                            reason: "App failed to load.",
-                            code,
-                        });
-                    }
-                }
-                WaitStatus::Signaled(_, Signal::SIGKILL, _) => {
-                    error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?");
-                }
-                WaitStatus::Signaled(_, Signal::SIGTERM, _) => {
-                    info!("Worker (pid:{pid}) was sent SIGTERM!");
-                }
-                WaitStatus::Signaled(_, sig, _) => {
-                    warn!("Worker (pid:{pid}) was sent {}!", sig.as_str());
-                }
-                _ => {}
+            if let Some((reason, code)) = workers::report_exit(pid, status) {
+                halt.get_or_insert(Stop::Halt { reason, code });
             }
         }
         halt
@@ -459,18 +408,18 @@ impl Master {
         if self.config.timeout == 0 {
             return;
         }
-        let now = monotonic_ms();
-        let limit_ms = self.config.timeout * 1000;
-        for (pid, record) in self.workers.iter_mut() {
-            if now.saturating_sub(self.heartbeat.last(record.slot)) <= limit_ms {
-                continue;
-            }
-            if record.aborted {
-                let _ = kill(*pid, Signal::SIGKILL);
-            } else {
+        let heartbeat = self.heartbeat;
+        let late = self
+            .workers
+            .late(monotonic_ms(), self.config.timeout * 1000, |slot| {
+                heartbeat.last(slot)
+            });
+        for (pid, late) in late {
+            if late == Late::Abort {
                 critical!("WORKER TIMEOUT (pid:{pid})");
-                record.aborted = true;
-                let _ = kill(*pid, Signal::SIGABRT);
+                let _ = kill(pid, Signal::SIGABRT);
+            } else {
+                let _ = kill(pid, Signal::SIGKILL);
             }
         }
     }
@@ -478,28 +427,20 @@ impl Master {
     /// Spawns missing workers and stops the oldest extras.
     fn manage_workers(&mut self) {
         // A worker leaving on its own is replaced now, not once it has gone.
-        for record in self.workers.values_mut() {
-            if !record.retiring && self.heartbeat.is_leaving(record.slot) {
-                record.retiring = true;
-            }
-        }
-        let active = |m: &Master| m.workers.values().filter(|r| !r.retiring).count();
-        while active(self) < self.num_workers {
+        let heartbeat = self.heartbeat;
+        self.workers.note_leaving(|slot| heartbeat.is_leaving(slot));
+        while self.workers.active() < self.num_workers {
             if !self.spawn_worker() {
                 break;
             }
         }
-        while active(self) > self.num_workers {
-            let oldest = self
-                .workers
-                .iter_mut()
-                .filter(|(_, r)| !r.retiring)
-                .min_by_key(|(_, r)| r.age);
-            let Some((&pid, record)) = oldest else { break };
-            record.retiring = true;
+        while self.workers.active() > self.num_workers {
+            let Some(pid) = self.workers.retire_oldest() else {
+                break;
+            };
             let _ = kill(pid, Signal::SIGTERM);
         }
-        let count = active(self);
+        let count = self.workers.active();
         if count != self.logged_count {
             self.logged_count = count;
             debug!("{count} workers");
@@ -507,39 +448,18 @@ impl Master {
         }
     }
 
-    fn random_below(&mut self, bound: u64) -> u64 {
-        // xorshift64*: jitter needs spread, not cryptographic quality.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        if bound == 0 {
-            0
-        } else {
-            r % bound
-        }
-    }
-
-    fn free_slot(&self) -> Option<usize> {
-        let used: std::collections::BTreeSet<usize> =
-            self.workers.values().map(|r| r.slot).collect();
-        (0..MAX_WORKER_SLOTS).find(|s| !used.contains(s))
-    }
-
     /// Forks one worker; the child never returns from here.
     fn spawn_worker(&mut self) -> bool {
-        let Some(slot) = self.free_slot() else {
+        let Some(slot) = self.workers.free_slot() else {
             error!("No free worker slot; not spawning more than {MAX_WORKER_SLOTS} workers");
             return false;
         };
         self.heartbeat.start(slot);
-        self.next_age += 1;
-        let max_requests = if self.config.max_requests == 0 {
-            0
-        } else {
-            self.config.max_requests + self.random_below(self.config.max_requests_jitter + 1)
-        };
-        let (ppid, age) = (self.pid, self.next_age);
+        let age = self.workers.next_age();
+        let max_requests = self
+            .workers
+            .max_requests(self.config.max_requests, self.config.max_requests_jitter);
+        let ppid = self.pid;
         let config = &self.config;
         self.run_hook("pre_fork", |py| {
             Ok(vec![worker_namespace(py, config, None, ppid, age, false)?])
@@ -561,7 +481,7 @@ impl Master {
                 self.workers.insert(
                     pid,
                     WorkerRecord {
-                        age: self.next_age,
+                        age,
                         slot,
                         aborted: false,
                         retiring: false,
@@ -571,17 +491,13 @@ impl Master {
                 true
             }
             Ok(Forked::Child) => {
-                let siblings = self
-                    .workers
-                    .iter()
-                    .map(|(p, r)| (*p, r.age, r.aborted))
-                    .collect();
+                let siblings = self.workers.summaries();
                 let seed = WorkerSeed {
                     config: &self.config,
                     listeners: &self.listeners,
                     heartbeat: self.heartbeat,
                     slot,
-                    age: self.next_age,
+                    age,
                     max_requests,
                     master_pid: self.pid,
                     handoff: &self.handoff,
@@ -603,12 +519,6 @@ impl Master {
         }
     }
 
-    fn kill_all(&self, sig: Signal) {
-        for pid in self.workers.keys() {
-            let _ = kill(*pid, sig);
-        }
-    }
-
     /// Closes the listeners, stops the workers (TERM for graceful, QUIT for quick), waits up
     /// to `graceful_timeout`, kills what is left, and says goodbye.
     fn stop(mut self, how: Stop) -> i32 {
@@ -624,7 +534,7 @@ impl Master {
             Stop::Quick => (Signal::SIGQUIT, 0, None),
             Stop::Halt { reason, code } => (Signal::SIGTERM, code, Some(reason)),
         };
-        self.kill_all(sig);
+        self.workers.signal_all(sig);
         let mut deadline = Instant::now() + Duration::from_secs(self.config.graceful_timeout);
         while !self.workers.is_empty() && Instant::now() < deadline {
             self.reap_workers();
@@ -632,7 +542,7 @@ impl Master {
                 if matches!(s, Signal::SIGINT | Signal::SIGQUIT) && sig == Signal::SIGTERM {
                     info!("Quick shutdown requested");
                     sig = Signal::SIGQUIT;
-                    self.kill_all(sig);
+                    self.workers.signal_all(sig);
                     deadline = deadline.min(Instant::now() + Duration::from_secs(2));
                 }
             }
@@ -641,8 +551,8 @@ impl Master {
             }
             self.signals.wait(Duration::from_millis(100));
         }
-        self.kill_all(Signal::SIGKILL);
-        for (pid, record) in std::mem::take(&mut self.workers) {
+        self.workers.signal_all(Signal::SIGKILL);
+        for (pid, record) in self.workers.take_all() {
             let _ = waitpid(pid, None);
             // Nobody is left to serve what it kept: its keeper goes now, so the dead
             // worker's descriptors (a listener among them) do not outlive the master.
