@@ -532,4 +532,4 @@ fn apply_header_semantics(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -186,3 +186,6 @@ fn split_path_query_fragment(s: &[u8]) -> (&[u8], &[u8], &[u8]) {
         None => (before, &b""[..], fragment),
     }
 }
+
+#[cfg(test)]
+mod tests;
