@@ -3,17 +3,26 @@
 //! (reading what arrived, and finding the next request in it).
 //!
 //! ```text
-//!  accepted ─> Idle ─bytes─> Head ─complete head─> [in the app] ─┬─ all sent ─┐
-//!               ^                                                │            │
-//!               │                              output waits ─> Flushing ─ sent┤
-//!               └──────────────── keep-alive ─────────────────────────────────┤
-//!                                                      close ─> Closing ─> closed
+//!  accepted ──┬─> Idle ─bytes─> Head ─complete head─┬─> the app, in the loop ───┬─ all sent ─┐
+//!  handed in ─┘  ^ │             ^                  └─> InApp (a pool thread) ──┤            │
+//!  (adopted)     │ │             └─ undispatched (leaving) ─┘                   │            │
+//!                │ │                               output waits ─> Flushing ────┴─ sent ─────┤
+//!                └─┼─────────────────────────── keep-alive ──────────────────────────────────┤
+//!                  │                                          close ─> Closing ─> closed <───┘
+//!                  ├─ idle, nothing read: handed off ─> a sibling's (closed here)
+//!                  ├─ the worker stops: last call (the deadline at most LAST_CALL away)
+//!                  └─ deadline passed: expired ─> closed (bytes waiting after all: Head)
 //! ```
+//!
+//! A leaving worker also passes on what is in Idle or Head, with the bytes read so far (not
+//! TLS or PROXY-protocol connections). A deadline that passes in Head, Flushing or Closing (a
+//! stalled head, a client not taking its response, the linger) closes the connection; InApp
+//! has none: the app has its own watchdog.
 //!
 //! Deadlines are on the loop's clock, which stands still while a request is in the app, so
 //! a connection's idle or head time counts only while the worker could have served it. A
 //! deadline that passes closes the connection, except an idle one that turns out to have
-//! bytes waiting: that request is served (see `EventLoop::expire`).
+//! bytes waiting: that request is served (see [`State::expiry`]).
 
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -87,13 +96,26 @@ pub struct Timeouts {
     pub keepalive: Duration,
 }
 
-/// The state machine, kept apart from the I/O so its transitions can be tested alone.
+/// What a passed deadline means for a connection (see [`State::expiry`]).
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum Expiry {
+    /// Its deadline has not come.
+    NotYet,
+    /// An idle connection's time is up, but a request may have arrived unseen: read it
+    /// first, and close it only if nothing came.
+    UnlessBytesWaiting,
+    /// Close it.
+    Close,
+}
+
+/// The state machine, kept apart from the I/O so its transitions can be tested alone. Its
+/// fields change only through its methods (the transitions); the loop reads them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct State {
-    pub phase: Phase,
-    pub deadline: Instant,
+    phase: Phase,
+    deadline: Instant,
     /// Responses completed on this connection (a fresh one is never "idle keep-alive").
-    pub requests: u64,
+    requests: u64,
 }
 
 impl State {
@@ -103,6 +125,67 @@ impl State {
             phase: Phase::Idle,
             deadline: now + t.head,
             requests: 0,
+        }
+    }
+
+    /// Handed in by a sibling (see `handoff`): a `fresh` one (no request yet) keeps the head
+    /// timeout, one served before is between requests, on keep-alive time; with bytes the
+    /// sibling had read (`buffered`), a head is under way.
+    pub fn adopted(fresh: bool, buffered: bool, now: Instant, t: Timeouts) -> State {
+        let mut state = State::fresh(now, t);
+        if !fresh {
+            state.requests = 1;
+            state.deadline = now + t.keepalive;
+        }
+        if buffered {
+            state.bytes_arrived(now, t);
+        }
+        state
+    }
+
+    #[inline]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    #[inline]
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// No response has been completed on it yet.
+    #[inline]
+    pub fn before_first_request(&self) -> bool {
+        self.requests == 0
+    }
+
+    /// Still reading a head (or waiting for one): the only phases that hold read-ahead.
+    #[inline]
+    pub fn reading(&self) -> bool {
+        matches!(self.phase, Phase::Idle | Phase::Head)
+    }
+
+    /// Whether the watcher may hand it to a sibling during a long app call: idle between
+    /// requests with nothing buffered (`buffered`) and the client still sending (`eof`
+    /// not seen). Then, whether it is fresh (the receiver keeps the head timeout).
+    pub fn may_hand_off(&self, buffered: bool, eof: bool) -> Option<bool> {
+        (self.phase == Phase::Idle && !buffered && !eof).then_some(self.requests == 0)
+    }
+
+    /// Whether a leaving worker may pass it on with the `buffered` bytes it read (at most
+    /// `max`): between requests or part-way through a head, the client still sending.
+    pub fn may_pass_on(&self, buffered: usize, eof: bool, max: usize) -> bool {
+        self.reading() && !eof && buffered <= max
+    }
+
+    /// What its deadline means at `now`; `eof`: the client's end of stream was read.
+    pub fn expiry(&self, now: Instant, eof: bool) -> Expiry {
+        if self.deadline > now {
+            Expiry::NotYet
+        } else if self.phase == Phase::Idle && !eof {
+            Expiry::UnlessBytesWaiting
+        } else {
+            Expiry::Close
         }
     }
 
@@ -273,16 +356,16 @@ impl Conn {
     /// The socket, listener and freshness (no request yet), if this connection is idle and
     /// may move to a sibling.
     pub fn handoff_candidate(&self) -> Option<(RawFd, usize, bool)> {
-        (self.movable && self.state.phase == Phase::Idle && self.buf.is_empty() && !self.eof)
-            .then(|| (self.io.raw_fd(), self.listener, self.state.requests == 0))
+        if !self.movable {
+            return None;
+        }
+        let fresh = self.state.may_hand_off(!self.buf.is_empty(), self.eof)?;
+        Some((self.io.raw_fd(), self.listener, fresh))
     }
 
     /// Whether it may be passed on with what it has read (a worker leaving mid-way).
     pub fn may_move_with_buffer(&self, max_bytes: usize) -> bool {
-        self.movable
-            && matches!(self.state.phase, Phase::Idle | Phase::Head)
-            && !self.eof
-            && self.buf.len() <= max_bytes
+        self.movable && self.state.may_pass_on(self.buf.len(), self.eof, max_bytes)
     }
 
     /// Reads what arrived, until the socket is empty, the peer closed, or a complete
@@ -565,6 +648,104 @@ mod tests {
             Next::Read
         );
         assert_eq!((s.phase, at(&s, later)), (Phase::Idle, T.keepalive));
+    }
+
+    #[test]
+    fn a_connection_handed_in_keeps_the_time_it_had_with_the_sibling() {
+        let now = Instant::now();
+        let fresh = State::adopted(true, false, now, T);
+        assert_eq!(
+            fresh,
+            State::fresh(now, T),
+            "no request yet: the head timeout"
+        );
+        let kept = State::adopted(false, false, now, T);
+        assert_eq!(
+            (kept.phase, at(&kept, now), kept.before_first_request()),
+            (Phase::Idle, T.keepalive, false)
+        );
+        // What the sibling had read of a head is a head under way, whatever came before.
+        for fresh in [true, false] {
+            let s = State::adopted(fresh, true, now, T);
+            assert_eq!((s.phase, at(&s, now)), (Phase::Head, T.head));
+            assert_eq!(s.before_first_request(), fresh);
+        }
+    }
+
+    #[test]
+    fn only_an_idle_connection_with_nothing_buffered_is_handed_off() {
+        let now = Instant::now();
+        let mut s = State::fresh(now, T);
+        assert_eq!(s.may_hand_off(false, false), Some(true), "fresh");
+        assert_eq!(s.may_hand_off(true, false), None, "bytes of a request read");
+        assert_eq!(
+            s.may_hand_off(false, true),
+            None,
+            "the client finished sending"
+        );
+        s.bytes_arrived(now, T);
+        assert_eq!(s.may_hand_off(false, false), None, "a head under way");
+        s.dispatched(now);
+        assert_eq!(s.may_hand_off(false, false), None, "in a thread");
+        s.response_complete(After::KeepAlive, true, false, now, T);
+        assert_eq!(s.may_hand_off(false, false), None, "flushing");
+        s.output_drained(false, now, T);
+        assert_eq!(s.may_hand_off(false, false), Some(false), "kept alive");
+        s.closing(now);
+        assert_eq!(s.may_hand_off(false, false), None, "closing");
+    }
+
+    #[test]
+    fn a_leaving_worker_passes_on_heads_under_way_within_the_carried_bytes() {
+        let now = Instant::now();
+        let mut s = State::fresh(now, T);
+        assert!(s.may_pass_on(0, false, 10));
+        s.bytes_arrived(now, T);
+        assert!(s.may_pass_on(10, false, 10));
+        assert!(
+            !s.may_pass_on(11, false, 10),
+            "more than a datagram carries"
+        );
+        assert!(!s.may_pass_on(0, true, 10), "the client finished sending");
+        s.dispatched(now);
+        assert!(!s.may_pass_on(0, false, 10), "in a thread");
+        s.response_complete(After::KeepAlive, true, false, now, T);
+        assert!(!s.may_pass_on(0, false, 10), "flushing");
+        s.closing(now);
+        assert!(!s.may_pass_on(0, false, 10), "closing");
+    }
+
+    #[test]
+    fn an_expired_idle_connection_is_looked_at_once_more_and_others_close() {
+        let now = Instant::now();
+        let idle = State::fresh(now, T);
+        assert_eq!(idle.expiry(now, false), Expiry::NotYet);
+        let due = now + T.head;
+        assert_eq!(idle.expiry(due, false), Expiry::UnlessBytesWaiting);
+        assert_eq!(idle.expiry(due, true), Expiry::Close, "the client is gone");
+        let mut head = idle;
+        head.bytes_arrived(now, T);
+        assert_eq!(
+            head.expiry(due - Duration::from_millis(1), false),
+            Expiry::NotYet
+        );
+        assert_eq!(head.expiry(due, false), Expiry::Close, "a stalled head");
+        let mut flushing = head;
+        flushing.response_complete(After::KeepAlive, true, false, now, T);
+        assert_eq!(
+            flushing.expiry(due, false),
+            Expiry::Close,
+            "a stalled reader"
+        );
+        let mut closing = idle;
+        closing.closing(now);
+        assert_eq!(closing.expiry(now + LINGER, false), Expiry::Close);
+        let mut in_app = head;
+        in_app.dispatched(now);
+        assert_eq!(
+            in_app.expiry(now + Duration::from_secs(365 * 24 * 3600), false),
+            Expiry::NotYet
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ use crate::transport::Transport;
 use crate::wsgi::environ::ConnEnv;
 use crate::wsgi::{Exchange, Outcome, Runtime};
 
-use super::conn::{too_large_page, After, Conn, Next, Parsed, Phase, ProxyPolicy, State, Timeouts};
+use super::conn::{
+    too_large_page, After, Conn, Expiry, Next, Parsed, Phase, ProxyPolicy, State, Timeouts,
+};
 use super::handoff::{Received, Watcher, MAX_CARRIED_BYTES};
 
 const WAKE: Token = Token(usize::MAX);
@@ -420,7 +422,7 @@ impl<'a> EventLoop<'a> {
     fn answer_for_threads(&self) {
         let page = crate::http::error::error_page(500, "Internal Server Error", "");
         for conn in self.conns.iter().flatten() {
-            if conn.state.phase == Phase::InApp && conn.io.take_over_response() {
+            if conn.state.phase() == Phase::InApp && conn.io.take_over_response() {
                 error!(
                     "Worker stopping with a request still in a thread (ip={}): answered 500",
                     conn.env.remote_ip
@@ -525,7 +527,13 @@ impl<'a> EventLoop<'a> {
             }
         }
         let now = self.clock();
-        match self.conns.iter().flatten().map(|c| c.state.deadline).min() {
+        match self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.state.deadline())
+            .min()
+        {
             Some(d) => d.saturating_duration_since(now).min(wait),
             None => wait,
         }
@@ -752,17 +760,11 @@ impl<'a> EventLoop<'a> {
         };
         match self.add_conn(py, listener, received.socket, false) {
             Ok(idx) => {
-                let now = self.clock();
+                let buffered = !received.buffered.is_empty();
+                let state = State::adopted(received.fresh, buffered, self.clock(), self.timeouts);
                 if let Some(conn) = self.conns[idx].as_mut() {
-                    if !received.fresh {
-                        // Served before: between requests, on keep-alive time.
-                        conn.state.requests = 1;
-                        conn.state.deadline = now + self.timeouts.keepalive;
-                    }
+                    conn.state = state;
                     conn.buf = received.buffered;
-                    if !conn.buf.is_empty() {
-                        conn.state.bytes_arrived(now, self.timeouts);
-                    }
                 }
                 self.refresh_idle(idx);
                 // Its request is already in the socket (or the buffer): read it now.
@@ -842,7 +844,7 @@ impl<'a> EventLoop<'a> {
                 .send(
                     conn.io.raw_fd(),
                     conn.listener,
-                    conn.state.requests == 0,
+                    conn.state.before_first_request(),
                     &conn.buf,
                 )
                 .is_ok()
@@ -976,15 +978,16 @@ impl<'a> EventLoop<'a> {
             let Some(conn) = self.conns[idx].as_ref() else {
                 continue;
             };
-            if conn.state.deadline > now {
-                continue;
-            }
-            if conn.state.phase == Phase::Idle && !conn.eof {
-                self.read_available(py, idx);
-                if let Some(conn) = self.conns[idx].as_mut().filter(|c| !c.buf.is_empty()) {
-                    conn.state.bytes_arrived(now, self.timeouts);
-                    self.requeue(idx);
-                    continue;
+            match conn.state.expiry(now, conn.eof) {
+                Expiry::NotYet => continue,
+                Expiry::Close => {}
+                Expiry::UnlessBytesWaiting => {
+                    self.read_available(py, idx);
+                    if let Some(conn) = self.conns[idx].as_mut().filter(|c| !c.buf.is_empty()) {
+                        conn.state.bytes_arrived(now, self.timeouts);
+                        self.requeue(idx);
+                        continue;
+                    }
                 }
             }
             self.close(py, idx);
@@ -1025,7 +1028,7 @@ impl<'a> EventLoop<'a> {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
-                .filter(|(_, c)| matches!(c.state.phase, Phase::Idle | Phase::Head))
+                .filter(|(_, c)| c.state.reading())
                 .max_by_key(|(_, c)| c.buf.capacity())
                 .map(|(i, c)| (i, c.env.remote_ip.clone()))
             else {
@@ -1043,7 +1046,7 @@ impl<'a> EventLoop<'a> {
     /// A connection is ready: the next step of its state machine.
     fn on_ready(&mut self, py: Python<'_>, idx: usize) -> Option<i32> {
         let conn = self.conns.get_mut(idx)?.as_mut()?;
-        match conn.state.phase {
+        match conn.state.phase() {
             Phase::Flushing(_) => {
                 self.flush(py, idx);
                 None
@@ -1090,7 +1093,7 @@ impl<'a> EventLoop<'a> {
         self.enforce_read_budget(py, idx);
         // The budget may have refused this very connection.
         let conn = self.conns.get(idx).and_then(Option::as_ref)?;
-        if !matches!(conn.state.phase, Phase::Idle | Phase::Head) {
+        if !conn.state.reading() {
             return None;
         }
         let served = match self.serve_one(py, idx) {
@@ -1373,7 +1376,7 @@ impl Drop for EventLoop<'_> {
             for idx in 0..self.conns.len() {
                 let in_thread = self.conns[idx]
                     .as_ref()
-                    .is_some_and(|c| c.state.phase == Phase::InApp);
+                    .is_some_and(|c| c.state.phase() == Phase::InApp);
                 if !in_thread {
                     self.close(py, idx);
                 }
