@@ -20,8 +20,12 @@ const LAYERS: &[(&str, &[&str])] = &[
         "worker",
         &[
             "mod",
+            "dispatch",
+            "accept",
+            "conns",
             "event_loop",
             "conn",
+            "conn_tests",
             "pool",
             "object",
             "hooks",

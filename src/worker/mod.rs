@@ -4,8 +4,11 @@
 //! Connection I/O happens outside Python: idle keep-alive connections and slow clients cost
 //! a buffer, not the worker. Only a complete request head reaches the app.
 
+mod accept;
 mod conn;
 pub mod conn_table;
+mod conns;
+mod dispatch;
 mod event_loop;
 pub mod handoff;
 pub mod heartbeat;
