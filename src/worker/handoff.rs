@@ -520,3 +520,84 @@ fn has_request_bytes(fd: RawFd) -> bool {
         Ok(n) if n > 0
     )
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A connected pair of stream sockets: (ours, the client's).
+    fn connection() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_connection_travels_with_its_listener_freshness_and_bytes() {
+        let channel = Channel::new().unwrap();
+        assert!(!channel.has_waiting());
+        assert_eq!(channel.receive().err(), Some(Errno::EAGAIN));
+        let (ours, client) = connection();
+        channel
+            .send(ours.as_raw_fd(), 3, false, b"GET / HTTP/1.1\r\nHo")
+            .unwrap();
+        channel.send(ours.as_raw_fd(), 0, true, b"").unwrap();
+        drop(ours);
+        assert!(channel.has_waiting());
+        channel.check_room().unwrap();
+        let first = channel.receive().unwrap();
+        assert_eq!(
+            (first.listener, first.fresh, first.buffered.as_slice()),
+            (3, false, b"GET / HTTP/1.1\r\nHo".as_slice())
+        );
+        let second = channel.receive().unwrap();
+        assert_eq!((second.listener, second.fresh), (0, true));
+        assert!(second.buffered.is_empty());
+        assert!(!channel.has_waiting());
+        // The descriptor that arrived is the same connection.
+        nix::unistd::write(&first.socket, b"HTTP/1.1 200 OK").unwrap();
+        let mut got = [0u8; 15];
+        assert_eq!(
+            recv(client.as_raw_fd(), &mut got, MsgFlags::empty()),
+            Ok(15)
+        );
+        assert_eq!(&got, b"HTTP/1.1 200 OK");
+    }
+
+    #[test]
+    fn more_bytes_than_a_datagram_carries_stay_where_they_are() {
+        let channel = Channel::new().unwrap();
+        let (ours, _client) = connection();
+        let too_many = vec![b'x'; MAX_CARRIED_BYTES + 1];
+        assert_eq!(
+            channel.send(ours.as_raw_fd(), 0, false, &too_many),
+            Err(Errno::EMSGSIZE)
+        );
+        assert!(!channel.has_waiting());
+        let most = vec![b'x'; MAX_CARRIED_BYTES];
+        channel.send(ours.as_raw_fd(), 0, false, &most).unwrap();
+        assert_eq!(channel.receive().unwrap().buffered.len(), MAX_CARRIED_BYTES);
+    }
+
+    #[test]
+    fn only_request_bytes_make_an_idle_connection_worth_handing_off() {
+        let (ours, client) = connection();
+        nix::fcntl::fcntl(
+            &ours,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        assert!(!has_request_bytes(ours.as_raw_fd()), "nothing yet");
+        nix::unistd::write(&client, b"G").unwrap();
+        assert!(has_request_bytes(ours.as_raw_fd()));
+        assert!(has_request_bytes(ours.as_raw_fd()), "peeked, not taken");
+        let (quiet, gone) = connection();
+        drop(gone);
+        assert!(!has_request_bytes(quiet.as_raw_fd()), "the client closed");
+    }
+}

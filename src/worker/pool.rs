@@ -64,6 +64,25 @@ struct Shared {
 }
 
 impl Shared {
+    /// The state for `threads` threads, and the read end of the wake-up pipe.
+    fn new(threads: usize) -> std::io::Result<(Arc<Shared>, OwnedFd)> {
+        let (done_read, done_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                stopping: false,
+            }),
+            job_ready: Condvar::new(),
+            done: Mutex::new(Vec::new()),
+            done_write,
+            reopen: AtomicU64::new(0),
+            started: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            epoch: std::time::Instant::now(),
+        });
+        Ok((shared, done_read))
+    }
+
     fn mark(&self, thread: usize, busy: bool) {
         let value = if busy {
             u64::try_from(self.epoch.elapsed().as_nanos())
@@ -142,21 +161,7 @@ impl Pool {
         app: &Py<PyAny>,
         access_logs: Vec<Option<AccessLog>>,
     ) -> PyResult<Pool> {
-        let (done_read, done_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(std::io::Error::from)?;
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
-                stopping: false,
-            }),
-            job_ready: Condvar::new(),
-            done: Mutex::new(Vec::new()),
-            done_write,
-            reopen: AtomicU64::new(0),
-            started: (0..config.threads).map(|_| AtomicU64::new(0)).collect(),
-            epoch: std::time::Instant::now(),
-        });
+        let (shared, done_read) = Shared::new(config.threads)?;
         let worker = crate::python::hooks::worker_object(py).map(Bound::unbind);
         let mut access_logs = access_logs.into_iter();
         for n in 0..config.threads {
@@ -281,4 +286,111 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
             shared.finish(Done { idx, outcome, buf });
         }
     });
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A pool without threads: the loop's side only.
+    fn pool(threads: usize) -> Pool {
+        let (shared, done_read) = Shared::new(threads).unwrap();
+        Pool {
+            shared,
+            done_read,
+            threads,
+        }
+    }
+
+    fn done(idx: usize) -> Done {
+        Done {
+            idx,
+            outcome: Outcome::KeepAlive,
+            buf: vec![u8::try_from(idx).unwrap()],
+        }
+    }
+
+    fn wake_bytes(pool: &Pool) -> usize {
+        let mut sink = [0u8; 16];
+        nix::unistd::read(&pool.done_read, &mut sink).unwrap_or(0)
+    }
+
+    #[test]
+    fn finished_requests_wake_the_loop_once_per_batch_and_come_back_in_order() {
+        let pool = pool(2);
+        assert!(pool.take_done().is_empty());
+        pool.shared.finish(done(3));
+        pool.shared.finish(done(5));
+        assert_eq!(wake_bytes(&pool), 1, "one wake-up for the batch");
+        pool.shared.finish(done(7));
+        let back: Vec<(usize, Vec<u8>)> = pool
+            .take_done()
+            .into_iter()
+            .map(|d| (d.idx, d.buf))
+            .collect();
+        assert_eq!(back, vec![(3, vec![3]), (5, vec![5]), (7, vec![7])]);
+        assert_eq!(wake_bytes(&pool), 0, "taken with the batch");
+        pool.shared.finish(done(1));
+        assert_eq!(wake_bytes(&pool), 1, "the next batch wakes it again");
+    }
+
+    #[test]
+    fn the_watchdog_sees_progress_while_a_thread_is_free() {
+        let pool = pool(2);
+        assert_eq!(pool.busy_for(), None);
+        pool.shared.mark(0, true);
+        assert_eq!(pool.busy_for(), None, "one thread still free");
+        pool.shared.mark(1, true);
+        assert!(pool.busy_for().is_some(), "all busy");
+        pool.shared.mark(0, false);
+        assert_eq!(pool.busy_for(), None);
+    }
+
+    #[test]
+    fn all_threads_busy_count_from_the_latest_request_started() {
+        let (mut shared, done_read) = Shared::new(2).unwrap();
+        let now = std::time::Instant::now();
+        Arc::get_mut(&mut shared).unwrap().epoch =
+            now.checked_sub(Duration::from_secs(10)).unwrap();
+        // Started 1 s and 5 s after the epoch (stored plus one: 0 means waiting).
+        shared.started[0].store(1_000_000_001, Ordering::Relaxed);
+        shared.started[1].store(5_000_000_001, Ordering::Relaxed);
+        let pool = Pool {
+            shared,
+            done_read,
+            threads: 2,
+        };
+        let age = pool.busy_for().unwrap();
+        assert!(
+            age >= Duration::from_secs(5) && age < Duration::from_secs(9),
+            "{age:?}"
+        );
+    }
+
+    #[test]
+    fn idle_threads_leave_when_the_pool_stops() {
+        let pool = pool(1);
+        let shared = Arc::clone(&pool.shared);
+        assert!(shared.try_next_job().is_none());
+        assert!(pool.take_queued().is_empty());
+        drop(pool);
+        assert!(shared.next_job().is_none(), "stopping, nothing queued");
+    }
+
+    #[test]
+    fn a_lock_a_panicking_thread_left_is_taken_over() {
+        let m = Arc::new(Mutex::new(vec![1]));
+        let theirs = Arc::clone(&m);
+        let panicked = std::thread::spawn(move || {
+            let _guard = theirs.lock().unwrap();
+            panic!("a thread dies holding the lock");
+        })
+        .join();
+        assert!(panicked.is_err() && m.is_poisoned());
+        lock(&m).push(2);
+        assert_eq!(*lock(&m), vec![1, 2]);
+    }
 }
