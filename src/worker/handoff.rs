@@ -383,8 +383,6 @@ fn watch(
         // Readable but nothing moved (the client closed, or the queue is full), or poll
         // failed at once: wait a tick rather than spin.
         if !moved && ready.as_ref().is_none_or(|r| !r.is_empty()) {
-            // Readable but not movable (the client closed, or the queue is full): do not
-            // spin on it.
             std::thread::sleep(WATCH_TICK);
         }
     }
@@ -587,11 +585,6 @@ mod tests {
     #[test]
     fn only_request_bytes_make_an_idle_connection_worth_handing_off() {
         let (ours, client) = connection();
-        nix::fcntl::fcntl(
-            &ours,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .unwrap();
         assert!(!has_request_bytes(ours.as_raw_fd()), "nothing yet");
         nix::unistd::write(&client, b"G").unwrap();
         assert!(has_request_bytes(ours.as_raw_fd()));
