@@ -25,7 +25,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "conns",
             "event_loop",
             "conn",
-            "conn_tests",
             "pool",
             "object",
             "hooks",

@@ -514,5 +514,4 @@ pub fn too_large_page() -> Vec<u8> {
 }
 
 #[cfg(test)]
-#[path = "conn_tests.rs"]
 mod tests;
