@@ -4,6 +4,7 @@
 //! app's `bytes` objects (no copy). The head is validated by `http::response` first, so an
 //! invalid status or header from the app becomes a 500 and a CR/LF is never emitted.
 
+use std::borrow::Cow;
 use std::io::IoSlice;
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use pyo3::exceptions::{PyAssertionError, PyIOError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
+use super::app_head::AppHead;
 use crate::http::date;
 use crate::http::error::ResponseError;
 use crate::http::response::{
@@ -42,80 +44,6 @@ pub enum SendError {
 impl From<ResponseError> for SendError {
     fn from(e: ResponseError) -> SendError {
         SendError::App(e.to_string())
-    }
-}
-
-/// The app's status and response headers, kept in two reusable buffers: no allocation
-/// per header (the runtime hands the same buffers to every request's `start_response`).
-#[derive(Debug, Default)]
-pub struct AppHead {
-    status: String,
-    has_status: bool,
-    text: String,
-    /// Per header, where its name and its value end in `text`.
-    ends: Vec<(usize, usize)>,
-}
-
-impl AppHead {
-    /// The status given to `start_response`, if it was called.
-    pub fn status(&self) -> Option<&str> {
-        self.has_status.then_some(self.status.as_str())
-    }
-
-    pub fn set_status(&mut self, status: &str) {
-        self.status.clear();
-        self.status.push_str(status);
-        self.has_status = true;
-    }
-
-    pub fn clear_headers(&mut self) {
-        self.text.clear();
-        self.ends.clear();
-    }
-
-    pub fn push_header(&mut self, name: &str, value: &str) {
-        self.text.push_str(name);
-        let name_end = self.text.len();
-        self.text.push_str(value);
-        self.ends.push((name_end, self.text.len()));
-    }
-
-    /// The headers as `(name, value)`, in the app's order.
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let mut start = 0;
-        self.ends.iter().map(move |&(name_end, value_end)| {
-            let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
-            start = value_end;
-            pair
-        })
-    }
-
-    /// Empties both buffers, keeping their capacity unless one app's huge header list grew
-    /// them (a reused AppHead would hold that memory for good).
-    pub fn clear(&mut self) {
-        const KEEP_BYTES: usize = 64 * 1024;
-        if self.text.capacity() > KEEP_BYTES || self.ends.capacity() > KEEP_BYTES / 16 {
-            *self = AppHead::default();
-            return;
-        }
-        self.status.clear();
-        self.has_status = false;
-        self.clear_headers();
-    }
-
-    /// Calls `f` with the headers as a slice of pairs, built on the stack when there are
-    /// not many (the head encoder wants a slice).
-    fn with_pairs<R>(&self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
-        const ON_STACK: usize = 32;
-        if self.ends.len() <= ON_STACK {
-            let mut stack = [("", ""); ON_STACK];
-            for (slot, pair) in stack.iter_mut().zip(self.headers()) {
-                *slot = pair;
-            }
-            f(&stack[..self.ends.len()])
-        } else {
-            f(&self.headers().collect::<Vec<_>>())
-        }
     }
 }
 
@@ -443,6 +371,71 @@ impl StartResponse {
     pub fn write_method(&self) -> Option<&Py<PyAny>> {
         self.write_method.as_ref()
     }
+
+    /// What went out, once the request is over. `code` is the status the client got: the
+    /// app's, or an error page's in its place (then nothing of the app's counts). The
+    /// headers are copied only `with_headers` (the access log or post_request wants them),
+    /// the announced length only `with_length` (post_request's `resp`).
+    pub fn sent<'a>(
+        &self,
+        code: u16,
+        with_headers: bool,
+        with_length: bool,
+        digits: &'a mut [u8; 3],
+    ) -> Sent<'a> {
+        let apps = code == self.writer.status_code;
+        let body_bytes = if apps { self.writer.body_bytes } else { 0 };
+        let status: Cow<'a, str> = match (self.app_head.status(), apps) {
+            // A status that went out was validated: its first word is its code.
+            (Some(_), true) if (100..=999).contains(&code) => {
+                Cow::Borrowed(three_digits(code, digits))
+            }
+            (Some(s), true) => Cow::Owned(s.split(' ').next().unwrap_or("").to_string()),
+            _ => Cow::Owned(code.to_string()),
+        };
+        let headers: Vec<(String, String)> = if with_headers && apps {
+            self.app_head
+                .headers()
+                .filter(|(n, _)| !crate::http::response::is_hop_by_hop(n))
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let announced_length = if with_length && apps {
+            self.writer.announced_length()
+        } else {
+            None
+        };
+        Sent {
+            status,
+            code,
+            body_bytes,
+            headers,
+            announced_length,
+        }
+    }
+}
+
+/// A response as it went out, for the access log and `post_request`'s `resp`.
+pub struct Sent<'a> {
+    /// The status as logged: its code's three digits.
+    pub status: Cow<'a, str>,
+    pub code: u16,
+    /// Body bytes that went out (a body cut to its Content-Length counts what was sent).
+    pub body_bytes: u64,
+    /// The app's headers without hop-by-hop ones (empty unless asked for).
+    pub headers: Vec<(String, String)>,
+    /// The `Content-Length` the head announced (None unless asked for).
+    pub announced_length: Option<u64>,
+}
+
+/// A status code of 100..=999 as its three digits.
+fn three_digits(code: u16, buf: &mut [u8; 3]) -> &str {
+    buf[0] = b'0' + (code / 100 % 10) as u8;
+    buf[1] = b'0' + (code / 10 % 10) as u8;
+    buf[2] = b'0' + (code % 10) as u8;
+    crate::http::text::ascii_str(buf).unwrap_or("000")
 }
 
 /// Checks the app's header list and copies it into `out` (emptied first).
@@ -591,43 +584,5 @@ impl StartResponse {
                 Err(PyIOError::new_err(msg))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::AppHead;
-
-    #[test]
-    fn app_head_keeps_headers_in_order_and_lets_go_of_a_huge_list() {
-        let mut head = AppHead::default();
-        assert_eq!(head.status(), None);
-        head.set_status("200 OK");
-        head.push_header("Content-Type", "text/plain");
-        head.push_header("X-Empty", "");
-        head.push_header("Set-Cookie", "a=1");
-        let pairs: Vec<_> = head.headers().collect();
-        assert_eq!(
-            pairs,
-            [
-                ("Content-Type", "text/plain"),
-                ("X-Empty", ""),
-                ("Set-Cookie", "a=1")
-            ]
-        );
-        assert_eq!(head.status(), Some("200 OK"));
-        let seen = head.with_pairs(|p| p.to_vec().len());
-        assert_eq!(seen, 3);
-
-        head.clear();
-        assert_eq!((head.status(), head.headers().count()), (None, 0));
-        assert!(head.text.capacity() > 0, "a small list's buffer is kept");
-
-        for i in 0..40 {
-            head.push_header(&format!("X-{i}"), &"v".repeat(4096));
-        }
-        assert_eq!(head.with_pairs(|p| p.len()), 40);
-        head.clear();
-        assert_eq!(head.text.capacity(), 0, "a huge list's buffer is let go");
     }
 }
