@@ -55,7 +55,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "file_wrapper",
         ],
     ),
-    ("transport", &[]),
+    ("transport", &["mod", "tls", "outbox", "wait", "sys"]),
     (
         "config",
         &[

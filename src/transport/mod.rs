@@ -12,254 +12,31 @@
 //! Python objects. The socket belongs to it: once the connection is closed, every handle
 //! still around (a `write` callable kept by the app) fails instead of reaching whatever
 //! descriptor later reuses the number.
+//!
+//! Its files: `outbox` (what waits for the client, and the bounds), `tls` (a session's
+//! records), `wait` (waits with a deadline, signals, [`IoError`]), `sys` (the system calls,
+//! none of which waits).
 
-use std::collections::VecDeque;
+mod outbox;
+mod sys;
+mod tls;
+mod wait;
+
 use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::MsgFlags;
-use pyo3::{PyResult, Python};
+use pyo3::Python;
 
-/// Response bytes one connection may hold for a client that is not reading (at least a
-/// whole ordinary response); beyond it the worker waits for the client.
-pub const OUTBOX_BYTES: usize = 1024 * 1024;
-/// Response bytes all connections of a process may hold together (files not counted: they
-/// stay in the page cache, not in our memory).
-const QUEUED_BYTES_LIMIT: usize = 32 * 1024 * 1024;
-
-/// Bytes held in every outbox of this process.
-static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
-/// Read end of the worker's signal wakeup pipe (-1 outside a worker).
-static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
-
-/// The thread that set the wakeup pipe (the worker's main thread, where Python runs signal
-/// handlers).
-static WAKE_THREAD: AtomicI32 = AtomicI32::new(-1);
-
-/// Records the wakeup pipe's read end for the waits of this thread (the worker's main one).
-pub fn set_wake_fd(fd: RawFd) {
-    WAKE_FD.store(fd, Ordering::Relaxed);
-    WAKE_THREAD.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
-}
-
-/// The wakeup pipe's read end, in the worker's main thread. Threads the app started wait
-/// without it: draining it there would hide a signal from the main thread, and Python runs
-/// signal handlers on the main thread only.
-pub fn wake_fd() -> Option<RawFd> {
-    let fd = WAKE_FD.load(Ordering::Relaxed);
-    (fd >= 0 && WAKE_THREAD.load(Ordering::Relaxed) == nix::unistd::gettid().as_raw()).then_some(fd)
-}
-
-/// Empties the wakeup pipe (its bytes only say "a signal came").
-pub fn drain_wake_fd() {
-    if let Some(fd) = wake_fd() {
-        let mut sink = [0u8; 64];
-        // SAFETY: the wakeup pipe stays open for the worker's whole life.
-        let pipe = unsafe { BorrowedFd::borrow_raw(fd) };
-        while nix::unistd::read(pipe, &mut sink).is_ok_and(|n| n > 0) {}
-    }
-}
-
-/// Why a blocking operation did not complete.
-#[derive(Debug)]
-pub enum IoError {
-    /// The peer went away, the socket failed, or the connection is already closed.
-    Closed(std::io::Error),
-    /// No progress before the deadline.
-    TimedOut,
-    /// A signal handler raised (SystemExit from QUIT/INT/ABRT): the worker must leave.
-    Signal(pyo3::PyErr),
-}
-
-impl std::fmt::Display for IoError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IoError::Closed(e) => write!(f, "{e}"),
-            IoError::TimedOut => write!(f, "timed out"),
-            IoError::Signal(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-fn closed(e: impl Into<std::io::Error>) -> IoError {
-    IoError::Closed(e.into())
-}
-
-/// Runs pending Python signal handlers; an exception they raise ends the wait.
-fn run_signal_handlers(py: Python<'_>) -> PyResult<()> {
-    drain_wake_fd();
-    py.check_signals()
-}
-
-/// Waits until `fd` is readable (or writable), up to `deadline`, GIL released.
-fn wait_ready(py: Python<'_>, fd: RawFd, writable: bool, deadline: Instant) -> Result<(), IoError> {
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(IoError::TimedOut);
-        }
-        let wait_ms = (deadline - now).as_millis().min(1000) as u16;
-        let wake = wake_fd();
-        let (ready, woke) = py.detach(move || {
-            let flags = if writable {
-                PollFlags::POLLOUT
-            } else {
-                PollFlags::POLLIN
-            };
-            // SAFETY: `fd` is the connection's socket, open for this whole call (only the
-            // owning thread closes it, and it is here); the wakeup pipe is never closed.
-            let mut fds = vec![PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, flags)];
-            if let Some(w) = wake {
-                // SAFETY: as above.
-                fds.push(PollFd::new(
-                    unsafe { BorrowedFd::borrow_raw(w) },
-                    PollFlags::POLLIN,
-                ));
-            }
-            match poll(&mut fds, PollTimeout::from(wait_ms)) {
-                Ok(_) => {
-                    let ready = fds[0].revents().is_some_and(|r| !r.is_empty());
-                    let woke = fds
-                        .get(1)
-                        .and_then(|f| f.revents())
-                        .is_some_and(|r| !r.is_empty());
-                    (ready, woke)
-                }
-                Err(_) => (false, true),
-            }
-        });
-        if woke {
-            run_signal_handlers(py).map_err(IoError::Signal)?;
-        }
-        if ready {
-            return Ok(());
-        }
-    }
-}
-
-// The server's own reads and writes never wait, whatever the socket's `O_NONBLOCK` flag
-// says: an app may make `gunicorn.socket` blocking (`settimeout(None)`), which changes the
-// flag on the open file the event loop shares. So every call says `MSG_DONTWAIT` itself
-// (and `MSG_NOSIGNAL`: a gone client is an error, not a SIGPIPE).
-const NOW: MsgFlags = MsgFlags::MSG_DONTWAIT.union(MsgFlags::MSG_NOSIGNAL);
-
-/// `recv(2)` that never waits.
-fn recv_now(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<usize> {
-    nix::sys::socket::recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)
-}
-
-/// `send(2)` that never waits.
-fn send_now(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
-    nix::sys::socket::send(fd.as_raw_fd(), buf, NOW)
-}
-
-/// A gathered `send` (as `writev`) that never waits.
-fn sendv_now(fd: BorrowedFd<'_>, slices: &[IoSlice<'_>]) -> nix::Result<usize> {
-    nix::sys::socket::sendmsg::<()>(fd.as_raw_fd(), slices, &[], NOW, None)
-}
-
-/// `sendfile(2)` has no flags: the socket is made non-blocking again first if an app
-/// changed it (one `fcntl` per file response, none for anything else).
-fn sendfile_now(
-    fd: BorrowedFd<'_>,
-    file: BorrowedFd<'_>,
-    offset: &mut i64,
-    count: usize,
-) -> nix::Result<usize> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
-    if !flags.contains(OFlag::O_NONBLOCK) {
-        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    }
-    nix::sys::sendfile::sendfile(fd, file, Some(offset), count)
-}
-
-/// `Read`/`Write` over a raw non-blocking fd, for rustls' `read_tls`/`write_tls`.
-struct FdIo<'a>(BorrowedFd<'a>);
-
-impl std::io::Read for FdIo<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        recv_now(self.0, buf).map_err(std::io::Error::from)
-    }
-}
-
-impl std::io::Write for FdIo<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        send_now(self.0, buf).map_err(std::io::Error::from)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// What waits in an outbox, in order.
-enum Segment {
-    Bytes {
-        data: Vec<u8>,
-        sent: usize,
-    },
-    /// The rest of a `sendfile` body: a duplicate of the app's file descriptor (the app's
-    /// file object is closed when the request ends).
-    File {
-        file: OwnedFd,
-        offset: i64,
-        left: u64,
-    },
-}
-
-#[derive(Default)]
-struct Outbox {
-    segments: VecDeque<Segment>,
-    /// Bytes held in `Bytes` segments.
-    bytes: usize,
-}
-
-impl Outbox {
-    fn push_bytes(&mut self, slices: &[IoSlice<'_>]) {
-        let len: usize = slices.iter().map(|s| s.len()).sum();
-        let mut data = Vec::with_capacity(len);
-        for s in slices {
-            data.extend_from_slice(s);
-        }
-        self.bytes += len;
-        QUEUED_BYTES.fetch_add(len, Ordering::Relaxed);
-        self.segments.push_back(Segment::Bytes { data, sent: 0 });
-    }
-
-    /// Appends to the last byte segment when nothing of it was sent yet (one `write` later
-    /// sends the lot), else adds a segment.
-    fn append_bytes(&mut self, slices: &[IoSlice<'_>]) {
-        match self.segments.back_mut() {
-            Some(Segment::Bytes { data, sent: 0 }) => {
-                let len: usize = slices.iter().map(|s| s.len()).sum();
-                data.reserve(len);
-                for s in slices {
-                    data.extend_from_slice(s);
-                }
-                self.bytes += len;
-                QUEUED_BYTES.fetch_add(len, Ordering::Relaxed);
-            }
-            _ => self.push_bytes(slices),
-        }
-    }
-
-    /// Whether `len` more bytes may wait here (and in the process as a whole).
-    fn has_room(&self, len: usize) -> bool {
-        self.bytes + len <= OUTBOX_BYTES
-            && QUEUED_BYTES.load(Ordering::Relaxed) + len <= QUEUED_BYTES_LIMIT
-    }
-
-    fn clear(&mut self) {
-        QUEUED_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
-        self.bytes = 0;
-        self.segments.clear();
-    }
-}
+pub use outbox::OUTBOX_BYTES;
+use outbox::{Outbox, Segment};
+use sys::{recv_now, send_now, sendfile_now, sendv_now, FdIo};
+use tls::{flush_tls, lock_session, send_tls};
+use wait::{closed, wait_ready};
+pub use wait::{drain_wake_fd, set_wake_fd, wake_fd, IoError};
 
 /// The connection's state, shared by the event loop and the request's Python objects,
 /// which any Python thread may use. They take turns: in the sync worker the loop waits
@@ -300,20 +77,6 @@ impl Drop for Link {
 /// with it held, but a poisoned one is taken all the same).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Takes the TLS session, or says another thread is using this connection.
-fn lock_session(
-    m: &Mutex<rustls::ServerConnection>,
-) -> Result<MutexGuard<'_, rustls::ServerConnection>, std::io::Error> {
-    match m.try_lock() {
-        Ok(guard) => Ok(guard),
-        Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-        Err(TryLockError::WouldBlock) => Err(std::io::Error::new(
-            std::io::ErrorKind::ResourceBusy,
-            "the connection is in use by another thread",
-        )),
-    }
 }
 
 /// A connection's byte stream: the socket itself, or a TLS session over it. Cloning is
@@ -576,13 +339,7 @@ impl Transport {
         if self.0.tls.is_some() {
             return false;
         }
-        let len: usize = slices.iter().map(|s| s.len()).sum();
-        let mut out = lock(&self.0.out);
-        if out.bytes + len > limit || !out.has_room(len) {
-            return false;
-        }
-        out.append_bytes(slices);
-        true
+        lock(&self.0.out).queue(slices, limit)
     }
 
     fn write_tls(
@@ -666,43 +423,7 @@ impl Transport {
             self.0.flushed.fetch_add(sent as u64, Ordering::Relaxed);
             return Ok(!tls.wants_write());
         }
-        let mut out = lock(&self.0.out);
-        while let Some(front) = out.segments.front_mut() {
-            let fd = self.socket()?;
-            let done = match front {
-                Segment::Bytes { data, sent } => match send_now(fd, &data[*sent..]) {
-                    Ok(n) => {
-                        self.0.flushed.fetch_add(n as u64, Ordering::Relaxed);
-                        *sent += n;
-                        *sent == data.len()
-                    }
-                    Err(Errno::EAGAIN) => return Ok(false),
-                    Err(Errno::EINTR) => false,
-                    Err(e) => return Err(closed(e)),
-                },
-                Segment::File { file, offset, left } => {
-                    let chunk = usize::try_from((*left).min(1 << 30)).unwrap_or(1 << 30);
-                    match sendfile_now(fd, file.as_fd(), offset, chunk) {
-                        Ok(0) => return Err(closed(std::io::ErrorKind::UnexpectedEof)),
-                        Ok(n) => {
-                            self.0.flushed.fetch_add(n as u64, Ordering::Relaxed);
-                            *left -= n as u64;
-                            *left == 0
-                        }
-                        Err(Errno::EAGAIN) => return Ok(false),
-                        Err(Errno::EINTR) => false,
-                        Err(e) => return Err(closed(e)),
-                    }
-                }
-            };
-            if done {
-                if let Some(Segment::Bytes { data, .. }) = out.segments.pop_front() {
-                    out.bytes -= data.len();
-                    QUEUED_BYTES.fetch_sub(data.len(), Ordering::Relaxed);
-                }
-            }
-        }
-        Ok(true)
+        lock(&self.0.out).flush(|| self.socket(), &self.0.flushed)
     }
 
     /// Sends what is waiting, for at most `limit` (a worker about to exit gives its last
@@ -725,35 +446,5 @@ impl Transport {
             tls.send_close_notify();
             let _ = flush_tls(py, fd, &mut tls, Duration::from_millis(200));
         }
-    }
-}
-
-/// Sends the session's queued records until the socket is full; returns the bytes sent.
-fn send_tls(fd: BorrowedFd<'_>, tls: &mut rustls::ServerConnection) -> Result<usize, IoError> {
-    let mut sent = 0;
-    while tls.wants_write() {
-        match tls.write_tls(&mut FdIo(fd)) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(IoError::Closed(e)),
-        }
-    }
-    Ok(sent)
-}
-
-/// Sends every queued record, waiting (GIL released) while the socket is full.
-fn flush_tls(
-    py: Python<'_>,
-    fd: BorrowedFd<'_>,
-    tls: &mut rustls::ServerConnection,
-    timeout: Duration,
-) -> Result<(), IoError> {
-    loop {
-        send_tls(fd, tls)?;
-        if !tls.wants_write() {
-            return Ok(());
-        }
-        wait_ready(py, fd.as_raw_fd(), true, Instant::now() + timeout)?;
     }
 }
