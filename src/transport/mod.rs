@@ -33,8 +33,8 @@ use pyo3::Python;
 
 pub use outbox::OUTBOX_BYTES;
 use outbox::{Outbox, Segment};
-use sys::{recv_now, send_now, sendfile_now, sendv_now, FdIo};
-use tls::{flush_tls, lock_session, send_tls};
+use sys::{recv_now, send_now, sendfile_now, sendv_now};
+use tls::{flush_tls, lock_session, read_plaintext, send_tls, write_plaintext};
 use wait::{closed, wait_ready};
 pub use wait::{drain_wake_fd, set_wake_fd, wake_fd, IoError};
 
@@ -213,25 +213,7 @@ impl Transport {
             return recv_now(fd, buf).map_err(std::io::Error::from);
         };
         let mut tls = lock_session(tls)?;
-        loop {
-            match std::io::Read::read(&mut tls.reader(), buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                // The peer closed without close_notify: treat as end of stream.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
-            }
-            if tls.read_tls(&mut FdIo(fd))? == 0 {
-                return Ok(0);
-            }
-            let processed = tls.process_new_packets();
-            // Handshake messages (or an alert) go out before we look for data.
-            flush_tls(py, fd, &mut tls, timeout)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if let Err(e) = processed {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
-            }
-        }
+        read_plaintext(py, fd, &mut tls, buf, timeout)
     }
 
     /// Reads what is available into `buf`'s spare capacity without waiting (plain
@@ -301,7 +283,7 @@ impl Transport {
     ) -> Result<(), IoError> {
         if let Some(tls) = &self.0.tls {
             let mut tls = lock_session(tls).map_err(IoError::Closed)?;
-            return self.write_tls(py, &mut tls, slices, timeout);
+            return write_plaintext(py, self.socket()?, &mut tls, slices, timeout);
         }
         let mut slices = slices;
         IoSlice::advance_slices(&mut slices, 0);
@@ -340,30 +322,6 @@ impl Transport {
             return false;
         }
         lock(&self.0.out).queue(slices, limit)
-    }
-
-    fn write_tls(
-        &self,
-        py: Python<'_>,
-        tls: &mut rustls::ServerConnection,
-        slices: &[IoSlice<'_>],
-        timeout: Duration,
-    ) -> Result<(), IoError> {
-        let fd = self.socket()?;
-        for slice in slices {
-            let mut rest: &[u8] = slice;
-            while !rest.is_empty() {
-                let n = std::io::Write::write(&mut tls.writer(), rest).map_err(IoError::Closed)?;
-                rest = &rest[n..];
-                if n == 0 {
-                    // The session's buffer is full: the client must take some first.
-                    flush_tls(py, fd, tls, timeout)?;
-                } else {
-                    send_tls(fd, tls)?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Sends `count` bytes of `file` from `offset` with `sendfile(2)` (no copy through user
@@ -446,5 +404,149 @@ impl Transport {
             tls.send_close_notify();
             let _ = flush_tls(py, fd, &mut tls, Duration::from_millis(200));
         }
+    }
+}
+
+/// For unit tests here and above (see `sys::testing`).
+#[cfg(test)]
+pub(crate) use sys::testing;
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+    use std::time::{Duration, Instant};
+
+    use super::testing::{fill, pair, past_fill, received, with_python};
+    use super::{IoError, OUTBOX_BYTES};
+
+    const SHORT: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn the_final_answer_is_begun_by_the_app_or_the_leaving_worker_never_both() {
+        let (io, _client) = pair();
+        assert!(io.begin_response(), "an open request: the app begins");
+        assert!(
+            io.begin_response(),
+            "and may go on (an error page after a head)"
+        );
+        assert!(!io.take_over_response(), "too late for the worker");
+
+        io.new_request();
+        assert!(
+            io.take_over_response(),
+            "nothing went out: the worker answers"
+        );
+        assert!(
+            !io.begin_response(),
+            "and the app's writer may no longer begin"
+        );
+    }
+
+    #[test]
+    fn a_write_the_socket_takes_goes_out_at_once() {
+        let (io, client) = pair();
+        with_python(|py| {
+            let mut slices = [
+                IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n"),
+                IoSlice::new(b"hi"),
+            ];
+            io.write_all(py, &mut slices, SHORT).expect("written");
+        });
+        assert!(!io.has_pending_output());
+        assert_eq!(received(&client), b"HTTP/1.1 200 OK\r\n\r\nhi");
+    }
+
+    #[test]
+    fn a_write_a_full_socket_refuses_waits_in_the_outbox_and_keeps_its_order() {
+        let (io, client) = pair();
+        let filled = fill(&io);
+        let started = Instant::now();
+        with_python(|py| {
+            let mut slices = [IoSlice::new(b"first ")];
+            io.write_all(py, &mut slices, Duration::from_secs(5))
+                .expect("queued");
+            let mut slices = [IoSlice::new(b"second")];
+            io.write_all(py, &mut slices, Duration::from_secs(5))
+                .expect("queued");
+        });
+        assert!(started.elapsed() < Duration::from_secs(1), "no wait");
+        assert!(io.has_pending_output());
+
+        // The client reads; the outbox drains in order.
+        let mut got = received(&client);
+        let flushed_before = io.flushed_bytes();
+        assert!(io.flush_nonblocking().expect("flushed"), "everything out");
+        assert!(io.flushed_bytes() > flushed_before);
+        assert!(!io.has_pending_output());
+        got.extend(received(&client));
+        assert_eq!(got.len(), filled + 12);
+        assert_eq!(past_fill(&got), b"first second");
+    }
+
+    #[test]
+    fn past_the_outbox_bound_the_worker_waits_for_the_client_up_to_the_timeout() {
+        let (io, _client) = pair();
+        fill(&io);
+        let big = vec![b'x'; OUTBOX_BYTES + 1];
+        let started = Instant::now();
+        let result = with_python(|py| io.write_all(py, &mut [IoSlice::new(&big)], SHORT));
+        assert!(matches!(result, Err(IoError::TimedOut)), "{result:?}");
+        assert!(started.elapsed() >= SHORT);
+        assert!(!io.has_pending_output(), "nothing of it was queued");
+    }
+
+    #[test]
+    fn queueing_collects_without_a_system_call_up_to_its_limit() {
+        let (io, client) = pair();
+        assert!(io.queue(&[IoSlice::new(b"ab"), IoSlice::new(b"cd")], 6));
+        assert!(io.queue(&[IoSlice::new(b"ef")], 6), "6 bytes: at the limit");
+        assert!(
+            !io.queue(&[IoSlice::new(b"g")], 6),
+            "past it: write instead"
+        );
+        assert!(received(&client).is_empty(), "nothing sent yet");
+        assert!(io.flush_nonblocking().expect("flushed"));
+        assert_eq!(received(&client), b"abcdef");
+    }
+
+    #[test]
+    fn a_read_waits_for_the_client_until_its_deadline() {
+        let (io, client) = pair();
+        let mut buf = Vec::new();
+        let started = Instant::now();
+        let result = with_python(|py| io.read_some(py, &mut buf, 100, SHORT));
+        assert!(matches!(result, Err(IoError::TimedOut)), "{result:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= SHORT && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        assert!(buf.is_empty());
+
+        nix::unistd::write(&client, b"GET").expect("client writes");
+        let n = with_python(|py| io.read_some(py, &mut buf, 100, SHORT)).expect("read");
+        assert_eq!((n, buf.as_slice()), (3, &b"GET"[..]));
+
+        drop(client);
+        let n = with_python(|py| io.read_some(py, &mut buf, 100, SHORT)).expect("end");
+        assert_eq!(
+            (n, buf.len()),
+            (0, 3),
+            "end of stream; the buffer as it was"
+        );
+    }
+
+    #[test]
+    fn a_closed_transport_refuses_and_drops_what_waited() {
+        let (io, _client) = pair();
+        let kept = io.clone();
+        fill(&io);
+        assert!(io.queue(&[IoSlice::new(b"late")], 100));
+        io.close();
+        assert_eq!(kept.raw_fd(), -1);
+        assert!(!kept.has_pending_output(), "the outbox is emptied");
+        assert!(matches!(kept.flush_nonblocking(), Ok(true)));
+        let result = with_python(|py| kept.write_all(py, &mut [IoSlice::new(b"x")], SHORT));
+        assert!(matches!(result, Err(IoError::Closed(_))), "{result:?}");
     }
 }

@@ -145,3 +145,129 @@ impl Outbox {
         self.segments.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{IoSlice, Write};
+    use std::os::fd::AsFd;
+    use std::sync::atomic::AtomicU64;
+
+    use super::super::testing::{fill, pair, past_fill, received};
+    use super::{Outbox, Segment, OUTBOX_BYTES};
+
+    fn segments(out: &Outbox) -> Vec<(Vec<u8>, usize)> {
+        out.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Bytes { data, sent } => (data.clone(), *sent),
+                Segment::File { left, .. } => (format!("file:{left}").into_bytes(), 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bytes_join_a_segment_nothing_was_sent_of_else_start_one() {
+        let mut out = Outbox::default();
+        out.append_bytes(&[IoSlice::new(b"ab"), IoSlice::new(b"c")]);
+        out.append_bytes(&[IoSlice::new(b"de")]);
+        assert_eq!(segments(&out), [(b"abcde".to_vec(), 0)], "one write later");
+        if let Some(Segment::Bytes { sent, .. }) = out.segments.back_mut() {
+            *sent = 1;
+        }
+        out.append_bytes(&[IoSlice::new(b"f")]);
+        out.push_bytes(&[IoSlice::new(b"g")]);
+        assert_eq!(
+            segments(&out),
+            [
+                (b"abcde".to_vec(), 1),
+                (b"f".to_vec(), 0),
+                (b"g".to_vec(), 0)
+            ],
+            "a segment under way is not moved; push always starts one"
+        );
+        assert_eq!(out.bytes, 7);
+        out.clear();
+        assert_eq!((out.bytes, out.segments.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_connection_holds_up_to_outbox_bytes() {
+        let mut out = Outbox::default();
+        assert!(out.has_room(OUTBOX_BYTES));
+        assert!(!out.has_room(OUTBOX_BYTES + 1));
+        out.push_bytes(&[IoSlice::new(&[0; 1000])]);
+        assert!(out.has_room(OUTBOX_BYTES - 1000));
+        assert!(!out.has_room(OUTBOX_BYTES - 999));
+        out.clear();
+    }
+
+    #[test]
+    fn queueing_stops_at_its_limit_or_the_outbox_bound() {
+        let mut out = Outbox::default();
+        assert!(out.queue(&[IoSlice::new(b"1234")], 8));
+        assert!(out.queue(&[IoSlice::new(b"5678")], 8), "at the limit");
+        assert!(!out.queue(&[IoSlice::new(b"9")], 8), "past it");
+        assert_eq!(segments(&out), [(b"12345678".to_vec(), 0)]);
+        let huge = vec![0; OUTBOX_BYTES];
+        assert!(!out.queue(&[IoSlice::new(&huge)], usize::MAX), "the bound");
+        out.clear();
+    }
+
+    #[test]
+    fn a_flush_sends_in_order_and_keeps_what_a_full_socket_refuses() {
+        let (io, client) = pair();
+        let filled = fill(&io);
+        let mut out = Outbox::default();
+        out.push_bytes(&[IoSlice::new(b"one ")]);
+        out.push_bytes(&[IoSlice::new(b"two")]);
+        let flushed = AtomicU64::new(0);
+        let socket = || io.socket();
+        assert!(
+            !out.flush(socket, &flushed).expect("no error"),
+            "socket full"
+        );
+        assert_eq!(out.bytes, 7, "nothing lost");
+
+        let mut got = received(&client);
+        assert!(out.flush(socket, &flushed).expect("no error"), "all out");
+        assert_eq!((out.bytes, out.segments.len()), (0, 0));
+        assert_eq!(flushed.load(std::sync::atomic::Ordering::Relaxed), 7);
+        got.extend(received(&client));
+        assert_eq!(got.len(), filled + 7);
+        assert_eq!(past_fill(&got), b"one two");
+    }
+
+    #[test]
+    fn a_file_segment_goes_out_with_sendfile_after_the_bytes_before_it() {
+        let (io, client) = pair();
+        let path = std::env::temp_dir().join(format!("rgunicorn-outbox-{}", std::process::id()));
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(b"0123456789"))
+            .expect("a temporary file");
+        let file = std::fs::File::open(&path).expect("opened");
+        let _ = std::fs::remove_file(&path);
+        let mut out = Outbox::default();
+        out.push_bytes(&[IoSlice::new(b"head:")]);
+        out.segments.push_back(Segment::File {
+            file: file.as_fd().try_clone_to_owned().expect("a duplicate"),
+            offset: 2,
+            left: 5,
+        });
+        out.push_bytes(&[IoSlice::new(b":tail")]);
+        let flushed = AtomicU64::new(0);
+        assert!(out.flush(|| io.socket(), &flushed).expect("no error"));
+        assert_eq!(received(&client), b"head:23456:tail");
+        assert_eq!(out.bytes, 0, "file bytes are not counted as held");
+    }
+
+    #[test]
+    fn a_flush_on_a_closed_connection_fails() {
+        let (io, _client) = pair();
+        let mut out = Outbox::default();
+        out.push_bytes(&[IoSlice::new(b"x")]);
+        io.close();
+        let flushed = AtomicU64::new(0);
+        assert!(out.flush(|| io.socket(), &flushed).is_err());
+        out.clear();
+    }
+}

@@ -59,3 +59,70 @@ impl std::io::Write for FdIo<'_> {
         Ok(())
     }
 }
+
+/// For unit tests here and above: a connection without a server, and the interpreter.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::os::fd::OwnedFd;
+
+    use nix::errno::Errno;
+    use nix::sys::socket::{recv, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+    use pyo3::Python;
+
+    use super::super::Transport;
+
+    /// A plain transport over one end of a fresh socket pair (both ends non-blocking), and
+    /// the other end: the client.
+    pub fn pair() -> (Transport, OwnedFd) {
+        let (server, client) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("a socket pair");
+        (Transport::plain(server), client)
+    }
+
+    /// Fills the socket until it takes nothing more (a client that stopped reading), with
+    /// `-` bytes; how many it took.
+    pub fn fill(io: &Transport) -> usize {
+        let fd = io.socket().expect("an open transport");
+        let mut total = 0;
+        for size in [64 * 1024, 4096, 1] {
+            let chunk = vec![b'-'; size];
+            while let Ok(n) = super::send_now(fd, &chunk) {
+                total += n;
+            }
+        }
+        total
+    }
+
+    /// What has arrived at the client, without waiting.
+    pub fn received(client: &OwnedFd) -> Vec<u8> {
+        use std::os::fd::AsRawFd;
+        let mut all = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match recv(client.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) | Err(Errno::EAGAIN) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(Errno::EINTR) => {}
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    }
+
+    /// The bytes after the `-` of [`fill`].
+    pub fn past_fill(bytes: &[u8]) -> &[u8] {
+        let start = bytes.iter().position(|&b| b != b'-').unwrap_or(bytes.len());
+        &bytes[start..]
+    }
+
+    /// Runs `f` with the interpreter (started once for the test binary, without signal
+    /// handlers).
+    pub fn with_python<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+        Python::initialize();
+        Python::attach(f)
+    }
+}
