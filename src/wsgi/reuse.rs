@@ -153,3 +153,165 @@ impl Spares {
         self.app_head.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pyo3::prelude::*;
+    use pyo3::types::{PyDict, PyList};
+
+    use super::super::input::{BodySource, WsgiInput};
+    use super::super::response::{RequestFacts, ResponseWriter, StartResponse};
+    use super::Spares;
+    use crate::http::body::BodyDecoder;
+    use crate::http::request::BodyKind;
+    use crate::transport::testing::{pair, with_python};
+    use crate::transport::Transport;
+
+    fn writer(io: &Transport) -> ResponseWriter {
+        let facts = RequestFacts {
+            version: (1, 1),
+            is_head: false,
+            method: "GET",
+            keep_alive: true,
+        };
+        ResponseWriter::new(io.clone(), facts, Duration::from_secs(1))
+    }
+
+    fn source(io: &Transport) -> BodySource {
+        BodySource {
+            io: io.clone(),
+            buf: Vec::new(),
+            start: 0,
+            decoder: BodyDecoder::new(&BodyKind::Empty, Default::default()),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// One request's objects, as the runtime makes, keeps and finishes them; `app` runs
+    /// with them as the app would (the environ holds `wsgi.input` and `early_hints`).
+    fn request<'py>(
+        py: Python<'py>,
+        spares: &mut Spares,
+        io: &Transport,
+        app: impl FnOnce(&Bound<'py, PyDict>, &Bound<'py, StartResponse>),
+    ) -> (Bound<'py, WsgiInput>, Bound<'py, StartResponse>) {
+        let environ = PyDict::new(py);
+        let input = spares.input_for(py, source(io)).expect("an input");
+        environ.set_item("wsgi.input", &input).expect("set");
+        let (sr, early_hints) = spares.start_response_for(py, writer(io)).expect("made");
+        environ
+            .set_item("wsgi.early_hints", &early_hints)
+            .expect("set");
+        spares.keep_start_response(&sr, early_hints);
+        app(&environ, &sr);
+        let mut this = sr.borrow_mut();
+        this.finished = true;
+        spares.keep_app_head(&mut this.app_head);
+        drop(this);
+        input.borrow_mut().finished = true;
+        spares.keep_input(&input);
+        (input, sr)
+    }
+
+    /// Whether the next request gets `input` and `sr` again (the caller dropped its own
+    /// references first).
+    fn next_reuses(
+        py: Python<'_>,
+        spares: &mut Spares,
+        io: &Transport,
+        input: *mut pyo3::ffi::PyObject,
+        sr: *mut pyo3::ffi::PyObject,
+    ) -> (bool, bool) {
+        let (next_input, next_sr) = request(py, spares, io, |_, _| {});
+        (next_input.as_ptr() == input, next_sr.as_ptr() == sr)
+    }
+
+    fn call_start_response<'py>(sr: &Bound<'py, StartResponse>) -> Bound<'py, PyAny> {
+        let headers = PyList::new(sr.py(), [("Content-Type", "text/plain")]).expect("a list");
+        sr.call1(("200 OK", headers)).expect("start_response")
+    }
+
+    #[test]
+    fn objects_nobody_kept_serve_the_next_request_ready_and_empty() {
+        let (io, _client) = pair();
+        with_python(|py| {
+            let mut spares = Spares::default();
+            let (input, sr) = request(py, &mut spares, &io, |_, sr| {
+                // The bound write is made: a third reference to start_response, its own.
+                drop(call_start_response(sr));
+            });
+            let ptrs = (input.as_ptr(), sr.as_ptr());
+            drop((input, sr));
+            let (next_input, next_sr) = request(py, &mut spares, &io, |_, sr| {
+                let this = sr.borrow();
+                assert!(!this.finished && this.io_failed.is_none(), "ready");
+                assert_eq!(
+                    this.app_head.status(),
+                    None,
+                    "no status of the last request"
+                );
+                assert_eq!(this.app_head.headers().count(), 0);
+            });
+            assert_eq!((next_input.as_ptr(), next_sr.as_ptr()), ptrs, "reused");
+        });
+    }
+
+    #[test]
+    fn a_kept_start_response_is_left_finished_and_lets_go_of_its_write() {
+        let (io, _client) = pair();
+        with_python(|py| {
+            let mut spares = Spares::default();
+            let (input, sr) = request(py, &mut spares, &io, |_, sr| {
+                drop(call_start_response(sr));
+            });
+            let ptrs = (input.as_ptr(), sr.as_ptr());
+            drop(input);
+            // `sr` is kept (by the app, say).
+            let (same_input, same_sr) = next_reuses(py, &mut spares, &io, ptrs.0, ptrs.1);
+            assert_eq!((same_input, same_sr), (true, false));
+            let this = sr.borrow();
+            assert!(this.finished, "what the app kept refuses to act");
+            assert!(this.write_method().is_none(), "the cycle is broken");
+        });
+    }
+
+    #[test]
+    fn a_kept_write_or_environ_or_input_means_new_objects() {
+        let (io, _client) = pair();
+        with_python(|py| {
+            let mut spares = Spares::default();
+
+            // The app kept write().
+            let mut write = None;
+            let (input, sr) = request(py, &mut spares, &io, |_, sr| {
+                write = Some(call_start_response(sr));
+            });
+            let ptrs = (input.as_ptr(), sr.as_ptr());
+            drop((input, sr));
+            let reused = next_reuses(py, &mut spares, &io, ptrs.0, ptrs.1);
+            assert_eq!(reused, (true, false), "write kept: a new start_response");
+            drop(write);
+
+            // The app kept the environ: it holds wsgi.input and early_hints.
+            let mut environ = None;
+            let (input, sr) = request(py, &mut spares, &io, |env, _| {
+                environ = Some(env.clone());
+            });
+            let ptrs = (input.as_ptr(), sr.as_ptr());
+            drop((input, sr));
+            let reused = next_reuses(py, &mut spares, &io, ptrs.0, ptrs.1);
+            assert_eq!(reused, (false, false), "environ kept: both new");
+            drop(environ);
+
+            // The app kept wsgi.input only.
+            let (input, sr) = request(py, &mut spares, &io, |_, _| {});
+            let ptrs = (input.as_ptr(), sr.as_ptr());
+            drop(sr);
+            let reused = next_reuses(py, &mut spares, &io, ptrs.0, ptrs.1);
+            assert_eq!(reused, (false, true), "input kept: a new input");
+            assert!(input.borrow().finished, "and the kept one stays finished");
+        });
+    }
+}
