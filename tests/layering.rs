@@ -15,7 +15,12 @@ use std::path::{Path, PathBuf};
 /// one file has no list.
 const LAYERS: &[(&str, &[&str])] = &[
     ("process", &["extension", "mod"]),
-    ("master", &["mod", "workers", "reexec", "signals"]),
+    (
+        "master",
+        &[
+            "mod", "control", "commands", "json", "workers", "reexec", "signals",
+        ],
+    ),
     (
         "worker",
         &[

@@ -25,7 +25,6 @@ const DIRTY_ONLY: &str =
     "only used by dirty arbiters (dirty_apps and dirty_workers), which rgunicorn does not support";
 const NO_PASTE: &str = "PasteDeploy is not supported; give APP_MODULE instead";
 const PASTE_ONLY: &str = "only used with paste, which rgunicorn does not support";
-const NO_CONTROL_SOCKET: &str = "rgunicorn has no control socket";
 
 fn none() -> Value {
     Value::None
@@ -1374,7 +1373,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_stripped,
         default: default_control_socket,
         help: "Unix socket path for control interface.",
-        support: Support::Ignored(NO_CONTROL_SOCKET),
+        support: Support::Full,
     },
     Setting {
         name: "control_socket_mode",
@@ -1385,7 +1384,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_octal,
         default: || Value::Int(0o600),
         help: "Permission mode for control socket.",
-        support: Support::Ignored(NO_CONTROL_SOCKET),
+        support: Support::Full,
     },
     Setting {
         name: "control_socket_disable",
@@ -1395,7 +1394,7 @@ pub static SETTINGS: &[Setting] = &[
         action: Action::SetTrue,
         parse: parse_bool,
         default: no,
-        help: "Disable the control socket (rgunicorn has none; accepted for compatibility).",
+        help: "Disable control socket.",
         support: Support::Full,
     },
 ];

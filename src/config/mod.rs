@@ -181,6 +181,10 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Server hooks from the configuration file (installed by the master).
     pub hooks: Vec<(&'static str, std::sync::Arc<pyo3::Py<pyo3::PyAny>>)>,
+    /// The control socket's path as configured (relative to the working directory), unless
+    /// `--no-control-socket`; and its file mode.
+    pub control_socket: Option<PathBuf>,
+    pub control_socket_mode: u32,
     /// The raw value of every setting, by name (for `--print-config` and hooks' `cfg`).
     pub values: BTreeMap<&'static str, Value>,
 }
@@ -430,6 +434,11 @@ impl Config {
             },
             sendfile,
             chdir: PathBuf::from(text(&values, "chdir").unwrap_or_else(|| ".".to_string())),
+            control_socket: text(&values, "control_socket")
+                .filter(|p| !p.is_empty() && !flag(&values, "control_socket_disable"))
+                .map(PathBuf::from),
+            control_socket_mode: u32::try_from(int(&values, "control_socket_mode"))
+                .unwrap_or(0o600),
             raw_env,
             forwarded_allow_ips,
             secure_scheme_headers: match values.get("secure_scheme_headers") {

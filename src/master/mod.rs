@@ -3,6 +3,9 @@
 //! the pending signals, `murder_workers` (heartbeat timeouts), `manage_workers` (respawn or
 //! trim). It never touches HTTP.
 
+mod commands;
+mod control;
+mod json;
 pub mod reexec;
 pub mod signals;
 mod workers;
@@ -55,6 +58,14 @@ pub struct Master {
     reexec_child: Option<Pid>,
     /// The old master that started us by USR2, until we are promoted.
     master_parent: Option<Pid>,
+    /// Gunicorn 27's control socket (`gunicornc`), once the first workers are forked.
+    control: Option<control::ControlServer>,
+    /// For `show stats`: when we started, workers forked, workers stopped by us (trimmed
+    /// or killed after a timeout), HUPs.
+    started: std::time::SystemTime,
+    spawned: u64,
+    killed: u64,
+    reloads: u64,
 }
 
 impl Master {
@@ -81,6 +92,11 @@ impl Master {
             start: None,
             reexec_child: None,
             master_parent: None,
+            control: None,
+            started: std::time::SystemTime::now(),
+            spawned: 0,
+            killed: 0,
+            reloads: 0,
         })
     }
 
@@ -210,8 +226,10 @@ impl Master {
             ])
         });
         self.manage_workers();
+        self.start_control();
         let stop = loop {
-            self.signals.wait(Duration::from_secs(1));
+            self.wait(Duration::from_secs(1));
+            self.serve_control();
             if let Some(stop) = self.reap_workers() {
                 break stop;
             }
@@ -239,6 +257,40 @@ impl Master {
             self.manage_workers();
         };
         self.stop(stop)
+    }
+
+    /// Sleeps until a signal, a control client, or `timeout`.
+    fn wait(&self, timeout: Duration) {
+        match &self.control {
+            Some(control) => self.signals.wait_also(timeout, &control.poll_fds()),
+            None => self.signals.wait(timeout),
+        }
+    }
+
+    /// Opens the control socket (Gunicorn: once the first workers are forked).
+    fn start_control(&mut self) {
+        let Some(configured) = &self.config.control_socket else {
+            debug!("Control socket disabled");
+            return;
+        };
+        let path = std::env::current_dir()
+            .map(|cwd| cwd.join(configured))
+            .unwrap_or_else(|_| configured.clone());
+        match control::ControlServer::start(&path, self.config.control_socket_mode) {
+            Ok(server) => {
+                info!("Control socket listening at {}", server.path().display());
+                self.control = Some(server);
+            }
+            Err(e) => error!("Control server error: {e}"),
+        }
+    }
+
+    /// Answers the control socket's clients (taken out while they use `self`).
+    fn serve_control(&mut self) {
+        if let Some(mut control) = self.control.take() {
+            control.serve(self);
+            self.control = Some(control);
+        }
     }
 
     fn handle_signal(&mut self, sig: Signal) -> Option<Stop> {
@@ -295,6 +347,7 @@ impl Master {
     /// reported and the running one is kept.
     fn reload(&mut self) {
         info!("Hang up: Master");
+        self.reloads += 1;
         crate::unix::systemd::notify(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
             crate::unix::systemd::monotonic_usec()
@@ -418,8 +471,8 @@ impl Master {
             if late == Late::Abort {
                 critical!("WORKER TIMEOUT (pid:{pid})");
                 let _ = kill(pid, Signal::SIGABRT);
-            } else {
-                let _ = kill(pid, Signal::SIGKILL);
+            } else if kill(pid, Signal::SIGKILL).is_ok() {
+                self.killed += 1;
             }
         }
     }
@@ -438,7 +491,9 @@ impl Master {
             let Some(pid) = self.workers.retire_oldest() else {
                 break;
             };
-            let _ = kill(pid, Signal::SIGTERM);
+            if kill(pid, Signal::SIGTERM).is_ok() {
+                self.killed += 1;
+            }
         }
         let count = self.workers.active();
         if count != self.logged_count {
@@ -478,6 +533,7 @@ impl Master {
         }
         match forked {
             Ok(Forked::Parent(pid)) => {
+                self.spawned += 1;
                 self.workers.insert(
                     pid,
                     WorkerRecord {
@@ -491,6 +547,10 @@ impl Master {
                 true
             }
             Ok(Forked::Child) => {
+                // The control socket is the master's: the worker closes its copies.
+                if let Some(control) = self.control.take() {
+                    control.close_in_child();
+                }
                 let siblings = self.workers.summaries();
                 let seed = WorkerSeed {
                     config: &self.config,
@@ -523,6 +583,10 @@ impl Master {
     /// to `graceful_timeout`, kills what is left, and says goodbye.
     fn stop(mut self, how: Stop) -> i32 {
         crate::unix::systemd::notify("STOPPING=1");
+        // As Gunicorn: the control socket goes first, before the workers drain.
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
         // A USR2 child or parent shares our unix socket files: leave them in place.
         let shared = self.reexec_child.is_some() || self.master_parent.is_some();
         for mut l in std::mem::take(&mut self.listeners) {
@@ -573,5 +637,56 @@ impl Master {
         }
         self.run_hook("on_exit", |_| Ok(Vec::new()));
         code
+    }
+}
+
+/// What the control socket's commands see of the master and may change.
+impl commands::Arbiter for Master {
+    fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    fn worker_facts(&self) -> Vec<commands::WorkerFacts> {
+        let now = monotonic_ms();
+        self.workers
+            .records()
+            .map(|(pid, record)| commands::WorkerFacts {
+                pid: pid.as_raw(),
+                age: record.age,
+                aborted: record.aborted,
+                last_heartbeat: Some(
+                    now.saturating_sub(self.heartbeat.last(record.slot)) as f64 / 1000.0,
+                ),
+            })
+            .collect()
+    }
+
+    fn counters(&self) -> commands::Counters {
+        commands::Counters {
+            uptime_seconds: self.started.elapsed().map_or(0.0, |d| d.as_secs_f64()),
+            spawned: self.spawned,
+            killed: self.killed,
+            reloads: self.reloads,
+        }
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    fn target(&self) -> usize {
+        self.num_workers
+    }
+
+    fn set_target(&mut self, workers: usize) {
+        self.set_num_workers(workers);
+    }
+
+    fn max_target(&self) -> usize {
+        MAX_WORKER_SLOTS
     }
 }

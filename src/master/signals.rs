@@ -110,8 +110,22 @@ impl SignalQueue {
 
     /// Waits until a signal arrives or `timeout` passes.
     pub fn wait(&self, timeout: Duration) {
+        self.wait_also(timeout, &[]);
+    }
+
+    /// [`SignalQueue::wait`], also waking when one of `others` is readable (or writable,
+    /// for those marked so): the control socket and its clients.
+    pub fn wait_also(&self, timeout: Duration, others: &[(std::os::fd::BorrowedFd<'_>, bool)]) {
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.wake_read.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(self.wake_read.as_fd(), PollFlags::POLLIN)];
+        fds.extend(others.iter().map(|(fd, writable)| {
+            let flags = if *writable {
+                PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            PollFd::new(*fd, flags)
+        }));
         let _ = poll(&mut fds, PollTimeout::from(ms));
         let mut sink = [0u8; 64];
         while nix::unistd::read(&self.wake_read, &mut sink).is_ok_and(|n| n > 0) {}

@@ -109,6 +109,11 @@ impl Workers {
         std::mem::take(&mut self.records)
     }
 
+    /// Every worker's record, by pid.
+    pub fn records(&self) -> impl Iterator<Item = (&Pid, &WorkerRecord)> {
+        self.records.iter()
+    }
+
     /// Each worker as `(pid, age, aborted)`: `server.WORKERS` for hooks.
     pub fn summaries(&self) -> Vec<(Pid, u64, bool)> {
         self.records

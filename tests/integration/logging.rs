@@ -101,7 +101,12 @@ fn parse_access_line(line: &str) -> Option<AccessLine> {
 #[test]
 fn error_log_format_and_startup_sequence() {
     let mut s = Server::start("startup", &["-w", "2", "app"]);
-    let log = s.wait_for_log_count("Booting worker with pid: ", 2, LOG_DEADLINE);
+    s.wait_for_log_count("Booting worker with pid: ", 2, LOG_DEADLINE);
+    let control = format!(
+        "Control socket listening at {}/gunicorn.ctl",
+        s.dir.path().display()
+    );
+    let log = s.wait_for_log(&control, LOG_DEADLINE);
     let workers = s.wait_workers(2, LOG_DEADLINE);
     let master = s.pid();
     let lines: Vec<(u32, String, String)> = log
@@ -121,7 +126,13 @@ fn error_log_format_and_startup_sequence() {
             "line {i}\n{log}"
         );
     }
-    let boots: Vec<&(u32, String, String)> = lines[3..5].iter().collect();
+    // The control socket opens once the first workers are forked (as in Gunicorn 27): its
+    // line may come before, between or after their boot lines.
+    let (control_lines, rest): (Vec<_>, Vec<_>) =
+        lines[3..].iter().partition(|(_, _, msg)| *msg == control);
+    assert_eq!(control_lines.len(), 1, "{log}");
+    assert_eq!(control_lines[0].0, master, "{log}");
+    let boots: Vec<&(u32, String, String)> = rest[..2].to_vec();
     for (pid, level, msg) in boots {
         assert_eq!(level, "INFO");
         assert_eq!(msg, &format!("Booting worker with pid: {pid}"), "{log}");

@@ -10,6 +10,7 @@ mod support;
 
 mod cli;
 mod config;
+mod control;
 mod frameworks;
 mod hooks;
 mod http;

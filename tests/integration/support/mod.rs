@@ -341,6 +341,9 @@ impl ServerBuilder {
         for key in SCRUBBED_ENV {
             cmd.env_remove(key);
         }
+        // The default control socket (`$XDG_RUNTIME_DIR/gunicorn.ctl`) goes to this server's
+        // own directory: servers running side by side never take each other's.
+        cmd.env("XDG_RUNTIME_DIR", dir.path());
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd.current_dir(self.cwd.clone().unwrap_or_else(apps_dir));
         cmd.stdin(Stdio::null());
@@ -653,6 +656,7 @@ pub fn run_to_exit_in(
     for key in SCRUBBED_ENV {
         cmd.env_remove(key);
     }
+    cmd.env("XDG_RUNTIME_DIR", dir.path());
     for (k, v) in envs {
         cmd.env(k, v);
     }
