@@ -18,7 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "master",
         &[
-            "mod", "control", "commands", "json", "workers", "reexec", "signals",
+            "steering", "mod", "control", "commands", "json", "workers", "reexec", "signals",
         ],
     ),
     (

@@ -1,13 +1,14 @@
 //! The master (Gunicorn's arbiter): binds the listeners, forks the workers, and supervises
 //! them from a loop of named steps — wait for a signal or a second, `reap_workers`, handle
-//! the pending signals, `murder_workers` (heartbeat timeouts), `manage_workers` (respawn or
-//! trim). It never touches HTTP.
+//! the pending signals, serve the control socket (`steering`), `murder_workers` (heartbeat
+//! timeouts), `manage_workers` (respawn or trim). It never touches HTTP.
 
 mod commands;
 mod control;
 mod json;
 pub mod reexec;
 pub mod signals;
+mod steering;
 mod workers;
 
 use std::time::{Duration, Instant};
@@ -257,40 +258,6 @@ impl Master {
             self.manage_workers();
         };
         self.stop(stop)
-    }
-
-    /// Sleeps until a signal, a control client, or `timeout`.
-    fn wait(&self, timeout: Duration) {
-        match &self.control {
-            Some(control) => self.signals.wait_also(timeout, &control.poll_fds()),
-            None => self.signals.wait(timeout),
-        }
-    }
-
-    /// Opens the control socket (Gunicorn: once the first workers are forked).
-    fn start_control(&mut self) {
-        let Some(configured) = &self.config.control_socket else {
-            debug!("Control socket disabled");
-            return;
-        };
-        let path = std::env::current_dir()
-            .map(|cwd| cwd.join(configured))
-            .unwrap_or_else(|_| configured.clone());
-        match control::ControlServer::start(&path, self.config.control_socket_mode) {
-            Ok(server) => {
-                info!("Control socket listening at {}", server.path().display());
-                self.control = Some(server);
-            }
-            Err(e) => error!("Control server error: {e}"),
-        }
-    }
-
-    /// Answers the control socket's clients (taken out while they use `self`).
-    fn serve_control(&mut self) {
-        if let Some(mut control) = self.control.take() {
-            control.serve(self);
-            self.control = Some(control);
-        }
     }
 
     fn handle_signal(&mut self, sig: Signal) -> Option<Stop> {
@@ -637,56 +604,5 @@ impl Master {
         }
         self.run_hook("on_exit", |_| Ok(Vec::new()));
         code
-    }
-}
-
-/// What the control socket's commands see of the master and may change.
-impl commands::Arbiter for Master {
-    fn pid(&self) -> i32 {
-        self.pid.as_raw()
-    }
-
-    fn worker_facts(&self) -> Vec<commands::WorkerFacts> {
-        let now = monotonic_ms();
-        self.workers
-            .records()
-            .map(|(pid, record)| commands::WorkerFacts {
-                pid: pid.as_raw(),
-                age: record.age,
-                aborted: record.aborted,
-                last_heartbeat: Some(
-                    now.saturating_sub(self.heartbeat.last(record.slot)) as f64 / 1000.0,
-                ),
-            })
-            .collect()
-    }
-
-    fn counters(&self) -> commands::Counters {
-        commands::Counters {
-            uptime_seconds: self.started.elapsed().map_or(0.0, |d| d.as_secs_f64()),
-            spawned: self.spawned,
-            killed: self.killed,
-            reloads: self.reloads,
-        }
-    }
-
-    fn config(&self) -> &Config {
-        &self.config
-    }
-
-    fn listeners(&self) -> &[Listener] {
-        &self.listeners
-    }
-
-    fn target(&self) -> usize {
-        self.num_workers
-    }
-
-    fn set_target(&mut self, workers: usize) {
-        self.set_num_workers(workers);
-    }
-
-    fn max_target(&self) -> usize {
-        MAX_WORKER_SLOTS
     }
 }
