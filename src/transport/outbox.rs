@@ -20,6 +20,39 @@ const QUEUED_BYTES_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Bytes held in every outbox of this process.
 static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// The largest emptied segment buffer a thread keeps for the next response.
+const SPARE_BYTES: usize = 128 * 1024;
+
+thread_local! {
+    /// An emptied segment buffer, reused by the next segment this thread queues: a
+    /// streamed response is queued piece by piece, and growing a fresh buffer each time
+    /// costs a chain of reallocations (copies). One per thread, not per connection, so
+    /// idle connections hold nothing.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// An empty buffer for `len` bytes, the thread's spare if it has one.
+fn buffer_for(len: usize) -> Vec<u8> {
+    let mut data = SPARE.with(std::cell::Cell::take);
+    data.reserve(len);
+    data
+}
+
+/// Keeps an emptied buffer as the thread's spare, if it is a better one.
+fn keep_spare(mut data: Vec<u8>) {
+    if data.capacity() > SPARE_BYTES {
+        return;
+    }
+    data.clear();
+    SPARE.with(|spare| {
+        let current = spare.take();
+        spare.set(if current.capacity() >= data.capacity() {
+            current
+        } else {
+            data
+        });
+    });
+}
 
 /// What waits in an outbox, in order.
 pub enum Segment {
@@ -47,7 +80,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn push_bytes(&mut self, slices: &[IoSlice<'_>]) {
         let len: usize = slices.iter().map(|s| s.len()).sum();
-        let mut data = Vec::with_capacity(len);
+        let mut data = buffer_for(len);
         for s in slices {
             data.extend_from_slice(s);
         }
@@ -133,6 +166,7 @@ impl Outbox {
                 if let Some(Segment::Bytes { data, .. }) = self.segments.pop_front() {
                     self.bytes -= data.len();
                     QUEUED_BYTES.fetch_sub(data.len(), Ordering::Relaxed);
+                    keep_spare(data);
                 }
             }
         }
@@ -188,6 +222,28 @@ mod tests {
         assert_eq!(out.bytes, 7);
         out.clear();
         assert_eq!((out.bytes, out.segments.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_sent_segment_lends_its_buffer_to_the_next_one() {
+        let (io, client) = pair();
+        let mut out = Outbox::default();
+        out.push_bytes(&[IoSlice::new(&[7; 40_000])]);
+        let flushed = AtomicU64::new(0);
+        assert!(out.flush(|| io.socket(), &flushed).expect("sent"));
+        assert_eq!(received(&client).len(), 40_000);
+        out.push_bytes(&[IoSlice::new(b"x")]);
+        match out.segments.front() {
+            Some(Segment::Bytes { data, .. }) => {
+                assert_eq!(data.as_slice(), b"x");
+                assert!(data.capacity() >= 40_000, "reused: {}", data.capacity());
+            }
+            _ => panic!("a byte segment"),
+        }
+        out.clear();
+        // A buffer too large to keep is let go.
+        super::keep_spare(Vec::with_capacity(super::SPARE_BYTES + 1));
+        assert!(super::buffer_for(1).capacity() <= super::SPARE_BYTES);
     }
 
     #[test]
