@@ -8,7 +8,7 @@
 //! request completes, and the event loop drains the rest while it serves other connections.
 //! Only output beyond that bound makes the worker wait for the client.
 //!
-//! A [`Transport`] is a cheap handle (an `Rc`) shared by the event loop and the request's
+//! A [`Transport`] is a cheap handle (an `Arc`) shared by the event loop and the request's
 //! Python objects. The socket belongs to it: once the connection is closed, every handle
 //! still around (a `write` callable kept by the app) fails instead of reaching whatever
 //! descriptor later reuses the number.

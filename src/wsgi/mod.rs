@@ -5,16 +5,16 @@
 //! reused from one request to the next `reuse`'s, what the request hooks receive `hooks`'.
 
 pub mod app;
-pub mod app_head;
-pub mod call;
+mod app_head;
+mod call;
 pub mod environ;
 pub mod errors;
 pub mod file_wrapper;
-pub mod hooks;
-pub mod in_hand;
+mod hooks;
+mod in_hand;
 pub mod input;
 pub mod response;
-pub mod reuse;
+mod reuse;
 pub mod stream;
 
 use std::borrow::Cow;
