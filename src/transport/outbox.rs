@@ -20,27 +20,35 @@ const QUEUED_BYTES_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Bytes held in every outbox of this process.
 static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
-/// The largest emptied segment buffer a thread keeps for the next response.
-const SPARE_BYTES: usize = 128 * 1024;
+/// Emptied segment buffers of this size range are kept for the next response's growing
+/// segment; smaller ones go back to the allocator (cheap for it), larger ones too.
+const SPARE_BYTES: std::ops::RangeInclusive<usize> = 16 * 1024..=128 * 1024;
 
 thread_local! {
-    /// An emptied segment buffer, reused by the next segment this thread queues: a
-    /// streamed response is queued piece by piece, and growing a fresh buffer each time
-    /// costs a chain of reallocations (copies). One per thread, not per connection, so
-    /// idle connections hold nothing.
+    /// An emptied segment buffer for the next segment that outgrows its own: a streamed
+    /// response is queued piece by piece, and growing a buffer from a piece's size costs
+    /// a chain of reallocations (copies, more or fewer with the heap's layout). One per
+    /// thread, not per connection, so idle connections hold nothing.
     static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// An empty buffer for `len` bytes, the thread's spare if it has one.
-fn buffer_for(len: usize) -> Vec<u8> {
-    let mut data = SPARE.with(std::cell::Cell::take);
-    data.reserve(len);
-    data
+/// Makes room for `more` bytes in `data`: in the thread's spare buffer if it is large
+/// enough (one copy of what `data` holds), else by growing it.
+fn grow(data: &mut Vec<u8>, more: usize) {
+    let needed = data.len() + more;
+    let mut spare = SPARE.with(std::cell::Cell::take);
+    if spare.capacity() >= needed {
+        spare.extend_from_slice(data);
+        *data = spare;
+    } else {
+        SPARE.with(|s| s.set(spare));
+        data.reserve(more);
+    }
 }
 
-/// Keeps an emptied buffer as the thread's spare, if it is a better one.
+/// Keeps a sent segment's buffer as the thread's spare, if it is one worth keeping.
 fn keep_spare(mut data: Vec<u8>) {
-    if data.capacity() > SPARE_BYTES {
+    if !SPARE_BYTES.contains(&data.capacity()) {
         return;
     }
     data.clear();
@@ -80,7 +88,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn push_bytes(&mut self, slices: &[IoSlice<'_>]) {
         let len: usize = slices.iter().map(|s| s.len()).sum();
-        let mut data = buffer_for(len);
+        let mut data = Vec::with_capacity(len);
         for s in slices {
             data.extend_from_slice(s);
         }
@@ -95,7 +103,9 @@ impl Outbox {
         match self.segments.back_mut() {
             Some(Segment::Bytes { data, sent: 0 }) => {
                 let len: usize = slices.iter().map(|s| s.len()).sum();
-                data.reserve(len);
+                if data.capacity() - data.len() < len {
+                    grow(data, len);
+                }
                 for s in slices {
                     data.extend_from_slice(s);
                 }
@@ -225,25 +235,34 @@ mod tests {
     }
 
     #[test]
-    fn a_sent_segment_lends_its_buffer_to_the_next_one() {
+    fn a_sent_segment_lends_its_buffer_to_the_next_growing_one() {
         let (io, client) = pair();
         let mut out = Outbox::default();
         out.push_bytes(&[IoSlice::new(&[7; 40_000])]);
         let flushed = AtomicU64::new(0);
         assert!(out.flush(|| io.socket(), &flushed).expect("sent"));
         assert_eq!(received(&client).len(), 40_000);
-        out.push_bytes(&[IoSlice::new(b"x")]);
+        // A small segment starts small; once it outgrows itself, it moves to the spare.
+        out.push_bytes(&[IoSlice::new(b"ab")]);
+        out.append_bytes(&[IoSlice::new(&[1; 100])]);
         match out.segments.front() {
             Some(Segment::Bytes { data, .. }) => {
-                assert_eq!(data.as_slice(), b"x");
+                assert_eq!(&data[..3], b"ab\x01");
+                assert_eq!(data.len(), 102);
                 assert!(data.capacity() >= 40_000, "reused: {}", data.capacity());
             }
             _ => panic!("a byte segment"),
         }
         out.clear();
-        // A buffer too large to keep is let go.
-        super::keep_spare(Vec::with_capacity(super::SPARE_BYTES + 1));
-        assert!(super::buffer_for(1).capacity() <= super::SPARE_BYTES);
+        // Buffers outside the range are let go.
+        super::keep_spare(Vec::with_capacity(*super::SPARE_BYTES.end() + 1));
+        super::keep_spare(Vec::with_capacity(100));
+        let mut small = Vec::with_capacity(4);
+        super::grow(&mut small, 10);
+        assert!(
+            small.capacity() < 40_000,
+            "the spare went to the segment above"
+        );
     }
 
     #[test]
