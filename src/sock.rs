@@ -130,6 +130,33 @@ impl Listener {
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+
+    /// Connections waiting in the accept queue of a TCP listener (Linux's `tcpi_unacked`
+    /// for a listening socket, as Gunicorn reads it); -1 for other sockets, 0 if the kernel
+    /// would not say.
+    pub fn backlog(&self) -> i64 {
+        if !matches!(self.addr, ListenAddr::Tcp(_)) {
+            return -1;
+        }
+        // SAFETY: a zeroed tcp_info is a valid value of this plain C struct.
+        let mut info: nix::libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<nix::libc::tcp_info>() as nix::libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large.
+        let rc = unsafe {
+            nix::libc::getsockopt(
+                self.fd.as_raw_fd(),
+                nix::libc::IPPROTO_TCP,
+                nix::libc::TCP_INFO,
+                std::ptr::addr_of_mut!(info).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            i64::from(info.tcpi_unacked)
+        } else {
+            0
+        }
+    }
 }
 
 /// An OS error as Python's `str(OSError)` shows it: `[Errno 98] Address already in use`.

@@ -761,7 +761,7 @@ pub static SETTINGS: &[Setting] = &[
         parse: parse_bool,
         default: no,
         help: "Enable socket backlog metric (only supported on Linux).",
-        support: Support::Ignored("the gunicorn.backlog metric is not sent"),
+        support: Support::Full,
     },
     Setting {
         name: "proc_name",

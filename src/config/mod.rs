@@ -163,6 +163,8 @@ pub struct Config {
     pub proxy_allow_ips: TrustedPeers,
     /// `--statsd-host`, `--statsd-prefix`, `--dogstatsd-tags`.
     pub statsd: Option<(String, String, String)>,
+    /// `--enable-backlog-metric`: the master sends `gunicorn.backlog` each loop pass.
+    pub backlog_metric: bool,
     pub accesslog: Option<String>,
     pub access_log_format: String,
     pub errorlog: String,
@@ -488,6 +490,7 @@ impl Config {
             logconfig: text(&values, "logconfig"),
             logconfig_json: text(&values, "logconfig_json"),
             logconfig_dict: None,
+            backlog_metric: flag(&values, "enable_backlog_metric"),
             statsd: statsd_target(values.get("statsd_host")).map(|host| {
                 (
                     host,

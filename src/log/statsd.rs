@@ -1,6 +1,7 @@
 //! StatsD metrics (`--statsd-host`), with Gunicorn's names: `gunicorn.requests`,
 //! `gunicorn.request.status.<code>`, `gunicorn.request.duration` (ms), `gunicorn.workers`
-//! (gauge, from the master) and `gunicorn.log.<level>` counters; `--statsd-prefix` goes in
+//! (gauge, from the master), `gunicorn.backlog` (histogram, with `--enable-backlog-metric`)
+//! and `gunicorn.log.<level>` counters; `--statsd-prefix` goes in
 //! front and `--dogstatsd-tags` are appended as `|#tags`. Datagrams are fire-and-forget:
 //! a missing collector never slows or stops the server.
 
@@ -91,6 +92,12 @@ pub fn request(status: &str, started: std::time::Instant) {
             "ms",
         );
     });
+}
+
+/// Connections waiting in the listen backlogs (`--enable-backlog-metric`), as Gunicorn
+/// sends it: `gunicorn.backlog`, a histogram, each pass of the master's loop.
+pub fn backlog(waiting: i64) {
+    with(|s| s.send("backlog", &waiting.to_string(), "h"));
 }
 
 /// The master's worker count changed.

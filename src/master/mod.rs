@@ -468,6 +468,14 @@ impl Master {
             debug!("{count} workers");
             crate::log::statsd::workers(count);
         }
+        if self.config.backlog_metric {
+            // As Gunicorn: a unix listener counts -1, and then nothing is sent.
+            let waiting: i64 = self.listeners.iter().map(Listener::backlog).sum();
+            if waiting >= 0 {
+                debug!("socket backlog: {waiting}");
+                crate::log::statsd::backlog(waiting);
+            }
+        }
     }
 
     /// Forks one worker; the child never returns from here.

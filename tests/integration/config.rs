@@ -692,6 +692,112 @@ fn statsd_metrics_reach_a_udp_listener() {
     );
 }
 
+/// The StatsD metrics are Gunicorn 27.0.1's, name for name and type for type: both servers,
+/// the same settings (`--enable-backlog-metric` included) and the same requests (a 200, a
+/// 500 with its logged exception, a 404), each reporting to its own UDP listener.
+#[test]
+fn statsd_metric_names_and_types_are_gunicorn_27s() {
+    use std::collections::BTreeSet;
+    let listen = || {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        udp
+    };
+    // `name|type` of each datagram: the value and the tags dropped.
+    let shapes = |udp: &std::net::UdpSocket, into: &mut BTreeSet<String>| {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = udp.recv(&mut buf) {
+            let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some((name, rest)) = line.split_once(':') {
+                let kind = rest.split_once('|').map_or("", |(_, k)| k);
+                into.insert(format!("{name}|{kind}"));
+            }
+        }
+    };
+    let send_requests = |port: u16| {
+        for path in ["/pid", "/error", "/nowhere"] {
+            let mut c = crate::support::Conn::tcp(port);
+            c.send(format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            ));
+            c.read_response();
+        }
+    };
+    let expected_names = [
+        "gunicorn.backlog",
+        "gunicorn.request.status.500",
+        "gunicorn.log.exception",
+    ];
+    let complete = |seen: &BTreeSet<String>| {
+        expected_names
+            .iter()
+            .all(|n| seen.iter().any(|s| s.starts_with(&format!("{n}|"))))
+    };
+
+    let ours_udp = listen();
+    let host = ours_udp.local_addr().unwrap().to_string();
+    let s = Server::start(
+        "statsd-names",
+        &[
+            "-w",
+            "1",
+            "--statsd-host",
+            &host,
+            "--enable-backlog-metric",
+            "app:application",
+        ],
+    );
+    let mut ours = BTreeSet::new();
+    crate::support::poll_until(DEADLINE, || {
+        send_requests(s.port);
+        shapes(&ours_udp, &mut ours);
+        complete(&ours).then_some(())
+    })
+    .unwrap_or_else(|| panic!("rgunicorn's metrics: {ours:?}\n{}", s.stderr()));
+    drop(s);
+
+    let theirs_udp = listen();
+    let host = theirs_udp.local_addr().unwrap().to_string();
+    let port = crate::support::free_port();
+    let mut gunicorn = std::process::Command::new(crate::support::venv().join("bin/gunicorn"))
+        .args([
+            "-w",
+            "1",
+            "-b",
+            &format!("127.0.0.1:{port}"),
+            "--statsd-host",
+            &host,
+        ])
+        .args([
+            "--enable-backlog-metric",
+            "--no-control-socket",
+            "app:application",
+        ])
+        .current_dir(crate::support::apps_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gunicorn from the test venv");
+    let mut theirs = BTreeSet::new();
+    let done = crate::support::poll_until(DEADLINE, || {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            send_requests(port);
+        }
+        shapes(&theirs_udp, &mut theirs);
+        complete(&theirs).then_some(())
+    });
+    crate::support::send_signal_to(gunicorn.id(), "TERM");
+    let _ = crate::support::poll_until(DEADLINE, || gunicorn.try_wait().ok().flatten());
+    let _ = gunicorn.kill();
+    assert!(done.is_some(), "gunicorn's metrics: {theirs:?}");
+    assert_eq!(
+        ours, theirs,
+        "rgunicorn's metrics (left) against Gunicorn 27.0.1's (right)"
+    );
+}
+
 /// `logconfig_dict` with a custom JSON formatter: our error log and access log go through
 /// Python logging, and the access record carries Gunicorn's atoms in `record.args`.
 #[test]
