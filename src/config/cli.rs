@@ -455,12 +455,12 @@ mod tests {
         assert_eq!(
             msg(&["--wor", "3"]),
             "ambiguous option: --wor could match --workers, --worker-class, \
-             --worker-connections, --worker-tmp-dir"
+             --worker-connections, --worker-tmp-dir, --workers-max-rss, --workers-lifetime"
         );
         assert_eq!(
             msg(&["--wor=3"]),
             "ambiguous option: --wor=3 could match --workers, --worker-class, \
-             --worker-connections, --worker-tmp-dir"
+             --worker-connections, --worker-tmp-dir, --workers-max-rss, --workers-lifetime"
         );
         assert_eq!(
             msg(&["--he"]),

@@ -1,5 +1,5 @@
 //! The settings table: one row per Gunicorn setting (all 120 of Gunicorn 27.0.1), in
-//! Gunicorn's order. This is the only place a setting is described; the command line,
+//! Gunicorn's order, then rgunicorn's own (taken from Granian). This is the only place a setting is described; the command line,
 //! `GUNICORN_CMD_ARGS` and the resolved [`super::Config`] are all driven by it.
 //!
 //! Every row says whether rgunicorn implements it ([`Support`]). Rows it does not implement
@@ -1397,6 +1397,55 @@ pub static SETTINGS: &[Setting] = &[
         help: "Disable control socket.",
         support: Support::Full,
     },
+    // rgunicorn's own, taken from Granian (Gunicorn has none): recycling on memory and age.
+    Setting {
+        name: "workers_max_rss",
+        section: "Worker Processes",
+        flags: &["--workers-max-rss"],
+        meta: "MIB",
+        action: Action::Set,
+        parse: parse_workers_max_rss,
+        default: none,
+        help: "Recycle a worker whose resident memory stays above this many MiB \
+               (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
+    Setting {
+        name: "rss_sample_interval",
+        section: "Worker Processes",
+        flags: &["--rss-sample-interval"],
+        meta: "DURATION",
+        action: Action::Set,
+        parse: parse_rss_sample_interval,
+        default: || Value::Int(30),
+        help: "How often the master samples the workers' memory for --workers-max-rss: \
+               seconds or 1h30m, 5m, 30s; 1 to 300 s (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
+    Setting {
+        name: "rss_samples",
+        section: "Worker Processes",
+        flags: &["--rss-samples"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_rss_samples,
+        default: || Value::Int(1),
+        help: "Consecutive samples over --workers-max-rss before a worker is recycled \
+               (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
+    Setting {
+        name: "workers_lifetime",
+        section: "Worker Processes",
+        flags: &["--workers-lifetime"],
+        meta: "DURATION",
+        action: Action::Set,
+        parse: parse_workers_lifetime,
+        default: none,
+        help: "Recycle each worker after this long, plus up to 10% jitter: seconds or 1h30m, \
+               5m; at least 60 s (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
 ];
 
 /// The row named `name`.
@@ -1408,6 +1457,14 @@ pub fn find(name: &str) -> Option<&'static Setting> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// rgunicorn's own settings, after Gunicorn's, taken from Granian.
+    const OWN: [&str; 4] = [
+        "workers_max_rss",
+        "rss_sample_interval",
+        "rss_samples",
+        "workers_lifetime",
+    ];
 
     #[test]
     fn names_and_flags_are_unique() {
@@ -1423,8 +1480,10 @@ mod tests {
     }
 
     #[test]
-    fn the_table_has_all_120_gunicorn_settings_in_order() {
-        assert_eq!(SETTINGS.len(), 120);
+    fn the_table_has_all_120_gunicorn_settings_in_order_then_our_own() {
+        assert_eq!(SETTINGS.len(), 120 + OWN.len());
+        let own: Vec<_> = SETTINGS[120..].iter().map(|s| s.name).collect();
+        assert_eq!(own, OWN);
         let first_and_last: Vec<_> = [0, 1, 2, 58, 59, 75, 76, 116, 117, 119]
             .iter()
             .map(|&i| SETTINGS[i].name)

@@ -128,6 +128,13 @@ pub struct Config {
     pub worker_connections: usize,
     pub max_requests: u64,
     pub max_requests_jitter: u64,
+    /// Recycling on memory and age (rgunicorn's own, from Granian): the resident memory
+    /// limit in bytes, how often the master samples it (ms) and how many samples in a row
+    /// must be over; a worker's lifetime (ms) before jitter.
+    pub workers_max_rss: Option<u64>,
+    pub rss_sample_interval_ms: u64,
+    pub rss_samples: u32,
+    pub workers_lifetime_ms: Option<u64>,
     pub timeout: u64,
     pub graceful_timeout: u64,
     pub keepalive: u64,
@@ -288,6 +295,14 @@ fn int(values: &BTreeMap<&'static str, Value>, name: &str) -> i64 {
     }
 }
 
+/// An integer setting that is set and above 0 (None: unset, `None` in a config file).
+fn positive(values: &BTreeMap<&'static str, Value>, name: &str) -> Option<u64> {
+    match values.get(name) {
+        Some(Value::Int(n)) if *n > 0 => Some(n.unsigned_abs()),
+        _ => None,
+    }
+}
+
 fn text(values: &BTreeMap<&'static str, Value>, name: &str) -> Option<String> {
     match values.get(name) {
         Some(Value::Str(s)) => Some(s.clone()),
@@ -406,6 +421,12 @@ impl Config {
                 .max(1),
             max_requests: int(&values, "max_requests").unsigned_abs(),
             max_requests_jitter: int(&values, "max_requests_jitter").unsigned_abs(),
+            workers_max_rss: positive(&values, "workers_max_rss").map(|mib| mib << 20),
+            rss_sample_interval_ms: positive(&values, "rss_sample_interval").unwrap_or(30) * 1000,
+            rss_samples: positive(&values, "rss_samples")
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
+            workers_lifetime_ms: positive(&values, "workers_lifetime").map(|s| s * 1000),
             timeout: int(&values, "timeout").unsigned_abs(),
             graceful_timeout: int(&values, "graceful_timeout").unsigned_abs(),
             keepalive: int(&values, "keepalive").unsigned_abs(),

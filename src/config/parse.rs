@@ -70,6 +70,81 @@ pub(super) fn parse_workers(text: &str) -> Result<Value, String> {
     }
 }
 
+/// A duration as Granian reads one: plain seconds (`90`), or days, hours, minutes and
+/// seconds in that order, each optional (`30s`, `5m`, `1h30m`, `2d`). None if it is neither.
+fn duration_seconds(text: &str) -> Option<i64> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().ok();
+    }
+    let mut total: i64 = 0;
+    let mut rest = t;
+    let mut units = "dhms";
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit = rest[digits..].chars().next()?;
+        let n: i64 = rest[..digits].parse().ok()?;
+        // Each unit at most once, in order: `5m30s`, not `30s5m`.
+        let at = units.find(unit)?;
+        units = &units[at + 1..];
+        let scale = match unit {
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            _ => 1,
+        };
+        total = total.checked_add(n.checked_mul(scale)?)?;
+        rest = &rest[digits + 1..];
+    }
+    (!t.is_empty()).then_some(total)
+}
+
+/// A duration in `min..=max` seconds for `flag`, as seconds.
+fn parse_duration_in(text: &str, flag: &str, min: i64, max: Option<i64>) -> Result<Value, String> {
+    let seconds = duration_seconds(text).ok_or_else(|| {
+        format!("{flag}: '{text}' is not a valid duration (seconds, or as 1h30m, 5m, 30s)")
+    })?;
+    if seconds < min {
+        return Err(format!(
+            "{flag}: '{text}' is less than the minimum allowed value of {min} seconds"
+        ));
+    }
+    if let Some(max) = max.filter(|&max| seconds > max) {
+        return Err(format!(
+            "{flag}: '{text}' is greater than the maximum allowed value of {max} seconds"
+        ));
+    }
+    Ok(Value::Int(seconds))
+}
+
+/// An integer of at least 1 for `flag`.
+fn parse_at_least_one(text: &str, flag: &str) -> Result<Value, String> {
+    match parse_int(text)? {
+        Value::Int(n) if n < 1 => Err(format!("{flag}: {n} is not in the range x>=1")),
+        value => Ok(value),
+    }
+}
+
+/// `--workers-max-rss` (Granian's): MiB, at least 1.
+pub(super) fn parse_workers_max_rss(text: &str) -> Result<Value, String> {
+    parse_at_least_one(text, "--workers-max-rss")
+}
+
+/// `--rss-samples` (Granian's): consecutive samples over the limit, at least 1.
+pub(super) fn parse_rss_samples(text: &str) -> Result<Value, String> {
+    parse_at_least_one(text, "--rss-samples")
+}
+
+/// `--rss-sample-interval` (Granian's): 1 to 300 seconds.
+pub(super) fn parse_rss_sample_interval(text: &str) -> Result<Value, String> {
+    parse_duration_in(text, "--rss-sample-interval", 1, Some(300))
+}
+
+/// `--workers-lifetime` (Granian's): at least 60 seconds.
+pub(super) fn parse_workers_lifetime(text: &str) -> Result<Value, String> {
+    parse_duration_in(text, "--workers-lifetime", 60, None)
+}
+
 /// Gunicorn's umask: `int(x, 0)`, plus a leading-zero string read as octal (`022`).
 pub(super) fn parse_octal(text: &str) -> Result<Value, String> {
     let t = text.trim();

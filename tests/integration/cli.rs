@@ -720,7 +720,8 @@ fn long_options_may_be_abbreviated_to_a_unique_prefix() {
     assert_eq!(value("keepalive"), "7", "{}", done.stdout);
     assert_eq!(value("max_requests_jitter"), "3", "{}", done.stdout);
 
-    let matches = "--workers, --worker-class, --worker-connections, --worker-tmp-dir";
+    let matches = "--workers, --worker-class, --worker-connections, --worker-tmp-dir, \
+         --workers-max-rss, --workers-lifetime";
     for (args, env, word) in [
         (&["--wor", "3", "app:application"][..], "", "--wor"),
         (&["app:application"][..], "--wor=3", "--wor=3"),

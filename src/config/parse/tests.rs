@@ -342,3 +342,47 @@ fn asgi_and_parser_choices() {
         "http_parser must be one of: auto, fast, python"
     );
 }
+
+#[test]
+fn durations_are_seconds_or_granians_forms() {
+    let secs = |t: &str| parse_workers_lifetime(t).unwrap();
+    assert_eq!(secs("90"), Value::Int(90));
+    assert_eq!(secs("5m"), Value::Int(300));
+    assert_eq!(secs("1h"), Value::Int(3600));
+    assert_eq!(secs("1h30m"), Value::Int(5400));
+    assert_eq!(secs("2d"), Value::Int(172_800));
+    assert_eq!(secs("1m30s"), Value::Int(90));
+    assert_eq!(parse_rss_sample_interval("30s").unwrap(), Value::Int(30));
+    for bad in ["", "5x", "30s5m", "m", "1.5h", "-60", "1h 30m"] {
+        assert!(
+            parse_workers_lifetime(bad)
+                .unwrap_err()
+                .contains("is not a valid duration"),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn recycling_settings_refuse_granians_out_of_range_values() {
+    assert_eq!(
+        parse_workers_lifetime("59").unwrap_err(),
+        "--workers-lifetime: '59' is less than the minimum allowed value of 60 seconds"
+    );
+    assert_eq!(parse_workers_lifetime("60").unwrap(), Value::Int(60));
+    assert_eq!(
+        parse_rss_sample_interval("5m1s").unwrap_err(),
+        "--rss-sample-interval: '5m1s' is greater than the maximum allowed value of 300 seconds"
+    );
+    assert!(parse_rss_sample_interval("0").is_err());
+    assert_eq!(parse_rss_sample_interval("1").unwrap(), Value::Int(1));
+    assert_eq!(
+        parse_workers_max_rss("0").unwrap_err(),
+        "--workers-max-rss: 0 is not in the range x>=1"
+    );
+    assert_eq!(parse_workers_max_rss("120").unwrap(), Value::Int(120));
+    assert!(parse_rss_samples("-2").is_err());
+    assert!(parse_rss_samples("abc")
+        .unwrap_err()
+        .starts_with("invalid literal"));
+}
