@@ -18,7 +18,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "master",
         &[
-            "steering", "mod", "control", "commands", "json", "workers", "reexec", "signals",
+            "steering", "mod", "control", "commands", "json", "workers", "recycle", "reexec",
+            "signals",
         ],
     ),
     (

@@ -105,6 +105,12 @@ pub fn workers(count: usize) {
     with(|s| s.send("workers", &count.to_string(), "g"));
 }
 
+/// A worker recycled for `cause` (`max_requests`, `max_rss`, `lifetime`): rgunicorn's own
+/// counter, `gunicorn.workers.recycled.<cause>`.
+pub fn recycled(cause: &str) {
+    with(|s| s.send(&format!("workers.recycled.{cause}"), "1", "c|@1.0"));
+}
+
 /// A log line at warning level or above (`exception` when it carries a traceback).
 pub fn log_line(level: &str) {
     with(|s| s.send(&format!("log.{level}"), "1", "c|@1.0"));

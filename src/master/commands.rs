@@ -27,6 +27,8 @@ pub struct Counters {
     pub spawned: u64,
     pub killed: u64,
     pub reloads: u64,
+    /// rgunicorn's own: workers recycled, by cause.
+    pub recycled: super::recycle::Recycled,
 }
 
 /// What the commands need from the master.
@@ -335,6 +337,15 @@ fn show_stats(arbiter: &dyn Arbiter) -> Json {
         ("workers_killed", counters.killed.into()),
         ("reloads", counters.reloads.into()),
         ("dirty_arbiter_pid", Json::Null),
+        // rgunicorn's own, after all of Gunicorn's keys.
+        (
+            "workers_recycled",
+            object([
+                ("max_requests", counters.recycled.max_requests.into()),
+                ("max_rss", counters.recycled.max_rss.into()),
+                ("lifetime", counters.recycled.lifetime.into()),
+            ]),
+        ),
     ])
 }
 

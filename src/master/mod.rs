@@ -1,11 +1,13 @@
 //! The master (Gunicorn's arbiter): binds the listeners, forks the workers, and supervises
 //! them from a loop of named steps — wait for a signal or a second, `reap_workers`, handle
 //! the pending signals, serve the control socket (`steering`), `murder_workers` (heartbeat
-//! timeouts), `manage_workers` (respawn or trim). It never touches HTTP.
+//! timeouts), `recycle_workers` (memory, age), `manage_workers` (respawn or trim), then
+//! `retire_recycled` (once successors serve). It never touches HTTP.
 
 mod commands;
 mod control;
 mod json;
+mod recycle;
 pub mod reexec;
 pub mod signals;
 mod steering;
@@ -27,6 +29,7 @@ use crate::unix::clock::monotonic_ms;
 use crate::worker::heartbeat::{Heartbeat, MAX_WORKER_SLOTS};
 use crate::worker::hooks::{server_namespace, worker_namespace};
 use crate::worker::WorkerSeed;
+use recycle::{Cause, Recycled};
 use signals::{signal_name, SignalQueue};
 use workers::{Late, WorkerRecord, Workers};
 
@@ -67,6 +70,10 @@ pub struct Master {
     spawned: u64,
     killed: u64,
     reloads: u64,
+    /// Workers recycled, by cause (`show stats`, after Gunicorn's keys).
+    recycled: Recycled,
+    /// When the workers' memory is next sampled (`monotonic_ms`).
+    next_rss_sample: u64,
 }
 
 impl Master {
@@ -98,6 +105,8 @@ impl Master {
             spawned: 0,
             killed: 0,
             reloads: 0,
+            recycled: Recycled::default(),
+            next_rss_sample: 0,
         })
     }
 
@@ -229,7 +238,7 @@ impl Master {
         self.manage_workers();
         self.start_control();
         let stop = loop {
-            self.wait(Duration::from_secs(1));
+            self.wait(self.loop_timeout());
             self.serve_control();
             if let Some(stop) = self.reap_workers() {
                 break stop;
@@ -255,7 +264,9 @@ impl Master {
             }
             self.maybe_promote_master();
             self.murder_workers();
+            self.recycle_workers();
             self.manage_workers();
+            self.retire_recycled();
         };
         self.stop(stop)
     }
@@ -444,11 +455,76 @@ impl Master {
         }
     }
 
+    /// Marks for recycling the workers whose memory stayed over `--workers-max-rss` (sampled
+    /// every `--rss-sample-interval`) or whose `--workers-lifetime` ran out. They stop
+    /// counting, so `manage_workers` forks their successors now; `retire_recycled` asks
+    /// them to go once the successors serve.
+    fn recycle_workers(&mut self) {
+        let now = monotonic_ms();
+        if let Some(limit) = self.config.workers_max_rss {
+            if now >= self.next_rss_sample {
+                // Every interval on the clock, not an interval after each late wake-up.
+                let interval = self.config.rss_sample_interval_ms;
+                self.next_rss_sample = (self.next_rss_sample + interval).max(now + interval / 2);
+                let over =
+                    self.workers
+                        .sample_rss(limit, self.config.rss_samples, recycle::read_rss);
+                for (pid, rss) in over {
+                    info!(
+                        "Worker (pid:{pid}) exceeded --workers-max-rss ({} MiB > {} MiB); recycling",
+                        rss.div_ceil(1 << 20),
+                        limit >> 20
+                    );
+                    self.count_recycle(Cause::MaxRss);
+                }
+            }
+        }
+        for (pid, age_ms) in self.workers.expired(now) {
+            info!(
+                "Worker (pid:{pid}) reached --workers-lifetime ({} s); recycling",
+                age_ms / 1000
+            );
+            self.count_recycle(Cause::Lifetime);
+        }
+    }
+
+    /// How long the loop may sleep: a second, or less when the workers' memory is due for
+    /// a sample sooner.
+    fn loop_timeout(&self) -> Duration {
+        let second = Duration::from_secs(1);
+        if self.config.workers_max_rss.is_none() {
+            return second;
+        }
+        let due = self.next_rss_sample.saturating_sub(monotonic_ms());
+        second.min(Duration::from_millis(due))
+    }
+
+    /// Asks the workers being recycled to retire (as `--max-requests` retires one: it
+    /// finishes its requests and hands its idle connections over), once the pool is whole
+    /// and every counted worker, their successors included, accepts.
+    fn retire_recycled(&mut self) {
+        let heartbeat = self.heartbeat;
+        let ready = self
+            .workers
+            .ready_to_retire(self.num_workers, |slot| heartbeat.is_serving(slot));
+        for (pid, slot) in ready {
+            debug!("Asking worker (pid:{pid}) to retire");
+            heartbeat.ask_to_retire(slot);
+        }
+    }
+
+    fn count_recycle(&mut self, cause: Cause) {
+        self.recycled.count(cause);
+        crate::log::statsd::recycled(cause.name());
+    }
+
     /// Spawns missing workers and stops the oldest extras.
     fn manage_workers(&mut self) {
         // A worker leaving on its own is replaced now, not once it has gone.
         let heartbeat = self.heartbeat;
-        self.workers.note_leaving(|slot| heartbeat.is_leaving(slot));
+        for _ in 0..self.workers.note_leaving(|slot| heartbeat.leaving(slot)) {
+            self.count_recycle(Cause::MaxRequests);
+        }
         while self.workers.active() < self.num_workers {
             if !self.spawn_worker() {
                 break;
@@ -509,14 +585,12 @@ impl Master {
         match forked {
             Ok(Forked::Parent(pid)) => {
                 self.spawned += 1;
+                let lifetime = self.workers.lifetime(self.config.workers_lifetime_ms);
                 self.workers.insert(
                     pid,
                     WorkerRecord {
-                        age,
-                        slot,
-                        aborted: false,
-                        retiring: false,
                         conn_table,
+                        ..WorkerRecord::new(age, slot, monotonic_ms(), lifetime)
                     },
                 );
                 true

@@ -77,6 +77,7 @@ impl Arbiter for Master {
             spawned: self.spawned,
             killed: self.killed,
             reloads: self.reloads,
+            recycled: self.recycled,
         }
     }
 

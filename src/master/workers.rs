@@ -1,7 +1,8 @@
 //! The workers a master knows, and the decisions it makes from that table alone: which
-//! heartbeat slot and age a new worker gets, its `--max-requests` with jitter, which worker
-//! goes first when the pool shrinks, which ones timed out, and what a worker's exit status
-//! means. No system calls here but the signals the caller asks for; the master's loop
+//! heartbeat slot and age a new worker gets, its `--max-requests` and `--workers-lifetime`
+//! with jitter, which worker goes first when the pool shrinks, which ones timed out, which
+//! ones to recycle for memory or age and when to ask them to go, and what a worker's exit
+//! status means. No system calls here but the signals the caller asks for; the master's loop
 //! (`mod.rs`) does the forking, reaping and hooks.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,9 +12,10 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use tracing::{error, info, warn};
 
+use super::recycle::{self, Recycling, LIFETIME_JITTER_DIVISOR};
 use crate::error::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::worker::conn_table::ConnTable;
-use crate::worker::heartbeat::MAX_WORKER_SLOTS;
+use crate::worker::heartbeat::{Leaving, MAX_WORKER_SLOTS};
 
 /// What the master knows of one worker.
 #[derive(Debug)]
@@ -28,6 +30,37 @@ pub struct WorkerRecord {
     pub retiring: bool,
     /// Its idle connections, rescued when it is reaped (see `worker::keeper`).
     pub conn_table: Option<ConnTable>,
+    /// When it was forked (`monotonic_ms`), and its `--workers-lifetime` with jitter (ms).
+    pub born_ms: u64,
+    pub lifetime_ms: Option<u64>,
+    /// Memory samples in a row over `--workers-max-rss`.
+    pub rss_over: u32,
+    /// Being recycled by the master (memory, age).
+    pub recycling: Option<Recycling>,
+}
+
+impl WorkerRecord {
+    /// A worker just forked at `born_ms`.
+    pub fn new(age: u64, slot: usize, born_ms: u64, lifetime_ms: Option<u64>) -> WorkerRecord {
+        WorkerRecord {
+            age,
+            slot,
+            aborted: false,
+            retiring: false,
+            conn_table: None,
+            born_ms,
+            lifetime_ms,
+            rss_over: 0,
+            recycling: None,
+        }
+    }
+
+    /// Recycled by the master: no longer counted (its successor is forked), asked to go
+    /// once the successor serves.
+    fn start_recycling(&mut self) {
+        self.retiring = true;
+        self.recycling = Some(Recycling::Waiting);
+    }
 }
 
 /// What a late heartbeat calls for.
@@ -76,6 +109,12 @@ impl Workers {
             return 0;
         }
         max_requests + self.random_below(jitter + 1)
+    }
+
+    /// `--workers-lifetime` plus a random jitter in `0..=lifetime / 10`, drawn per worker.
+    pub fn lifetime(&mut self, lifetime_ms: Option<u64>) -> Option<u64> {
+        let lifetime = lifetime_ms?;
+        Some(lifetime + self.random_below(lifetime / LIFETIME_JITTER_DIVISOR + 1))
     }
 
     fn random_below(&mut self, bound: u64) -> u64 {
@@ -127,14 +166,80 @@ impl Workers {
         self.records.values().filter(|r| !r.retiring).count()
     }
 
-    /// Marks as leaving the workers whose slot says they leave on their own, so their
-    /// successors are forked now rather than once they are gone.
-    pub fn note_leaving(&mut self, is_leaving: impl Fn(usize) -> bool) {
+    /// Marks as leaving the workers whose slot says they leave on their own (`leaving`),
+    /// so their successors are forked now rather than once they are gone. Returns how many
+    /// of them left for `--max-requests`; one the master recycles is not counted again.
+    pub fn note_leaving(&mut self, leaving: impl Fn(usize) -> Option<Leaving>) -> u64 {
+        let mut max_requests = 0;
         for record in self.records.values_mut() {
-            if !record.retiring && is_leaving(record.slot) {
+            if record.retiring {
+                continue;
+            }
+            if let Some(why) = leaving(record.slot) {
                 record.retiring = true;
+                if why == Leaving::MaxRequests {
+                    max_requests += 1;
+                }
             }
         }
+        max_requests
+    }
+
+    /// One memory sample of every counted worker (`rss_of`, in bytes) against `limit`:
+    /// those over it for `samples` samples in a row are marked for recycling and returned
+    /// with their last sample.
+    pub fn sample_rss(
+        &mut self,
+        limit: u64,
+        samples: u32,
+        mut rss_of: impl FnMut(Pid) -> Option<u64>,
+    ) -> Vec<(Pid, u64)> {
+        let mut over = Vec::new();
+        for (pid, record) in self.records.iter_mut().filter(|(_, r)| !r.retiring) {
+            let rss = rss_of(*pid);
+            if recycle::sample(&mut record.rss_over, rss, limit, samples) {
+                record.start_recycling();
+                over.push((*pid, rss.unwrap_or(0)));
+            }
+        }
+        over
+    }
+
+    /// The counted workers whose lifetime has run out at `now` (ms), marked for recycling,
+    /// each with its age in ms.
+    pub fn expired(&mut self, now: u64) -> Vec<(Pid, u64)> {
+        let mut expired = Vec::new();
+        for (pid, record) in self.records.iter_mut().filter(|(_, r)| !r.retiring) {
+            let age = now.saturating_sub(record.born_ms);
+            if record.lifetime_ms.is_some_and(|lifetime| age >= lifetime) {
+                record.start_recycling();
+                expired.push((*pid, age));
+            }
+        }
+        expired
+    }
+
+    /// The workers being recycled that may now be asked to go (pid, slot), marked asked:
+    /// only once the pool is whole again (`target` counted workers) and every counted
+    /// worker serves (`is_serving(slot)`), so the successors accept before the old ones
+    /// stop.
+    pub fn ready_to_retire(
+        &mut self,
+        target: usize,
+        is_serving: impl Fn(usize) -> bool,
+    ) -> Vec<(Pid, usize)> {
+        let counted = self.records.values().filter(|r| !r.retiring);
+        if self.active() < target || !counted.clone().all(|r| is_serving(r.slot)) {
+            return Vec::new();
+        }
+        let mut ready = Vec::new();
+        for (pid, record) in &mut self.records {
+            if record.recycling == Some(Recycling::Waiting) {
+                record.recycling = Some(Recycling::Asked);
+                ready.push((*pid, record.slot));
+            }
+        }
+        ready
     }
 
     /// Picks the oldest counted worker to leave when the pool shrinks, and marks it.
@@ -223,13 +328,7 @@ mod tests {
     use super::*;
 
     fn record(age: u64, slot: usize) -> WorkerRecord {
-        WorkerRecord {
-            age,
-            slot,
-            aborted: false,
-            retiring: false,
-            conn_table: None,
-        }
+        WorkerRecord::new(age, slot, 0, None)
     }
 
     fn pid(n: i32) -> Pid {
@@ -284,9 +383,95 @@ mod tests {
         let mut w = Workers::new(1);
         w.insert(pid(10), record(1, 0));
         w.insert(pid(11), record(2, 5));
-        w.note_leaving(|slot| slot == 5);
+        w.insert(pid(12), record(3, 6));
+        let why = |slot: usize| match slot {
+            5 => Some(Leaving::MaxRequests),
+            6 => Some(Leaving::Other),
+            _ => None,
+        };
+        assert_eq!(w.note_leaving(why), 1, "one left for --max-requests");
+        assert_eq!(w.note_leaving(why), 0, "counted once");
         assert_eq!(w.active(), 1);
         assert_eq!(w.retire_oldest(), Some(pid(10)));
+    }
+
+    #[test]
+    fn a_worker_the_master_recycles_is_not_counted_again_when_it_leaves() {
+        let mut w = Workers::new(1);
+        w.insert(pid(10), record(1, 0));
+        assert_eq!(w.sample_rss(100, 1, |_| Some(200)), vec![(pid(10), 200)]);
+        assert_eq!(w.note_leaving(|_| Some(Leaving::MaxRequests)), 0);
+    }
+
+    #[test]
+    fn workers_over_the_memory_limit_for_the_samples_in_a_row_are_recycled() {
+        let mut w = Workers::new(1);
+        w.insert(pid(10), record(1, 0));
+        w.insert(pid(11), record(2, 1));
+        w.insert(pid(12), record(3, 2));
+        // 10 grows and stays over; 11 goes over once, then under; 12 cannot be read.
+        let rss = |round: u64| {
+            move |p: Pid| match p.as_raw() {
+                10 => Some(150 + round),
+                11 => Some(if round == 0 { 150 } else { 90 }),
+                _ => None,
+            }
+        };
+        assert!(w.sample_rss(120, 2, rss(0)).is_empty());
+        assert_eq!(w.sample_rss(120, 2, rss(1)), vec![(pid(10), 151)]);
+        assert_eq!(
+            w.active(),
+            2,
+            "the recycled one stops counting: a successor is forked"
+        );
+        assert!(
+            w.sample_rss(120, 2, rss(2)).is_empty(),
+            "a worker being recycled is not sampled again"
+        );
+        assert!(w.sample_rss(120, 2, rss(3)).is_empty());
+    }
+
+    #[test]
+    fn lifetimes_have_up_to_ten_percent_of_jitter_and_expire_from_the_fork() {
+        let mut w = Workers::new(99);
+        assert_eq!(w.lifetime(None), None);
+        let draws: BTreeSet<u64> = (0..300)
+            .map(|_| w.lifetime(Some(3_600_000)).unwrap())
+            .collect();
+        assert!(
+            draws.iter().all(|&d| (3_600_000..=3_960_000).contains(&d)),
+            "{draws:?}"
+        );
+        assert!(draws.len() > 100, "jitter spreads: {}", draws.len());
+        let mut w = Workers::new(1);
+        w.insert(pid(10), WorkerRecord::new(1, 0, 1_000, Some(60_000)));
+        w.insert(pid(11), WorkerRecord::new(2, 1, 5_000, Some(63_000)));
+        w.insert(pid(12), WorkerRecord::new(3, 2, 0, None));
+        assert!(w.expired(60_999).is_empty());
+        assert_eq!(w.expired(61_000), vec![(pid(10), 60_000)]);
+        assert!(w.expired(61_000).is_empty(), "marked once");
+        assert_eq!(w.expired(70_000), vec![(pid(11), 65_000)]);
+        assert!(w.expired(u64::MAX).is_empty(), "no lifetime: never");
+    }
+
+    #[test]
+    fn an_old_worker_is_asked_to_go_once_its_successor_serves() {
+        let mut w = Workers::new(1);
+        w.insert(pid(10), record(1, 0));
+        w.insert(pid(11), record(2, 1));
+        w.sample_rss(100, 1, |p| (p.as_raw() == 10).then_some(200));
+        // Not yet: the pool is short of its successor.
+        assert!(w.ready_to_retire(2, |_| true).is_empty());
+        w.insert(pid(12), record(3, 2));
+        // The successor (slot 2) still boots.
+        assert!(w.ready_to_retire(2, |slot| slot != 2).is_empty());
+        assert_eq!(w.ready_to_retire(2, |_| true), vec![(pid(10), 0)]);
+        assert!(w.ready_to_retire(2, |_| true).is_empty(), "asked once");
+        // With the pool shrunk to nothing (WINCH), nothing is waited for.
+        let mut w = Workers::new(1);
+        w.insert(pid(10), record(1, 0));
+        w.sample_rss(100, 1, |_| Some(200));
+        assert_eq!(w.ready_to_retire(0, |_| false), vec![(pid(10), 0)]);
     }
 
     #[test]

@@ -215,7 +215,7 @@ impl EventLoop<'_> {
         self.seed.heartbeat.beat(self.seed.slot);
         if reached_max_requests(self.seed.max_requests, self.served) && super::signals::is_alive() {
             info!("Autorestarting worker after current request.");
-            super::signals::retire();
+            super::signals::retire(super::heartbeat::Leaving::MaxRequests);
         }
         match outcome {
             Outcome::KeepAlive => self.finish_response(py, idx, After::KeepAlive),
@@ -224,7 +224,7 @@ impl EventLoop<'_> {
                 // The app raised SystemExit in a thread (signals raise only in the loop):
                 // the worker stops like a recycled one, after the other threads' requests
                 // are answered, as Gunicorn's gthread lets its executor finish.
-                super::signals::retire();
+                super::signals::retire(super::heartbeat::Leaving::Other);
                 self.finish_response(py, idx, After::Close)
             }
             Outcome::Exit(_) => {

@@ -17,7 +17,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::conn::{Conn, Phase, State, Timeouts};
 use super::handoff::Watcher;
@@ -216,6 +216,9 @@ impl<'a> EventLoop<'a> {
     pub fn run(&mut self, py: Python<'_>) -> i32 {
         let mut events = Events::with_capacity(256);
         let mut ready: Vec<usize> = Vec::with_capacity(64);
+        // The listeners are registered: a recycled predecessor may now stop accepting.
+        debug!("Worker serving (pid: {})", std::process::id());
+        super::signals::announce_serving();
         loop {
             self.beat();
             if super::signals::take_reopen_request() {
@@ -232,6 +235,11 @@ impl<'a> EventLoop<'a> {
                 }
             }
             self.check_parent();
+            if super::signals::is_alive() && super::signals::asked_to_retire() {
+                // The master recycles us (memory, age) now that our successor serves.
+                debug!("Worker asked to retire by the master");
+                super::signals::retire(super::heartbeat::Leaving::Other);
+            }
             if let Some(path) = self.reloader.as_mut().and_then(|r| r.changed(py)) {
                 info!("Worker reloading: {} modified", path.display());
                 // Leave like a recycled worker: what was accepted is answered; the sockets
@@ -240,7 +248,7 @@ impl<'a> EventLoop<'a> {
                     let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                 }
                 self.reloader = None;
-                super::signals::retire();
+                super::signals::retire(super::heartbeat::Leaving::Other);
                 crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
             }
             if !super::signals::is_alive() {

@@ -5,8 +5,10 @@
 //! and cause spurious timeouts (its issue #1863). A store to shared memory cannot.
 //!
 //! Beside each timestamp, a worker that decided to leave on its own (`--max-requests`,
-//! `--reload`, `worker.alive = False`) says so, so the master forks its successor at once
-//! instead of when the old one has finished its last connections.
+//! `--reload`, `worker.alive = False`) says so and why, so the master forks its successor
+//! at once instead of when the old one has finished its last connections. A worker also
+//! says when it serves (its loop accepts), and the master may ask it to retire
+//! (`--workers-max-rss`, `--workers-lifetime`): a flag the worker's loop reads each turn.
 
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
@@ -16,8 +18,24 @@ use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
 
 use crate::unix::clock::monotonic_ms;
 
-/// How many workers can exist at once (TTIN beyond this is refused); 128 KiB of memory.
+/// How many workers can exist at once (TTIN beyond this is refused); 256 KiB of memory.
 pub const MAX_WORKER_SLOTS: usize = 8192;
+
+/// The tables in the mapping, each of `MAX_WORKER_SLOTS` cells: the beats, then the flags.
+const TABLES: usize = 4;
+const LEAVING: usize = 1;
+const SERVING: usize = 2;
+const ASKED: usize = 3;
+
+/// Why a worker leaves on its own (the master counts `--max-requests` recycles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leaving {
+    /// It served `--max-requests` requests.
+    MaxRequests,
+    /// `--reload`, `worker.alive = False`, the app's `SystemExit` in a thread, or the
+    /// master asked it to.
+    Other,
+}
 
 /// The shared table of heartbeat slots. Copyable: the mapping lives as long as the process.
 #[derive(Clone, Copy, Debug)]
@@ -31,8 +49,7 @@ impl Heartbeat {
     /// # Errors
     /// `mmap` failed.
     pub fn new() -> nix::Result<Heartbeat> {
-        // Heartbeats first, then the leaving flags.
-        let len = NonZeroUsize::new(2 * MAX_WORKER_SLOTS * std::mem::size_of::<AtomicU64>())
+        let len = NonZeroUsize::new(TABLES * MAX_WORKER_SLOTS * std::mem::size_of::<AtomicU64>())
             .ok_or(nix::Error::EINVAL)?;
         // SAFETY: an anonymous shared mapping of fresh zeroed memory; nothing else aliases it.
         let ptr = unsafe {
@@ -47,7 +64,7 @@ impl Heartbeat {
     }
 
     fn cell(&self, index: usize) -> &AtomicU64 {
-        let index = index % (2 * MAX_WORKER_SLOTS);
+        let index = index % (TABLES * MAX_WORKER_SLOTS);
         // SAFETY: `index` is within the mapping, which is never unmapped, and AtomicU64 has
         // the same layout as the zero-initialised u64 cells of the page.
         unsafe { &*self.slots.as_ptr().add(index) }
@@ -57,24 +74,55 @@ impl Heartbeat {
         self.cell(index % MAX_WORKER_SLOTS)
     }
 
-    fn leaving_flag(&self, index: usize) -> &AtomicU64 {
-        self.cell(MAX_WORKER_SLOTS + index % MAX_WORKER_SLOTS)
+    fn flag(&self, table: usize, index: usize) -> &AtomicU64 {
+        self.cell(table * MAX_WORKER_SLOTS + index % MAX_WORKER_SLOTS)
     }
 
-    /// A new worker takes slot `index`: alive now, not leaving.
+    /// A new worker takes slot `index`: alive now, not serving yet, not leaving, not asked.
     pub fn start(&self, index: usize) {
-        self.leaving_flag(index).store(0, Ordering::Relaxed);
+        for table in [LEAVING, SERVING, ASKED] {
+            self.flag(table, index).store(0, Ordering::Relaxed);
+        }
         self.beat(index);
     }
 
-    /// The worker in `index` is leaving on its own: it takes no new connections.
-    pub fn mark_leaving(&self, index: usize) {
-        self.leaving_flag(index).store(1, Ordering::Release);
+    /// The worker in `index` is leaving on its own, for `why`: it takes no new connections.
+    pub fn mark_leaving(&self, index: usize, why: Leaving) {
+        let code = match why {
+            Leaving::MaxRequests => 1,
+            Leaving::Other => 2,
+        };
+        self.flag(LEAVING, index).store(code, Ordering::Release);
     }
 
-    /// Whether the worker in `index` said it is leaving.
-    pub fn is_leaving(&self, index: usize) -> bool {
-        self.leaving_flag(index).load(Ordering::Acquire) != 0
+    /// Whether (and why) the worker in `index` said it is leaving.
+    pub fn leaving(&self, index: usize) -> Option<Leaving> {
+        match self.flag(LEAVING, index).load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(Leaving::MaxRequests),
+            _ => Some(Leaving::Other),
+        }
+    }
+
+    /// The worker in `index` has booted and accepts connections.
+    pub fn mark_serving(&self, index: usize) {
+        self.flag(SERVING, index).store(1, Ordering::Release);
+    }
+
+    /// Whether the worker in `index` has booted and accepts connections.
+    pub fn is_serving(&self, index: usize) -> bool {
+        self.flag(SERVING, index).load(Ordering::Acquire) != 0
+    }
+
+    /// The master asks the worker in `index` to retire (finish, hand over, leave) as
+    /// `--max-requests` does.
+    pub fn ask_to_retire(&self, index: usize) {
+        self.flag(ASKED, index).store(1, Ordering::Release);
+    }
+
+    /// Whether the master asked the worker in `index` to retire.
+    pub fn asked_to_retire(&self, index: usize) -> bool {
+        self.flag(ASKED, index).load(Ordering::Acquire) != 0
     }
 
     /// Records that the worker in `index` is alive now.
@@ -116,15 +164,23 @@ mod tests {
     }
 
     #[test]
-    fn leaving_flags_are_per_slot_and_cleared_by_a_new_worker() {
+    fn flags_are_per_slot_and_cleared_by_a_new_worker() {
         let hb = Heartbeat::new().unwrap();
-        hb.mark_leaving(MAX_WORKER_SLOTS - 1);
-        assert!(hb.is_leaving(MAX_WORKER_SLOTS - 1));
-        assert!(!hb.is_leaving(0));
-        // The flag does not touch the beats.
-        assert_eq!(hb.last(MAX_WORKER_SLOTS - 1), 0);
-        hb.start(MAX_WORKER_SLOTS - 1);
-        assert!(!hb.is_leaving(MAX_WORKER_SLOTS - 1));
-        assert!(hb.last(MAX_WORKER_SLOTS - 1) > 0);
+        let last = MAX_WORKER_SLOTS - 1;
+        hb.mark_leaving(last, Leaving::MaxRequests);
+        hb.mark_serving(last);
+        hb.ask_to_retire(last);
+        assert_eq!(hb.leaving(last), Some(Leaving::MaxRequests));
+        assert!(hb.is_serving(last) && hb.asked_to_retire(last));
+        assert_eq!(hb.leaving(0), None);
+        assert!(!hb.is_serving(0) && !hb.asked_to_retire(0));
+        hb.mark_leaving(0, Leaving::Other);
+        assert_eq!(hb.leaving(0), Some(Leaving::Other));
+        // The flags do not touch the beats.
+        assert_eq!(hb.last(last), 0);
+        hb.start(last);
+        assert_eq!(hb.leaving(last), None);
+        assert!(!hb.is_serving(last) && !hb.asked_to_retire(last));
+        assert!(hb.last(last) > 0);
     }
 }

@@ -35,7 +35,7 @@ impl WorkerObject {
     #[setter]
     fn set_alive(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
         if !value.is_truthy()? && super::signals::is_alive() {
-            super::signals::retire();
+            super::signals::retire(super::heartbeat::Leaving::Other);
         }
         Ok(())
     }

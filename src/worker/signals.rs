@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyModule;
 use tracing::debug;
 
-use super::heartbeat::Heartbeat;
+use super::heartbeat::{Heartbeat, Leaving};
 
 /// Cleared by SIGTERM: finish the request in hand, then leave.
 static ALIVE: AtomicBool = AtomicBool::new(true);
@@ -36,25 +36,33 @@ pub fn stop_gracefully() {
 }
 
 /// Stops the worker after the current request without taking more connections
-/// (max_requests, reload): the sockets stay open in the master and the other workers, so
-/// queued connections are served there. The master is told at once, so the successor
-/// boots while this worker finishes what it has.
-pub fn retire() {
+/// (max_requests, reload, asked by the master): the sockets stay open in the master and
+/// the other workers, so queued connections are served there. The master is told at once
+/// (and `why`), so the successor boots while this worker finishes what it has.
+pub fn retire(why: Leaving) {
     if ALIVE.swap(false, Ordering::Relaxed) {
         if let Some(notice) = LEAVING_NOTICE.get() {
-            notice.heartbeat.mark_leaving(notice.slot);
-            // SAFETY: sends one byte from a live buffer on the master's wake socket, which
-            // stays open in this process; never blocks.
-            let _ = unsafe {
-                nix::libc::send(
-                    notice.master_wake,
-                    [0u8].as_ptr().cast(),
-                    1,
-                    nix::libc::MSG_DONTWAIT | nix::libc::MSG_NOSIGNAL,
-                )
-            };
+            notice.heartbeat.mark_leaving(notice.slot, why);
+            notice.wake_master();
         }
     }
+}
+
+/// The worker's loop accepts: the master is told at once (it may be waiting for this
+/// worker before asking an old one to retire).
+pub(super) fn announce_serving() {
+    if let Some(notice) = LEAVING_NOTICE.get() {
+        notice.heartbeat.mark_serving(notice.slot);
+        notice.wake_master();
+    }
+}
+
+/// Whether the master asked this worker to retire (`--workers-max-rss`,
+/// `--workers-lifetime`).
+pub(super) fn asked_to_retire() -> bool {
+    LEAVING_NOTICE
+        .get()
+        .is_some_and(|notice| notice.heartbeat.asked_to_retire(notice.slot))
 }
 
 /// How a worker tells its master it is leaving on its own (see [`retire`]).
@@ -62,6 +70,21 @@ pub(super) struct LeavingNotice {
     pub heartbeat: Heartbeat,
     pub slot: usize,
     pub master_wake: std::os::fd::RawFd,
+}
+
+impl LeavingNotice {
+    fn wake_master(&self) {
+        // SAFETY: sends one byte from a live buffer on the master's wake socket, which
+        // stays open in this process; never blocks.
+        let _ = unsafe {
+            nix::libc::send(
+                self.master_wake,
+                [0u8].as_ptr().cast(),
+                1,
+                nix::libc::MSG_DONTWAIT | nix::libc::MSG_NOSIGNAL,
+            )
+        };
+    }
 }
 
 pub(super) static LEAVING_NOTICE: std::sync::OnceLock<LeavingNotice> = std::sync::OnceLock::new();

@@ -59,6 +59,11 @@ impl Arbiter for Fake {
             spawned: 3,
             killed: 1,
             reloads: 0,
+            recycled: crate::master::recycle::Recycled {
+                max_requests: 4,
+                max_rss: 1,
+                lifetime: 0,
+            },
         }
     }
     fn config(&self) -> &Config {
@@ -106,7 +111,8 @@ fn words_are_case_insensitive_but_the_shutdown_mode_is_not() {
     assert!(ask(&mut fake, "SHOW Stats").contains("\"uptime\": 12.35"));
     assert!(ask(&mut fake, "show stats").contains(
         "\"workers_current\": 2, \"workers_target\": 2, \"workers_spawned\": 3, \
-         \"workers_killed\": 1, \"reloads\": 0, \"dirty_arbiter_pid\": null"
+         \"workers_killed\": 1, \"reloads\": 0, \"dirty_arbiter_pid\": null, \
+         \"workers_recycled\": {\"max_requests\": 4, \"max_rss\": 1, \"lifetime\": 0}}"
     ));
 }
 
