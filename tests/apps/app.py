@@ -61,6 +61,20 @@ def echo(environ, start_response):
     return _text(start_response, body, extra=[("X-Body-Length", str(len(body)))])
 
 
+_HOARD = []
+
+
+def hoard(environ, start_response):
+    """As /echo, and keeps 2 MiB (touched, so resident) for the worker's life: a leak.
+    ?ms=N: then works (sleeps) N ms, as an app would."""
+    _HOARD.append(b"x" * (2 << 20))
+    ms = float(_qs(environ).get("ms", "0"))
+    if ms:
+        time.sleep(ms / 1000)
+    body = environ["wsgi.input"].read()
+    return _text(start_response, body, extra=[("X-Body-Length", str(len(body)))])
+
+
 def input_route(environ, start_response):
     """Reads wsgi.input the way ?mode= says, returns the pieces as JSON (latin-1 text).
 
@@ -472,6 +486,7 @@ def threads_race(environ, start_response):
 ROUTES = {
     "/environ": environ_route,
     "/echo": echo,
+    "/hoard": hoard,
     "/input": input_route,
     "/upload": upload,
     "/sleep": sleep_route,

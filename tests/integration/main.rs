@@ -19,6 +19,7 @@ mod logging;
 mod nginx;
 mod pinning;
 mod process;
+mod recycling;
 mod signals;
 mod threads;
 mod wsgi;

@@ -111,11 +111,11 @@ pub struct KeepAliveLoad {
     clients: Vec<JoinHandle<Tally>>,
 }
 
-/// Sends one POST on `stream` and reads its response; `Ok(close)` when the response was
+/// Sends one POST to `path` (an echo) on `stream` and reads its response; `Ok(close)` when the response was
 /// complete and echoed `body` (close: the server ends the connection after it).
-fn exchange(stream: &mut TcpStream, body: &str) -> Result<bool, String> {
+fn exchange(stream: &mut TcpStream, path: &str, body: &str) -> Result<bool, String> {
     let request = format!(
-        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream
@@ -160,6 +160,11 @@ fn exchange(stream: &mut TcpStream, body: &str) -> Result<bool, String> {
 
 impl KeepAliveLoad {
     pub fn start(port: u16, clients: usize) -> KeepAliveLoad {
+        KeepAliveLoad::start_on(port, clients, "/echo")
+    }
+
+    /// As [`KeepAliveLoad::start`], POSTing to `path`, a route that echoes the body.
+    pub fn start_on(port: u16, clients: usize, path: &'static str) -> KeepAliveLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(AtomicU32::new(0));
         let clients = (0..clients)
@@ -187,7 +192,7 @@ impl KeepAliveLoad {
                                 }
                             },
                         };
-                        match exchange(stream, &format!("client {c} request {i}")) {
+                        match exchange(stream, path, &format!("client {c} request {i}")) {
                             Ok(close) => {
                                 tally.ok += 1;
                                 if close {
