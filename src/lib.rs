@@ -7,7 +7,7 @@
 //! - [`process`]: the start-up sequence ([`run`]; or entered from Python when installed with
 //!   pip), daemonizing.
 //! - [`master`]: the arbiter — forks workers, supervises them with signals and heartbeats,
-//!   re-executes itself on USR2.
+//!   recycles them on memory and age, re-executes itself on USR2.
 //! - [`worker`]: one process — boot, signal flags, a mio event loop (`event_loop`), one
 //!   connection's state machine (`conn`), the thread pool, hand-off of waiting connections
 //!   between workers (`handoff`), the keeper that outlives a crash (`keeper`).
