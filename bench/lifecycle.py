@@ -9,10 +9,12 @@ head trickled in small pieces (worker CPU), descriptor exhaustion (recovery time
 that never come (a bystander's latency, sync and threads), a recycle with a half-sent head
 (the next request's wait), hand-offs at the descriptor limit (requests lost), a threaded
 worker timed out (what its hung clients get, requests lost) and workers that crash
-(SIGKILL, SIGSEGV: requests lost).
+(SIGKILL, SIGSEGV: requests lost), and workers recycled on memory (`max_rss`: rgunicorn's
+--workers-max-rss against Granian's, which it is taken from; Gunicorn has none).
 
-Usage: bench/lifecycle.py [--servers rgunicorn,gunicorn] [--only NAME,...] [--baseline BINARY]
-(--baseline adds a server "baseline": another rgunicorn binary, e.g. an older build.)
+Usage: bench/lifecycle.py [--servers rgunicorn,gunicorn,granian] [--only NAME,...] [--baseline BINARY]
+(--baseline adds a server "baseline": another rgunicorn binary, e.g. an older build. Granian
+runs only the scenarios that say so, by default max_rss.)
 Run bench/run once first: it builds target/release/rgunicorn and bench/.venv (gunicorn).
 Standard library only; every server listens on 127.0.0.1 and every loop is bounded.
 """
@@ -52,7 +54,11 @@ class Server:
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile("w+", prefix="lifecycle-", suffix=".log")
         common = ["-b", "127.0.0.1:%d" % self.port, "--log-level", "info"] + args + [APP]
-        if kind == "rgunicorn":
+        if kind == "granian":
+            # Granian's own flags: the scenario passes them (its -w as --workers).
+            cmd = [os.path.join(VENV, "bin", "granian"), "--interface", "wsgi", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--log-level", "info"] + args + [APP]
+        elif kind == "rgunicorn":
             cmd = [os.path.join(TARGET, "release", "rgunicorn")] + common
         elif kind == "baseline":
             cmd = [BASELINE[0]] + common
@@ -144,8 +150,9 @@ class KeepAliveClients:
     got no complete, correct answer is lost. Reconnects only when told `Connection: close`
     (or after a loss)."""
 
-    def __init__(self, port, n, limit_s=60):
+    def __init__(self, port, n, limit_s=60, path="/echo"):
         self.port, self.ok, self.lost, self.stop = port, 0, [], False
+        self.path = path.encode()
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.run, args=(i, limit_s)) for i in range(n)]
         for t in self.threads:
@@ -160,7 +167,8 @@ class KeepAliveClients:
             try:
                 if sock is None:
                     sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
-                sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                             % (self.path, len(body), body))
                 status, head, got = read_response(sock)
                 if status != 200 or got != body:
                     raise ConnectionError("status %d" % status)
@@ -573,14 +581,72 @@ def worker_crashes(kind):
     return under_load(kind, ["-w", "4"], 32, during)
 
 
+def max_rss(kind):
+    """-w 2, a limit of 120 MiB sampled every second (--rss-sample-interval 1, both), 50
+    keep-alive clients POSTing for 20 s to an app that keeps 2 MiB per request (after 5 ms
+    of work). Figures: requests lost, recycles (from the log), the highest worker memory
+    sampled every 50 ms, and the longest a worker stayed over the limit."""
+    if kind not in ("rgunicorn", "baseline", "granian"):
+        return {"n/a": "no --workers-max-rss"}
+    limit = 120
+    args = (["--workers", "2"] if kind == "granian" else ["-w", "2"]) + [
+        "--workers-max-rss", str(limit), "--rss-sample-interval", "1"]
+    s = Server(kind, args)
+    try:
+        stop, seen = [False], {}
+
+        def watch():
+            end = time.time() + 120
+            while not stop[0] and time.time() < end:
+                now = time.time()
+                for pid in s.workers():
+                    mib = rss_mib(pid)
+                    if mib is None:
+                        continue
+                    w = seen.setdefault(pid, {"peak": 0.0, "first": None, "last": None})
+                    w["peak"] = max(w["peak"], mib)
+                    if mib > limit:
+                        w["first"] = w["first"] or now
+                        w["last"] = now
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        load = KeepAliveClients(s.port, 50, limit_s=20, path="/hoard?ms=5")
+        time.sleep(20)
+        result = load.finish()
+        stop[0] = True
+        watcher.join()
+        log = s.logs()
+        result["recycles"] = len(re.findall(r"exceeded --workers-max-rss|RSS over threshold", log))
+        result["peak_worker_mib"] = round(max([w["peak"] for w in seen.values()] or [0]))
+        result["longest_over_s"] = round(max([w["last"] - w["first"] for w in seen.values()
+                                              if w["first"]] or [0]), 2)
+        return result
+    finally:
+        s.stop()
+
+
+def rss_mib(pid):
+    """A process's resident memory now, in MiB (None once it is gone)."""
+    try:
+        with open("/proc/%d/statm" % pid) as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 SCENARIOS = [slow_request, hup, max_requests, timeout_kill, head_of_line, slow_readers,
              read_ahead, trickled_head, fd_exhaustion, slow_body, slow_body_threads,
-             retire_partial_head, handoff_fd_limit, threads_timeout, worker_crashes]
+             retire_partial_head, handoff_fd_limit, threads_timeout, worker_crashes, max_rss]
+# Granian runs these only (its flags differ from Gunicorn's).
+GRANIAN_SCENARIOS = {"max_rss"}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--servers", default="rgunicorn,gunicorn")
+    p.add_argument("--servers", default="rgunicorn,gunicorn,granian",
+                   help="granian runs only the scenarios it has flags for (max_rss)")
     p.add_argument("--only", default="")
     p.add_argument("--json", default="")
     p.add_argument("--baseline", default="", help="another rgunicorn binary to compare")
@@ -595,6 +661,8 @@ def main():
         if only and scenario.__name__ not in only:
             continue
         for kind in servers:
+            if kind == "granian" and scenario.__name__ not in GRANIAN_SCENARIOS:
+                continue
             try:
                 out = scenario(kind)
             except Exception as e:  # one scenario failing must not hide the others

@@ -1,7 +1,8 @@
 """The app bench/lifecycle.py drives (stdlib only): ``lifecycle:app``.
 
 GET /pid -> the worker's pid; GET /sleep?s=N -> sleeps N seconds; POST /echo -> the body;
-GET /big?size=N -> N bytes from a generator; GET /file?path=P -> P through wsgi.file_wrapper.
+GET /big?size=N -> N bytes from a generator; GET /file?path=P -> P through wsgi.file_wrapper;
+POST /hoard?ms=N -> the body, keeping 2 MiB for the worker's life (a leak), after N ms of work.
 """
 
 import os
@@ -14,6 +15,9 @@ def _reply(start_response, body, status="200 OK"):
     return [body]
 
 
+_HOARD = []
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     q = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
@@ -21,6 +25,11 @@ def app(environ, start_response):
         time.sleep(float(q.get("s", "1")))
         return _reply(start_response, b"slept")
     if path == "/echo":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        return _reply(start_response, environ["wsgi.input"].read(length))
+    if path == "/hoard":
+        _HOARD.append(b"x" * (2 << 20))  # touched, so resident
+        time.sleep(float(q.get("ms", "0")) / 1000)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         return _reply(start_response, environ["wsgi.input"].read(length))
     if path == "/big":
