@@ -18,7 +18,16 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "master",
         &[
-            "steering", "mod", "control", "commands", "json", "workers", "recycle", "reexec",
+            "steering",
+            "recycling",
+            "hooks",
+            "mod",
+            "control",
+            "commands",
+            "json",
+            "workers",
+            "recycle",
+            "reexec",
             "signals",
         ],
     ),

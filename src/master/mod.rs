@@ -1,13 +1,15 @@
 //! The master (Gunicorn's arbiter): binds the listeners, forks the workers, and supervises
 //! them from a loop of named steps — wait for a signal or a second, `reap_workers`, handle
 //! the pending signals, serve the control socket (`steering`), `murder_workers` (heartbeat
-//! timeouts), `recycle_workers` (memory, age), `manage_workers` (respawn or trim), then
-//! `retire_recycled` (once successors serve). It never touches HTTP.
+//! timeouts), `recycle_workers` (memory, age; `recycling`), `manage_workers` (respawn or
+//! trim), then `retire_recycled` (once successors serve). It never touches HTTP.
 
 mod commands;
 mod control;
+mod hooks;
 mod json;
 mod recycle;
+mod recycling;
 pub mod reexec;
 pub mod signals;
 mod steering;
@@ -27,7 +29,7 @@ use crate::python::fork::{fork, Forked};
 use crate::sock::Listener;
 use crate::unix::clock::monotonic_ms;
 use crate::worker::heartbeat::{Heartbeat, MAX_WORKER_SLOTS};
-use crate::worker::hooks::{server_namespace, worker_namespace};
+use crate::worker::hooks::worker_namespace;
 use crate::worker::WorkerSeed;
 use recycle::{Cause, Recycled};
 use signals::{signal_name, SignalQueue};
@@ -116,58 +118,6 @@ impl Master {
         self.start = Some(start);
         self.master_parent = parent.filter(|p| p.as_raw() > 0);
         self
-    }
-
-    fn server_object<'py>(&self, py: Python<'py>) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>> {
-        let workers = self.workers.summaries();
-        let listeners: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
-        server_namespace(
-            py,
-            &self.config,
-            self.pid,
-            &workers,
-            &listeners,
-            self.num_workers,
-        )
-    }
-
-    /// Calls a master-side hook with `server` first and the arguments `rest` builds; does
-    /// nothing (and builds nothing) when the hook is not set.
-    fn run_hook<F>(&self, name: &str, rest: F)
-    where
-        F: for<'py> FnOnce(Python<'py>) -> pyo3::PyResult<Vec<pyo3::Bound<'py, pyo3::PyAny>>>,
-    {
-        if !crate::python::hooks::is_set(name) {
-            return;
-        }
-        Python::attach(|py| {
-            let args = self.server_object(py).and_then(|server| {
-                let mut args = vec![server];
-                args.extend(rest(py)?);
-                Ok(args)
-            });
-            match args {
-                Ok(args) => crate::python::hooks::call(py, name, &args),
-                Err(e) => {
-                    crate::python::log_exception(py, &format!("Exception in {name} hook"), &e)
-                }
-            }
-        });
-    }
-
-    /// Changes the target worker count, telling `nworkers_changed`.
-    fn set_num_workers(&mut self, new: usize) {
-        let old = self.num_workers;
-        self.num_workers = new;
-        if new != old {
-            self.run_hook("nworkers_changed", |py| {
-                use pyo3::IntoPyObject;
-                Ok(vec![
-                    new.into_pyobject(py)?.into_any(),
-                    old.into_pyobject(py)?.into_any(),
-                ])
-            });
-        }
     }
 
     /// The old master is gone (we were reparented): we are the master now.
@@ -453,69 +403,6 @@ impl Master {
                 self.killed += 1;
             }
         }
-    }
-
-    /// Marks for recycling the workers whose memory stayed over `--workers-max-rss` (sampled
-    /// every `--rss-sample-interval`) or whose `--workers-lifetime` ran out. They stop
-    /// counting, so `manage_workers` forks their successors now; `retire_recycled` asks
-    /// them to go once the successors serve.
-    fn recycle_workers(&mut self) {
-        let now = monotonic_ms();
-        if let Some(limit) = self.config.workers_max_rss {
-            if now >= self.next_rss_sample {
-                // Every interval on the clock, not an interval after each late wake-up.
-                let interval = self.config.rss_sample_interval_ms;
-                self.next_rss_sample = (self.next_rss_sample + interval).max(now + interval / 2);
-                let over =
-                    self.workers
-                        .sample_rss(limit, self.config.rss_samples, recycle::read_rss);
-                for (pid, rss) in over {
-                    info!(
-                        "Worker (pid:{pid}) exceeded --workers-max-rss ({} MiB > {} MiB); recycling",
-                        rss.div_ceil(1 << 20),
-                        limit >> 20
-                    );
-                    self.count_recycle(Cause::MaxRss);
-                }
-            }
-        }
-        for (pid, age_ms) in self.workers.expired(now) {
-            info!(
-                "Worker (pid:{pid}) reached --workers-lifetime ({} s); recycling",
-                age_ms / 1000
-            );
-            self.count_recycle(Cause::Lifetime);
-        }
-    }
-
-    /// How long the loop may sleep: a second, or less when the workers' memory is due for
-    /// a sample sooner.
-    fn loop_timeout(&self) -> Duration {
-        let second = Duration::from_secs(1);
-        if self.config.workers_max_rss.is_none() {
-            return second;
-        }
-        let due = self.next_rss_sample.saturating_sub(monotonic_ms());
-        second.min(Duration::from_millis(due))
-    }
-
-    /// Asks the workers being recycled to retire (as `--max-requests` retires one: it
-    /// finishes its requests and hands its idle connections over), once the pool is whole
-    /// and every counted worker, their successors included, accepts.
-    fn retire_recycled(&mut self) {
-        let heartbeat = self.heartbeat;
-        let ready = self
-            .workers
-            .ready_to_retire(self.num_workers, |slot| heartbeat.is_serving(slot));
-        for (pid, slot) in ready {
-            debug!("Asking worker (pid:{pid}) to retire");
-            heartbeat.ask_to_retire(slot);
-        }
-    }
-
-    fn count_recycle(&mut self, cause: Cause) {
-        self.recycled.count(cause);
-        crate::log::statsd::recycled(cause.name());
     }
 
     /// Spawns missing workers and stops the oldest extras.
