@@ -100,22 +100,30 @@ impl Failure {
     }
 }
 
+/// The most words any command reads (`worker kill PID`).
+const MAX_WORDS: usize = 3;
+
 /// Appends `args` to the command's words as Python's `parts.extend(str(a) for a in args)`
 /// does (only when `args` is truthy).
 fn extend_with_args(parts: &mut Vec<String>, args: Option<&Json>) -> Result<(), Failure> {
     match args {
         None | Some(Json::Null) | Some(Json::Bool(false)) | Some(Json::Int(0)) => Ok(()),
         Some(Json::Float(f)) if *f == 0.0 => Ok(()),
+        // No command reads past its third word: the rest is not copied (a hostile 16 MiB
+        // `args` string would otherwise become millions of words).
         Some(Json::Array(items)) => {
-            parts.extend(items.iter().map(python_str));
+            let room = MAX_WORDS.saturating_sub(parts.len());
+            parts.extend(items.iter().take(room).map(python_str));
             Ok(())
         }
         Some(Json::Str(s)) => {
-            parts.extend(s.chars().map(String::from));
+            let room = MAX_WORDS.saturating_sub(parts.len());
+            parts.extend(s.chars().take(room).map(String::from));
             Ok(())
         }
         Some(Json::Object(pairs)) => {
-            parts.extend(pairs.iter().map(|(k, _)| k.clone()));
+            let room = MAX_WORDS.saturating_sub(parts.len());
+            parts.extend(pairs.iter().take(room).map(|(k, _)| k.clone()));
             Ok(())
         }
         Some(Json::Bool(true)) => Err(Failure::Failed("'bool' object is not iterable".into())),
@@ -217,7 +225,10 @@ fn add_workers(arbiter: &mut dyn Arbiter, count: i64) -> Result<Json, Failure> {
     let previous = arbiter.target();
     let wanted = usize::try_from(count).unwrap_or(usize::MAX);
     // Bounded as TTIN is: a worker needs a heartbeat slot.
-    let total = previous.saturating_add(wanted).min(arbiter.max_target());
+    let total = previous
+        .saturating_add(wanted)
+        .min(arbiter.max_target())
+        .max(previous);
     arbiter.set_target(total);
     Ok(object([
         ("added", (total - previous).into()),

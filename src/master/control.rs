@@ -9,15 +9,16 @@
 //! socket is non-blocking: a client that connects and sends nothing, or never reads its
 //! replies, costs a slot and its buffers until its idle deadline, never the master's time.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::sys::socket::{
-    bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    bind, listen, send, socket, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 use tracing::debug;
 
@@ -35,6 +36,16 @@ const MAX_CLIENTS: usize = 128;
 const BACKLOG: i32 = 100;
 /// Read size per `read(2)`.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Requests one client gets answered per turn of the master's loop, and connections
+/// accepted per turn: a busy client waits for the next turn rather than keeping the master
+/// from its workers and signals.
+const REQUESTS_PER_TURN: usize = 16;
+const ACCEPTS_PER_TURN: usize = 64;
+/// After `accept` failed for lack of descriptors or memory, how long the listener is left
+/// out of the poll (it would stay readable and spin the loop).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
+/// An emptied inbox larger than this gives its memory back.
+const KEPT_INBOX_BYTES: usize = 64 * 1024;
 
 /// The listening socket and its clients.
 pub struct ControlServer {
@@ -44,14 +55,17 @@ pub struct ControlServer {
     /// one a newer master (USR2) bound at the same path since.
     file: (u64, u64),
     clients: Vec<Client>,
+    /// Set after `accept` failed for lack of resources: not polled until then.
+    accept_paused_until: Option<Instant>,
 }
 
 struct Client {
     stream: UnixStream,
     /// Bytes of the request being received.
     inbox: Vec<u8>,
-    /// Reply bytes the client has not taken yet; nothing more is read meanwhile.
+    /// Reply bytes, `sent` of them taken by the client; nothing more is read until all are.
     outbox: Vec<u8>,
+    sent: usize,
     deadline: Instant,
 }
 
@@ -100,6 +114,7 @@ impl ControlServer {
             path: path.to_path_buf(),
             file: (meta.dev(), meta.ino()),
             clients: Vec::new(),
+            accept_paused_until: None,
         })
     }
 
@@ -110,19 +125,38 @@ impl ControlServer {
     /// What the master's poll waits on: the listener, then each client (readable, or
     /// writable while a reply waits).
     pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, bool)> {
-        std::iter::once((self.listener.as_fd(), false))
+        let listening = self
+            .accept_paused_until
+            .is_none_or(|until| Instant::now() >= until);
+        listening
+            .then(|| (self.listener.as_fd(), false))
+            .into_iter()
             .chain(
                 self.clients
                     .iter()
-                    .map(|c| (c.stream.as_fd(), !c.outbox.is_empty())),
+                    .map(|c| (c.stream.as_fd(), c.sent < c.outbox.len())),
             )
             .collect()
+    }
+
+    /// Whether a client has whole requests waiting that this turn did not answer (they are
+    /// read already: the poll would not say so): the master then does not sleep.
+    pub fn has_work(&self) -> bool {
+        self.clients
+            .iter()
+            .any(|c| c.sent == c.outbox.len() && matches!(peek_frame(&c.inbox), Some(true)))
     }
 
     /// Accepts, reads, answers and writes whatever can be done now without waiting; drops
     /// clients that closed, sent something that is not a message, or outstayed their time.
     pub fn serve(&mut self, arbiter: &mut dyn Arbiter) {
-        self.accept_all();
+        if self
+            .accept_paused_until
+            .is_none_or(|until| Instant::now() >= until)
+        {
+            self.accept_paused_until = None;
+            self.accept_all();
+        }
         let now = Instant::now();
         let mut i = 0;
         while i < self.clients.len() {
@@ -136,7 +170,7 @@ impl ControlServer {
     }
 
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     if self.clients.len() >= MAX_CLIENTS {
@@ -150,12 +184,18 @@ impl ControlServer {
                         stream,
                         inbox: Vec::new(),
                         outbox: Vec::new(),
+                        sent: 0,
                         deadline: Instant::now() + IDLE_TIMEOUT,
                     });
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // WouldBlock: no more; anything else (EMFILE) is tried again next turn.
-                Err(_) => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // EMFILE, ENOBUFS…: the connection stays queued; tried again after a pause.
+                Err(e) => {
+                    debug!("Control client error: accept: {e}");
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
             }
         }
     }
@@ -180,7 +220,8 @@ impl Client {
         if !self.flush() {
             return false;
         }
-        while self.outbox.is_empty() {
+        let mut answered = 0;
+        while self.sent == self.outbox.len() && answered < REQUESTS_PER_TURN {
             match next_frame(&mut self.inbox) {
                 Frame::Request(bytes) => {
                     let Some(reply) = Json::parse(&bytes)
@@ -191,6 +232,8 @@ impl Client {
                         return false;
                     };
                     self.outbox = frame(&reply);
+                    self.sent = 0;
+                    answered += 1;
                     self.deadline = now + IDLE_TIMEOUT;
                     if !self.flush() {
                         return false;
@@ -199,6 +242,16 @@ impl Client {
                 Frame::Invalid => {
                     debug!("Control client error: message too large");
                     return false;
+                }
+                Frame::Incomplete
+                    if self.inbox.is_empty() && self.inbox.capacity() > KEPT_INBOX_BYTES =>
+                {
+                    self.inbox = Vec::new();
+                    match self.read() {
+                        Some(true) => {}
+                        Some(false) => break,
+                        None => return false,
+                    }
                 }
                 Frame::Incomplete => match self.read() {
                     Some(true) => {}
@@ -228,19 +281,32 @@ impl Client {
 
     /// Writes what the socket takes of the waiting reply; false if the client is gone.
     fn flush(&mut self) -> bool {
-        while !self.outbox.is_empty() {
-            match self.stream.write(&self.outbox) {
+        while self.sent < self.outbox.len() {
+            // MSG_NOSIGNAL: a client gone before its reply must not raise SIGPIPE in the
+            // master, whatever an app or configuration did to that signal's disposition.
+            let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+            match send(self.stream.as_raw_fd(), &self.outbox[self.sent..], flags) {
                 Ok(0) => return false,
-                Ok(n) => {
-                    self.outbox.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Ok(n) => self.sent += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return true,
                 Err(_) => return false,
             }
         }
+        if !self.outbox.is_empty() {
+            self.outbox = Vec::new();
+            self.sent = 0;
+        }
         true
     }
+}
+
+/// Whether `inbox` starts with a whole message (Some(true)), part of one (Some(false)),
+/// or nothing (None).
+fn peek_frame(inbox: &[u8]) -> Option<bool> {
+    let prefix = inbox.first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*prefix) as usize;
+    Some(len > MAX_MESSAGE_BYTES || inbox.len() >= 4 + len)
 }
 
 /// Takes the first whole message off `inbox`, if it holds one.

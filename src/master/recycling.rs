@@ -20,13 +20,18 @@ impl Master {
     pub(super) fn recycle_workers(&mut self) {
         let now = monotonic_ms();
         if let Some(limit) = self.config.workers_max_rss {
+            let heartbeat = self.heartbeat;
             if now >= self.next_rss_sample {
                 // Every interval on the clock, not an interval after each late wake-up.
                 let interval = self.config.rss_sample_interval_ms;
                 self.next_rss_sample = (self.next_rss_sample + interval).max(now + interval / 2);
-                let over =
-                    self.workers
-                        .sample_rss(limit, self.config.rss_samples, recycle::read_rss);
+                let over = self
+                    .workers
+                    .sample_rss(limit, self.config.rss_samples, |pid, slot| {
+                        // A worker still booting is not judged yet (its successor
+                        // would be forked before it ever served).
+                        heartbeat.is_serving(slot).then(|| recycle::read_rss(pid))?
+                    });
                 for (pid, rss) in over {
                     info!(
                         "Worker (pid:{pid}) exceeded --workers-max-rss ({} MiB > {} MiB); recycling",

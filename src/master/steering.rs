@@ -18,6 +18,8 @@ impl Master {
     /// Sleeps until a signal, a control client, or `timeout`.
     pub(super) fn wait(&self, timeout: Duration) {
         match &self.control {
+            // Requests already read and not yet answered: no sleep this turn.
+            Some(control) if control.has_work() => self.signals.wait(Duration::ZERO),
             Some(control) => self.signals.wait_also(timeout, &control.poll_fds()),
             None => self.signals.wait(timeout),
         }

@@ -192,11 +192,11 @@ impl Workers {
         &mut self,
         limit: u64,
         samples: u32,
-        mut rss_of: impl FnMut(Pid) -> Option<u64>,
+        mut rss_of: impl FnMut(Pid, usize) -> Option<u64>,
     ) -> Vec<(Pid, u64)> {
         let mut over = Vec::new();
         for (pid, record) in self.records.iter_mut().filter(|(_, r)| !r.retiring) {
-            let rss = rss_of(*pid);
+            let rss = rss_of(*pid, record.slot);
             if recycle::sample(&mut record.rss_over, rss, limit, samples) {
                 record.start_recycling();
                 over.push((*pid, rss.unwrap_or(0)));
@@ -399,7 +399,7 @@ mod tests {
     fn a_worker_the_master_recycles_is_not_counted_again_when_it_leaves() {
         let mut w = Workers::new(1);
         w.insert(pid(10), record(1, 0));
-        assert_eq!(w.sample_rss(100, 1, |_| Some(200)), vec![(pid(10), 200)]);
+        assert_eq!(w.sample_rss(100, 1, |_, _| Some(200)), vec![(pid(10), 200)]);
         assert_eq!(w.note_leaving(|_| Some(Leaving::MaxRequests)), 0);
     }
 
@@ -411,7 +411,7 @@ mod tests {
         w.insert(pid(12), record(3, 2));
         // 10 grows and stays over; 11 goes over once, then under; 12 cannot be read.
         let rss = |round: u64| {
-            move |p: Pid| match p.as_raw() {
+            move |p: Pid, _slot: usize| match p.as_raw() {
                 10 => Some(150 + round),
                 11 => Some(if round == 0 { 150 } else { 90 }),
                 _ => None,
@@ -459,7 +459,7 @@ mod tests {
         let mut w = Workers::new(1);
         w.insert(pid(10), record(1, 0));
         w.insert(pid(11), record(2, 1));
-        w.sample_rss(100, 1, |p| (p.as_raw() == 10).then_some(200));
+        w.sample_rss(100, 1, |p, _| (p.as_raw() == 10).then_some(200));
         // Not yet: the pool is short of its successor.
         assert!(w.ready_to_retire(2, |_| true).is_empty());
         w.insert(pid(12), record(3, 2));
@@ -470,7 +470,7 @@ mod tests {
         // With the pool shrunk to nothing (WINCH), nothing is waited for.
         let mut w = Workers::new(1);
         w.insert(pid(10), record(1, 0));
-        w.sample_rss(100, 1, |_| Some(200));
+        w.sample_rss(100, 1, |_, _| Some(200));
         assert_eq!(w.ready_to_retire(0, |_| false), vec![(pid(10), 0)]);
     }
 

@@ -341,6 +341,23 @@ fn bad_clients_get_an_error_or_a_closed_connection_and_change_nothing() {
         );
     }
 
+    // 100 requests in one write: answered in turns of the master's loop, every one.
+    let mut burst = Vec::new();
+    for i in 0..100 {
+        let request = format!("{{\"id\": {i}, \"command\": \"show stats\", \"args\": []}}");
+        burst.extend_from_slice(&u32::try_from(request.len()).unwrap().to_be_bytes());
+        burst.extend_from_slice(request.as_bytes());
+    }
+    let mut c = connect();
+    c.write_all(&burst).unwrap();
+    for i in 0..100 {
+        let reply = read_frame(&mut c).unwrap_or_else(|| panic!("reply {i}"));
+        assert!(
+            reply.starts_with(&format!("{{\"id\": {i}, \"status\": \"ok\"")),
+            "{reply}"
+        );
+    }
+
     // The master still supervises: a killed worker is replaced, requests are served.
     let workers = server.wait_workers(2, DEADLINE);
     send_signal_to(workers[0], "KILL");

@@ -201,6 +201,18 @@ fn worker_add_and_remove_change_the_target_within_bounds() {
 }
 
 #[test]
+fn worker_add_never_lowers_a_target_above_the_bound() {
+    let mut fake = Fake::new(&[]);
+    fake.target = 12; // more than max_target (10), as a large --workers could set it
+    let reply = ask(&mut fake, "worker add 1");
+    assert!(
+        reply.ends_with("\"data\": {\"added\": 0, \"previous\": 12, \"total\": 12}}"),
+        "{reply}"
+    );
+    assert_eq!(fake.target, 12);
+}
+
+#[test]
 fn worker_kill_signals_only_our_own_workers() {
     let mut fake = Fake::new(&[]);
     // Not ours: never signalled (pid 1 would be init).
