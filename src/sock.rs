@@ -15,6 +15,8 @@ use nix::sys::socket::{
     SockType, SockaddrIn, SockaddrIn6, SockaddrLike, SockaddrStorage, UnixAddr,
 };
 
+use crate::unix::os_error;
+
 /// One `bind` entry as the user wrote it, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BindAddress {
@@ -157,11 +159,6 @@ impl Listener {
             0
         }
     }
-}
-
-/// An OS error as Python's `str(OSError)` shows it: `[Errno 98] Address already in use`.
-fn os_error(e: nix::Error) -> String {
-    format!("[Errno {}] {}", e as i32, e.desc())
 }
 
 /// Why a bind failed; `Connection in use` is retried, the rest are not.

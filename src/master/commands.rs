@@ -11,6 +11,7 @@ use super::json::{object, Json};
 use crate::config::setting::Value;
 use crate::config::Config;
 use crate::sock::{ListenAddr, Listener};
+use crate::unix::os_error;
 
 /// One worker as `show workers` lists it.
 pub struct WorkerFacts {
@@ -265,11 +266,6 @@ fn kill_worker(arbiter: &dyn Arbiter, pid: i64) -> Json {
         Ok(()) => object([("success", true.into()), ("killed", pid.into())]),
         Err(e) => object([("success", false.into()), ("error", os_error(e).into())]),
     }
-}
-
-/// Python's `str(OSError)`: `[Errno 3] No such process`.
-fn os_error(e: nix::Error) -> String {
-    format!("[Errno {}] {}", e as i32, e.desc())
 }
 
 fn by_age(arbiter: &dyn Arbiter) -> Vec<WorkerFacts> {

@@ -8,3 +8,9 @@ pub mod identity;
 pub mod pidfile;
 pub mod proctitle;
 pub mod systemd;
+
+/// An OS error as Python's `str(OSError)` shows it (`[Errno 98] Address already in use`),
+/// for messages that must read as Gunicorn's.
+pub fn os_error(e: nix::Error) -> String {
+    format!("[Errno {}] {}", e as i32, e.desc())
+}
