@@ -9,7 +9,10 @@ is not counted (system calls are one instruction each), so it complements, not r
 bench/run's CPU time per response.
 
 Usage: bench/instructions.py [--apps hello,echo,stream] [--requests 1000]
-                             [--baseline OTHER_BINARY] [--annotate]
+                             [--baseline OTHER_BINARY] [--variant 'NAME=ARGS'] [--annotate]
+
+--variant runs the same binary again with more arguments, e.g.
+`--variant 'metrics=--metrics --metrics-port 0'` for the cost of the Prometheus meters.
 
 Needs valgrind (Debian's package). PYTHONHASHSEED is fixed: without it, dict layouts and so
 the count vary by about 1,000 instructions per request between runs.
@@ -19,6 +22,7 @@ import argparse
 import http.client
 import os
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -67,7 +71,7 @@ def drive(port: int, n: int, method: str, body: bytes | None) -> None:
     conn.close()
 
 
-def worker_instructions(name: str, binary: Path, app: str, n: int,
+def worker_instructions(name: str, binary: Path, extra: list[str], app: str, n: int,
                         out: Path) -> tuple[int, Path]:
     """Runs the server under callgrind for n requests; the worker's total Ir and profile."""
     spec, method, body = APPS[app]
@@ -80,7 +84,7 @@ def worker_instructions(name: str, binary: Path, app: str, n: int,
         f"--callgrind-out-file={out}/cg.{tag}.%p --log-file={out}/vg.{tag}.%p.log"))
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", str(binary), "-w", "1", "-b",
-         f"127.0.0.1:{port}", "--timeout", "600", "--keep-alive", "60", spec],
+         f"127.0.0.1:{port}", "--timeout", "600", "--keep-alive", "60", *extra, spec],
         cwd=BENCH / "apps", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         drive(port, n, method, body)
@@ -97,9 +101,10 @@ def worker_instructions(name: str, binary: Path, app: str, n: int,
     raise SystemExit(f"no summary in {profiles[0]}")
 
 
-def per_request(name: str, binary: Path, app: str, n: int, out: Path) -> tuple[float, Path]:
-    one, _ = worker_instructions(name, binary, app, n, out)
-    two, profile = worker_instructions(name, binary, app, 2 * n, out)
+def per_request(name: str, binary: Path, extra: list[str], app: str, n: int,
+                out: Path) -> tuple[float, Path]:
+    one, _ = worker_instructions(name, binary, extra, app, n, out)
+    two, profile = worker_instructions(name, binary, extra, app, 2 * n, out)
     return (two - one) / n, profile
 
 
@@ -109,6 +114,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1000, help="N (the runs send N and 2N)")
     ap.add_argument("--binary", type=Path, default=REPO / "target" / "release" / "rgunicorn")
     ap.add_argument("--baseline", type=Path, help="another binary, measured the same way")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME=ARGS: the binary again with these arguments (repeatable)")
     ap.add_argument("--annotate", action="store_true",
                     help="print callgrind_annotate's top functions of the 2N run")
     args = ap.parse_args()
@@ -120,15 +127,18 @@ def main() -> int:
     if unknown:
         print(f"unknown app {','.join(unknown)}; choose from {','.join(APPS)}", file=sys.stderr)
         return 2
-    binaries = {"rgunicorn": args.binary}
+    binaries = {"rgunicorn": (args.binary, [])}
+    for variant in args.variant:
+        name, _, extra = variant.partition("=")
+        binaries[name] = (args.binary, shlex.split(extra))
     if args.baseline:
-        binaries["baseline"] = args.baseline
+        binaries["baseline"] = (args.baseline, [])
     out = Path(tempfile.mkdtemp(prefix="rgunicorn-callgrind-"))
     rows = []
     for app in apps:
         row = [app]
-        for name, binary in binaries.items():
-            ir, profile = per_request(name, binary.resolve(), app, args.requests, out)
+        for name, (binary, extra) in binaries.items():
+            ir, profile = per_request(name, binary.resolve(), extra, app, args.requests, out)
             row.append(ir)
             print(f"{app} {name}: {ir:,.0f} instructions per request", file=sys.stderr)
             if args.annotate:
@@ -136,14 +146,13 @@ def main() -> int:
                                check=False, stdout=sys.stderr)
         rows.append(row)
     head = ["app"] + [f"{n} Ir/request" for n in binaries]
-    if args.baseline:
-        head.append("ratio")
+    others = list(binaries)[1:]
+    head += [f"{n} / rgunicorn" for n in others]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for row in rows:
         cells = [row[0]] + [f"{v:,.0f}" for v in row[1:]]
-        if args.baseline:
-            cells.append(f"{row[1] / row[2]:.2f}×")
+        cells += [f"{v / row[1]:.4f}×" for v in row[2:]]
         print("| " + " | ".join(cells) + " |")
     print(f"(profiles in {out})", file=sys.stderr)
     return 0

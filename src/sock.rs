@@ -137,8 +137,19 @@ impl Listener {
     /// for a listening socket, as Gunicorn reads it); -1 for other sockets, 0 if the kernel
     /// would not say.
     pub fn backlog(&self) -> i64 {
+        match self.accept_queue() {
+            Some((waiting, _)) => i64::from(waiting),
+            None if matches!(self.addr, ListenAddr::Tcp(_)) => 0,
+            None => -1,
+        }
+    }
+
+    /// A TCP listener's accept queue: connections waiting, and how many it may hold
+    /// (`--backlog` as the kernel capped it: `tcpi_sacked` of a listening socket); None
+    /// for other sockets or if the kernel would not say.
+    pub fn accept_queue(&self) -> Option<(u32, u32)> {
         if !matches!(self.addr, ListenAddr::Tcp(_)) {
-            return -1;
+            return None;
         }
         // SAFETY: a zeroed tcp_info is a valid value of this plain C struct.
         let mut info: nix::libc::tcp_info = unsafe { std::mem::zeroed() };
@@ -153,11 +164,7 @@ impl Listener {
                 &mut len,
             )
         };
-        if rc == 0 {
-            i64::from(info.tcpi_unacked)
-        } else {
-            0
-        }
+        (rc == 0).then_some((info.tcpi_unacked, info.tcpi_sacked))
     }
 }
 

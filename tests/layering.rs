@@ -25,6 +25,9 @@ const LAYERS: &[(&str, &[&str])] = &[
             "control",
             "commands",
             "json",
+            "metrics",
+            "prometheus",
+            "service",
             "workers",
             "recycle",
             "reexec",
@@ -81,7 +84,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "log",
         &[
-            "mod", "access", "statsd", "syslog", "python", "sink", "udp", "level", "time",
+            "mod", "access", "statsd", "meters", "syslog", "python", "sink", "udp", "level", "time",
         ],
     ),
     (

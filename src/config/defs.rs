@@ -1446,6 +1446,42 @@ pub static SETTINGS: &[Setting] = &[
                5m; at least 60 s (rgunicorn's own, from Granian).",
         support: Support::Full,
     },
+    // rgunicorn's own, taken from Granian: the Prometheus exporter.
+    Setting {
+        name: "metrics",
+        section: "Metrics",
+        flags: &["--metrics"],
+        meta: "",
+        action: Action::SetTrue,
+        parse: parse_bool,
+        default: no,
+        help: "Serve Prometheus metrics at GET /metrics on --metrics-address:--metrics-port, \
+               from the master (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
+    Setting {
+        name: "metrics_address",
+        section: "Metrics",
+        flags: &["--metrics-address"],
+        meta: "ADDRESS",
+        action: Action::Set,
+        parse: parse_metrics_address,
+        default: || Value::Str("127.0.0.1".to_string()),
+        help: "The IP address the metrics exporter binds to (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
+    Setting {
+        name: "metrics_port",
+        section: "Metrics",
+        flags: &["--metrics-port"],
+        meta: "INT",
+        action: Action::Set,
+        parse: parse_metrics_port,
+        default: || Value::Int(9090),
+        help: "The port the metrics exporter binds to; 0 picks a free one, which is logged \
+               (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
 ];
 
 /// The row named `name`.
@@ -1459,11 +1495,14 @@ mod tests {
     use super::*;
 
     /// rgunicorn's own settings, after Gunicorn's, taken from Granian.
-    const OWN: [&str; 4] = [
+    const OWN: [&str; 7] = [
         "workers_max_rss",
         "rss_sample_interval",
         "rss_samples",
         "workers_lifetime",
+        "metrics",
+        "metrics_address",
+        "metrics_port",
     ];
 
     #[test]

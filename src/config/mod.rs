@@ -132,6 +132,8 @@ pub struct Config {
     /// limit in bytes, how often the master samples it (ms) and how many samples in a row
     /// must be over; a worker's lifetime (ms) before jitter.
     pub workers_max_rss: Option<u64>,
+    /// `--metrics`: where the Prometheus exporter listens.
+    pub metrics: Option<std::net::SocketAddr>,
     pub rss_sample_interval_ms: u64,
     pub rss_samples: u32,
     pub workers_lifetime_ms: Option<u64>,
@@ -427,6 +429,13 @@ impl Config {
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(1),
             workers_lifetime_ms: positive(&values, "workers_lifetime").map(|s| s * 1000),
+            metrics: flag(&values, "metrics")
+                .then(|| {
+                    let ip = text(&values, "metrics_address")?.parse().ok()?;
+                    let port = u16::try_from(int(&values, "metrics_port")).ok()?;
+                    Some(std::net::SocketAddr::new(ip, port))
+                })
+                .flatten(),
             timeout: int(&values, "timeout").unsigned_abs(),
             graceful_timeout: int(&values, "graceful_timeout").unsigned_abs(),
             keepalive: int(&values, "keepalive").unsigned_abs(),

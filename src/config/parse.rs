@@ -145,6 +145,24 @@ pub(super) fn parse_workers_lifetime(text: &str) -> Result<Value, String> {
     parse_duration_in(text, "--workers-lifetime", 60, None)
 }
 
+/// `--metrics-address` (Granian's): an IP address to bind the exporter to.
+pub(super) fn parse_metrics_address(text: &str) -> Result<Value, String> {
+    let t = text.trim();
+    t.parse::<std::net::IpAddr>()
+        .map(|_| Value::Str(t.to_string()))
+        .map_err(|_| format!("--metrics-address: '{t}' is not an IP address"))
+}
+
+/// `--metrics-port` (Granian's): 0 (any free port, logged) to 65535.
+pub(super) fn parse_metrics_port(text: &str) -> Result<Value, String> {
+    match parse_int(text)? {
+        Value::Int(n) if !(0..=65535).contains(&n) => Err(format!(
+            "--metrics-port: {n} is not in the range 0<=x<=65535"
+        )),
+        value => Ok(value),
+    }
+}
+
 /// Gunicorn's umask: `int(x, 0)`, plus a leading-zero string read as octal (`022`).
 pub(super) fn parse_octal(text: &str) -> Result<Value, String> {
     let t = text.trim();

@@ -6,6 +6,7 @@
 
 pub mod access;
 mod level;
+pub mod meters;
 pub mod python;
 mod sink;
 pub mod statsd;

@@ -1,6 +1,7 @@
 //! The master (Gunicorn's arbiter): binds the listeners, forks the workers, and supervises
 //! them from a loop of named steps — wait for a signal or a second, `reap_workers`, handle
-//! the pending signals, serve the control socket (`steering`), `murder_workers` (heartbeat
+//! the pending signals, serve the control socket and the metrics exporter (`steering`),
+//! `murder_workers` (heartbeat
 //! timeouts), `recycle_workers` (memory, age; `recycling`), `manage_workers` (respawn or
 //! trim), then `retire_recycled` (once successors serve). It never touches HTTP.
 
@@ -8,9 +9,12 @@ mod commands;
 mod control;
 mod hooks;
 mod json;
+mod metrics;
+mod prometheus;
 mod recycle;
 mod recycling;
 pub mod reexec;
+mod service;
 pub mod signals;
 mod steering;
 mod workers;
@@ -66,6 +70,12 @@ pub struct Master {
     master_parent: Option<Pid>,
     /// Gunicorn 27's control socket (`gunicornc`), once the first workers are forked.
     control: Option<control::ControlServer>,
+    /// `--metrics`: the workers' shared meters, every slot a worker has used, and the
+    /// exporter's socket (None while a USR2 parent still holds its port).
+    meters: Option<crate::log::meters::Meters>,
+    used_slots: std::collections::BTreeSet<usize>,
+    metrics: Option<metrics::MetricsServer>,
+    metrics_pending: bool,
     /// For `show stats`: when we started, workers forked, workers stopped by us (trimmed
     /// or killed after a timeout), HUPs.
     started: std::time::SystemTime,
@@ -74,6 +84,11 @@ pub struct Master {
     reloads: u64,
     /// Workers recycled, by cause (`show stats`, after Gunicorn's keys).
     recycled: Recycled,
+    /// Workers that died unasked (crashed, killed), and after a `--timeout`.
+    crashed: u64,
+    timed_out: u64,
+    /// Idle connections of dead workers passed to the others.
+    rescued: u64,
     /// When the workers' memory is next sampled (`monotonic_ms`).
     next_rss_sample: u64,
 }
@@ -103,11 +118,18 @@ impl Master {
             reexec_child: None,
             master_parent: None,
             control: None,
+            meters: None,
+            used_slots: std::collections::BTreeSet::new(),
+            metrics: None,
+            metrics_pending: false,
             started: std::time::SystemTime::now(),
             spawned: 0,
             killed: 0,
             reloads: 0,
             recycled: Recycled::default(),
+            crashed: 0,
+            timed_out: 0,
+            rescued: 0,
             next_rss_sample: 0,
         })
     }
@@ -176,6 +198,13 @@ impl Master {
         if unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
             debug!("Could not become a child subreaper: idle connections of a worker that dies are lost");
         }
+        if let Err(e) = self.start_metrics() {
+            error!("{e}");
+            return self.stop(Stop::Halt {
+                reason: "Can't start the metrics exporter.",
+                code: 1,
+            });
+        }
         self.run_hook("when_ready", |_| Ok(Vec::new()));
         let initial = self.num_workers;
         self.run_hook("nworkers_changed", |py| {
@@ -190,6 +219,7 @@ impl Master {
         let stop = loop {
             self.wait(self.loop_timeout());
             self.serve_control();
+            self.serve_metrics();
             if let Some(stop) = self.reap_workers() {
                 break stop;
             }
@@ -329,7 +359,14 @@ impl Master {
                 }
             }
         }
+        let metrics_moved = new.metrics != self.config.metrics;
         self.config = new;
+        if metrics_moved {
+            drop(self.metrics.take());
+            if let Err(e) = self.start_metrics() {
+                error!("{e}; the metrics exporter is off until the next reload");
+            }
+        }
     }
 
     /// Collects exited children and logs why each one went; a boot or app-load failure
@@ -353,10 +390,19 @@ impl Master {
                 debug!("Reaped unknown child (pid:{pid})");
                 continue;
             };
+            if let Some(meters) = &self.meters {
+                meters.clear_gauges(record.slot);
+            }
+            if record.aborted {
+                self.timed_out += 1;
+            } else if workers::died_unasked(status) {
+                self.crashed += 1;
+            }
             if let Some(table) = record.conn_table {
                 // A worker that died mid-way leaves idle keep-alive connections in its
                 // keeper: they go to the other workers instead of being reset.
                 let moved = crate::worker::keeper::rescue(&table, &self.handoff);
+                self.rescued += moved as u64;
                 if moved > 0 {
                     info!("Passed {moved} idle connections of worker (pid:{pid}) to the other workers");
                 }
@@ -448,6 +494,10 @@ impl Master {
             return false;
         };
         self.heartbeat.start(slot);
+        if let Some(meters) = &self.meters {
+            meters.clear_gauges(slot);
+            self.used_slots.insert(slot);
+        }
         let age = self.workers.next_age();
         let max_requests = self
             .workers
@@ -487,12 +537,14 @@ impl Master {
                 if let Some(control) = self.control.take() {
                     control.close_in_child();
                 }
+                drop(self.metrics.take());
                 let siblings = self.workers.summaries();
                 let seed = WorkerSeed {
                     config: &self.config,
                     listeners: &self.listeners,
                     heartbeat: self.heartbeat,
                     slot,
+                    meters: self.meters,
                     age,
                     max_requests,
                     master_pid: self.pid,
@@ -523,6 +575,7 @@ impl Master {
         if let Some(control) = self.control.take() {
             control.stop();
         }
+        drop(self.metrics.take());
         // A USR2 child or parent shares our unix socket files: leave them in place.
         let shared = self.reexec_child.is_some() || self.master_parent.is_some();
         for mut l in std::mem::take(&mut self.listeners) {

@@ -1,6 +1,7 @@
-//! The master as the control socket sees and steers it: opening the socket, waiting on
-//! it with the signals, serving its clients, and the [`Arbiter`] facts and changes the
-//! commands use. (Methods of [`Master`], kept apart from its loop.)
+//! The master as the control socket and the metrics exporter see and steer it: opening
+//! their sockets, waiting on them with the signals, serving their clients, the
+//! [`Arbiter`] facts and changes the commands use, and the snapshot a scrape reports.
+//! (Methods of [`Master`], kept apart from its loop.)
 
 use std::time::Duration;
 
@@ -8,6 +9,9 @@ use tracing::{debug, error, info};
 
 use super::commands::{self, Arbiter};
 use super::control::ControlServer;
+use super::metrics::MetricsServer;
+use super::prometheus::{LiveWorker, SlotView, Snapshot};
+use super::recycle::read_rss;
 use super::Master;
 use crate::config::Config;
 use crate::sock::Listener;
@@ -15,13 +19,133 @@ use crate::unix::clock::monotonic_ms;
 use crate::worker::heartbeat::MAX_WORKER_SLOTS;
 
 impl Master {
-    /// Sleeps until a signal, a control client, or `timeout`.
+    /// Sleeps until a signal, a control or metrics client, or `timeout`.
     pub(super) fn wait(&self, timeout: Duration) {
-        match &self.control {
-            // Requests already read and not yet answered: no sleep this turn.
-            Some(control) if control.has_work() => self.signals.wait(Duration::ZERO),
-            Some(control) => self.signals.wait_also(timeout, &control.poll_fds()),
-            None => self.signals.wait(timeout),
+        // Requests already read and not yet answered: no sleep this turn.
+        let has_work = self.control.as_ref().is_some_and(ControlServer::has_work)
+            || self.metrics.as_ref().is_some_and(MetricsServer::has_work);
+        if has_work {
+            return self.signals.wait(Duration::ZERO);
+        }
+        let mut fds = Vec::new();
+        if let Some(control) = &self.control {
+            fds.extend(control.poll_fds());
+        }
+        if let Some(metrics) = &self.metrics {
+            fds.extend(metrics.poll_fds());
+        }
+        if fds.is_empty() {
+            self.signals.wait(timeout);
+        } else {
+            self.signals.wait_also(timeout, &fds);
+        }
+    }
+
+    /// Opens the metrics exporter (`--metrics`) and the workers' shared meters, before the
+    /// first workers are forked. A master started by USR2 finds the port still held by
+    /// the old master: it takes the port over once the old master has gone.
+    ///
+    /// # Errors
+    /// The meters could not be mapped, or the port could not be bound.
+    pub(super) fn start_metrics(&mut self) -> Result<(), String> {
+        let Some(addr) = self.config.metrics else {
+            return Ok(());
+        };
+        if self.meters.is_none() {
+            let meters = crate::log::meters::Meters::new(MAX_WORKER_SLOTS)
+                .map_err(|e| format!("Can't map the workers' meters: {e}"))?;
+            self.meters = Some(meters);
+        }
+        match MetricsServer::bind(addr) {
+            Ok(server) => {
+                info!(
+                    "Metrics exporter listening at http://{}/metrics",
+                    server.addr()
+                );
+                self.metrics = Some(server);
+                self.metrics_pending = false;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && self.master_parent.is_some() => {
+                if !self.metrics_pending {
+                    info!("Metrics port {addr} is held by the old master; taking it over once it has gone");
+                }
+                self.metrics_pending = true;
+                Ok(())
+            }
+            Err(e) => Err(format!("Can't start the metrics exporter at {addr}: {e}")),
+        }
+    }
+
+    /// Answers scrapes (and, after a USR2, takes the port over when the old master frees it).
+    pub(super) fn serve_metrics(&mut self) {
+        if self.metrics_pending {
+            if let Err(e) = self.start_metrics() {
+                debug!("{e}");
+            }
+        }
+        if let Some(mut server) = self.metrics.take() {
+            server.serve(|| super::prometheus::render(&self.metrics_snapshot()));
+            self.metrics = Some(server);
+        }
+    }
+
+    /// What a scrape reports now.
+    fn metrics_snapshot(&self) -> Snapshot {
+        let now = monotonic_ms();
+        let live: std::collections::HashMap<usize, LiveWorker> = self
+            .workers
+            .records()
+            .map(|(pid, record)| {
+                let worker = LiveWorker {
+                    pid: pid.as_raw(),
+                    age: record.age,
+                    uptime_seconds: now.saturating_sub(record.born_ms) as f64 / 1000.0,
+                    rss: read_rss(*pid),
+                };
+                (record.slot, worker)
+            })
+            .collect();
+        let mut live = live;
+        let slots = match &self.meters {
+            Some(meters) => self
+                .used_slots
+                .iter()
+                .map(|&slot| SlotView {
+                    slot,
+                    meters: meters.slot(slot),
+                    live: live.remove(&slot),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let recycled = self.recycled;
+        Snapshot {
+            start_time: self
+                .started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            master_rss: read_rss(self.pid),
+            workers_target: self.num_workers,
+            spawned: self.spawned,
+            respawned: vec![
+                ("error", self.crashed),
+                ("timeout", self.timed_out),
+                ("max_requests", recycled.max_requests),
+                ("max_rss", recycled.max_rss),
+                ("lifetime", recycled.lifetime),
+            ],
+            reloads: self.reloads,
+            rescued: self.rescued,
+            listeners: self
+                .listeners
+                .iter()
+                .filter_map(|l| {
+                    let (waiting, limit) = l.accept_queue()?;
+                    Some((l.addr.to_string(), waiting, limit))
+                })
+                .collect(),
+            slots,
         }
     }
 

@@ -313,6 +313,16 @@ pub fn report_exit(pid: Pid, status: WaitStatus) -> Option<(&'static str, i32)> 
     }
 }
 
+/// Whether a worker ended in a way neither it nor the master chose: a non-zero exit, or a
+/// signal other than a TERM (a graceful stop sent from outside).
+pub fn died_unasked(status: WaitStatus) -> bool {
+    match status {
+        WaitStatus::Exited(_, code) => code != 0,
+        WaitStatus::Signaled(_, sig, _) => sig != Signal::SIGTERM,
+        _ => false,
+    }
+}
+
 /// Whether Gunicorn calls `child_exit` for this end: not for a failed boot or app load
 /// (the server halts instead).
 pub fn runs_child_exit(status: WaitStatus) -> bool {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use pyo3::Python;
 
-pub use outbox::OUTBOX_BYTES;
+pub use outbox::{queued_bytes, OUTBOX_BYTES};
 use outbox::{Outbox, Segment};
 use sys::{recv_now, send_now, sendfile_now, sendv_now};
 use tls::{flush_tls, lock_session, read_plaintext, send_tls, write_plaintext};

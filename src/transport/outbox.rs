@@ -85,6 +85,11 @@ pub struct Outbox {
     pub bytes: usize,
 }
 
+/// Response bytes waiting for slow clients in this process's outboxes.
+pub fn queued_bytes() -> usize {
+    QUEUED_BYTES.load(Ordering::Relaxed)
+}
+
 impl Outbox {
     pub fn push_bytes(&mut self, slices: &[IoSlice<'_>]) {
         let len: usize = slices.iter().map(|s| s.len()).sum();

@@ -213,6 +213,7 @@ impl EventLoop<'_> {
             Ok(raw) => {
                 // SAFETY: accept4 just returned this descriptor; nothing else owns it.
                 let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                crate::log::meters::accepted();
                 if self.accept_failures > 0 {
                     warn!(
                         "Accepting connections again after {} failed attempts",
@@ -283,6 +284,7 @@ impl EventLoop<'_> {
         let state = State::adopted(received.fresh, buffered, self.clock(), self.timeouts);
         match self.add_conn(py, listener, received.socket, false, state) {
             Ok(idx) => {
+                crate::log::meters::adopted();
                 if let Some(conn) = self.conns[idx].as_mut() {
                     conn.buf = received.buffered;
                 }

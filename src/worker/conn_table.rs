@@ -2,12 +2,11 @@
 //! shared with others: the hand-off watcher's table (`handoff`) and the table the master
 //! reads to rescue a dead worker's connections from its keeper (`keeper`).
 
-use std::num::NonZeroUsize;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::sys::mman::munmap;
 
 const IDLE: u64 = 1 << 63;
 const FRESH: u64 = 1 << 62;
@@ -54,19 +53,8 @@ impl ConnTable {
     /// `mmap` failed.
     pub fn new(slots: usize) -> nix::Result<ConnTable> {
         let len = slots + 1;
-        let bytes =
-            NonZeroUsize::new(len * std::mem::size_of::<AtomicU64>()).ok_or(nix::Error::EINVAL)?;
-        // SAFETY: an anonymous shared mapping of fresh zeroed memory; nothing else aliases it.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                bytes,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE,
-            )?
-        };
         Ok(ConnTable {
-            words: ptr.cast(),
+            words: crate::unix::shared_zeroed::<AtomicU64>(len)?,
             len,
         })
     }

@@ -159,7 +159,9 @@ impl EventLoop<'_> {
         if let Some(watcher) = &self.watcher {
             watcher.call_started();
         }
+        crate::log::meters::busy(true);
         let outcome = self.runtime.handle(py, &mut exchange, head, began);
+        crate::log::meters::busy(false);
         drop(exchange);
         if let Some(watcher) = &self.watcher {
             watcher.call_ended(&mut self.handed);
@@ -179,6 +181,7 @@ impl EventLoop<'_> {
         };
         // Nothing more is read or served from it: its read-ahead is freed now.
         conn.buf = Vec::new();
+        crate::log::meters::refused();
         let slices = &mut [std::io::IoSlice::new(page)];
         let began = Instant::now();
         let written = conn.io.write_all(py, slices, self.timeouts.head);

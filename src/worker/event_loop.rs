@@ -399,11 +399,14 @@ impl<'a> EventLoop<'a> {
         }
     }
 
+    /// Once a second: leave if the master is gone, and publish the gauges `--metrics`
+    /// reports (the scrape sees them at most a second old).
     fn check_parent(&mut self) {
         if self.last_parent_check.elapsed() < Duration::from_secs(1) {
             return;
         }
         self.last_parent_check = Instant::now();
+        self.publish_meters();
         if nix::unistd::getppid() != self.seed.master_pid && super::signals::is_alive() {
             info!(
                 "Parent changed, shutting down: <Worker {}>",
@@ -411,6 +414,19 @@ impl<'a> EventLoop<'a> {
             );
             super::signals::stop_gracefully();
         }
+    }
+
+    fn publish_meters(&self) {
+        if !crate::log::meters::enabled() {
+            return;
+        }
+        let conns = self.conns.iter().flatten();
+        crate::log::meters::publish(crate::log::meters::Gauges {
+            queued: self.pool.as_ref().map_or(0, |p| p.queued() as u64),
+            open: self.open as u64,
+            idle: conns.filter(|c| c.state.phase() == Phase::Idle).count() as u64,
+            outbox_bytes: crate::transport::queued_bytes() as u64,
+        });
     }
 
     /// Tells the master the worker is alive (its `--timeout`). The sync worker's loop is

@@ -477,8 +477,9 @@ fn send_connection(
         &[ControlMessage::ScmRights(&fds)],
         MsgFlags::MSG_DONTWAIT,
         None,
-    )
-    .map(|_| ())
+    )?;
+    crate::log::meters::handed_off();
+    Ok(())
 }
 
 /// Slots among `candidates` whose connection became readable within one tick; None when

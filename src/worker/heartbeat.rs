@@ -10,11 +10,8 @@
 //! says when it serves (its loop accepts), and the master may ask it to retire
 //! (`--workers-max-rss`, `--workers-lifetime`): a flag the worker's loop reads each turn.
 
-use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
 
 use crate::unix::clock::monotonic_ms;
 
@@ -49,18 +46,8 @@ impl Heartbeat {
     /// # Errors
     /// `mmap` failed.
     pub fn new() -> nix::Result<Heartbeat> {
-        let len = NonZeroUsize::new(TABLES * MAX_WORKER_SLOTS * std::mem::size_of::<AtomicU64>())
-            .ok_or(nix::Error::EINVAL)?;
-        // SAFETY: an anonymous shared mapping of fresh zeroed memory; nothing else aliases it.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )?
-        };
-        Ok(Heartbeat { slots: ptr.cast() })
+        let slots = crate::unix::shared_zeroed::<AtomicU64>(TABLES * MAX_WORKER_SLOTS)?;
+        Ok(Heartbeat { slots })
     }
 
     fn cell(&self, index: usize) -> &AtomicU64 {

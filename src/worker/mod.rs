@@ -78,6 +78,14 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         slot: seed.slot,
         master_wake: seed.master_wake,
     });
+    if let Some(meters) = &seed.meters {
+        let threads = if seed.config.threaded {
+            seed.config.threads
+        } else {
+            1
+        };
+        crate::log::meters::adopt(meters, seed.slot, threads);
+    }
     match object::build(py, seed) {
         Ok(obj) => crate::python::hooks::set_worker_object(obj.unbind()),
         Err(e) => crate::python::log_exception(py, "Exception in worker process", &e),

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use pyo3::prelude::*;
 
@@ -78,7 +79,7 @@ impl Shared {
             done_write,
             reopen: AtomicU64::new(0),
             started: (0..threads).map(|_| AtomicU64::new(0)).collect(),
-            epoch: std::time::Instant::now(),
+            epoch: Instant::now(),
         });
         Ok((shared, done_read))
     }
@@ -227,6 +228,11 @@ impl Pool {
     }
 
     /// USR1: every thread reopens its access log before its next request.
+    /// Requests waiting for a free thread.
+    pub fn queued(&self) -> usize {
+        lock(&self.shared.queue).jobs.len()
+    }
+
     pub fn reopen_logs(&self) {
         self.shared.reopen.fetch_add(1, Ordering::Relaxed);
     }
@@ -253,10 +259,16 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
         let mut reopened = 0;
         // Under load the next job is taken at once, keeping the GIL (no switch per request);
         // only an idle thread lets go of it to wait.
-        while let Some(job) = shared
-            .try_next_job()
-            .or_else(|| py.detach(|| shared.next_job()))
-        {
+        while let Some(job) = shared.try_next_job().or_else(|| {
+            let (job, taken_at) = py.detach(|| {
+                let job = shared.next_job();
+                (job, crate::log::meters::enabled().then(Instant::now))
+            });
+            if let Some(at) = taken_at {
+                crate::log::meters::gil_waited(at.elapsed());
+            }
+            job
+        }) {
             let generation = shared.reopen.load(Ordering::Relaxed);
             if generation != reopened {
                 runtime.reopen_logs();
@@ -278,7 +290,9 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
                 may_keep_alive,
             };
             shared.mark(thread, true);
-            let outcome = runtime.handle(py, &mut exchange, &head, std::time::Instant::now());
+            crate::log::meters::busy(true);
+            let outcome = runtime.handle(py, &mut exchange, &head, Instant::now());
+            crate::log::meters::busy(false);
             drop(exchange);
             shared.mark(thread, false);
             // Our share of the environment goes before the loop gets the connection back.
@@ -352,7 +366,7 @@ mod tests {
     #[test]
     fn all_threads_busy_count_from_the_latest_request_started() {
         let (mut shared, done_read) = Shared::new(2).unwrap();
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         Arc::get_mut(&mut shared).unwrap().epoch =
             now.checked_sub(Duration::from_secs(10)).unwrap();
         // Started 1 s and 5 s after the epoch (stored plus one: 0 means waiting).

@@ -12,6 +12,8 @@ pub struct WorkerSeed<'a> {
     pub listeners: &'a [Listener],
     pub heartbeat: Heartbeat,
     pub slot: usize,
+    /// The `--metrics` table (see `log::meters`): the worker records into block `slot`.
+    pub meters: Option<crate::log::meters::Meters>,
     pub age: u64,
     pub max_requests: u64,
     pub master_pid: Pid,

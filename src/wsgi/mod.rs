@@ -440,6 +440,7 @@ impl Runtime {
         start: Instant,
     ) {
         crate::log::statsd::request(&sent.status, start);
+        crate::log::meters::response(sent.code, start);
         let Some(log) = self.access_log.as_mut() else {
             return;
         };

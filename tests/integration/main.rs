@@ -16,6 +16,7 @@ mod hooks;
 mod http;
 mod lifecycle;
 mod logging;
+mod metrics;
 mod nginx;
 mod pinning;
 mod process;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::{ask, number, start_with_socket};
 use crate::lifecycle::assert_none_lost;
+use crate::metrics::{metrics_port, scrape, sum};
 use crate::support::load::KeepAliveLoad;
 use crate::support::{children_of, poll_until, run_to_exit, Server, LOG_DEADLINE as DEADLINE};
 
@@ -137,8 +138,12 @@ fn workers_over_max_rss_are_recycled_under_keepalive_load_losing_nothing() {
             "1",
             "--log-level",
             "debug",
+            "--metrics",
+            "--metrics-port",
+            "0",
         ],
     );
+    let metrics = metrics_port(&s.wait_for_log("Metrics exporter listening at", DEADLINE));
     let watcher = Watcher::start(s.pid(), limit);
     // 2 MiB kept per request, and 2 ms of work: about 1 GiB a second at most over both
     // workers, so the test stays light in memory between two samples.
@@ -169,6 +174,20 @@ fn workers_over_max_rss_are_recycled_under_keepalive_load_losing_nothing() {
     .unwrap_or_else(|| panic!("stats and log disagree\n{}", s.stderr()));
     assert_eq!(number(&agreed, "max_requests"), 0, "{agreed}");
     assert_eq!(number(&agreed, "lifetime"), 0, "{agreed}");
+    // The metrics agree, and every answered request was counted across the recycles:
+    // a recycled worker's counts stay in its slot.
+    let page = scrape(metrics);
+    let by_cause = |cause: &str| {
+        let label = format!("cause=\"{cause}\"");
+        sum(&page, "rgunicorn_workers_respawned_total", &[&label]) as i64
+    };
+    assert_eq!(by_cause("max_rss"), number(&agreed, "max_rss"), "{page}");
+    assert_eq!(by_cause("error") + by_cause("lifetime"), 0, "{page}");
+    assert_eq!(
+        sum(&page, "rgunicorn_requests_total", &[]),
+        f64::from(ok),
+        "{page}"
+    );
 
     let window = Duration::from_secs(1);
     let allowance = Duration::from_secs(5);
