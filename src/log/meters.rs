@@ -142,10 +142,13 @@ fn bucket(micros: u64) -> usize {
         .unwrap_or(DURATION_BOUNDS_US.len())
 }
 
-/// A response went out with status `code`; the request began at `start`.
+/// A response went out with status `code`; the request began at `start`. (Code 0: none
+/// went out, the client having gone; not a response.)
 #[inline]
 pub fn response(code: u16, start: Instant) {
-    let Some(m) = own() else { return };
+    let Some(m) = own().filter(|_| code != 0) else {
+        return;
+    };
     let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     let class = usize::from(code / 100).clamp(1, 5) - 1;
     m.responses[class].fetch_add(1, Ordering::Relaxed);

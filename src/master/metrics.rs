@@ -58,7 +58,7 @@ impl MetricsServer {
 
     /// Whether a client has a whole request waiting that this turn did not answer.
     pub fn has_work(&self) -> bool {
-        self.service.has_work(|inbox| head_end(inbox).is_some())
+        self.service.has_work(has_request)
     }
 
     /// Accepts, reads, answers and writes what can be done now; `page` writes the metrics.
@@ -67,12 +67,15 @@ impl MetricsServer {
     }
 }
 
-/// Where the head in `inbox` ends, if it is whole.
-fn head_end(inbox: &[u8]) -> Option<usize> {
-    inbox
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
+/// Whether `inbox` holds what [`answer`] acts on now (a whole head, a malformed one, or
+/// more bytes than a head may have): the same parse, so a client whose bytes only look
+/// like a head (blank lines, which httparse skips) cannot keep the master from sleeping.
+fn has_request(inbox: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::Request::new(&mut headers).parse(inbox) {
+        Ok(httparse::Status::Partial) => inbox.len() > MAX_HEAD_BYTES,
+        _ => true,
+    }
 }
 
 /// Takes the next request off `inbox` and answers it.
@@ -111,9 +114,10 @@ fn answer<F: FnMut() -> String>(inbox: &mut Vec<u8>, page: &mut F) -> Step {
     };
     let path = request.path.unwrap_or("").split('?').next().unwrap_or("");
     let method = request.method.unwrap_or("");
-    let reply = if body_announced {
+    if body_announced {
         return error(400, "Bad Request");
-    } else if path != "/metrics" {
+    }
+    let mut reply = if path != "/metrics" {
         response(404, "Not Found", "", b"Not Found\n", close)
     } else if method != "GET" && method != "HEAD" {
         // Allow goes with a 405 (RFC 9110 15.5.6).
@@ -122,14 +126,15 @@ fn answer<F: FnMut() -> String>(inbox: &mut Vec<u8>, page: &mut F) -> Step {
             close: true,
         };
     } else {
-        let body = page();
         let content_type = format!("Content-Type: {CONTENT_TYPE}\r\n");
-        let mut reply = response(200, "OK", &content_type, body.as_bytes(), close);
-        if method == "HEAD" {
-            reply.truncate(reply.len() - body.len());
-        }
-        reply
+        response(200, "OK", &content_type, page().as_bytes(), close)
     };
+    if method == "HEAD" {
+        // The head alone, its Content-Length that of the body a GET gets.
+        if let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
+            reply.truncate(end + 4);
+        }
+    }
     inbox.drain(..len);
     Step::Reply {
         bytes: reply,
@@ -201,6 +206,26 @@ mod tests {
         assert!(close);
         let (_, close, _) = reply(b"GET /metrics HTTP/1.0\r\n\r\n");
         assert!(close, "HTTP/1.0 closes unless asked not to");
+    }
+
+    #[test]
+    fn only_what_answer_acts_on_counts_as_a_request() {
+        assert!(!has_request(b""));
+        assert!(
+            !has_request(b"\r\n\r\n"),
+            "blank lines are skipped, not a request"
+        );
+        assert!(!has_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"));
+        assert!(has_request(b"GET /metrics HTTP/1.1\r\n\r\n"));
+        assert!(
+            has_request(b"\x16\x03\x01 garbage\r\n"),
+            "malformed: answered with a 400"
+        );
+        let (text, _, _) = reply(b"\r\n\r\n");
+        assert_eq!(text, "incomplete");
+        let (text, close, _) = reply(b"HEAD /other HTTP/1.1\r\n\r\n");
+        assert!(text.starts_with("HTTP/1.1 404 ") && text.ends_with("\r\n\r\n") && !close);
+        assert!(text.contains("Content-Length: 10\r\n"), "{text}");
     }
 
     #[test]

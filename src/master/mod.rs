@@ -364,7 +364,9 @@ impl Master {
         if metrics_moved {
             drop(self.metrics.take());
             if let Err(e) = self.start_metrics() {
-                error!("{e}; the metrics exporter is off until the next reload");
+                // The port may be freed later (an old process leaving): tried each second.
+                error!("{e}; retrying every second");
+                self.metrics_pending = true;
             }
         }
     }

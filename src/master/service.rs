@@ -40,25 +40,23 @@ pub enum Step {
 /// A listening socket the service accepts from.
 pub trait Listen: AsFd {
     type Stream: Read + AsFd;
-    /// Accepts one connection, made non-blocking.
-    fn accept_nonblocking(&self) -> std::io::Result<Self::Stream>;
+    /// Accepts one connection, made non-blocking: Ok(None) if that failed (it is closed).
+    fn accept_nonblocking(&self) -> std::io::Result<Option<Self::Stream>>;
 }
 
 impl Listen for UnixListener {
     type Stream = UnixStream;
-    fn accept_nonblocking(&self) -> std::io::Result<UnixStream> {
+    fn accept_nonblocking(&self) -> std::io::Result<Option<UnixStream>> {
         let (stream, _) = self.accept()?;
-        stream.set_nonblocking(true)?;
-        Ok(stream)
+        Ok(stream.set_nonblocking(true).is_ok().then_some(stream))
     }
 }
 
 impl Listen for TcpListener {
     type Stream = TcpStream;
-    fn accept_nonblocking(&self) -> std::io::Result<TcpStream> {
+    fn accept_nonblocking(&self) -> std::io::Result<Option<TcpStream>> {
         let (stream, _) = self.accept()?;
-        stream.set_nonblocking(true)?;
-        Ok(stream)
+        Ok(stream.set_nonblocking(true).is_ok().then_some(stream))
     }
 }
 
@@ -153,8 +151,9 @@ impl<L: Listen> Service<L> {
     fn accept_all(&mut self) {
         for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept_nonblocking() {
-                Ok(stream) => {
-                    if self.clients.len() >= self.limits.clients {
+                Ok(None) => {}
+                Ok(Some(stream)) => {
+                    if self.clients.len() >= self.limits.clients && !self.evict_idlest() {
                         debug!("{} client error: too many clients", self.limits.name);
                         continue; // dropped: closed
                     }
@@ -176,6 +175,32 @@ impl<L: Listen> Service<L> {
                     return;
                 }
             }
+        }
+    }
+}
+
+impl<L: Listen> Service<L> {
+    /// Full: the client waiting longest for its next request (nothing of a reply pending)
+    /// makes room, so clients that connect and stay silent cannot lock others out for
+    /// their whole idle time. False if every client has a reply on its way.
+    fn evict_idlest(&mut self) -> bool {
+        let idlest = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.outbox.is_empty())
+            .min_by_key(|(_, c)| c.deadline)
+            .map(|(i, _)| i);
+        match idlest {
+            Some(i) => {
+                debug!(
+                    "{} client error: too many clients; closing the idlest",
+                    self.limits.name
+                );
+                self.clients.swap_remove(i);
+                true
+            }
+            None => false,
         }
     }
 }

@@ -77,7 +77,8 @@ impl Master {
         }
     }
 
-    /// Answers scrapes (and, after a USR2, takes the port over when the old master frees it).
+    /// Answers scrapes (and takes the port over once it is free: after a USR2, when the old
+    /// master leaves; after a reload whose port was taken).
     pub(super) fn serve_metrics(&mut self) {
         if self.metrics_pending {
             if let Err(e) = self.start_metrics() {

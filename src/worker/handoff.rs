@@ -428,6 +428,7 @@ fn drop_listeners(shared: &Shared, send: &OwnedFd, since: u64, registry: &mio::R
                 Ok(raw) => {
                     // SAFETY: accept4 just returned this descriptor; nothing else owns it.
                     let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+                    crate::log::meters::accepted();
                     if send_connection(send.as_fd(), raw, index, true, &[]).is_err() {
                         shared
                             .stranded

@@ -227,12 +227,12 @@ impl Pool {
         Some(std::time::Duration::from_nanos(now.saturating_sub(latest)))
     }
 
-    /// USR1: every thread reopens its access log before its next request.
     /// Requests waiting for a free thread.
     pub fn queued(&self) -> usize {
         lock(&self.shared.queue).jobs.len()
     }
 
+    /// USR1: every thread reopens its access log before its next request.
     pub fn reopen_logs(&self) {
         self.shared.reopen.fetch_add(1, Ordering::Relaxed);
     }

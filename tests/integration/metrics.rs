@@ -109,9 +109,13 @@ fn promtool_check(page: &str) -> String {
 #[test]
 fn the_page_passes_promtool_and_counts_every_response_by_status_class() {
     let (s, port) = start("metrics-page", &["-w", "2"]);
-    let before = scrape(port);
+    // The fixture's readiness probe (a connection) is counted once a worker accepts it.
+    let before = poll_until(DEADLINE, || {
+        let page = scrape(port);
+        (sum(&page, "rgunicorn_connections_accepted_total", &[]) >= 1.0).then_some(page)
+    })
+    .expect("the readiness probe is accepted");
     assert_eq!(sum(&before, "rgunicorn_requests_total", &[]), 0.0);
-    // The fixture's readiness probes were connections too.
     let accepted = sum(&before, "rgunicorn_connections_accepted_total", &[]);
     for i in 0..30 {
         assert_eq!(s.get(&format!("/n{i}")).status, 200);
@@ -123,7 +127,12 @@ fn the_page_passes_promtool_and_counts_every_response_by_status_class() {
     let refused = s.request("GET /\x01 HTTP/1.1\r\n\r\n");
     assert_eq!(refused.status, 400);
 
-    let page = scrape(port);
+    // A worker counts a response once it has written it: the client may be first.
+    let page = poll_until(DEADLINE, || {
+        let page = scrape(port);
+        (sum(&page, "rgunicorn_requests_total", &[]) == 36.0).then_some(page)
+    })
+    .unwrap_or_else(|| panic!("36 responses counted\n{}", scrape(port)));
     assert_eq!(promtool_check(&page), "", "promtool has remarks");
     assert_eq!(
         sum(&page, "rgunicorn_requests_total", &["status=\"2xx\""]),
@@ -189,7 +198,8 @@ fn a_scrape_is_answered_while_every_worker_is_busy_and_shows_them_busy() {
 
 #[test]
 fn keep_alive_connections_and_a_crashed_workers_counts_are_kept() {
-    let (mut s, port) = start("metrics-crash", &["-w", "2"]);
+    // Keep-alive outlasts the gauges' publishing (every second or two).
+    let (mut s, port) = start("metrics-crash", &["-w", "2", "--keep-alive", "30"]);
     let mut idle: Vec<Conn> = (0..3).map(|_| s.connect()).collect();
     for c in &mut idle {
         c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -199,8 +209,10 @@ fn keep_alive_connections_and_a_crashed_workers_counts_are_kept() {
         (sum(&scrape(port), "rgunicorn_connections_keepalive", &[]) == 3.0).then_some(())
     })
     .expect("3 idle keep-alive connections reported");
-    let before = scrape(port);
-    assert_eq!(sum(&before, "rgunicorn_requests_total", &[]), 3.0);
+    let counted = poll_until(DEADLINE, || {
+        (sum(&scrape(port), "rgunicorn_requests_total", &[]) == 3.0).then_some(())
+    });
+    assert!(counted.is_some(), "3 requests counted\n{}", scrape(port));
 
     // A worker killed from outside: replaced, counted as an error respawn, and the requests
     // it served still count (its slot goes on with its successor).
