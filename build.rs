@@ -4,6 +4,9 @@
 //! (on Debian-based machines often the system one, a different patch release and prefix),
 //! and the server then runs with another interpreter than the one it was configured for.
 
+#[path = "src/python/base_interpreter.rs"]
+mod base_interpreter;
+
 fn main() {
     pyo3_build_config::use_pyo3_cfgs();
     pyo3_build_config::add_libpython_rpath_link_args();
@@ -14,7 +17,20 @@ fn main() {
         config.version().minor
     );
     if let Some(executable) = config.executable() {
-        println!("cargo:rustc-env=RGUNICORN_BUILD_PYTHON_EXE={executable}");
+        // A virtualenv's interpreter is recorded as its base: see `base_interpreter`.
+        let minor = format!("{}.{}", config.version().major, config.version().minor);
+        let recorded = base_interpreter::base_interpreter(executable.as_ref(), &minor)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if recorded.as_path() != std::path::Path::new(executable) {
+            println!(
+                "cargo:warning=built against {}, the base interpreter of the virtualenv's {executable}",
+                recorded.display()
+            );
+        }
+        println!(
+            "cargo:rustc-env=RGUNICORN_BUILD_PYTHON_EXE={}",
+            recorded.display()
+        );
     }
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

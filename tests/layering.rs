@@ -80,7 +80,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "mod", "cli", "env", "file", "hooks", "defs", "parse", "setting", "error",
         ],
     ),
-    ("python", &["interpreter", "fork", "hooks", "mod"]),
+    (
+        "python",
+        &["interpreter", "fork", "hooks", "mod", "base_interpreter"],
+    ),
     (
         "log",
         &[

@@ -3,6 +3,8 @@
 //! in force (`hooks`), and the small internal
 //! module `_rgunicorn` through which Python code reaches our error log.
 
+#[cfg(test)]
+mod base_interpreter;
 pub mod fork;
 pub mod hooks;
 pub mod interpreter;
