@@ -38,11 +38,13 @@ const LAYERS: &[(&str, &[&str])] = &[
         "worker",
         &[
             "mod",
+            "static_route",
             "dispatch",
             "accept",
             "conns",
             "event_loop",
             "conn",
+            "statics",
             "pool",
             "object",
             "hooks",
@@ -95,6 +97,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "mod",
             "corpus",
+            "files",
             "body",
             "request",
             "request_line",

@@ -1446,6 +1446,55 @@ pub static SETTINGS: &[Setting] = &[
                5m; at least 60 s (rgunicorn's own, from Granian).",
         support: Support::Full,
     },
+    // rgunicorn's own, taken from Granian: static files served by the worker's loop.
+    Setting {
+        name: "static_path_route",
+        section: "Static Files",
+        flags: &["--static-path-route"],
+        meta: "ROUTE",
+        action: Action::Append,
+        parse: parse_static_route,
+        default: || Value::List(vec!["/static".to_string()]),
+        help: "The URL path under which each --static-path-mount is served, in order \
+               (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
+    Setting {
+        name: "static_path_mount",
+        section: "Static Files",
+        flags: &["--static-path-mount"],
+        meta: "DIRECTORY",
+        action: Action::Append,
+        parse: parse_stripped,
+        default: empty_list,
+        help: "A directory whose files are served under its --static-path-route, by the \
+               server itself (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
+    Setting {
+        name: "static_path_dir_to_file",
+        section: "Static Files",
+        flags: &["--static-path-dir-to-file"],
+        meta: "FILE",
+        action: Action::Set,
+        parse: parse_stripped,
+        default: none,
+        help: "The file served for a directory under a static route, such as index.html \
+               (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
+    Setting {
+        name: "static_path_expires",
+        section: "Static Files",
+        flags: &["--static-path-expires"],
+        meta: "DURATION",
+        action: Action::Set,
+        parse: parse_static_expires,
+        default: || Value::Int(86400),
+        help: "Cache-Control max-age of static files: seconds or 1h30m, 5m; 0 sends none \
+               (rgunicorn's own, from Granian).",
+        support: Support::Full,
+    },
     // rgunicorn's own, taken from Granian: the Prometheus exporter.
     Setting {
         name: "metrics",
@@ -1495,11 +1544,15 @@ mod tests {
     use super::*;
 
     /// rgunicorn's own settings, after Gunicorn's, taken from Granian.
-    const OWN: [&str; 7] = [
+    const OWN: [&str; 11] = [
         "workers_max_rss",
         "rss_sample_interval",
         "rss_samples",
         "workers_lifetime",
+        "static_path_route",
+        "static_path_mount",
+        "static_path_dir_to_file",
+        "static_path_expires",
         "metrics",
         "metrics_address",
         "metrics_port",

@@ -114,6 +114,14 @@ pub enum HeaderMap {
     Dangerous,
 }
 
+/// A directory served under a URL path by the worker itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticMount {
+    /// The URL path, without a trailing `/` (`/` alone for the root).
+    pub route: String,
+    pub dir: PathBuf,
+}
+
 /// Every resolved setting, typed. Built once in the master and inherited by the workers.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -132,6 +140,11 @@ pub struct Config {
     /// limit in bytes, how often the master samples it (ms) and how many samples in a row
     /// must be over; a worker's lifetime (ms) before jitter.
     pub workers_max_rss: Option<u64>,
+    /// Static routes (`--static-path-route`/`--static-path-mount`, paired in order), the
+    /// file served for a directory, and the `Cache-Control` max-age (0: none).
+    pub statics: Vec<StaticMount>,
+    pub static_index: Option<String>,
+    pub static_expires: u64,
     /// `--metrics`: where the Prometheus exporter listens.
     pub metrics: Option<std::net::SocketAddr>,
     pub rss_sample_interval_ms: u64,
@@ -408,6 +421,24 @@ impl Config {
             Some(Value::Str(name)) => Some(name.clone()),
             _ => None,
         };
+        let mounts = list(&values, "static_path_mount");
+        let routes = list(&values, "static_path_route");
+        if mounts.len() > routes.len() {
+            return Err(ConfigError::Invalid(format!(
+                "--static-path-mount: {} directories but {} routes; give each its \
+                 --static-path-route",
+                mounts.len(),
+                routes.len()
+            )));
+        }
+        let statics = mounts
+            .into_iter()
+            .zip(routes)
+            .map(|(dir, route)| StaticMount {
+                route,
+                dir: PathBuf::from(dir),
+            })
+            .collect();
         let proc_name = text(&values, "proc_name")
             .or_else(|| app_module.clone())
             .unwrap_or_else(|| "rgunicorn".to_string());
@@ -429,6 +460,9 @@ impl Config {
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(1),
             workers_lifetime_ms: positive(&values, "workers_lifetime").map(|s| s * 1000),
+            statics,
+            static_index: text(&values, "static_path_dir_to_file").filter(|f| !f.is_empty()),
+            static_expires: int(&values, "static_path_expires").unsigned_abs(),
             metrics: flag(&values, "metrics")
                 .then(|| {
                     let ip = text(&values, "metrics_address")?.parse().ok()?;

@@ -145,6 +145,25 @@ pub(super) fn parse_workers_lifetime(text: &str) -> Result<Value, String> {
     parse_duration_in(text, "--workers-lifetime", 60, None)
 }
 
+/// `--static-path-route` (Granian's): an absolute URL path, kept without a trailing `/`.
+pub(super) fn parse_static_route(text: &str) -> Result<Value, String> {
+    let t = text.trim();
+    if !t.starts_with('/') || t.contains(['?', '#', '%']) || t.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "--static-path-route: '{t}' is not an absolute path such as /static"
+        ));
+    }
+    let route = t.trim_end_matches('/');
+    Ok(Value::Str(
+        if route.is_empty() { "/" } else { route }.to_string(),
+    ))
+}
+
+/// `--static-path-expires` (Granian's): 0 or more seconds.
+pub(super) fn parse_static_expires(text: &str) -> Result<Value, String> {
+    parse_duration_in(text, "--static-path-expires", 0, None)
+}
+
 /// `--metrics-address` (Granian's): an IP address to bind the exporter to.
 pub(super) fn parse_metrics_address(text: &str) -> Result<Value, String> {
     let t = text.trim();

@@ -60,6 +60,52 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// (year, month 1-12, day 1-31) to days since 1970-01-01 (Hinnant's `days_from_civil`),
+/// for dates from 1970 on; None before.
+fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
+    let y = if month <= 2 {
+        year.checked_sub(1)?
+    } else {
+        year
+    };
+    let era = y / 400;
+    let yoe = y % 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).checked_sub(719_468)
+}
+
+/// Reads an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, the only form a sender may
+/// generate, RFC 9110 §5.6.7) as Unix seconds; None for anything else, which a
+/// conditional request then ignores (§13.1.3).
+pub fn parse_imf_fixdate(text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?.trim();
+    let b = text.as_bytes();
+    if b.len() != IMF_FIXDATE_LEN || &b[3..5] != b", " || !text.ends_with(" GMT") {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<u64> {
+        let digits = text.get(range)?;
+        digits
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    let day = num(5..7)?;
+    let month = MONTHS.iter().position(|m| &b[8..11] == *m)? as u64 + 1;
+    let year = num(12..16)?;
+    let (hour, minute, second) = (num(17..19)?, num(20..22)?, num(23..25)?);
+    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
+        return None;
+    }
+    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day)?;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 /// A `Date` value recomputed only when the second changes. Owned by whoever
 /// writes responses (one per worker thread); see also [`now`].
 #[derive(Debug, Clone)]
@@ -117,6 +163,36 @@ pub fn now() -> [u8; IMF_FIXDATE_LEN] {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn an_imf_fixdate_reads_back_to_its_seconds() {
+        for secs in [
+            0,
+            784_111_777,
+            1_700_000_000,
+            951_782_400,
+            super::MAX_UNIX_SECS,
+        ] {
+            assert_eq!(
+                super::parse_imf_fixdate(&super::imf_fixdate(secs)),
+                Some(secs)
+            );
+        }
+        assert_eq!(
+            super::parse_imf_fixdate(b"Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        for bad in [
+            &b"Sunday, 06-Nov-94 08:49:37 GMT"[..],
+            b"Sun Nov  6 08:49:37 1994",
+            b"Sun, 06 Nov 1994 08:49:37 UTC",
+            b"Sun, 06 Xyz 1994 08:49:37 GMT",
+            b"Sun, 6 Nov 1994 08:49:37 GMT",
+            b"",
+        ] {
+            assert_eq!(super::parse_imf_fixdate(bad), None);
+        }
+    }
+
     use super::*;
 
     fn fmt(secs: u64) -> String {

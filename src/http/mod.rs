@@ -29,6 +29,7 @@
 pub mod body;
 pub mod date;
 pub mod error;
+pub mod files;
 mod head;
 pub mod proxy;
 pub mod request;

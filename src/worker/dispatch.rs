@@ -42,6 +42,16 @@ impl EventLoop<'_> {
         }
         let drained = self.read_head(py, idx)?;
         let served = match self.next_head(py, idx) {
+            // Under a static route: answered here, in any worker, without Python.
+            Parsed::Request(head)
+                if self.statics.as_ref().is_some_and(|s| s.serves(&head.path)) =>
+            {
+                match self.serve_static(py, idx, &head) {
+                    Served::Request => true,
+                    Served::Exit(code) => return Some(code),
+                    Served::Flushing | Served::Closed => return None,
+                }
+            }
             Parsed::Request(head) if self.pool.is_some() => {
                 self.run_in_pool(idx, head);
                 return None;
@@ -104,7 +114,7 @@ impl EventLoop<'_> {
     }
 
     /// Whether the request about to run may leave its connection open.
-    fn may_keep_alive(&self) -> bool {
+    pub(super) fn may_keep_alive(&self) -> bool {
         // Requests already in threads count toward --max-requests too.
         let counted = self.served + self.in_app.len() as u64;
         let slots_left = self
@@ -187,16 +197,26 @@ impl EventLoop<'_> {
         let written = conn.io.write_all(py, slices, self.timeouts.head);
         self.busy += began.elapsed();
         if let Err(crate::transport::IoError::Signal(e)) = written {
-            // A stop signal (QUIT, ABRT) came while the client was slow to take the page.
-            let code = exit_status(py, &e);
-            self.close(py, idx);
-            if self.pool.is_none() {
-                return Served::Exit(code);
-            }
-            self.leave_threaded(py, code);
-            return Served::Closed;
+            return self.stopped_while_writing(py, idx, &e);
         }
         self.finish_response(py, idx, After::Close)
+    }
+
+    /// A stop signal (QUIT, ABRT) came while a client was slow to take what the loop wrote
+    /// itself: the connection closes and the worker leaves.
+    pub(super) fn stopped_while_writing(
+        &mut self,
+        py: Python<'_>,
+        idx: usize,
+        e: &PyErr,
+    ) -> Served {
+        let code = exit_status(py, e);
+        self.close(py, idx);
+        if self.pool.is_none() {
+            return Served::Exit(code);
+        }
+        self.leave_threaded(py, code);
+        Served::Closed
     }
     /// A response is complete: go on with `after` now, or once the loop has sent what the
     /// client has not taken yet.
@@ -213,7 +233,7 @@ impl EventLoop<'_> {
     }
     /// After a request's app call (in the loop or in a thread): count it, then go on with
     /// the connection.
-    fn request_done(&mut self, py: Python<'_>, idx: usize, outcome: Outcome) -> Served {
+    pub(super) fn request_done(&mut self, py: Python<'_>, idx: usize, outcome: Outcome) -> Served {
         self.served += 1;
         self.seed.heartbeat.beat(self.seed.slot);
         if reached_max_requests(self.seed.max_requests, self.served) && super::signals::is_alive() {

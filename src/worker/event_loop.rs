@@ -53,6 +53,8 @@ pub(super) struct ListenerState {
 pub struct EventLoop<'a> {
     pub(super) seed: &'a WorkerSeed<'a>,
     pub(super) runtime: Runtime,
+    /// Static routes, answered by the loop itself (see `static_route`).
+    pub(super) statics: Option<super::statics::Statics>,
     pub(super) poll: Poll,
     pub(super) listeners: Vec<ListenerState>,
     pub(super) conns: Vec<Option<Conn>>,
@@ -108,6 +110,7 @@ impl<'a> EventLoop<'a> {
         runtime: Runtime,
         wake: RawFd,
         pool: Option<super::pool::Pool>,
+        statics: Option<super::statics::Statics>,
     ) -> std::io::Result<EventLoop<'a>> {
         let poll = Poll::new()?;
         poll.registry()
@@ -161,6 +164,7 @@ impl<'a> EventLoop<'a> {
         let mut lp = EventLoop {
             seed,
             runtime,
+            statics,
             poll,
             listeners,
             conns: Vec::new(),

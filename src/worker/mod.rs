@@ -19,6 +19,8 @@ mod pool;
 mod reload;
 mod seed;
 mod signals;
+mod static_route;
+mod statics;
 
 use pyo3::prelude::*;
 use tracing::{debug, info};
@@ -147,8 +149,9 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     };
     // Opened now, before the privilege drop (Gunicorn's order): one per thread that runs
     // requests (each writes whole lines to the same file), the loop itself in sync.
+    // A threaded worker's loop logs the static files it serves itself.
     let runners = if seed.config.threaded {
-        seed.config.threads
+        seed.config.threads + usize::from(!seed.config.statics.is_empty())
     } else {
         1
     };
@@ -163,6 +166,13 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
             return crate::error::WORKER_BOOT_ERROR;
         }
     }
+    let statics = match statics::Statics::open(seed.config) {
+        Ok(statics) => statics,
+        Err(msg) => {
+            crate::log::error_log(crate::log::LogLevel::Error, &msg, None);
+            return crate::error::WORKER_BOOT_ERROR;
+        }
+    };
     let app_module = seed.config.app_module.clone().unwrap_or_default();
     let app = match crate::wsgi::app::load_or_preloaded(py, &app_module) {
         Ok(app) => app,
@@ -189,6 +199,12 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         let _ = worker.setattr("booted", true);
     }
     crate::python::hooks::call_worker_hook(py, "post_worker_init", &[]);
+    // The loop's own access log (static files) is the last; the threads take the rest.
+    let loop_log = if seed.config.threaded && statics.is_some() {
+        access_logs.pop().flatten()
+    } else {
+        None
+    };
     let pool = if seed.config.threaded {
         match pool::Pool::start(py, seed.config, &app, std::mem::take(&mut access_logs)) {
             Ok(pool) => Some(pool),
@@ -200,8 +216,9 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     } else {
         None
     };
-    // The threaded worker's loop runs no request itself: its runtime needs no access log.
-    let access_log = access_logs.pop().flatten();
+    // The threaded worker's loop runs no app request itself: its runtime's access log is
+    // for static files only.
+    let access_log = access_logs.pop().flatten().or(loop_log);
     let runtime = match crate::wsgi::Runtime::new(py, app, seed.config, access_log) {
         Ok(r) => r,
         Err(e) => {
@@ -217,7 +234,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
     if let Some(table) = &seed.conn_table {
         keeper::start(table);
     }
-    let code = match event_loop::EventLoop::new(seed, runtime, wake, pool) {
+    let code = match event_loop::EventLoop::new(seed, runtime, wake, pool, statics) {
         Ok(mut lp) => lp.run(py),
         Err(e) => {
             crate::log::error_log(

@@ -429,6 +429,29 @@ impl Runtime {
         self.log_access(py, head, ex.conn, &environ, &sent, start);
     }
 
+    /// A response the server made itself (a static file): counted and logged as the app's
+    /// are (StatsD, metrics, the access log; no environ).
+    #[allow(clippy::too_many_arguments)]
+    pub fn log_response(
+        &mut self,
+        py: Python<'_>,
+        head: &RequestHead,
+        conn: &ConnEnv,
+        code: u16,
+        body_bytes: u64,
+        headers: Vec<(String, String)>,
+        start: Instant,
+    ) {
+        let sent = Sent {
+            status: Cow::Owned(code.to_string()),
+            code,
+            body_bytes,
+            headers,
+            announced_length: None,
+        };
+        self.log_access(py, head, conn, &PyDict::new(py), &sent, start);
+    }
+
     /// Records the request in StatsD and the access log.
     fn log_access(
         &mut self,

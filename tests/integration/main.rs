@@ -22,5 +22,6 @@ mod pinning;
 mod process;
 mod recycling;
 mod signals;
+mod statics;
 mod threads;
 mod wsgi;
