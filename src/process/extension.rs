@@ -27,7 +27,10 @@ fn run(py: Python<'_>, argv: Vec<String>, exe: PathBuf, reexec_argv: Vec<String>
 }
 
 /// `rgunicorn._native`: the wheel's native module.
-#[pymodule]
+// Not checked without the GIL (request objects are reused by their reference count, and
+// threaded workers call the app from several threads): a free-threaded CPython would turn
+// the GIL back on for the whole server, so the build backend refuses one (src/pep517).
+#[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add("__version__", crate::VERSION)?;
