@@ -20,7 +20,8 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 COLORS = {"rgunicorn": "#d9480f", "gunicorn": "#1971c2", "granian": "#2f9e44",
           "rgunicorn-base": "#f59f00", "rgunicorn-wheel": "#ae3ec9",
-          "rgunicorn-abi3": "#868e96"}
+          "rgunicorn-abi3": "#868e96", "rgunicorn-whitenoise": "#ff8787",
+          "gunicorn-whitenoise": "#74c0fc", "nginx": "#212529"}
 FONT = 'font-family="sans-serif"'
 
 
