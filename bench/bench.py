@@ -921,6 +921,10 @@ def main() -> int:
     versions["wrk"] = versions["wrk"][0].split(" [")[0].removeprefix("wrk ") \
         if versions["wrk"] else "?"
     versions["python"] = platform.python_version()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if "nginx" in servers and Path(nginx).exists():  # else installed at its first start
+        v = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=30)
+        versions["nginx"] = (v.stderr or v.stdout).strip().rpartition("/")[2]
     LOGS.mkdir(parents=True, exist_ok=True)
     if STATIC_APPS & set(args.apps):
         global STATIC_DIR
