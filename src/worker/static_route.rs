@@ -2,6 +2,7 @@
 //! Python. The head is written at once and the body goes with `sendfile(2)`; what a slow
 //! client does not take waits in the connection's outbox while the loop serves others.
 
+use std::borrow::Cow;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
@@ -41,8 +42,9 @@ impl EventLoop<'_> {
                 mut headers,
                 body,
             } => {
-                headers.push(("Content-Type", "text/plain; charset=utf-8".to_string()));
-                headers.push(("Content-Length", body.len().to_string()));
+                let length = Cow::Owned(body.len().to_string());
+                headers.push(("Content-Type", Cow::Borrowed("text/plain; charset=utf-8")));
+                headers.push(("Content-Length", length));
                 (status, headers, None, body)
             }
         };
@@ -50,7 +52,7 @@ impl EventLoop<'_> {
         let has_body = head.content_length() != Some(0);
         let keep_alive = head.keep_alive && !head.must_close && !has_body && self.may_keep_alive();
         let is_head = &*head.method == "HEAD";
-        let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_ref())).collect();
         let spec = ResponseSpec {
             version: head.version,
             is_head,
@@ -89,10 +91,12 @@ impl EventLoop<'_> {
             sent = *count;
         }
         let code = plan.code;
-        let logged: Vec<(String, String)> = headers
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let logged = || {
+            headers
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.to_string()))
+                .collect()
+        };
         let env = std::sync::Arc::clone(&conn.env);
         self.runtime.log_response(
             py,

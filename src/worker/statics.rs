@@ -6,10 +6,12 @@
 //! Files are opened with `openat2(RESOLVE_BENEATH)` from the mount's directory, so neither
 //! `..` nor a symlink can lead out of it (symlinks that stay inside are followed).
 
+use std::borrow::Cow;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, SFlag};
 
@@ -36,18 +38,32 @@ struct Opened {
     modified: u64,
 }
 
+/// Response headers: names and (mostly fixed) values.
+pub type Headers = Vec<(&'static str, Cow<'static, str>)>;
+
+/// What a path under a mount turned out to be.
+enum Lookup {
+    File(Opened),
+    Directory,
+    /// Missing, a symlink out of the mount, not readable, not a regular file: 404.
+    Missing,
+    /// Out of descriptors or memory (EMFILE, ENFILE, ENOMEM): a 503 to retry, not a 404
+    /// that a client or cache would keep.
+    Busy,
+}
+
 /// What a request under a static route gets.
 pub enum Reply {
     /// A file, whole or one range, or its head (304 without a body).
     File {
         status: &'static str,
-        headers: Vec<(&'static str, String)>,
+        headers: Headers,
         body: Option<(OwnedFd, i64, u64)>,
     },
-    /// A short answer of our own (301, 404, 405, 416).
+    /// A short answer of our own (301, 404, 405, 416, 503).
     Short {
         status: &'static str,
-        headers: Vec<(&'static str, String)>,
+        headers: Headers,
         body: &'static str,
     },
     /// Not a path we serve (400): refused as a malformed request is.
@@ -116,47 +132,57 @@ impl Statics {
         if method != "GET" && method != "HEAD" {
             return Reply::Short {
                 status: "405 Method Not Allowed",
-                headers: vec![("Allow", "GET, HEAD".to_string())],
+                headers: vec![("Allow", Cow::Borrowed("GET, HEAD"))],
                 body: "Method Not Allowed\n",
             };
         }
         let Ok(mut relative) = files::relative_path(rest) else {
             return Reply::Refused;
         };
-        let Some(mut opened) = open_beneath(&mount.dir, &relative) else {
-            return not_found();
-        };
-        if opened.is_none() {
-            // A directory: its index file, at a path ending in `/` (so that the page's
-            // relative links resolve inside it).
-            let Some(index) = &self.index else {
-                return not_found();
-            };
-            if !head.path.ends_with('/') {
-                let mut location = format!("{}/", head.path);
-                if !head.query.is_empty() {
-                    location.push('?');
-                    location.push_str(&head.query);
-                }
-                return Reply::Short {
-                    status: "301 Moved Permanently",
-                    headers: vec![("Location", location)],
-                    body: "",
-                };
-            }
-            if !relative.is_empty() {
-                relative.push(b'/');
-            }
-            relative.extend_from_slice(index.as_bytes());
-            opened = match open_beneath(&mount.dir, &relative) {
-                Some(Some(file)) => Some(file),
-                _ => return not_found(),
-            };
-        }
-        let Some(plain) = opened else {
-            return not_found();
+        let plain = match open_beneath(&mount.dir, &relative) {
+            Lookup::File(file) => file,
+            Lookup::Directory => match self.index_of(head, mount, &mut relative) {
+                Ok(file) => file,
+                Err(reply) => return reply,
+            },
+            Lookup::Missing => return not_found(),
+            Lookup::Busy => return busy(),
         };
         self.file_reply(head, mount, &relative, plain)
+    }
+
+    /// A directory's index file, at a path ending in `/` (so that the page's relative
+    /// links resolve inside it); `relative` becomes the index file's path.
+    fn index_of(
+        &self,
+        head: &RequestHead,
+        mount: &Mount,
+        relative: &mut Vec<u8>,
+    ) -> Result<Opened, Reply> {
+        let Some(index) = &self.index else {
+            return Err(not_found());
+        };
+        if !head.path.ends_with('/') {
+            let mut location = format!("{}/", head.path);
+            if !head.query.is_empty() {
+                location.push('?');
+                location.push_str(&head.query);
+            }
+            return Err(Reply::Short {
+                status: "301 Moved Permanently",
+                headers: vec![("Location", Cow::Owned(location))],
+                body: "",
+            });
+        }
+        if !relative.is_empty() {
+            relative.push(b'/');
+        }
+        relative.extend_from_slice(index.as_bytes());
+        match open_beneath(&mount.dir, relative) {
+            Lookup::File(file) => Ok(file),
+            Lookup::Busy => Err(busy()),
+            Lookup::Directory | Lookup::Missing => Err(not_found()),
+        }
     }
 
     /// The reply for a regular file (or its precompressed sibling).
@@ -167,8 +193,8 @@ impl Statics {
         relative: &[u8],
         plain: Opened,
     ) -> Reply {
-        let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(9);
-        headers.push(("Content-Type", files::content_type(relative).to_string()));
+        let mut headers: Headers = Vec::with_capacity(9);
+        headers.push(("Content-Type", Cow::Borrowed(files::content_type(relative))));
         let accept = head.header("accept-encoding").unwrap_or_default();
         let mut chosen = (plain, None);
         for encoding in [Encoding::Brotli, Encoding::Gzip] {
@@ -177,25 +203,24 @@ impl Statics {
             }
             let mut sibling = relative.to_vec();
             sibling.extend_from_slice(encoding.suffix().as_bytes());
-            if let Some(Some(compressed)) = open_beneath(&mount.dir, &sibling) {
+            // A sibling that cannot be opened (missing, out of descriptors) is skipped.
+            if let Lookup::File(compressed) = open_beneath(&mount.dir, &sibling) {
                 chosen = (compressed, Some(encoding));
                 break;
             }
         }
         let (file, encoding) = chosen;
         if let Some(encoding) = encoding {
-            headers.push(("Content-Encoding", encoding.token().to_string()));
-            headers.push(("Vary", "Accept-Encoding".to_string()));
+            headers.push(("Content-Encoding", Cow::Borrowed(encoding.token())));
+            headers.push(("Vary", Cow::Borrowed("Accept-Encoding")));
         }
         let validators = Validators::new(file.modified, file.len, encoding);
         let last_modified = crate::http::date::imf_fixdate(file.modified);
-        headers.push(("ETag", validators.etag.clone()));
-        headers.push((
-            "Last-Modified",
-            String::from_utf8_lossy(&last_modified).into_owned(),
-        ));
+        headers.push(("ETag", Cow::Owned(validators.etag.clone())));
+        let last_modified = String::from_utf8_lossy(&last_modified).into_owned();
+        headers.push(("Last-Modified", Cow::Owned(last_modified)));
         if let Some(cache) = files::cache_control(self.expires, relative) {
-            headers.push(("Cache-Control", cache));
+            headers.push(("Cache-Control", Cow::Owned(cache)));
         }
         if validators.not_modified(head) {
             return Reply::File {
@@ -204,22 +229,23 @@ impl Statics {
                 body: None,
             };
         }
-        headers.push(("Accept-Ranges", "bytes".to_string()));
+        headers.push(("Accept-Ranges", Cow::Borrowed("bytes")));
         let (status, start, count) = match files::byte_range(head, file.len, &validators) {
             Ranged::Whole => ("200 OK", 0, file.len),
             Ranged::Part { start, end } => {
-                headers.push(("Content-Range", format!("bytes {start}-{end}/{}", file.len)));
+                let range = format!("bytes {start}-{end}/{}", file.len);
+                headers.push(("Content-Range", Cow::Owned(range)));
                 ("206 Partial Content", start, end - start + 1)
             }
             Ranged::Unsatisfiable => {
                 return Reply::Short {
                     status: "416 Range Not Satisfiable",
-                    headers: vec![("Content-Range", format!("bytes */{}", file.len))],
+                    headers: vec![("Content-Range", Cow::Owned(format!("bytes */{}", file.len)))],
                     body: "",
                 };
             }
         };
-        headers.push(("Content-Length", count.to_string()));
+        headers.push(("Content-Length", Cow::Owned(count.to_string())));
         let Ok(offset) = i64::try_from(start) else {
             return not_found();
         };
@@ -239,10 +265,16 @@ fn not_found() -> Reply {
     }
 }
 
-/// Opens `relative` under `dir` without leaving it: Some(Some) for a regular file,
-/// Some(None) for a directory, None for anything else or a failure (missing, a symlink
-/// out of the mount, no permission).
-fn open_beneath(dir: &OwnedFd, relative: &[u8]) -> Option<Option<Opened>> {
+fn busy() -> Reply {
+    Reply::Short {
+        status: "503 Service Unavailable",
+        headers: vec![("Retry-After", Cow::Borrowed("1"))],
+        body: "Service Unavailable\n",
+    }
+}
+
+/// Opens `relative` under `dir` without leaving it.
+fn open_beneath(dir: &OwnedFd, relative: &[u8]) -> Lookup {
     let path = if relative.is_empty() {
         Path::new(".")
     } else {
@@ -251,18 +283,24 @@ fn open_beneath(dir: &OwnedFd, relative: &[u8]) -> Option<Option<Opened>> {
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let file = nix::fcntl::openat2(dir.as_fd(), path, how).ok()?;
-    let stat = fstat(&file).ok()?;
+    let file = match nix::fcntl::openat2(dir.as_fd(), path, how) {
+        Ok(file) => file,
+        Err(Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM) => return Lookup::Busy,
+        Err(_) => return Lookup::Missing,
+    };
+    let Ok(stat) = fstat(&file) else {
+        return Lookup::Missing;
+    };
     let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
     if kind == SFlag::S_IFDIR {
-        return Some(None);
+        return Lookup::Directory;
     }
     if kind != SFlag::S_IFREG {
-        return None;
+        return Lookup::Missing;
     }
-    Some(Some(Opened {
+    Lookup::File(Opened {
         file,
         len: u64::try_from(stat.st_size).unwrap_or(0),
         modified: u64::try_from(stat.st_mtime).unwrap_or(0),
-    }))
+    })
 }

@@ -430,7 +430,8 @@ impl Runtime {
     }
 
     /// A response the server made itself (a static file): counted and logged as the app's
-    /// are (StatsD, metrics, the access log; no environ).
+    /// are (StatsD, metrics, the access log; no environ). `headers` are made only for an
+    /// access log.
     #[allow(clippy::too_many_arguments)]
     pub fn log_response(
         &mut self,
@@ -439,17 +440,24 @@ impl Runtime {
         conn: &ConnEnv,
         code: u16,
         body_bytes: u64,
-        headers: Vec<(String, String)>,
+        headers: impl FnOnce() -> Vec<(String, String)>,
         start: Instant,
     ) {
+        let mut digits = [0u8; 3];
+        let status = response::three_digits(code, &mut digits);
+        crate::log::statsd::request(status, start);
+        crate::log::meters::response(code, start);
+        if self.access_log.is_none() {
+            return;
+        }
         let sent = Sent {
-            status: Cow::Owned(code.to_string()),
+            status: Cow::Owned(status.to_owned()),
             code,
             body_bytes,
-            headers,
+            headers: headers(),
             announced_length: None,
         };
-        self.log_access(py, head, conn, &PyDict::new(py), &sent, start);
+        self.write_access(py, head, conn, &PyDict::new(py), &sent, start);
     }
 
     /// Records the request in StatsD and the access log.
@@ -464,6 +472,19 @@ impl Runtime {
     ) {
         crate::log::statsd::request(&sent.status, start);
         crate::log::meters::response(sent.code, start);
+        self.write_access(py, head, conn, environ, sent, start);
+    }
+
+    /// Writes the request's access-log line, if there is an access log.
+    fn write_access(
+        &mut self,
+        py: Python<'_>,
+        head: &RequestHead,
+        conn: &ConnEnv,
+        environ: &Bound<'_, PyDict>,
+        sent: &Sent<'_>,
+        start: Instant,
+    ) {
         let Some(log) = self.access_log.as_mut() else {
             return;
         };

@@ -431,7 +431,7 @@ pub struct Sent<'a> {
 }
 
 /// A status code of 100..=999 as its three digits.
-fn three_digits(code: u16, buf: &mut [u8; 3]) -> &str {
+pub(super) fn three_digits(code: u16, buf: &mut [u8; 3]) -> &str {
     buf[0] = b'0' + (code / 100 % 10) as u8;
     buf[1] = b'0' + (code / 10 % 10) as u8;
     buf[2] = b'0' + (code % 10) as u8;

@@ -229,12 +229,33 @@ fn limit_leaving(open: &[u64], n: usize) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// Sets process `pid`'s descriptor limit so that exactly `n` more descriptors fit.
+/// Sets process `pid`'s descriptor limit so that exactly `n` more descriptors fit. Only the
+/// soft limit moves (raising a hard limit needs CAP_SYS_RESOURCE), so it can be raised
+/// again.
 pub(crate) fn leave_descriptors(pid: u32, n: usize) {
     let limit = limit_leaving(&open_fds(pid), n);
+    let mut old = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with no new limit only writes the current one into `old`.
+    let got = unsafe {
+        nix::libc::prlimit(
+            pid as nix::libc::pid_t,
+            nix::libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(
+        got,
+        0,
+        "prlimit on pid {pid}: {}",
+        std::io::Error::last_os_error()
+    );
     let rlimit = nix::libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
+        rlim_cur: limit.min(old.rlim_max),
+        rlim_max: old.rlim_max,
     };
     // SAFETY: prlimit only reads `rlimit` and writes nothing back (old limit: null).
     let set = unsafe {
@@ -245,7 +266,12 @@ pub(crate) fn leave_descriptors(pid: u32, n: usize) {
             std::ptr::null_mut(),
         )
     };
-    assert_eq!(set, 0, "prlimit on pid {pid}");
+    assert_eq!(
+        set,
+        0,
+        "prlimit on pid {pid} to {limit}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Out of descriptors, a worker says so once, keeps the queued client waiting, and answers
