@@ -739,18 +739,21 @@ def markdown(summary: dict, apps: list[str], servers: list[str]) -> str:
             cells.append("—" if c["pss_mib"] is None
                          else f"{c['pss_mib']:.1f} ({c['processes']:.0f})")
         lines.append(f"| {app} | " + " | ".join(cells) + " |")
-    notes = []
-    for app in apps:
-        for v in servers:
-            c = summary[app][v]
-            if c["ok_rounds"] < c["rounds"]:
-                notes.append(f"{app}/{v}: {c['rounds'] - c['ok_rounds']} of {c['rounds']} "
-                             f"rounds failed (see results/logs/)")
-            if c["errors"]:
-                notes.append(f"{app}/{v}: {c['errors']} wrk socket errors or non-2xx responses")
+    notes = [n for app in apps for v in servers for n in failure_notes(app, v, summary[app][v])]
     if notes:
         lines += [""] + ["- " + n for n in notes]
     return "\n".join(lines)
+
+
+def failure_notes(app: str, server: str, c: dict) -> list[str]:
+    """What went wrong in a server's rounds on an app, for the notes under a table."""
+    notes = []
+    if c["ok_rounds"] < c["rounds"]:
+        notes.append(f"{app}/{server}: {c['rounds'] - c['ok_rounds']} of {c['rounds']} "
+                     f"rounds failed (see results/logs/)")
+    if c["errors"]:
+        notes.append(f"{app}/{server}: {c['errors']} wrk socket errors or non-2xx responses")
+    return notes
 
 
 def requirement_checks(summary: dict, apps: list[str], servers: list[str]) -> list[tuple[bool, str]]:
@@ -803,11 +806,7 @@ def static_markdown(summary: dict, apps: list[str], app_servers: dict) -> str:
                          f"{fmt(c['cpu_us_per_resp'], '.1f')} | "
                          f"{fmt(ratio(c['cpu_us_per_resp'], ng), '.2f', '×')} | "
                          f"{fmt(ratio(c['rps'], gr), '.2f', '×')} | {mem} |")
-            if c["ok_rounds"] < c["rounds"]:
-                notes.append(f"{app}/{v}: {c['rounds'] - c['ok_rounds']} of {c['rounds']} "
-                             f"rounds failed (see results/logs/)")
-            if c["errors"]:
-                notes.append(f"{app}/{v}: {c['errors']} wrk socket errors or non-2xx responses")
+            notes += failure_notes(app, v, c)
     if notes:
         lines += [""] + ["- " + n for n in notes]
     return "\n".join(lines)

@@ -94,7 +94,7 @@ impl Master {
     /// What a scrape reports now.
     fn metrics_snapshot(&self) -> Snapshot {
         let now = monotonic_ms();
-        let live: std::collections::HashMap<usize, LiveWorker> = self
+        let mut live: std::collections::HashMap<usize, LiveWorker> = self
             .workers
             .records()
             .map(|(pid, record)| {
@@ -107,7 +107,6 @@ impl Master {
                 (record.slot, worker)
             })
             .collect();
-        let mut live = live;
         let slots = match &self.meters {
             Some(meters) => self
                 .used_slots
