@@ -462,6 +462,9 @@ fn out_of_descriptors_a_file_is_a_503_not_a_404() {
     let ask = "GET /static/icon.png HTTP/1.1\r\nHost: x\r\n\r\n";
     c.send(ask);
     assert_eq!(c.read_response().status, 200);
+    // The client can have the whole body before the worker drops the file's descriptor;
+    // a limit computed while it is open would leave its number free once it closes.
+    wait_until_closed(worker, "icon.png");
     crate::lifecycle::leave_descriptors(worker, 0);
     c.send(ask);
     let r = c.read_response();
@@ -470,4 +473,20 @@ fn out_of_descriptors_a_file_is_a_503_not_a_404() {
     crate::lifecycle::leave_descriptors(worker, 64);
     c.send(ask);
     assert_eq!(c.read_response().status, 200);
+}
+
+/// Waits until no descriptor of process `pid` is open on a file named `name`.
+fn wait_until_closed(pid: u32, name: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    let open = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|target| target.file_name().is_some_and(|f| f == name))
+    };
+    while open() {
+        assert!(Instant::now() < deadline, "worker {pid} kept {name} open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
