@@ -29,7 +29,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use pyo3::Python;
 
 pub use outbox::{queued_bytes, OUTBOX_BYTES};
 use outbox::{Outbox, Segment};
@@ -200,12 +199,7 @@ impl Transport {
 
     /// Reads what is available without waiting: `Ok(0)` at end of stream, `WouldBlock`
     /// when nothing has arrived. TLS handshake replies are sent on the way.
-    pub fn read_nonblocking(
-        &self,
-        py: Python<'_>,
-        buf: &mut [u8],
-        timeout: Duration,
-    ) -> std::io::Result<usize> {
+    pub fn read_nonblocking(&self, buf: &mut [u8], timeout: Duration) -> std::io::Result<usize> {
         let fd = self
             .socket()
             .map_err(|_| std::io::Error::from(Errno::EBADF))?;
@@ -213,7 +207,7 @@ impl Transport {
             return recv_now(fd, buf).map_err(std::io::Error::from);
         };
         let mut tls = lock_session(tls)?;
-        read_plaintext(py, fd, &mut tls, buf, timeout)
+        read_plaintext(fd, &mut tls, buf, timeout)
     }
 
     /// Reads what is available into `buf`'s spare capacity without waiting (plain
@@ -244,7 +238,6 @@ impl Transport {
     /// `timeout` for data; 0 at end of stream.
     pub fn read_some(
         &self,
-        py: Python<'_>,
         buf: &mut Vec<u8>,
         max: usize,
         timeout: Duration,
@@ -257,10 +250,10 @@ impl Transport {
         let start = buf.len();
         buf.resize(start + max, 0);
         let result = loop {
-            match self.read_nonblocking(py, &mut buf[start..], timeout) {
+            match self.read_nonblocking(&mut buf[start..], timeout) {
                 Ok(n) => break Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if let Err(e) = wait_ready(py, self.raw_fd(), false, deadline) {
+                    if let Err(e) = wait_ready(self.raw_fd(), false, deadline) {
                         break Err(e);
                     }
                 }
@@ -275,15 +268,10 @@ impl Transport {
     /// Sends every byte of `slices` (encrypted under TLS), or leaves what the socket does
     /// not take in the outbox while it has room; otherwise waits (GIL released) for the
     /// client, each wait lasting at most `timeout` without progress.
-    pub fn write_all(
-        &self,
-        py: Python<'_>,
-        slices: &mut [IoSlice<'_>],
-        timeout: Duration,
-    ) -> Result<(), IoError> {
+    pub fn write_all(&self, slices: &mut [IoSlice<'_>], timeout: Duration) -> Result<(), IoError> {
         if let Some(tls) = &self.0.tls {
             let mut tls = lock_session(tls).map_err(IoError::Closed)?;
-            return write_plaintext(py, self.socket()?, &mut tls, slices, timeout);
+            return write_plaintext(self.socket()?, &mut tls, slices, timeout);
         }
         let mut slices = slices;
         IoSlice::advance_slices(&mut slices, 0);
@@ -308,7 +296,7 @@ impl Transport {
                 return Ok(());
             }
             drop(out);
-            wait_ready(py, self.raw_fd(), true, Instant::now() + timeout)?;
+            wait_ready(self.raw_fd(), true, Instant::now() + timeout)?;
         }
         Ok(())
     }
@@ -386,23 +374,23 @@ impl Transport {
 
     /// Sends what is waiting, for at most `limit` (a worker about to exit gives its last
     /// answer this moment to leave); what does not go out by then is dropped.
-    pub fn flush_for(&self, py: Python<'_>, limit: Duration) {
+    pub fn flush_for(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while matches!(self.flush_nonblocking(), Ok(false)) {
-            if wait_ready(py, self.raw_fd(), true, deadline).is_err() {
+            if wait_ready(self.raw_fd(), true, deadline).is_err() {
                 return;
             }
         }
     }
 
     /// Ends a TLS session politely (close_notify); nothing to do for plain sockets.
-    pub fn close_notify(&self, py: Python<'_>) {
+    pub fn close_notify(&self) {
         if let (Some(tls), Ok(fd)) = (&self.0.tls, self.socket()) {
             let Ok(mut tls) = lock_session(tls) else {
                 return;
             };
             tls.send_close_notify();
-            let _ = flush_tls(py, fd, &mut tls, Duration::from_millis(200));
+            let _ = flush_tls(fd, &mut tls, Duration::from_millis(200));
         }
     }
 }
@@ -445,12 +433,12 @@ mod tests {
     #[test]
     fn a_write_the_socket_takes_goes_out_at_once() {
         let (io, client) = pair();
-        with_python(|py| {
+        with_python(|_| {
             let mut slices = [
                 IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n"),
                 IoSlice::new(b"hi"),
             ];
-            io.write_all(py, &mut slices, SHORT).expect("written");
+            io.write_all(&mut slices, SHORT).expect("written");
         });
         assert!(!io.has_pending_output());
         assert_eq!(received(&client), b"HTTP/1.1 200 OK\r\n\r\nhi");
@@ -461,12 +449,12 @@ mod tests {
         let (io, client) = pair();
         let filled = fill(&io);
         let started = Instant::now();
-        with_python(|py| {
+        with_python(|_| {
             let mut slices = [IoSlice::new(b"first ")];
-            io.write_all(py, &mut slices, Duration::from_secs(5))
+            io.write_all(&mut slices, Duration::from_secs(5))
                 .expect("queued");
             let mut slices = [IoSlice::new(b"second")];
-            io.write_all(py, &mut slices, Duration::from_secs(5))
+            io.write_all(&mut slices, Duration::from_secs(5))
                 .expect("queued");
         });
         assert!(started.elapsed() < Duration::from_secs(1), "no wait");
@@ -489,7 +477,7 @@ mod tests {
         fill(&io);
         let big = vec![b'x'; OUTBOX_BYTES + 1];
         let started = Instant::now();
-        let result = with_python(|py| io.write_all(py, &mut [IoSlice::new(&big)], SHORT));
+        let result = with_python(|_| io.write_all(&mut [IoSlice::new(&big)], SHORT));
         assert!(matches!(result, Err(IoError::TimedOut)), "{result:?}");
         assert!(started.elapsed() >= SHORT);
         assert!(!io.has_pending_output(), "nothing of it was queued");
@@ -514,7 +502,7 @@ mod tests {
         let (io, client) = pair();
         let mut buf = Vec::new();
         let started = Instant::now();
-        let result = with_python(|py| io.read_some(py, &mut buf, 100, SHORT));
+        let result = with_python(|_| io.read_some(&mut buf, 100, SHORT));
         assert!(matches!(result, Err(IoError::TimedOut)), "{result:?}");
         let waited = started.elapsed();
         assert!(
@@ -524,11 +512,11 @@ mod tests {
         assert!(buf.is_empty());
 
         nix::unistd::write(&client, b"GET").expect("client writes");
-        let n = with_python(|py| io.read_some(py, &mut buf, 100, SHORT)).expect("read");
+        let n = with_python(|_| io.read_some(&mut buf, 100, SHORT)).expect("read");
         assert_eq!((n, buf.as_slice()), (3, &b"GET"[..]));
 
         drop(client);
-        let n = with_python(|py| io.read_some(py, &mut buf, 100, SHORT)).expect("end");
+        let n = with_python(|_| io.read_some(&mut buf, 100, SHORT)).expect("end");
         assert_eq!(
             (n, buf.len()),
             (0, 3),
@@ -546,7 +534,7 @@ mod tests {
         assert_eq!(kept.raw_fd(), -1);
         assert!(!kept.has_pending_output(), "the outbox is emptied");
         assert!(matches!(kept.flush_nonblocking(), Ok(true)));
-        let result = with_python(|py| kept.write_all(py, &mut [IoSlice::new(b"x")], SHORT));
+        let result = with_python(|_| kept.write_all(&mut [IoSlice::new(b"x")], SHORT));
         assert!(matches!(result, Err(IoError::Closed(_))), "{result:?}");
     }
 }

@@ -6,8 +6,6 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use pyo3::Python;
-
 use super::sys::FdIo;
 use super::wait::{wait_ready, IoError};
 
@@ -41,7 +39,6 @@ pub fn send_tls(fd: BorrowedFd<'_>, tls: &mut rustls::ServerConnection) -> Resul
 
 /// Sends every queued record, waiting (GIL released) while the socket is full.
 pub fn flush_tls(
-    py: Python<'_>,
     fd: BorrowedFd<'_>,
     tls: &mut rustls::ServerConnection,
     timeout: Duration,
@@ -51,14 +48,13 @@ pub fn flush_tls(
         if !tls.wants_write() {
             return Ok(());
         }
-        wait_ready(py, fd.as_raw_fd(), true, Instant::now() + timeout)?;
+        wait_ready(fd.as_raw_fd(), true, Instant::now() + timeout)?;
     }
 }
 
 /// Reads decrypted bytes into `buf` without waiting for the client (`WouldBlock` when none
 /// came; `Ok(0)` at the end of the stream); handshake replies are sent on the way.
 pub fn read_plaintext(
-    py: Python<'_>,
     fd: BorrowedFd<'_>,
     tls: &mut rustls::ServerConnection,
     buf: &mut [u8],
@@ -77,7 +73,7 @@ pub fn read_plaintext(
         }
         let processed = tls.process_new_packets();
         // Handshake messages (or an alert) go out before we look for data.
-        flush_tls(py, fd, tls, timeout).map_err(|e| std::io::Error::other(e.to_string()))?;
+        flush_tls(fd, tls, timeout).map_err(|e| std::io::Error::other(e.to_string()))?;
         if let Err(e) = processed {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
         }
@@ -87,7 +83,6 @@ pub fn read_plaintext(
 /// Encrypts every byte of `slices` and sends the records, waiting (GIL released) while the
 /// session's buffer is full.
 pub fn write_plaintext(
-    py: Python<'_>,
     fd: BorrowedFd<'_>,
     tls: &mut rustls::ServerConnection,
     slices: &[IoSlice<'_>],
@@ -100,7 +95,7 @@ pub fn write_plaintext(
             rest = &rest[n..];
             if n == 0 {
                 // The session's buffer is full: the client must take some first.
-                flush_tls(py, fd, tls, timeout)?;
+                flush_tls(fd, tls, timeout)?;
             } else {
                 send_tls(fd, tls)?;
             }

@@ -73,7 +73,15 @@ fn run_signal_handlers(py: Python<'_>) -> PyResult<()> {
 }
 
 /// Waits until `fd` is readable (or writable), up to `deadline`, GIL released.
-pub fn wait_ready(
+///
+/// It attaches to the interpreter itself (to run signal handlers): cheap for a thread
+/// that holds the GIL; the threaded worker's loop, which does not, takes it only here,
+/// when a client makes it wait.
+pub fn wait_ready(fd: RawFd, writable: bool, deadline: Instant) -> Result<(), IoError> {
+    Python::attach(|py| wait_ready_attached(py, fd, writable, deadline))
+}
+
+fn wait_ready_attached(
     py: Python<'_>,
     fd: RawFd,
     writable: bool,

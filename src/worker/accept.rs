@@ -13,7 +13,6 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use nix::errno::Errno;
 use nix::sys::socket::{accept4, getsockname, SockFlag, SockaddrStorage};
-use pyo3::prelude::*;
 use tracing::{error, warn};
 
 use super::conn::State;
@@ -175,8 +174,8 @@ impl EventLoop<'_> {
     }
     /// Accepts at most one connection per listener per turn, so workers sharing a listener
     /// take turns instead of one of them grabbing a whole burst.
-    pub(super) fn accept(&mut self, py: Python<'_>) {
-        self.take_handoff(py);
+    pub(super) fn accept(&mut self) {
+        self.take_handoff();
         self.track_saturation();
         if !super::signals::is_alive() || self.fresh_hold().is_some() || self.threads_saturated() {
             return;
@@ -193,21 +192,21 @@ impl EventLoop<'_> {
             if !self.listeners[i].ready {
                 continue;
             }
-            self.accept_one(py, i);
+            self.accept_one(i);
         }
     }
     /// Accepts (as [`EventLoop::accept`] does) between two requests of a turn; returns
     /// the connection it added, if any.
-    pub(super) fn accept_next_in_line(&mut self, py: Python<'_>) -> Option<usize> {
+    pub(super) fn accept_next_in_line(&mut self) -> Option<usize> {
         if !self.listeners.iter().any(|l| l.ready) {
             return None;
         }
         self.last_accepted = None;
-        self.accept(py);
+        self.accept();
         self.last_accepted.take()
     }
     /// Accepts one connection from listener `i`; false when none was waiting (or on error).
-    pub(super) fn accept_one(&mut self, py: Python<'_>, i: usize) -> bool {
+    pub(super) fn accept_one(&mut self, i: usize) -> bool {
         let fd = self.listeners[i].fd;
         match accept4(fd, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
             Ok(raw) => {
@@ -226,7 +225,7 @@ impl EventLoop<'_> {
                 self.saturated_since = None;
                 let tls = self.seed.config.tls.is_some();
                 let state = State::fresh(self.clock(), self.timeouts);
-                match self.add_conn(py, i, owned, tls, state) {
+                match self.add_conn(i, owned, tls, state) {
                     Ok(idx) => self.last_accepted = Some(idx),
                     Err(e) => error!("Dropping a new connection: {e}"),
                 }
@@ -255,7 +254,7 @@ impl EventLoop<'_> {
     /// kernel (`MSG_CTRUNC`): the client would be reset. So a free descriptor is checked for
     /// first; without one the connection waits in the channel, for this worker once it has
     /// room again or for a sibling, as a new connection waits in the listen backlog.
-    pub(super) fn take_handoff(&mut self, py: Python<'_>) {
+    pub(super) fn take_handoff(&mut self) {
         if !self.handoff_ready || !self.takes_handoffs() {
             return;
         }
@@ -264,7 +263,7 @@ impl EventLoop<'_> {
             return;
         }
         match self.seed.handoff.receive() {
-            Ok(received) => self.adopt(py, received),
+            Ok(received) => self.adopt(received),
             Err(Errno::EAGAIN) => self.handoff_ready = false,
             Err(e) => warn!("Dropping a connection handed over by a sibling: {e}"),
         }
@@ -275,14 +274,14 @@ impl EventLoop<'_> {
     /// came with: after a HUP that rebinds, a draining old worker's connection may reach a
     /// new worker with other listeners. Only plain connections are ever passed on, so it
     /// stays plain, whatever TLS settings this worker has.
-    pub(super) fn adopt(&mut self, py: Python<'_>, received: Received) {
+    pub(super) fn adopt(&mut self, received: Received) {
         let Some(listener) = self.listener_of(&received.socket, received.listener) else {
             warn!("Dropping a connection handed over for a listener this worker does not have");
             return;
         };
         let buffered = !received.buffered.is_empty();
         let state = State::adopted(received.fresh, buffered, self.clock(), self.timeouts);
-        match self.add_conn(py, listener, received.socket, false, state) {
+        match self.add_conn(listener, received.socket, false, state) {
             Ok(idx) => {
                 crate::log::meters::adopted();
                 if let Some(conn) = self.conns[idx].as_mut() {

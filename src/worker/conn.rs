@@ -27,9 +27,6 @@
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use pyo3::prelude::*;
-use pyo3::types::PyString;
-
 use crate::http::error::error_page;
 use crate::http::proxy::{parse_proxy, ProxyMode, ProxyParse};
 use crate::http::request::{parse_head_resuming, HeadScan, Limits, RequestHead};
@@ -372,17 +369,17 @@ impl Conn {
     /// request head is buffered (no further read-ahead while that request waits to be
     /// served; buffers grow only with bytes received). Returns whether the socket was read
     /// empty.
-    pub fn read_available(&mut self, py: Python<'_>, timeout: Duration) -> bool {
+    pub fn read_available(&mut self, timeout: Duration) -> bool {
         // One buffer per thread, zeroed once: a fresh 16 KiB array per call cost a memset
         // per request (a third of the instructions of a small request).
         thread_local! {
             static CHUNK: std::cell::RefCell<Box<[u8]>> =
                 std::cell::RefCell::new(vec![0u8; READ_CHUNK_BYTES].into_boxed_slice());
         }
-        CHUNK.with_borrow_mut(|chunk| self.read_into(py, timeout, chunk))
+        CHUNK.with_borrow_mut(|chunk| self.read_into(timeout, chunk))
     }
 
-    fn read_into(&mut self, py: Python<'_>, timeout: Duration, chunk: &mut [u8]) -> bool {
+    fn read_into(&mut self, timeout: Duration, chunk: &mut [u8]) -> bool {
         // A plain socket that returned less than asked for was empty at that moment, and
         // edge-triggered polling reports whatever arrives later: no read to see EAGAIN.
         // (A TLS session may hold decrypted bytes back, so it is read until EAGAIN.)
@@ -402,7 +399,7 @@ impl Conn {
             let (asked, read) = if spare >= DIRECT_READ_BYTES && !self.io.is_tls() {
                 (spare, self.io.read_spare(&mut self.buf))
             } else {
-                let read = self.io.read_nonblocking(py, chunk, timeout);
+                let read = self.io.read_nonblocking(chunk, timeout);
                 if let Ok(n) = read {
                     self.buf.extend_from_slice(&chunk[..n]);
                 }
@@ -423,12 +420,7 @@ impl Conn {
     /// connection). Its head's `head_len` bytes stay at the front of the buffer, for the
     /// request to drop (see `wsgi::Exchange`); what follows is the body, maybe a pipelined
     /// request.
-    pub fn next_request(
-        &mut self,
-        py: Python<'_>,
-        limits: &Limits,
-        proxy: ProxyPolicy<'_>,
-    ) -> Parsed {
+    pub fn next_request(&mut self, limits: &Limits, proxy: ProxyPolicy<'_>) -> Parsed {
         if self.buf.is_empty() {
             return Parsed::Incomplete;
         }
@@ -449,7 +441,7 @@ impl Conn {
                     self.buf.drain(..len);
                     self.scan = HeadScan::default();
                     self.proxy_pending = false;
-                    self.take_proxy_addresses(py, &header);
+                    self.take_proxy_addresses(&header);
                     if self.buf.is_empty() {
                         return Parsed::Incomplete;
                     }
@@ -486,7 +478,7 @@ impl Conn {
 
     /// The client's address from a PROXY header; the address it connected to on the proxy
     /// becomes `PROXY_ADDR`/`PROXY_PORT` (Gunicorn's `proxy_addr`/`proxy_port`).
-    fn take_proxy_addresses(&mut self, py: Python<'_>, header: &crate::http::proxy::ProxyHeader) {
+    fn take_proxy_addresses(&mut self, header: &crate::http::proxy::ProxyHeader) {
         // Before the first request: no request's thread shares the environment yet.
         let Some(env) = std::sync::Arc::get_mut(&mut self.env) else {
             return;
@@ -498,8 +490,7 @@ impl Conn {
         env.proxy = Some((header.protocol.to_string(), addr, port));
         if let Some(src) = header.source {
             env.remote_ip = src.ip().to_string();
-            env.remote_addr = PyString::new(py, &env.remote_ip).unbind();
-            env.remote_port = Some(PyString::new(py, &src.port().to_string()).unbind());
+            env.remote_port = Some(src.port());
         }
     }
 }

@@ -9,7 +9,6 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use nix::sys::socket::{getpeername, setsockopt, sockopt, SockaddrStorage};
 use pyo3::prelude::*;
-use pyo3::types::PyString;
 use tracing::warn;
 
 use super::conn::{too_large_page, Conn, Expiry, State};
@@ -30,7 +29,6 @@ impl EventLoop<'_> {
     /// (fresh, or as a sibling handed it over).
     pub(super) fn add_conn(
         &mut self,
-        py: Python<'_>,
         listener: usize,
         fd: OwnedFd,
         tls: bool,
@@ -57,7 +55,7 @@ impl EventLoop<'_> {
             ListenAddr::Unix(_) => Peer::Unix,
         };
         let (remote_ip, remote_port) = match &peer {
-            Peer::Tcp(a) => (a.ip().to_string(), Some(a.port().to_string())),
+            Peer::Tcp(a) => (a.ip().to_string(), Some(a.port())),
             Peer::Unix => (String::new(), None),
         };
         let raw_fd = fd.as_raw_fd();
@@ -71,13 +69,9 @@ impl EventLoop<'_> {
         };
         let env = ConnEnv {
             https: io.is_tls(),
-            remote_addr: PyString::new(py, &remote_ip).unbind(),
-            remote_port: remote_port.map(|p| PyString::new(py, &p).unbind()),
+            remote_port,
             remote_ip,
-            server: l
-                .server
-                .as_ref()
-                .map(|(a, b)| (a.clone_ref(py), b.clone_ref(py))),
+            server: l.server.clone(),
             unix_path: match &l.addr {
                 ListenAddr::Unix(p) => p.display().to_string(),
                 ListenAddr::Tcp(_) => String::new(),
@@ -110,14 +104,27 @@ impl EventLoop<'_> {
         self.refresh_idle(idx);
         Ok(idx)
     }
-    pub(super) fn close(&mut self, py: Python<'_>, idx: usize) {
+    pub(super) fn close(&mut self, idx: usize) {
         if let Some(conn) = self.conns.get_mut(idx).and_then(Option::take) {
-            conn.env.release(py);
             let _ = self
                 .poll
                 .registry()
                 .deregister(&mut SourceFd(&conn.io.raw_fd()));
-            conn.io.close();
+            match &self.pool {
+                // Its `gunicorn.socket` (made by its first request) needs the GIL to let
+                // go of the descriptor: a thread closes it.
+                Some(pool) if conn.env.socket.get().is_some() => {
+                    pool.bury(super::pool::Buried {
+                        env: conn.env,
+                        io: conn.io,
+                    });
+                }
+                Some(_) => conn.io.close(),
+                None => {
+                    Python::attach(|py| conn.env.release(py));
+                    conn.io.close();
+                }
+            }
             self.refresh_idle(idx);
             self.free.push(idx);
             self.open -= 1;
@@ -125,12 +132,12 @@ impl EventLoop<'_> {
     }
     /// Half-closes our side and lingers briefly, so unread client bytes do not make the
     /// kernel answer with a RST that would destroy the response in flight.
-    pub(super) fn close_gracefully(&mut self, py: Python<'_>, idx: usize) {
+    pub(super) fn close_gracefully(&mut self, idx: usize) {
         let now = self.clock();
         if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
-            conn.io.close_notify(py);
+            conn.io.close_notify();
             if !conn.io.shutdown_write() {
-                self.close(py, idx);
+                self.close(idx);
                 return;
             }
             conn.state.closing(now);
@@ -165,19 +172,19 @@ impl EventLoop<'_> {
     }
     /// Reads what arrived on connection `idx` (see [`Conn::read_available`]); returns
     /// whether the socket was read empty.
-    pub(super) fn read_available(&mut self, py: Python<'_>, idx: usize) -> bool {
+    pub(super) fn read_available(&mut self, idx: usize) -> bool {
         let head = self.timeouts.head;
         let drained = self
             .conns
             .get_mut(idx)
             .and_then(Option::as_mut)
-            .is_none_or(|conn| conn.read_available(py, head));
+            .is_none_or(|conn| conn.read_available(head));
         self.refresh_idle(idx);
         drained
     }
     /// Keeps the worker's read-ahead within [`MAX_BUFFERED_BYTES`]: while over it, the
     /// connection holding the largest buffer (a huge or endless head) is refused.
-    pub(super) fn enforce_read_budget(&mut self, py: Python<'_>, idx: usize) {
+    pub(super) fn enforce_read_budget(&mut self, idx: usize) {
         if self.conns[idx]
             .as_ref()
             .is_none_or(|c| c.buf.capacity() < LARGE_BUFFER_BYTES)
@@ -207,12 +214,12 @@ impl EventLoop<'_> {
                  read-ahead budget ({} MiB buffered)",
                 total >> 20
             );
-            self.reject(py, worst, &too_large_page());
+            self.reject(worst, &too_large_page());
         }
     }
     /// Closes the connections whose time is up. An idle one is closed only when provably
     /// idle: bytes that arrived meanwhile (a request already on its way) are served instead.
-    pub(super) fn expire(&mut self, py: Python<'_>) {
+    pub(super) fn expire(&mut self) {
         let now = self.clock();
         for idx in 0..self.conns.len() {
             let Some(conn) = self.conns[idx].as_ref() else {
@@ -222,7 +229,7 @@ impl EventLoop<'_> {
                 Expiry::NotYet => continue,
                 Expiry::Close => {}
                 Expiry::UnlessBytesWaiting => {
-                    self.read_available(py, idx);
+                    self.read_available(idx);
                     if let Some(conn) = self.conns[idx].as_mut().filter(|c| !c.buf.is_empty()) {
                         conn.state.bytes_arrived(now, self.timeouts);
                         self.requeue(idx);
@@ -230,14 +237,14 @@ impl EventLoop<'_> {
                     }
                 }
             }
-            self.close(py, idx);
+            self.close(idx);
         }
     }
     /// The worker is leaving (a timeout's abort, a recycle): every connection that can
     /// move (between requests or reading a head, not TLS or PROXY protocol) goes to a
     /// sibling or the successor, with what was already read, instead of being reset or
     /// holding this worker. A full channel leaves the rest here.
-    pub(super) fn pass_on_movable(&mut self, py: Python<'_>) {
+    pub(super) fn pass_on_movable(&mut self) {
         for idx in 0..self.conns.len() {
             let Some(conn) = self.conns[idx].as_ref() else {
                 continue;
@@ -260,7 +267,7 @@ impl EventLoop<'_> {
                 )
                 .is_ok()
             {
-                self.close(py, idx);
+                self.close(idx);
             } else {
                 // Not passed on (the channel is full): the keeper's entry comes back.
                 self.refresh_idle(idx);

@@ -24,29 +24,29 @@ impl EventLoop<'_> {
     /// connection back through [`EventLoop::take_finished`]); then [`EventLoop::request_done`]
     /// flushes, keeps alive or closes. Between requests an idle connection is offered for
     /// hand-off to a sibling (`refresh_idle`), and the table expires it when its time is up.
-    pub(super) fn on_ready(&mut self, py: Python<'_>, idx: usize) -> Option<i32> {
+    pub(super) fn on_ready(&mut self, idx: usize) -> Option<i32> {
         match self.conns.get(idx)?.as_ref()?.state.phase() {
             // A response the client has not taken all of: send more, then go on.
             Phase::Flushing(_) => {
-                self.flush(py, idx);
+                self.flush(idx);
                 return None;
             }
             // Our side is shut: drop what the client still sends until it closes too.
             Phase::Closing => {
-                self.discard_input(py, idx);
+                self.discard_input(idx);
                 return None;
             }
             // A pool thread has it; the loop looks again when the thread gives it back.
             Phase::InApp => return None,
             Phase::Idle | Phase::Head => {}
         }
-        let drained = self.read_head(py, idx)?;
-        let served = match self.next_head(py, idx) {
+        let drained = self.read_head(idx)?;
+        let served = match self.next_head(idx) {
             // Under a static route: answered here, in any worker, without Python.
             Parsed::Request(head)
                 if self.statics.as_ref().is_some_and(|s| s.serves(&head.path)) =>
             {
-                match self.serve_static(py, idx, &head) {
+                match self.serve_static(idx, &head) {
                     Served::Request => true,
                     Served::Exit(code) => return Some(code),
                     Served::Flushing | Served::Closed => return None,
@@ -57,15 +57,15 @@ impl EventLoop<'_> {
                 return None;
             }
             Parsed::Request(head) => {
-                let outcome = self.run_app(py, idx, &head)?;
-                match self.request_done(py, idx, outcome) {
+                let outcome = self.run_app(idx, &head)?;
+                match self.request_done(idx, outcome) {
                     Served::Request => true,
                     Served::Exit(code) => return Some(code),
                     Served::Flushing | Served::Closed => return None,
                 }
             }
             Parsed::Incomplete => false,
-            Parsed::Refused { page, .. } => match self.reject(py, idx, &page) {
+            Parsed::Refused { page, .. } => match self.reject(idx, &page) {
                 Served::Exit(code) => return Some(code),
                 _ => return None,
             },
@@ -73,7 +73,7 @@ impl EventLoop<'_> {
         // Answered (or still incomplete): serve what follows next turn, wait, or close.
         let conn = self.conns.get(idx)?.as_ref()?;
         match after_turn(conn.eof, !conn.buf.is_empty(), served, drained) {
-            AfterTurn::Close => self.close(py, idx),
+            AfterTurn::Close => self.close(idx),
             AfterTurn::ReadAgain => self.requeue(idx),
             AfterTurn::Wait => {}
         }
@@ -83,14 +83,14 @@ impl EventLoop<'_> {
     /// Reads what arrived (edge-triggered: until EAGAIN, or again next turn), within the
     /// worker's read-ahead budget. Whether the socket was read empty, or None if the
     /// connection no longer reads a head (the budget refused it).
-    fn read_head(&mut self, py: Python<'_>, idx: usize) -> Option<bool> {
-        let drained = self.read_available(py, idx);
+    fn read_head(&mut self, idx: usize) -> Option<bool> {
+        let drained = self.read_available(idx);
         let now = self.clock();
         let conn = self.conns.get_mut(idx).and_then(Option::as_mut)?;
         if !conn.buf.is_empty() {
             conn.state.bytes_arrived(now, self.timeouts);
         }
-        self.enforce_read_budget(py, idx);
+        self.enforce_read_budget(idx);
         // The budget may have refused this very connection.
         let conn = self.conns.get(idx).and_then(Option::as_ref)?;
         conn.state.reading().then_some(drained)
@@ -98,7 +98,7 @@ impl EventLoop<'_> {
 
     /// The request at the start of the connection's buffer, if its head is complete (a
     /// refused one is logged here).
-    fn next_head(&mut self, py: Python<'_>, idx: usize) -> Parsed {
+    fn next_head(&mut self, idx: usize) -> Parsed {
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return Parsed::Incomplete;
         };
@@ -106,7 +106,7 @@ impl EventLoop<'_> {
             mode: self.seed.config.proxy_protocol,
             allow: &self.seed.config.proxy_allow_ips,
         };
-        let parsed = conn.next_request(py, &self.limits, proxy);
+        let parsed = conn.next_request(&self.limits, proxy);
         if let Parsed::Refused { reason, .. } = &parsed {
             warn!("Invalid request from ip={}: {reason}", conn.env.remote_ip);
         }
@@ -155,7 +155,7 @@ impl EventLoop<'_> {
 
     /// The sync worker: runs the app here. Meanwhile the watcher may hand idle connections
     /// to siblings; the loop closes its copies when the app returns.
-    fn run_app(&mut self, py: Python<'_>, idx: usize, head: &RequestHead) -> Option<Outcome> {
+    fn run_app(&mut self, idx: usize, head: &RequestHead) -> Option<Outcome> {
         let may_keep_alive = self.may_keep_alive();
         let conn = self.conns.get_mut(idx).and_then(Option::as_mut)?;
         let mut exchange = Exchange {
@@ -170,7 +170,7 @@ impl EventLoop<'_> {
             watcher.call_started();
         }
         crate::log::meters::busy(true);
-        let outcome = self.runtime.handle(py, &mut exchange, head, began);
+        let outcome = Python::attach(|py| self.runtime.handle(py, &mut exchange, head, began));
         crate::log::meters::busy(false);
         drop(exchange);
         if let Some(watcher) = &self.watcher {
@@ -179,13 +179,13 @@ impl EventLoop<'_> {
         self.busy += began.elapsed();
         // Connections a sibling took over while the app ran: only our copy is closed.
         for handed in std::mem::take(&mut self.handed) {
-            self.close(py, handed);
+            self.close(handed);
         }
         Some(outcome)
     }
 
     /// Answers an unparsable request with its error page and closes the connection.
-    pub(super) fn reject(&mut self, py: Python<'_>, idx: usize, page: &[u8]) -> Served {
+    pub(super) fn reject(&mut self, idx: usize, page: &[u8]) -> Served {
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return Served::Closed;
         };
@@ -194,33 +194,28 @@ impl EventLoop<'_> {
         crate::log::meters::refused();
         let slices = &mut [std::io::IoSlice::new(page)];
         let began = Instant::now();
-        let written = conn.io.write_all(py, slices, self.timeouts.head);
+        let written = conn.io.write_all(slices, self.timeouts.head);
         self.busy += began.elapsed();
         if let Err(crate::transport::IoError::Signal(e)) = written {
-            return self.stopped_while_writing(py, idx, &e);
+            return self.stopped_while_writing(idx, &e);
         }
-        self.finish_response(py, idx, After::Close)
+        self.finish_response(idx, After::Close)
     }
 
     /// A stop signal (QUIT, ABRT) came while a client was slow to take what the loop wrote
     /// itself: the connection closes and the worker leaves.
-    pub(super) fn stopped_while_writing(
-        &mut self,
-        py: Python<'_>,
-        idx: usize,
-        e: &PyErr,
-    ) -> Served {
-        let code = exit_status(py, e);
-        self.close(py, idx);
+    pub(super) fn stopped_while_writing(&mut self, idx: usize, e: &PyErr) -> Served {
+        let code = Python::attach(|py| exit_status(py, e));
+        self.close(idx);
         if self.pool.is_none() {
             return Served::Exit(code);
         }
-        self.leave_threaded(py, code);
+        self.leave_threaded(code);
         Served::Closed
     }
     /// A response is complete: go on with `after` now, or once the loop has sent what the
     /// client has not taken yet.
-    fn finish_response(&mut self, py: Python<'_>, idx: usize, after: After) -> Served {
+    fn finish_response(&mut self, idx: usize, after: After) -> Served {
         let now = self.clock();
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return Served::Closed;
@@ -229,11 +224,11 @@ impl EventLoop<'_> {
         let next =
             conn.state
                 .response_complete(after, pending, !conn.buf.is_empty(), now, self.timeouts);
-        self.go_on(py, idx, next)
+        self.go_on(idx, next)
     }
     /// After a request's app call (in the loop or in a thread): count it, then go on with
     /// the connection.
-    pub(super) fn request_done(&mut self, py: Python<'_>, idx: usize, outcome: Outcome) -> Served {
+    pub(super) fn request_done(&mut self, idx: usize, outcome: Outcome) -> Served {
         self.served += 1;
         self.seed.heartbeat.beat(self.seed.slot);
         if reached_max_requests(self.seed.max_requests, self.served) && super::signals::is_alive() {
@@ -241,14 +236,14 @@ impl EventLoop<'_> {
             super::signals::retire(super::heartbeat::Leaving::MaxRequests);
         }
         match outcome {
-            Outcome::KeepAlive => self.finish_response(py, idx, After::KeepAlive),
-            Outcome::Close => self.finish_response(py, idx, After::Close),
+            Outcome::KeepAlive => self.finish_response(idx, After::KeepAlive),
+            Outcome::Close => self.finish_response(idx, After::Close),
             Outcome::Exit(_) if self.pool.is_some() => {
                 // The app raised SystemExit in a thread (signals raise only in the loop):
                 // the worker stops like a recycled one, after the other threads' requests
                 // are answered, as Gunicorn's gthread lets its executor finish.
                 super::signals::retire(super::heartbeat::Leaving::Other);
-                self.finish_response(py, idx, After::Close)
+                self.finish_response(idx, After::Close)
             }
             Outcome::Exit(_) => {
                 // Like Gunicorn's sync worker: an abort or quit that interrupted a request
@@ -256,10 +251,10 @@ impl EventLoop<'_> {
                 // nothing more to report. What is waiting goes to a sibling. The answer
                 // (a 500) gets a moment to reach the client first.
                 if let Some(conn) = self.conns.get(idx).and_then(Option::as_ref) {
-                    conn.io.flush_for(py, Duration::from_millis(500));
+                    conn.io.flush_for(Duration::from_millis(500));
                 }
-                self.close(py, idx);
-                self.pass_on_movable(py);
+                self.close(idx);
+                self.pass_on_movable();
                 Served::Exit(0)
             }
         }
@@ -267,7 +262,7 @@ impl EventLoop<'_> {
     /// The threaded worker: connections whose requests finished in a thread come back, go
     /// on like a sync worker's after its app call, and are read again (what arrived
     /// meanwhile found them in a thread).
-    pub(super) fn take_finished(&mut self, py: Python<'_>, ready: &mut Vec<usize>) -> Option<i32> {
+    pub(super) fn take_finished(&mut self, ready: &mut Vec<usize>) -> Option<i32> {
         let finished = self
             .pool
             .as_ref()
@@ -278,7 +273,7 @@ impl EventLoop<'_> {
             if let Some(conn) = self.conns.get_mut(done.idx).and_then(Option::as_mut) {
                 conn.buf = done.buf;
             }
-            match self.request_done(py, done.idx, done.outcome) {
+            match self.request_done(done.idx, done.outcome) {
                 Served::Exit(code) => return Some(code),
                 Served::Request if !ready.contains(&done.idx) => ready.push(done.idx),
                 _ => {}
@@ -288,7 +283,7 @@ impl EventLoop<'_> {
     }
     /// Sends more of a finished response to a client that was slow to take it; when all is
     /// out, the connection goes on (and is read again: requests may have arrived meanwhile).
-    fn flush(&mut self, py: Python<'_>, idx: usize) {
+    fn flush(&mut self, idx: usize) {
         let now = self.clock();
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return;
@@ -304,7 +299,7 @@ impl EventLoop<'_> {
                 let next = conn
                     .state
                     .output_drained(!conn.buf.is_empty(), now, self.timeouts);
-                if self.go_on(py, idx, next) == Served::Request {
+                if self.go_on(idx, next) == Served::Request {
                     self.requeue(idx);
                 }
             }
@@ -314,14 +309,14 @@ impl EventLoop<'_> {
                     conn.state.output_progress(now, self.timeouts);
                 }
             }
-            Err(_) => self.close(py, idx),
+            Err(_) => self.close(idx),
         }
     }
     /// Carries out a transition's [`Next`] step.
-    fn go_on(&mut self, py: Python<'_>, idx: usize, next: Next) -> Served {
+    fn go_on(&mut self, idx: usize, next: Next) -> Served {
         match next {
             Next::Close => {
-                self.close_gracefully(py, idx);
+                self.close_gracefully(idx);
                 Served::Closed
             }
             Next::Flush => {
@@ -347,7 +342,7 @@ impl EventLoop<'_> {
     }
     /// A closing connection: what the client still sends is read and dropped until it
     /// closes too (or the linger deadline passes).
-    fn discard_input(&mut self, py: Python<'_>, idx: usize) {
+    fn discard_input(&mut self, idx: usize) {
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
@@ -360,7 +355,7 @@ impl EventLoop<'_> {
                 Err(_) => break,
             }
         }
-        self.close(py, idx);
+        self.close(idx);
     }
 }
 

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use pyo3::prelude::*;
-use pyo3::types::PyString;
 use tracing::{debug, error, info};
 
 use super::conn::{Conn, Phase, State, Timeouts};
@@ -47,7 +46,8 @@ pub(super) struct ListenerState {
     pub(super) registered: bool,
     /// Our copy of the socket is closed (stopping on TERM, once its backlog was taken).
     pub(super) closed: bool,
-    pub(super) server: Option<(Py<PyString>, Py<PyString>)>,
+    /// SERVER_NAME and SERVER_PORT of its connections (TCP).
+    pub(super) server: Option<std::sync::Arc<(String, String)>>,
 }
 
 pub struct EventLoop<'a> {
@@ -138,24 +138,18 @@ impl<'a> EventLoop<'a> {
         } else {
             None
         };
-        let listeners = Python::attach(|py| {
-            seed.listeners
-                .iter()
-                .map(|l| ListenerState {
-                    fd: l.raw_fd(),
-                    addr: l.addr.clone(),
-                    ready: true,
-                    registered: false,
-                    closed: false,
-                    server: ip_and_port(&l.addr).map(|(ip, port)| {
-                        (
-                            PyString::new(py, &ip).unbind(),
-                            PyString::new(py, &port).unbind(),
-                        )
-                    }),
-                })
-                .collect()
-        });
+        let listeners = seed
+            .listeners
+            .iter()
+            .map(|l| ListenerState {
+                fd: l.raw_fd(),
+                addr: l.addr.clone(),
+                ready: true,
+                registered: false,
+                closed: false,
+                server: ip_and_port(&l.addr).map(std::sync::Arc::new),
+            })
+            .collect();
         let timeout = if seed.config.timeout == 0 {
             30
         } else {
@@ -217,7 +211,22 @@ impl<'a> EventLoop<'a> {
     }
 
     /// Serves until told to stop; returns the worker's exit status.
+    ///
+    /// The sync worker's loop holds the GIL but while it polls: it runs the app itself.
+    /// The threaded worker's loop lets go of it for good: reading, parsing and handing
+    /// requests to threads need no Python, so the loop runs beside the threads instead of
+    /// queueing for the GIL behind them (and them behind it) several times a request. It
+    /// takes the GIL only for what needs it (signal handlers, hooks, an access-log line
+    /// of its own, a wait for a slow client); a connection's Python side is made and
+    /// released by the threads (see `pool`).
     pub fn run(&mut self, py: Python<'_>) -> i32 {
+        if self.pool.is_none() {
+            return self.serve();
+        }
+        py.detach(|| self.serve())
+    }
+
+    fn serve(&mut self) -> i32 {
         let mut events = Events::with_capacity(256);
         let mut ready: Vec<usize> = Vec::with_capacity(64);
         // The listeners are registered: a recycled predecessor may now stop accepting.
@@ -244,7 +253,11 @@ impl<'a> EventLoop<'a> {
                 debug!("Worker asked to retire by the master");
                 super::signals::retire(super::heartbeat::Leaving::Other);
             }
-            if let Some(path) = self.reloader.as_mut().and_then(|r| r.changed(py)) {
+            let changed = self
+                .reloader
+                .as_mut()
+                .and_then(|r| Python::attach(|py| r.changed(py)));
+            if let Some(path) = changed {
                 info!("Worker reloading: {} modified", path.display());
                 // Leave like a recycled worker: what was accepted is answered; the sockets
                 // stay open in the master for the next worker.
@@ -253,10 +266,10 @@ impl<'a> EventLoop<'a> {
                 }
                 self.reloader = None;
                 super::signals::retire(super::heartbeat::Leaving::Other);
-                crate::python::hooks::call_worker_hook(py, "worker_int", &[]);
+                Python::attach(|py| crate::python::hooks::call_worker_hook(py, "worker_int", &[]));
             }
             if !super::signals::is_alive() {
-                self.wind_down(py);
+                self.wind_down();
                 // Stopping on TERM, connections passed on by siblings (or by this worker's
                 // own watcher) are served before leaving: nobody else may be left to.
                 if self.open == 0 && !self.may_still_get_handoffs() {
@@ -271,7 +284,12 @@ impl<'a> EventLoop<'a> {
             }
             let timeout = self.poll_timeout();
             let poll = &mut self.poll;
-            if let Err(e) = py.detach(|| poll.poll(&mut events, Some(timeout))) {
+            let polled = if self.pool.is_none() {
+                Python::attach(|py| py.detach(|| poll.poll(&mut events, Some(timeout))))
+            } else {
+                poll.poll(&mut events, Some(timeout))
+            };
+            if let Err(e) = polled {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     error!("poll failed: {e}");
                     return 1;
@@ -294,7 +312,7 @@ impl<'a> EventLoop<'a> {
                     RELOAD => {}
                     HANDOFF => self.handoff_ready = true,
                     DONE => {
-                        if let Some(code) = self.take_finished(py, &mut ready) {
+                        if let Some(code) = self.take_finished(&mut ready) {
                             return code;
                         }
                     }
@@ -320,19 +338,20 @@ impl<'a> EventLoop<'a> {
             }
             if woke {
                 crate::transport::drain_wake_fd();
-                if let Err(e) = py.check_signals() {
-                    let code = exit_status(py, &e);
+                let signalled =
+                    Python::attach(|py| py.check_signals().err().map(|e| exit_status(py, &e)));
+                if let Some(code) = signalled {
                     if self.pool.is_none() {
                         return code;
                     }
-                    self.leave_threaded(py, code);
+                    self.leave_threaded(code);
                 }
             }
             let mut next = 0;
             while let Some(&idx) = ready.get(next) {
                 next += 1;
                 let served = self.served;
-                if let Some(code) = self.on_ready(py, idx) {
+                if let Some(code) = self.on_ready(idx) {
                     return code;
                 }
                 // A sync worker that ran a request takes a connection waiting in the listen
@@ -342,15 +361,15 @@ impl<'a> EventLoop<'a> {
                 // clients on 2 workers). Workers sharing a listener still take turns: each
                 // takes one per request it serves.
                 if self.pool.is_none() && self.served != served {
-                    if let Some(fresh) = self.accept_next_in_line(py) {
+                    if let Some(fresh) = self.accept_next_in_line() {
                         if !ready.contains(&fresh) {
                             ready.insert(next, fresh);
                         }
                     }
                 }
             }
-            self.accept(py);
-            self.expire(py);
+            self.accept();
+            self.expire();
         }
     }
 
@@ -360,7 +379,7 @@ impl<'a> EventLoop<'a> {
     /// abort); connections that can move go to siblings at once; a second signal ends
     /// the wait. What is still in a thread then gets a 500 if nothing of its response went
     /// out (see [`EventLoop::answer_for_threads`]).
-    pub(super) fn leave_threaded(&mut self, py: Python<'_>, code: i32) {
+    pub(super) fn leave_threaded(&mut self, code: i32) {
         let now = Instant::now();
         let grace = if code == 0 {
             Duration::from_secs(self.seed.config.graceful_timeout)
@@ -383,7 +402,7 @@ impl<'a> EventLoop<'a> {
                 }
             }
         }
-        self.pass_on_movable(py);
+        self.pass_on_movable();
     }
 
     /// Leaving with requests still in threads: each whose response has not begun is
@@ -485,18 +504,18 @@ impl<'a> EventLoop<'a> {
     /// until the last worker exits and then resetting them. A connection idle between
     /// requests gets a last call (see [`State::last_call`]) and is closed by
     /// [`EventLoop::expire`] only when provably idle.
-    fn wind_down(&mut self, py: Python<'_>) {
+    fn wind_down(&mut self) {
         self.stopping_since.get_or_insert_with(Instant::now);
         // A quitting or aborting threaded worker leaves the backlog to its siblings.
         if super::signals::drains_backlog() && self.leaving.is_none() {
             if self.listeners.iter().all(|l| !l.closed) {
-                super::object::close_sockets(py);
+                Python::attach(super::object::close_sockets);
             }
             if let Some(watcher) = &self.watcher {
                 for (socket, listener) in watcher.take_stranded() {
                     let tls = self.seed.config.tls.is_some();
                     let state = State::fresh(self.clock(), self.timeouts);
-                    if let Err(e) = self.add_conn(py, listener, socket, tls, state) {
+                    if let Err(e) = self.add_conn(listener, socket, tls, state) {
                         error!("Dropping a new connection: {e}");
                     }
                 }
@@ -513,7 +532,7 @@ impl<'a> EventLoop<'a> {
                 }
                 // Every connection the kernel accepted is ours to serve, past
                 // worker_connections too.
-                while self.accept_one(py, i) {}
+                while self.accept_one(i) {}
                 // Out of descriptors, connections may still be queued: the next turn takes
                 // them (see ACCEPT_RETRY) before the socket is let go.
                 if !self.listeners[i].ready {
@@ -529,7 +548,7 @@ impl<'a> EventLoop<'a> {
             // already on its way (see `worker::retire`), so connections between requests,
             // and those part-way through a head (with the bytes read so far), go to it or a
             // sibling instead of holding this worker until their deadlines.
-            self.pass_on_movable(py);
+            self.pass_on_movable();
         }
         let now = self.clock();
         for conn in self.conns.iter_mut().flatten() {
@@ -547,16 +566,17 @@ impl Drop for EventLoop<'_> {
     /// still use its descriptor, and closing it could hand the number to something else the
     /// thread would then write to. Process exit closes it.
     fn drop(&mut self) {
-        Python::attach(|py| {
-            for idx in 0..self.conns.len() {
-                let in_thread = self.conns[idx]
-                    .as_ref()
-                    .is_some_and(|c| c.state.phase() == Phase::InApp);
-                if !in_thread {
-                    self.close(py, idx);
-                }
+        for idx in 0..self.conns.len() {
+            let in_thread = self.conns[idx]
+                .as_ref()
+                .is_some_and(|c| c.state.phase() == Phase::InApp);
+            if !in_thread {
+                self.close(idx);
             }
-        });
+        }
+        if let Some(pool) = &self.pool {
+            Python::attach(|py| pool.release_buried(py));
+        }
     }
 }
 

@@ -6,7 +6,13 @@
 //! environment and the parsed head) and marks the connection `InApp`; a thread runs the app
 //! and writes the response through the same transport, then returns a [`Done`] and wakes
 //! the loop through a pipe. Ownership is the rule that makes this safe without the GIL: while
-//! a connection is in a thread, the loop does not touch it; only the loop closes sockets.
+//! a connection is in a thread, the loop does not touch it.
+//!
+//! The loop runs without the GIL (see `EventLoop::run`), so the few things that need it are
+//! done by the threads, which hold it anyway: a connection that served a request is closed
+//! by the next thread to take work ([`Pool::bury`]), after its `gunicorn.socket` let go of
+//! the descriptor. Threads go from one request to the next without parking while there is
+//! work, and the loop wakes a thread only when one is parked.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -43,10 +49,33 @@ pub struct Done {
     pub buf: Vec<u8>,
 }
 
-/// Jobs waiting for a thread.
+/// A closed connection whose `gunicorn.socket` must let go of the descriptor (which needs
+/// the GIL) before the descriptor is closed.
+pub struct Buried {
+    pub env: Arc<ConnEnv>,
+    pub io: Transport,
+}
+
+impl Buried {
+    fn release(self, py: Python<'_>) {
+        self.env.release(py);
+        self.io.close();
+    }
+}
+
+/// Work waiting for a thread.
 struct Queue {
     jobs: VecDeque<Job>,
+    buried: Vec<Buried>,
+    /// Threads waiting for work: only then does new work need a wake-up (a system call).
+    parked: usize,
     stopping: bool,
+}
+
+/// What a thread takes at once: connections to close, and a request.
+struct Work {
+    job: Option<Job>,
+    buried: Vec<Buried>,
 }
 
 /// What the loop and the threads share.
@@ -72,6 +101,8 @@ impl Shared {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
+                buried: Vec::new(),
+                parked: 0,
                 stopping: false,
             }),
             job_ready: Condvar::new(),
@@ -104,28 +135,54 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl Queue {
+    fn take(&mut self) -> Option<Work> {
+        let job = self.jobs.pop_front();
+        if job.is_none() && self.buried.is_empty() {
+            return None;
+        }
+        Some(Work {
+            job,
+            buried: std::mem::take(&mut self.buried),
+        })
+    }
+}
+
 impl Shared {
-    /// The next job, waiting (GIL released by the caller) until there is one; None when
+    /// The next work, waiting (GIL released by the caller) until there is some; None when
     /// the pool stops.
-    fn next_job(&self) -> Option<Job> {
+    fn next_work(&self) -> Option<Work> {
         let mut queue = lock(&self.queue);
         loop {
-            if let Some(job) = queue.jobs.pop_front() {
-                return Some(job);
+            if let Some(work) = queue.take() {
+                return Some(work);
             }
             if queue.stopping {
                 return None;
             }
+            queue.parked += 1;
             queue = self
                 .job_ready
                 .wait(queue)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.parked -= 1;
         }
     }
 
-    /// A job waiting now, without waiting for one.
-    fn try_next_job(&self) -> Option<Job> {
-        lock(&self.queue).jobs.pop_front()
+    /// Work waiting now, without waiting for it.
+    fn try_next_work(&self) -> Option<Work> {
+        lock(&self.queue).take()
+    }
+
+    /// Adds work with `add`, waking a thread only if one is parked.
+    fn push(&self, add: impl FnOnce(&mut Queue)) {
+        let mut queue = lock(&self.queue);
+        add(&mut queue);
+        let wake = queue.parked > 0;
+        drop(queue);
+        if wake {
+            self.job_ready.notify_one();
+        }
     }
 
     fn finish(&self, done: Done) {
@@ -195,8 +252,22 @@ impl Pool {
 
     /// Queues a request for the next free thread.
     pub fn submit(&self, job: Job) {
-        lock(&self.shared.queue).jobs.push_back(job);
-        self.shared.job_ready.notify_one();
+        self.shared.push(|q| q.jobs.push_back(job));
+    }
+
+    /// Closes a connection that served a request: the next thread to take work lets its
+    /// `gunicorn.socket` go and closes the descriptor (the loop, without the GIL, cannot).
+    /// Until then the descriptor stays open, so its number cannot be reused.
+    pub fn bury(&self, buried: Buried) {
+        self.shared.push(|q| q.buried.push(buried));
+    }
+
+    /// Closes what is buried now, in the caller's thread (the worker is leaving).
+    pub fn release_buried(&self, py: Python<'_>) {
+        let buried = std::mem::take(&mut lock(&self.shared.queue).buried);
+        for b in buried {
+            b.release(py);
+        }
     }
 
     /// Takes back the requests no thread has started yet (the worker is leaving: they can
@@ -259,16 +330,22 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
         let mut reopened = 0;
         // Under load the next job is taken at once, keeping the GIL (no switch per request);
         // only an idle thread lets go of it to wait.
-        while let Some(job) = shared.try_next_job().or_else(|| {
-            let (job, taken_at) = py.detach(|| {
-                let job = shared.next_job();
-                (job, crate::log::meters::enabled().then(Instant::now))
+        while let Some(work) = shared.try_next_work().or_else(|| {
+            let (work, taken_at) = py.detach(|| {
+                let work = shared.next_work();
+                (work, crate::log::meters::enabled().then(Instant::now))
             });
             if let Some(at) = taken_at {
                 crate::log::meters::gil_waited(at.elapsed());
             }
-            job
+            work
         }) {
+            for buried in work.buried {
+                buried.release(py);
+            }
+            let Some(job) = work.job else {
+                continue;
+            };
             let generation = shared.reopen.load(Ordering::Relaxed);
             if generation != reopened {
                 runtime.reopen_logs();
@@ -388,10 +465,10 @@ mod tests {
     fn idle_threads_leave_when_the_pool_stops() {
         let pool = pool(1);
         let shared = Arc::clone(&pool.shared);
-        assert!(shared.try_next_job().is_none());
+        assert!(shared.try_next_work().is_none());
         assert!(pool.take_queued().is_empty());
         drop(pool);
-        assert!(shared.next_job().is_none(), "stopping, nothing queued");
+        assert!(shared.next_work().is_none(), "stopping, nothing queued");
     }
 
     #[test]

@@ -6,8 +6,6 @@ use std::borrow::Cow;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use pyo3::Python;
-
 use super::dispatch::Served;
 use super::event_loop::EventLoop;
 use super::statics::Reply;
@@ -17,12 +15,7 @@ use crate::wsgi::Outcome;
 impl EventLoop<'_> {
     /// Answers a request under a static route from the loop, and goes on with the
     /// connection as after an app's response.
-    pub(super) fn serve_static(
-        &mut self,
-        py: Python<'_>,
-        idx: usize,
-        head: &RequestHead,
-    ) -> Served {
+    pub(super) fn serve_static(&mut self, idx: usize, head: &RequestHead) -> Served {
         let started = Instant::now();
         let Some(reply) = self.statics.as_ref().map(|s| s.reply(head)) else {
             return Served::Closed;
@@ -30,7 +23,7 @@ impl EventLoop<'_> {
         let (status, headers, file, text) = match reply {
             Reply::Refused => {
                 let page = crate::http::error_page(400, "Bad Request", "Invalid path");
-                return self.reject(py, idx, &page);
+                return self.reject(idx, &page);
             }
             Reply::File {
                 status,
@@ -63,7 +56,6 @@ impl EventLoop<'_> {
         let mut out = Vec::with_capacity(512);
         let Ok(plan) = crate::http::encode_head(&mut out, &spec, &crate::http::date::now()) else {
             return self.reject(
-                py,
                 idx,
                 &crate::http::error_page(500, "Internal Server Error", ""),
             );
@@ -80,11 +72,11 @@ impl EventLoop<'_> {
         conn.buf.drain(..consumed);
         let io = conn.io.clone();
         let mut sent = text.len() as u64;
-        let mut result = io.write_all(py, &mut [std::io::IoSlice::new(&out)], self.timeouts.head);
+        let mut result = io.write_all(&mut [std::io::IoSlice::new(&out)], self.timeouts.head);
         if let (Ok(()), Some((file, offset, count)), false) = (&result, &file, is_head) {
             result = if io.is_tls() {
                 // TLS encrypts in user space: the file is read and written in pieces.
-                copy_file(py, &io, file, *offset, *count, self.timeouts.head)
+                copy_file(&io, file, *offset, *count, self.timeouts.head)
             } else {
                 io.send_file(file.as_fd(), *offset, *count)
             };
@@ -99,7 +91,6 @@ impl EventLoop<'_> {
         };
         let env = std::sync::Arc::clone(&conn.env);
         self.runtime.log_response(
-            py,
             head,
             &env,
             code,
@@ -115,16 +106,15 @@ impl EventLoop<'_> {
                 Outcome::Close
             }
             Err(crate::transport::IoError::Signal(e)) => {
-                return self.stopped_while_writing(py, idx, &e);
+                return self.stopped_while_writing(idx, &e);
             }
         };
-        self.request_done(py, idx, outcome)
+        self.request_done(idx, outcome)
     }
 }
 
 /// Sends `count` bytes of `file` from `offset` through `io` by reading them (for TLS).
 fn copy_file(
-    py: Python<'_>,
     io: &crate::transport::Transport,
     file: &std::os::fd::OwnedFd,
     offset: i64,
@@ -151,7 +141,7 @@ fn copy_file(
             Ok(n) => n,
             Err(e) => return Err(crate::transport::IoError::Closed(e)),
         };
-        io.write_all(py, &mut [std::io::IoSlice::new(&buf[..n])], timeout)?;
+        io.write_all(&mut [std::io::IoSlice::new(&buf[..n])], timeout)?;
         at += n as u64;
     }
     Ok(())

@@ -98,7 +98,7 @@ fn write_body(
         })?;
         borrow_when_free(py, sr, timeout)
             .ok_or(Failure::Io)?
-            .send_body(py, bytes.as_bytes())
+            .send_body(bytes.as_bytes())
             .map_err(|e| send_failure(py, e))
     };
     // Lists and tuples (the common `return [body]`) are walked without an iterator
@@ -119,7 +119,7 @@ fn write_body(
     };
     let finished = walked.and_then(|()| {
         writer(py, sr, timeout)?
-            .finish_body(py)
+            .finish_body()
             .map_err(|e| send_failure(py, e))
     });
     if finished.is_err() {
@@ -190,12 +190,12 @@ fn try_sendfile(
     }
     let (file_fd, offset, available) = file_wrapper::sendfile_source(py, wrapper)?;
     let result = (|| {
-        sr.send_body(py, b"")?;
+        sr.send_body(b"")?;
         let count = sr.writer.body_allowance(available);
         if count > 0 {
-            sr.writer.send_file(py, file_fd, offset, count)?;
+            sr.writer.send_file(file_fd, offset, count)?;
         }
-        sr.finish_body(py)
+        sr.finish_body()
     })();
     Some(result.map_err(|e| send_failure(py, e)))
 }

@@ -20,13 +20,17 @@ use crate::http::request::RequestHead;
 const HEADER_KEY_SLOTS: usize = 256;
 
 /// Per-connection values, converted to Python once per connection, not per request.
+///
+/// Made by the event loop without Python (the threaded worker's loop does not hold the
+/// GIL): its Python objects are made by the thread that runs the connection's first
+/// request (`template`, `socket`).
 pub struct ConnEnv {
-    pub remote_addr: Py<PyString>,
-    pub remote_port: Option<Py<PyString>>,
-    /// For the access log's `%(h)s`.
+    /// REMOTE_ADDR, and the access log's `%(h)s`.
     pub remote_ip: String,
+    /// REMOTE_PORT (TCP only).
+    pub remote_port: Option<u16>,
     /// TCP: the listener's address and port; unix: None (taken from Host per request).
-    pub server: Option<(Py<PyString>, Py<PyString>)>,
+    pub server: Option<std::sync::Arc<(String, String)>>,
     /// Unix socket path (SERVER_NAME when there is no Host header).
     pub unix_path: String,
     /// The connection's descriptor, owned by the event loop.
@@ -271,9 +275,9 @@ impl EnvironBuilder {
         conn: &ConnEnv,
     ) -> PyResult<Bound<'py, PyDict>> {
         let t = self.template.bind(py).copy()?;
-        t.set_item(intern!(py, "REMOTE_ADDR"), conn.remote_addr.bind(py))?;
-        if let Some(port) = &conn.remote_port {
-            t.set_item(intern!(py, "REMOTE_PORT"), port.bind(py))?;
+        t.set_item(intern!(py, "REMOTE_ADDR"), &conn.remote_ip)?;
+        if let Some(port) = conn.remote_port {
+            t.set_item(intern!(py, "REMOTE_PORT"), port.to_string())?;
         }
         let socket = match conn.socket.get() {
             Some(socket) => socket.bind(py).clone(),
@@ -286,9 +290,10 @@ impl EnvironBuilder {
             }
         };
         t.set_item(intern!(py, "gunicorn.socket"), socket)?;
-        if let Some((name, port)) = &conn.server {
-            t.set_item(intern!(py, "SERVER_NAME"), name.bind(py))?;
-            t.set_item(intern!(py, "SERVER_PORT"), port.bind(py))?;
+        if let Some(server) = &conn.server {
+            let (name, port) = &**server;
+            t.set_item(intern!(py, "SERVER_NAME"), name)?;
+            t.set_item(intern!(py, "SERVER_PORT"), port)?;
         }
         if let Some((protocol, addr, port)) = &conn.proxy {
             t.set_item(intern!(py, "PROXY_PROTOCOL"), protocol)?;

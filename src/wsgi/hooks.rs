@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::environ::{self, ConnEnv};
 use super::response::Sent;
@@ -77,11 +77,11 @@ fn request_object<'py>(
     let scheme = environ
         .get_item(intern!(py, "wsgi.url_scheme"))?
         .unwrap_or_else(|| intern!(py, "http").clone().into_any());
-    let port: Bound<'py, PyAny> = match &conn.remote_port {
-        Some(p) => p.bind(py).clone().into_any(),
+    let port: Bound<'py, PyAny> = match conn.remote_port {
+        Some(p) => PyString::new(py, &p.to_string()).into_any(),
         None => py.None().into_bound(py),
     };
-    let peer = PyTuple::new(py, [conn.remote_addr.bind(py).clone().into_any(), port])?;
+    let peer = PyTuple::new(py, [PyString::new(py, &conn.remote_ip).into_any(), port])?;
     namespace(
         py,
         &[
@@ -122,12 +122,8 @@ fn proxy_protocol_info<'py>(py: Python<'py>, conn: &ConnEnv) -> PyResult<Bound<'
     let none = py.None().into_bound(py);
     if matches!(protocol.as_str(), "TCP4" | "TCP6") {
         // The header's source became the connection's remote address.
-        let client_port = match &conn.remote_port {
-            Some(p) => p.bind(py).to_str()?.parse::<u16>().ok(),
-            None => None,
-        };
         info.set_item("client_addr", &conn.remote_ip)?;
-        info.set_item("client_port", client_port)?;
+        info.set_item("client_port", conn.remote_port)?;
         info.set_item("proxy_addr", proxy_addr)?;
         info.set_item("proxy_port", proxy_port.parse::<u16>().ok())?;
     } else {

@@ -159,7 +159,7 @@ impl WsgiInput {
         let Some(src) = self.source.as_mut() else {
             return Ok(());
         };
-        match src.io.read_some(py, &mut src.buf, max, src.timeout) {
+        match src.io.read_some(&mut src.buf, max, src.timeout) {
             Ok(0) => {
                 // An incomplete message (RFC 9112 §8). A client that only half-closed
                 // can still read the 400 this earns.

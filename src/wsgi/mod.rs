@@ -265,7 +265,7 @@ impl Runtime {
     /// `100 Continue`, which the client waits for before it sends the body.
     fn send_continue(&self, py: Python<'_>, ex: &Exchange<'_>) -> Result<(), Outcome> {
         let mut slices = [std::io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
-        match ex.io.write_all(py, &mut slices, self.io_timeout) {
+        match ex.io.write_all(&mut slices, self.io_timeout) {
             Ok(()) => Ok(()),
             // A stop signal (QUIT, ABRT) while the client was slow to take it.
             Err(IoError::Signal(e)) if e.is_instance_of::<PySystemExit>(py) => {
@@ -417,7 +417,7 @@ impl Runtime {
         let page = error_page(code, reason, msg);
         let _ = ex
             .io
-            .write_all(py, &mut [std::io::IoSlice::new(&page)], self.io_timeout);
+            .write_all(&mut [std::io::IoSlice::new(&page)], self.io_timeout);
         let environ = PyDict::new(py);
         let sent = Sent {
             status: Cow::Owned(code.to_string()),
@@ -435,7 +435,6 @@ impl Runtime {
     #[allow(clippy::too_many_arguments)]
     pub fn log_response(
         &mut self,
-        py: Python<'_>,
         head: &RequestHead,
         conn: &ConnEnv,
         code: u16,
@@ -457,7 +456,8 @@ impl Runtime {
             headers: headers(),
             announced_length: None,
         };
-        self.write_access(py, head, conn, &PyDict::new(py), &sent, start);
+        // The threaded worker's loop takes the GIL here only for an access log.
+        Python::attach(|py| self.write_access(py, head, conn, &PyDict::new(py), &sent, start));
     }
 
     /// Records the request in StatsD and the access log.
@@ -572,7 +572,7 @@ fn answer(
                 } else {
                     warn!("Invalid request from ip={}: {e}", conn.remote_ip);
                 }
-                let _ = sr.writer.send_raw(py, &e.to_error_page());
+                let _ = sr.writer.send_raw(&e.to_error_page());
                 status_code = e.status();
             }
         }
@@ -582,7 +582,7 @@ fn answer(
                 crate::log::error_log_raw(&crate::python::format_exception(py, &e));
                 let _ = sr
                     .writer
-                    .send_raw(py, &error_page(500, "Internal Server Error", ""));
+                    .send_raw(&error_page(500, "Internal Server Error", ""));
                 status_code = 500;
             }
             outcome = Outcome::Exit(crate::python::system_exit_code(py, &e));
@@ -597,7 +597,7 @@ fn answer(
             if !headers_sent {
                 let _ = sr
                     .writer
-                    .send_raw(py, &error_page(500, "Internal Server Error", ""));
+                    .send_raw(&error_page(500, "Internal Server Error", ""));
                 status_code = 500;
             }
         }
@@ -609,7 +609,7 @@ fn answer(
             if !headers_sent {
                 let _ = sr
                     .writer
-                    .send_raw(py, &error_page(500, "Internal Server Error", ""));
+                    .send_raw(&error_page(500, "Internal Server Error", ""));
                 status_code = 500;
             }
         }

@@ -141,12 +141,12 @@ impl ResponseWriter {
     }
 
     /// Writes `slices`, or queues them when coalescing and there is room.
-    fn put(&self, py: Python<'_>, slices: &mut [IoSlice<'_>]) -> Result<(), SendError> {
+    fn put(&self, slices: &mut [IoSlice<'_>]) -> Result<(), SendError> {
         if self.coalesce && self.io.queue(slices, super::stream::COALESCE_BYTES) {
             return Ok(());
         }
         self.io
-            .write_all(py, slices, self.timeout)
+            .write_all(slices, self.timeout)
             .map_err(SendError::Io)
     }
 
@@ -160,7 +160,7 @@ impl ResponseWriter {
     }
 
     /// Sends `data` as body bytes, with the head first if it has not gone out yet.
-    pub fn send(&mut self, py: Python<'_>, app: &AppHead, data: &[u8]) -> Result<(), SendError> {
+    pub fn send(&mut self, app: &AppHead, data: &[u8]) -> Result<(), SendError> {
         let first = self.plan.is_none();
         if first {
             let status = app
@@ -210,21 +210,21 @@ impl ResponseWriter {
         if slices.iter().all(|s| s.is_empty()) {
             return Ok(());
         }
-        self.put(py, &mut slices)?;
+        self.put(&mut slices)?;
         self.body_bytes += body.len() as u64;
         Ok(())
     }
 
     /// Ends the body: the head if nothing was sent, the last chunk when chunked.
-    pub fn finish(&mut self, py: Python<'_>, app: &AppHead) -> Result<(), SendError> {
+    pub fn finish(&mut self, app: &AppHead) -> Result<(), SendError> {
         if self.plan.is_none() {
-            self.send(py, app, b"")?;
+            self.send(app, b"")?;
         }
         if matches!(
             self.plan.as_ref().map(|p| &p.framing),
             Some(Framing::Chunked)
         ) {
-            self.put(py, &mut [IoSlice::new(b"0\r\n\r\n")])?;
+            self.put(&mut [IoSlice::new(b"0\r\n\r\n")])?;
         }
         self.flush_queued()
     }
@@ -244,13 +244,7 @@ impl ResponseWriter {
     }
 
     /// Sends `count` bytes of a file with sendfile(2), framed like any other body chunk.
-    pub fn send_file(
-        &mut self,
-        py: Python<'_>,
-        file_fd: RawFd,
-        offset: i64,
-        count: u64,
-    ) -> Result<(), SendError> {
+    pub fn send_file(&mut self, file_fd: RawFd, offset: i64, count: u64) -> Result<(), SendError> {
         let chunked = matches!(
             self.plan.as_ref().map(|p| &p.framing),
             Some(Framing::Chunked)
@@ -259,7 +253,7 @@ impl ResponseWriter {
             let mut size_buf = [0u8; 20];
             let line = chunk_size_line(usize::try_from(count).unwrap_or(usize::MAX), &mut size_buf);
             self.io
-                .write_all(py, &mut [IoSlice::new(line)], self.timeout)
+                .write_all(&mut [IoSlice::new(line)], self.timeout)
                 .map_err(SendError::Io)?;
         }
         // SAFETY: the fd belongs to the app's file object, which the wrapper keeps open for
@@ -271,7 +265,7 @@ impl ResponseWriter {
         let sent = count;
         if chunked {
             self.io
-                .write_all(py, &mut [IoSlice::new(b"\r\n")], self.timeout)
+                .write_all(&mut [IoSlice::new(b"\r\n")], self.timeout)
                 .map_err(SendError::Io)?;
         }
         if let Some(left) = self.remaining.as_mut() {
@@ -282,24 +276,24 @@ impl ResponseWriter {
     }
 
     /// Sends a `103 Early Hints` interim response (HTTP/1.1+ clients, before the final head).
-    pub fn send_early_hints(&mut self, py: Python<'_>, hints: &AppHead) -> Result<(), SendError> {
+    pub fn send_early_hints(&mut self, hints: &AppHead) -> Result<(), SendError> {
         if self.headers_sent() || self.facts.version < (1, 1) {
             return Ok(());
         }
         let mut out = Vec::with_capacity(128);
         hints.with_pairs(|pairs| encode_early_hints(&mut out, pairs))?;
         self.io
-            .write_all(py, &mut [IoSlice::new(&out)], self.timeout)
+            .write_all(&mut [IoSlice::new(&out)], self.timeout)
             .map_err(SendError::Io)
     }
 
     /// Sends a whole ready-made response (an error page) when nothing was sent yet.
-    pub fn send_raw(&mut self, py: Python<'_>, bytes: &[u8]) -> Result<(), SendError> {
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         if !self.io.begin_response() {
             return Err(answered_for_us());
         }
         self.io
-            .write_all(py, &mut [IoSlice::new(bytes)], self.timeout)
+            .write_all(&mut [IoSlice::new(bytes)], self.timeout)
             .map_err(SendError::Io)
     }
 }
@@ -335,13 +329,13 @@ pub fn request_over(what: &str) -> PyErr {
 
 impl StartResponse {
     /// Sends body bytes with the status and headers given to `start_response`.
-    pub fn send_body(&mut self, py: Python<'_>, data: &[u8]) -> Result<(), SendError> {
-        self.writer.send(py, &self.app_head, data)
+    pub fn send_body(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.writer.send(&self.app_head, data)
     }
 
     /// Ends the response (head if nothing was sent, last chunk when chunked).
-    pub fn finish_body(&mut self, py: Python<'_>) -> Result<(), SendError> {
-        self.writer.finish(py, &self.app_head)
+    pub fn finish_body(&mut self) -> Result<(), SendError> {
+        self.writer.finish(&self.app_head)
     }
 
     /// `app_head` is an empty [`AppHead`] to fill (a reused one keeps its capacity).
@@ -542,13 +536,13 @@ impl StartResponse {
     }
 
     /// `environ['wsgi.early_hints'](headers)`: a `103 Early Hints` before the response.
-    fn early_hints(&mut self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn early_hints(&mut self, headers: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.finished {
             return Err(request_over("wsgi.early_hints"));
         }
         let mut hints = AppHead::default();
         extract_headers(headers, &mut hints)?;
-        match self.writer.send_early_hints(py, &hints) {
+        match self.writer.send_early_hints(&hints) {
             Ok(()) => Ok(()),
             Err(SendError::App(msg)) => Err(pyo3::exceptions::PyValueError::new_err(msg)),
             Err(SendError::Io(IoError::Signal(e))) => Err(e),
@@ -561,7 +555,7 @@ impl StartResponse {
     }
 
     /// The legacy `write(data)` callable.
-    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.finished {
             return Err(request_over("write()"));
         }
@@ -574,7 +568,7 @@ impl StartResponse {
                     .unwrap_or_default()
             ))
         })?;
-        match self.send_body(py, bytes.as_bytes()) {
+        match self.send_body(bytes.as_bytes()) {
             Ok(()) => Ok(()),
             Err(SendError::App(msg)) => Err(PyAssertionError::new_err(msg)),
             Err(SendError::Io(IoError::Signal(e))) => Err(e),

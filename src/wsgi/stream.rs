@@ -302,15 +302,15 @@ mod tests {
         let mut w = writer(&io);
         let head = ok();
         w.coalesce();
-        with_python(|py| {
-            w.send(py, &head, b"one,").expect("sent");
-            w.send(py, &head, b"two,").expect("sent");
+        with_python(|_| {
+            w.send(&head, b"one,").expect("sent");
+            w.send(&head, b"two,").expect("sent");
             assert!(w.has_queued());
             assert!(received(&client).is_empty(), "the head and pieces wait");
 
             // A piece that would pass COALESCE_BYTES: what waits and it are written.
             let big = vec![b'x'; COALESCE_BYTES];
-            w.send(py, &head, &big).expect("sent");
+            w.send(&head, &big).expect("sent");
             let got = received(&client);
             assert!(got.starts_with(b"HTTP/1."), "the head first");
             let body = got.split(|&b| b == b'\n').next_back().unwrap_or_default();
@@ -318,9 +318,9 @@ mod tests {
             assert!(body.starts_with(b"one,two,xx"));
             assert!(!w.has_queued());
 
-            w.send(py, &head, b"three").expect("sent");
+            w.send(&head, b"three").expect("sent");
             assert!(received(&client).is_empty());
-            w.finish(py, &head).expect("finished");
+            w.finish(&head).expect("finished");
         });
         assert_eq!(received(&client), b"three", "finishing flushes");
         assert_eq!(w.body_bytes, 8 + COALESCE_BYTES as u64 + 5);
@@ -331,10 +331,10 @@ mod tests {
         let (io, client) = pair();
         let mut w = writer(&io);
         let head = ok();
-        with_python(|py| {
-            w.send(py, &head, b"one").expect("sent");
+        with_python(|_| {
+            w.send(&head, b"one").expect("sent");
             assert!(received(&client).ends_with(b"\r\n\r\none"));
-            w.send(py, &head, b"two").expect("sent");
+            w.send(&head, b"two").expect("sent");
             assert_eq!(received(&client), b"two");
         });
         assert!(!w.has_queued());

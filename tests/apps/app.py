@@ -136,6 +136,18 @@ def sleep_route(environ, start_response):
     return _text(start_response, "slept")
 
 
+def hold_gil(environ, start_response):
+    """Holds the GIL without letting go: `sum` over a range of ?n= numbers is one C call,
+    which no other thread interrupts. Appends `held` to ?marker= before, `done` after."""
+    q = _qs(environ)
+    with open(q["marker"], "a") as f:
+        f.write("held\n")
+    total = sum(range(int(q["n"])))
+    with open(q["marker"], "a") as f:
+        f.write("done\n")
+    return _text(start_response, str(total))
+
+
 def pid(environ, start_response):
     """The worker's pid as text."""
     return _text(start_response, str(os.getpid()))
@@ -405,6 +417,17 @@ def keep_one(environ, start_response):
     return [b"kept " + what.encode()]
 
 
+def keep_socket(environ, start_response):
+    """Keeps this connection's `gunicorn.socket` past its request."""
+    KEPT["socket"] = environ["gunicorn.socket"]
+    return _text(start_response, "kept")
+
+
+def kept_socket(environ, start_response):
+    """The kept `gunicorn.socket`'s descriptor: -1 once its connection closed."""
+    return _text(start_response, str(KEPT["socket"].fileno()))
+
+
 def use_kept(environ, start_response):
     """Uses what /keep_one kept, before answering; reports what it did."""
     what = environ["QUERY_STRING"]
@@ -491,6 +514,7 @@ ROUTES = {
     "/upload": upload,
     "/sleep": sleep_route,
     "/pid": pid,
+    "/hold_gil": hold_gil,
     "/error": error,
     "/exit": exit_route,
     "/sysexit": sysexit,
@@ -518,6 +542,8 @@ ROUTES = {
     "/mutate_environ": mutate_environ,
     "/keep_one": keep_one,
     "/use_kept": use_kept,
+    "/keep_socket": keep_socket,
+    "/kept_socket": kept_socket,
     "/threaded": threaded,
     "/threads_race": threads_race,
 }

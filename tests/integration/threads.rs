@@ -65,6 +65,52 @@ fn requests_run_in_parallel_threads() {
     assert!(elapsed < Duration::from_millis(3000), "took {elapsed:?}");
 }
 
+/// The loop runs without the GIL: while a thread holds it in one long C call, the loop
+/// still accepts, serves a static file and refuses a malformed request (none needs
+/// Python), where a loop that took the GIL each turn would wait for the call to end.
+#[test]
+fn the_loop_needs_no_gil_to_accept_serve_static_files_and_refuse() {
+    let files = TempDir::new("gthread-gil-files");
+    std::fs::write(files.join("a.txt"), b"static").unwrap();
+    let s = Server::builder("gthread-gil")
+        .args(["-w", "1", "--threads", "2", "--graceful-timeout", "1"])
+        .args(["--static-path-mount", &files.path().display().to_string()])
+        .arg("app")
+        .start();
+    let marker = s.dir.join("held");
+    let mut hold = s.connect();
+    // Seconds of CPU here; a few on a faster machine, still long past the checks below.
+    hold.send(format!(
+        "GET /hold_gil?n=600000000&marker={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        marker.display()
+    ));
+    crate::support::wait_for_file(&marker, "held", LOG_DEADLINE);
+    let r = s.get("/static/a.txt");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "static"));
+    let refused = s.request("NOT HTTP\r\n\r\n");
+    assert_eq!(refused.status, 400);
+    let log = std::fs::read_to_string(&marker).unwrap();
+    assert!(!log.contains("done"), "the GIL was let go first: {log}");
+}
+
+/// A connection that served a request is closed by a thread (the loop has no GIL to let
+/// its `gunicorn.socket` go): a socket the app kept lets go of the descriptor, so it cannot
+/// reach a later connection that gets the same number.
+#[test]
+fn a_kept_gunicorn_socket_lets_go_when_its_connection_closes() {
+    let s = Server::start("gthread-kept-socket", &["-w", "1", "--threads", "2", "app"]);
+    let kept = s.get("/keep_socket");
+    assert_eq!(kept.body_str(), "kept");
+    // `get` read to the end and closed; the loop sees the close, a thread releases it.
+    let released = poll_until(DEADLINE, || {
+        (s.get("/kept_socket").body_str() == "-1").then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "the kept socket still holds its descriptor"
+    );
+}
+
 /// 24 keep-alive clients POST unique bodies back to back through 2 workers × 8 threads:
 /// every response reaches its own client with its own body (no cross-talk between threads).
 #[test]
