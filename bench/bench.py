@@ -66,6 +66,12 @@ WHITENOISE_APP = "static_app:app"
 # With --baseline BINARY, "rgunicorn-base" is that binary (an earlier build), run in the
 # same rounds: what a change gained, measured side by side.
 BASELINE = "rgunicorn-base"
+# Threaded variants, in the same rounds as the plain names (so sync against threads in one
+# run): each runs its base server with --variant-threads T threads per worker, whatever
+# --server-threads gives the plain names. rgunicorn and Gunicorn get -k gthread --threads T
+# (Gunicorn's gthread worker), Granian --blocking-threads T. Plain apps only.
+THREAD_SERVERS = {"rgunicorn-threads": "rgunicorn", "gunicorn-gthread": "gunicorn",
+                  "granian-threads": "granian"}
 WHEEL_VENVS = {"rgunicorn-wheel": VENV, "rgunicorn-abi3": BENCH / ".venv-abi3"}
 
 
@@ -184,12 +190,13 @@ DEFAULT_APPS = ["hello", "big", "stream", "echo", "flask_json"]
 
 def applies(server: str, app: str) -> bool:
     """Whether a server has a way to serve an app: nginx only hello and the static files,
-    the WhiteNoise servers only the static files, Gunicorn no static files of its own."""
+    the WhiteNoise servers only the static files, Gunicorn no static files of its own, the
+    threaded variants only the plain apps."""
     if server == "nginx":
         return app in NGINX_APPS or app in STATIC_APPS
     if server in WHITENOISE_SERVERS:
         return app in STATIC_APPS
-    if server == "gunicorn":
+    if server == "gunicorn" or server in THREAD_SERVERS:
         return app not in STATIC_APPS
     return True
 
@@ -357,15 +364,23 @@ BASELINE_BINARY: Path | None = None
 
 def server_command(server: str, app_spec: str, port: int, workers: int,
                    rgunicorn: Path | None, threads: int = 1,
-                   static_dir: Path | None = None) -> list[str]:
+                   static_dir: Path | None = None, variant_threads: int = 4) -> list[str]:
     """static_dir (a static app's): served under /static by the server's own static route
     (rgunicorn, Granian, nginx), or by WhiteNoise in Python for the *-whitenoise servers
-    (WHITENOISE_APP under rgunicorn or Gunicorn; BENCH_STATIC_DIR tells it the folder)."""
+    (WHITENOISE_APP under rgunicorn or Gunicorn; BENCH_STATIC_DIR tells it the folder).
+    The THREAD_SERVERS run their base server with variant_threads threads per worker."""
     vbin = VENV / "bin"
     if server in WHITENOISE_SERVERS:
         server, app_spec, static_dir = WHITENOISE_SERVERS[server], WHITENOISE_APP, None
     # --threads N: Gunicorn switches to its gthread worker, Granian gets N blocking threads.
     gthreads = ["--threads", str(threads)] if threads > 1 else []
+    variant = server in THREAD_SERVERS
+    if variant:
+        if static_dir:
+            raise ValueError(f"{server} runs the plain apps only")
+        server, threads = THREAD_SERVERS[server], variant_threads
+        # -k gthread: the threaded worker even with one thread (--threads 1 alone is sync).
+        gthreads = ["-k", "gthread", "--threads", str(threads)]
     if server == "rgunicorn" or server == BASELINE or server in WHEEL_VENVS:
         exe = {"rgunicorn": rgunicorn, BASELINE: BASELINE_BINARY}.get(server) \
             or WHEEL_VENVS[server] / "bin" / "rgunicorn"
@@ -381,8 +396,9 @@ def server_command(server: str, app_spec: str, port: int, workers: int,
     if server == "nginx":
         return nginx_command(port, workers, static_dir)
     if server == "granian":
-        # Threads: granian's defaults (runtime threads, blocking threads) unless --threads.
-        blocking = ["--blocking-threads", str(threads)] if threads > 1 else []
+        # Threads: granian's defaults (runtime threads, blocking threads) unless
+        # --server-threads, or granian-threads (always --blocking-threads).
+        blocking = ["--blocking-threads", str(threads)] if threads > 1 or variant else []
         static = (["--static-path-mount", str(static_dir), "--static-path-route", "/static"]
                   if static_dir else [])
         return [str(vbin / "granian"), "--interface", "wsgi", "--workers", str(workers),
@@ -633,7 +649,8 @@ def bench_once(server: str, app: str, rnd: int, args, wrk: str,
                rgunicorn: Path | None) -> dict:
     port = free_port()
     cmd = server_command(server, APPS[app][0], port, args.workers, rgunicorn,
-                         args.server_threads, STATIC_DIR if app in STATIC_APPS else None)
+                         args.server_threads, STATIC_DIR if app in STATIC_APPS else None,
+                         args.variant_threads)
     logfile = LOGS / f"{app}-{server}-r{rnd}.log"
     t0 = time.monotonic()
     srv = Server(server, cmd, logfile)
@@ -664,7 +681,9 @@ def bench_once(server: str, app: str, rnd: int, args, wrk: str,
             "command": [c if not c.startswith(str(REPO)) else os.path.relpath(c, REPO)
                         for c in cmd],
         })
-        if server == "granian":
+        if server in THREAD_SERVERS:
+            res["threads"] = args.variant_threads
+        if server in ("granian", "granian-threads"):
             # Granian warns about how many Python threads its defaults allow; keep the number.
             m = re.search(r"spawning up to (\d+) Python threads",
                           logfile.read_text(errors="replace"))
@@ -766,7 +785,8 @@ def requirement_checks(summary: dict, apps: list[str], servers: list[str]) -> li
         r = ratio(rg["hello"]["rps"], summary["hello"]["gunicorn"]["rps"])
         checks.append((r is not None and r >= 5.0,
                        f"hello: rgunicorn >= 5x gunicorn req/s ({fmt(r, '.2f', 'x')})"))
-    for other in [s for s in servers if s != "rgunicorn"]:
+    # The threaded variants have targets of their own (thread_checks).
+    for other in [s for s in servers if s != "rgunicorn" and s not in THREAD_SERVERS]:
         for a in apps:
             o = summary[a][other]
             if other == "granian":
@@ -854,6 +874,7 @@ def main() -> int:
                     help="comma-separated, from " + ",".join(APPS))
     ap.add_argument("--servers", default=argparse.SUPPRESS,
                     type=lambda t: parse_list(t, SERVERS + OPTIONAL_SERVERS +
+                                              list(THREAD_SERVERS) +
                                               list(WHITENOISE_SERVERS), "server"),
                     help=f"default: {','.join(SERVERS)} for the plain apps, "
                          f"{','.join(STATIC_SERVERS)} for the static ones; each app runs "
@@ -862,6 +883,10 @@ def main() -> int:
     ap.add_argument("--server-threads", type=int, default=1,
                     help="threads per worker (rgunicorn and Gunicorn: --threads, which makes "
                          "Gunicorn's worker gthread; Granian: --blocking-threads)")
+    ap.add_argument("--variant-threads", type=int, default=4, metavar="T",
+                    help="threads per worker of " + ", ".join(THREAD_SERVERS) +
+                         " (rgunicorn and Gunicorn: -k gthread --threads T; Granian: "
+                         "--blocking-threads T), which --servers can add beside the plain ones")
     ap.add_argument("--connections", type=int, default=32, help="wrk -c")
     ap.add_argument("--threads", type=int, default=2, help="wrk -t")
     ap.add_argument("--start-timeout", type=float, default=30.0,
@@ -876,6 +901,8 @@ def main() -> int:
                     help="exit 1 when rgunicorn misses a target from the issue")
     args = ap.parse_args()
     args.servers = getattr(args, "servers", None)  # None: each app's default servers
+    if args.variant_threads < 1:
+        ap.error("--variant-threads must be at least 1")
 
     started = time.monotonic()
     wrk = ensure_wrk()
@@ -886,10 +913,11 @@ def main() -> int:
     else:
         servers = list(args.servers)
     rgunicorn = None
-    if "rgunicorn" in servers or "rgunicorn-whitenoise" in servers:
+    uses_binary = ("rgunicorn", "rgunicorn-whitenoise", "rgunicorn-threads")
+    if any(s in servers for s in uses_binary):
         rgunicorn = build_rgunicorn(args.no_build)
         if rgunicorn is None:
-            servers = [s for s in servers if s not in ("rgunicorn", "rgunicorn-whitenoise")]
+            servers = [s for s in servers if s not in uses_binary]
         else:
             v = subprocess.run([str(rgunicorn), "--version"], capture_output=True, text=True,
                                timeout=30)
@@ -941,8 +969,10 @@ def main() -> int:
     runs_total = args.rounds * sum(len(ran) for ran in app_servers.values())
     log(f"{runs_total} runs: apps {','.join(args.apps)}; servers {','.join(servers)}; "
         f"{args.rounds} rounds x {args.duration:g}s (+{args.warmup:g}s warm-up); "
-        f"{args.workers} workers x {args.server_threads} threads; "
-        f"wrk -t{args.threads} -c{args.connections}")
+        f"{args.workers} workers x {args.server_threads} threads"
+        + (f" ({args.variant_threads} for {','.join(s for s in servers if s in THREAD_SERVERS)})"
+           if any(s in THREAD_SERVERS for s in servers) else "")
+        + f"; wrk -t{args.threads} -c{args.connections}")
     results: list[dict] = []
     width = max(9, *map(len, servers))
     for app in args.apps:
@@ -987,7 +1017,8 @@ def main() -> int:
     ]
     if "granian" in servers:
         threads = sorted({r["granian_python_threads"] for r in results
-                          if r.get("ok") and r.get("granian_python_threads")})
+                          if r.get("ok") and r["server"] == "granian"
+                          and r.get("granian_python_threads")})
         header.append("Granian: --interface wsgi with its default threads (1 runtime thread, "
                       "blocking threads = backpressure/2"
                       + (f": it allows up to {', '.join(map(str, threads))} Python threads"
@@ -1005,6 +1036,14 @@ def main() -> int:
     elif "gunicorn" in servers or "gunicorn-whitenoise" in servers:
         header.append("Gunicorn: default sync worker (closes the connection after each "
                       "response, so wrk reconnects).")
+    variants = [s for s in servers if s in THREAD_SERVERS]
+    if variants:
+        t = args.variant_threads
+        how = {"rgunicorn-threads": f"rgunicorn -k gthread --threads {t}",
+               "gunicorn-gthread": f"gunicorn -k gthread --threads {t}",
+               "granian-threads": f"granian --blocking-threads {t}"}
+        header.append(f"Threaded variants ({t} threads per worker): "
+                      + "; ".join(f"{s}: {how[s]}" for s in variants) + ".")
     report = "\n".join(header) + "\n\n" + table
     if checks:
         report += "\n\nTargets from the issue:\n\n" + "\n".join(
