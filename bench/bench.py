@@ -806,6 +806,73 @@ def requirement_checks(summary: dict, apps: list[str], servers: list[str]) -> li
     return checks
 
 
+def threads_markdown(summary: dict, apps: list[str], app_servers: dict, threads: int) -> str:
+    """One row per plain app that rgunicorn-threads ran: its numbers, its CPU per response
+    and req/s against the sync rgunicorn's, its req/s against the other threaded servers'."""
+    rt = "rgunicorn-threads"
+    apps = [a for a in apps if rt in app_servers[a]]
+    peers = [s for s in ("rgunicorn", "gunicorn-gthread", "granian-threads")
+             if any(s in app_servers[a] for a in apps)]
+    head = ["app", f"{rt} req/s", "p99 ms", "CPU µs/resp"]
+    if "rgunicorn" in peers:
+        head += ["CPU ÷ rgunicorn's", "req/s ÷ rgunicorn's"]
+    head += [f"req/s ÷ {s}'s" for s in peers if s != "rgunicorn"]
+    if "gunicorn-gthread" in peers:
+        head.append("p99 ÷ gunicorn-gthread's")
+    lines = [f"Threads: {rt} ({threads} threads per worker) against the same app's rows", "",
+             "| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for app in apps:
+        s = summary[app]
+        t = s[rt]
+        row = [app, fmt(t["rps"], ",.0f"), fmt(t["p99_ms"], ".2f"),
+               fmt(t["cpu_us_per_resp"], ".1f")]
+        if "rgunicorn" in peers:
+            row += [fmt(ratio(t["cpu_us_per_resp"], s["rgunicorn"]["cpu_us_per_resp"]), ".2f", "×"),
+                    fmt(ratio(t["rps"], s["rgunicorn"]["rps"]), ".2f", "×")]
+        row += [fmt(ratio(t["rps"], s[v]["rps"]), ".2f", "×") for v in peers if v != "rgunicorn"]
+        if "gunicorn-gthread" in peers:
+            row.append(fmt(ratio(t["p99_ms"], s["gunicorn-gthread"]["p99_ms"]), ".2f", "×"))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def thread_checks(summary: dict, apps: list[str], app_servers: dict, workers: int,
+                  threads: int) -> list[tuple[bool, str]]:
+    """The threaded worker's targets, each listed when both its sides ran for the app:
+    hello and echo within 10 % of the sync worker's CPU per response; pg at or above the
+    sync worker's req/s with a p99 below Gunicorn gthread's; sleep10 at 95 % or more of
+    workers x threads / 10 ms."""
+    rt = "rgunicorn-threads"
+    checks = []
+    for a in apps:
+        ran = app_servers[a]
+        if rt not in ran:
+            continue
+        t = summary[a][rt]
+        if a in ("hello", "echo") and "rgunicorn" in ran:
+            r = ratio(t["cpu_us_per_resp"], summary[a]["rgunicorn"]["cpu_us_per_resp"])
+            checks.append((r is not None and r <= 1.10,
+                           f"{a}: {rt} CPU/response <= 1.10x rgunicorn's ({fmt(r, '.2f', 'x')})"))
+        if a == "pg" and "rgunicorn" in ran:
+            r = ratio(t["rps"], summary[a]["rgunicorn"]["rps"])
+            checks.append((r is not None and r >= 1.0,
+                           f"pg: {rt} req/s >= rgunicorn ({fmt(r, '.2f', 'x')})"))
+        if a == "pg" and "gunicorn-gthread" in ran:
+            mine, theirs = t["p99_ms"], summary[a]["gunicorn-gthread"]["p99_ms"]
+            ok = mine is not None and theirs is not None and mine < theirs
+            checks.append((ok, f"pg: {rt} p99 < gunicorn-gthread "
+                               f"({fmt(mine, '.2f')} vs {fmt(theirs, '.2f')} ms)"))
+        if a == "sleep10":
+            ideal = workers * threads / 0.010
+            r = ratio(t["rps"], ideal)
+            checks.append((r is not None and r >= 0.95,
+                           f"sleep10: {rt} req/s >= 0.95x {workers} workers x {threads} "
+                           f"threads / 10 ms ({fmt(t['rps'], ',.0f')} of {ideal:,.0f}: "
+                           f"{fmt(r, '.2f', 'x')})"))
+    return checks
+
+
 def static_markdown(summary: dict, apps: list[str], app_servers: dict) -> str:
     """One row per static app and server: req/s, CPU per response, and the two ratios the
     issue sets targets on: CPU per response against nginx's, req/s against Granian's."""
@@ -1001,10 +1068,14 @@ def main() -> int:
     tables = []
     if plain_apps and plain_servers:
         tables.append(markdown(summary, plain_apps, plain_servers))
+    if any("rgunicorn-threads" in app_servers[a] for a in plain_apps):
+        tables.append(threads_markdown(summary, plain_apps, app_servers, args.variant_threads))
     if static_apps and static_servers:
         tables.append(static_markdown(summary, static_apps, app_servers))
     table = "\n\n".join(tables)
     checks = requirement_checks(summary, plain_apps, plain_servers) if plain_apps else []
+    checks += thread_checks(summary, plain_apps, app_servers, args.workers,
+                            args.variant_threads)
     checks += static_checks(summary, static_apps, app_servers)
     elapsed = time.monotonic() - started
 
