@@ -21,7 +21,11 @@ RESULTS = BENCH / "results"
 COLORS = {"rgunicorn": "#d9480f", "gunicorn": "#1971c2", "granian": "#2f9e44",
           "rgunicorn-base": "#f59f00", "rgunicorn-wheel": "#ae3ec9",
           "rgunicorn-abi3": "#868e96", "rgunicorn-whitenoise": "#ff8787",
-          "gunicorn-whitenoise": "#74c0fc", "nginx": "#212529"}
+          "gunicorn-whitenoise": "#74c0fc", "nginx": "#212529",
+          # The threaded variants (bench/run --variant-threads T): darker than their base.
+          "rgunicorn-threads": "#a61e4d", "gunicorn-gthread": "#0b3d91",
+          "granian-threads": "#0b7285"}
+THREAD_SERVERS = ("rgunicorn-threads", "gunicorn-gthread", "granian-threads")
 FONT = 'font-family="sans-serif"'
 
 
@@ -65,18 +69,19 @@ class Svg:
 
 
 def bar_panel(svg: Svg, top: float, title: str, apps: list[str], servers: list[str],
-              value, unit: str, note: str) -> float:
-    """Horizontal bars, one group per app; each bar scaled to the app's largest value."""
+              value, unit: str, note: str, app_servers: dict | None = None) -> float:
+    """Horizontal bars, one group per app; each bar scaled to the app's largest value.
+    With app_servers, an app shows only the servers that ran it."""
     svg.text(20, top + 18, title, size=15, weight="bold")
     svg.text(20, top + 36, note, size=11, fill="#495057")
     y = top + 52
     bar_h, label_w, bar_w = 14, 110, svg.width - 110 - 150
     for app in apps:
-        vals = {s: value(app, s) for s in servers}
+        ran = (app_servers or {}).get(app)
+        vals = {s: value(app, s) for s in servers if ran is None or s in ran}
         biggest = max((v for v in vals.values() if v), default=0) or 1
         svg.text(20, y + 12, app, size=12, weight="bold")
-        for s in servers:
-            v = vals[s]
+        for s, v in vals.items():
             w = bar_w * (v or 0) / biggest
             svg.rect(label_w + 20, y, w, bar_h - 2, color(s))
             svg.text(label_w + 26 + w, y + 11, "—" if v is None else f"{v:,.{0 if v >= 100 else 1}f} {unit}",
@@ -86,12 +91,15 @@ def bar_panel(svg: Svg, top: float, title: str, apps: list[str], servers: list[s
     return y + 10
 
 
-def legend(svg: Svg, top: float, servers: list[str]) -> float:
+def legend(svg: Svg, top: float, servers: list[str], labels: dict | None = None) -> float:
     x = 20
     for s in servers:
+        label = (labels or {}).get(s, s)
+        if x > 20 and x + 30 + 8 * len(label) > svg.width:
+            x, top = 20, top + 18
         svg.rect(x, top, 12, 12, color(s))
-        svg.text(x + 16, top + 10, s, size=12)
-        x += 30 + 8 * len(s)
+        svg.text(x + 16, top + 10, label, size=12)
+        x += 30 + 8 * len(label)
     return top + 24
 
 
@@ -153,16 +161,20 @@ def write(out: Path = BENCH / "chart.svg") -> Path | None:
     svg.text(20, 26, f"rgunicorn benchmark — {data.get('date', '')[:10]}, {a.get('workers')} "
              f"workers, wrk -c{a.get('connections')}, {data['machine']['cpus']} CPUs",
              size=17, weight="bold")
-    y = legend(svg, 40, servers)
+    t = a.get("variant_threads")
+    labels = {s: f"{s} ({t} threads)" for s in servers if s in THREAD_SERVERS and t}
+    y = legend(svg, 40, servers, labels)
+    app_servers = data.get("app_servers")
 
     def stat(key):
         return lambda app, s: summary[app].get(s, {}).get(key)
 
     y = bar_panel(svg, y, "Throughput (requests/s, higher is better)", apps, servers,
-                  stat("rps"), "", "median of the rounds; wrk closed loop, keep-alive")
+                  stat("rps"), "", "median of the rounds; wrk closed loop, keep-alive",
+                  app_servers)
     y = bar_panel(svg, y, "CPU per response (µs, lower is better)", apps, servers,
                   stat("cpu_us_per_resp"), "µs",
-                  "user + system time of the server's processes / responses")
+                  "user + system time of the server's processes / responses", app_servers)
     lat_file = RESULTS / "latency.json"
     if lat_file.exists():
         y = latency_panels(svg, y, json.loads(lat_file.read_text()))
