@@ -24,7 +24,7 @@ mod wait;
 
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,9 @@ struct Link {
     flushed: AtomicU64,
     /// Who answers the request in hand (see [`Transport::begin_response`]).
     answer: AtomicU8,
+    /// The socket became ready while a thread had the connection (see
+    /// [`Transport::note_ready_while_away`]).
+    ready_while_away: AtomicBool,
 }
 
 /// [`Link::answer`]: nobody has begun the final response yet.
@@ -103,7 +106,20 @@ impl Transport {
             out: Mutex::new(Outbox::default()),
             flushed: AtomicU64::new(0),
             answer: AtomicU8::new(ANSWER_OPEN),
+            ready_while_away: AtomicBool::new(false),
         }))
+    }
+
+    /// The event loop let a readiness event pass while a thread has the connection (the
+    /// socket is edge-triggered: no other event may come). The thread, giving it back,
+    /// wakes the loop to read again (see `worker::pool`).
+    pub fn note_ready_while_away(&self) {
+        self.0.ready_while_away.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a readiness event passed while a thread had the connection; clears it.
+    pub fn take_ready_while_away(&self) -> bool {
+        self.0.ready_while_away.swap(false, Ordering::SeqCst)
     }
 
     /// A new request is about to run on this connection: nobody has answered it yet.

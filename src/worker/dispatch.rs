@@ -25,7 +25,8 @@ impl EventLoop<'_> {
     /// flushes, keeps alive or closes. Between requests an idle connection is offered for
     /// hand-off to a sibling (`refresh_idle`), and the table expires it when its time is up.
     pub(super) fn on_ready(&mut self, idx: usize) -> Option<i32> {
-        match self.conns.get(idx)?.as_ref()?.state.phase() {
+        let conn = self.conns.get(idx)?.as_ref()?;
+        match conn.state.phase() {
             // A response the client has not taken all of: send more, then go on.
             Phase::Flushing(_) => {
                 self.flush(idx);
@@ -36,8 +37,12 @@ impl EventLoop<'_> {
                 self.discard_input(idx);
                 return None;
             }
-            // A pool thread has it; the loop looks again when the thread gives it back.
-            Phase::InApp => return None,
+            // A pool thread has it; the loop looks again when the thread gives it back,
+            // which this event makes it do at once.
+            Phase::InApp => {
+                conn.io.note_ready_while_away();
+                return None;
+            }
             Phase::Idle | Phase::Head => {}
         }
         let drained = self.read_head(idx)?;
@@ -270,12 +275,19 @@ impl EventLoop<'_> {
             .unwrap_or_default();
         for done in finished {
             self.in_app.retain(|(idx, _)| *idx != done.idx);
+            // Read again only if bytes may wait unseen: a pipelined request, or an event
+            // the loop let pass while the thread had the connection (noted on either side
+            // of the thread's finish). Otherwise its next bytes bring an event of their own.
+            let mut read_again = done.read_again || !done.buf.is_empty();
             if let Some(conn) = self.conns.get_mut(done.idx).and_then(Option::as_mut) {
                 conn.buf = done.buf;
+                read_again |= conn.io.take_ready_while_away();
             }
             match self.request_done(done.idx, done.outcome) {
                 Served::Exit(code) => return Some(code),
-                Served::Request if !ready.contains(&done.idx) => ready.push(done.idx),
+                Served::Request if read_again && !ready.contains(&done.idx) => {
+                    ready.push(done.idx);
+                }
                 _ => {}
             }
         }

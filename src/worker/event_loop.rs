@@ -20,6 +20,7 @@ use tracing::{debug, error, info};
 
 use super::conn::{Conn, Phase, State, Timeouts};
 use super::handoff::Watcher;
+use super::pool::Sleep;
 use super::seed::WorkerSeed;
 use crate::http::request::Limits;
 use crate::sock::ListenAddr;
@@ -34,6 +35,10 @@ const DONE: Token = Token(usize::MAX - 2);
 const RELOAD: Token = Token(usize::MAX - 3);
 /// Connection tokens start here; listener tokens are their index below it.
 pub(super) const CONN_BASE: usize = 1 << 16;
+/// How long the threaded worker's loop sleeps at most while requests wait for a thread
+/// (see `pool::Sleep::Saturated`): what it answers itself (static files, refusals,
+/// accepts, hand-offs) waits at most this long behind a saturated pool.
+const SATURATED_NAP: Duration = Duration::from_millis(5);
 /// How long a threaded worker told to abort (a timeout's ABRT) lets its threads finish.
 /// It keeps beating meanwhile, so the master does not kill it first.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
@@ -56,6 +61,8 @@ pub struct EventLoop<'a> {
     /// Static routes, answered by the loop itself (see `static_route`).
     pub(super) statics: Option<super::statics::Statics>,
     pub(super) poll: Poll,
+    /// The worker's signal wake-up pipe (also polled as `WAKE`).
+    pub(super) signal_fd: RawFd,
     pub(super) listeners: Vec<ListenerState>,
     pub(super) conns: Vec<Option<Conn>>,
     pub(super) free: Vec<usize>,
@@ -160,6 +167,7 @@ impl<'a> EventLoop<'a> {
             runtime,
             statics,
             poll,
+            signal_fd: wake,
             listeners,
             conns: Vec::new(),
             free: Vec::new(),
@@ -284,10 +292,22 @@ impl<'a> EventLoop<'a> {
             }
             let timeout = self.poll_timeout();
             let poll = &mut self.poll;
-            let polled = if self.pool.is_none() {
-                Python::attach(|py| py.detach(|| poll.poll(&mut events, Some(timeout))))
-            } else {
-                poll.poll(&mut events, Some(timeout))
+            let polled = match &self.pool {
+                None => Python::attach(|py| py.detach(|| poll.poll(&mut events, Some(timeout)))),
+                Some(_) if timeout.is_zero() => poll.poll(&mut events, Some(timeout)),
+                Some(pool) => {
+                    let polled = match pool.going_to_sleep() {
+                        Sleep::No => poll.poll(&mut events, Some(Duration::ZERO)),
+                        Sleep::Polling => poll.poll(&mut events, Some(timeout)),
+                        Sleep::Saturated => {
+                            // Then take whatever gathered meanwhile, without waiting.
+                            pool.wait_saturated(self.signal_fd, timeout.min(SATURATED_NAP));
+                            poll.poll(&mut events, Some(Duration::ZERO))
+                        }
+                    };
+                    pool.woke_up();
+                    polled
+                }
             };
             if let Err(e) = polled {
                 if e.kind() != std::io::ErrorKind::Interrupted {
@@ -311,9 +331,10 @@ impl<'a> EventLoop<'a> {
                     // Read by the reloader at the top of the loop.
                     RELOAD => {}
                     HANDOFF => self.handoff_ready = true,
+                    // Taken below, with the requests finished without a wake-up.
                     DONE => {
-                        if let Some(code) = self.take_finished(&mut ready) {
-                            return code;
+                        if let Some(pool) = &self.pool {
+                            pool.drain_wakeups();
                         }
                     }
                     Token(i) if i < CONN_BASE => {
@@ -335,6 +356,11 @@ impl<'a> EventLoop<'a> {
                         }
                     }
                 }
+            }
+            // Before the connections' events: a connection given back by its thread is read
+            // again (its event may be among them).
+            if let Some(code) = self.take_finished(&mut ready) {
+                return code;
             }
             if woke {
                 crate::transport::drain_wake_fd();
@@ -470,7 +496,9 @@ impl<'a> EventLoop<'a> {
     }
 
     fn poll_timeout(&self) -> Duration {
-        if !self.pending.is_empty() {
+        // A thread may have given a connection back without waking the loop, after the
+        // loop let that connection's event pass (see `pool`): look again at once.
+        if !self.pending.is_empty() || self.pool.as_ref().is_some_and(|p| p.has_done()) {
             return Duration::ZERO;
         }
         // Wake at least every half timeout (heartbeat) and every second (parent check).

@@ -12,11 +12,23 @@
 //! done by the threads, which hold it anyway: a connection that served a request is closed
 //! by the next thread to take work ([`Pool::bury`]), after its `gunicorn.socket` let go of
 //! the descriptor. Threads go from one request to the next without parking while there is
-//! work, and the loop wakes a thread only when one is parked.
+//! work. Wake-ups, each a system call and a context switch, are kept for when they matter:
+//! - A parked thread is woken only when no other is already on its way to the queue (a
+//!   woken thread waits for the GIL before it takes a job, so that a thread running
+//!   requests back to back keeps taking them); a thread that takes a job while more wait
+//!   wakes the next, so an app that lets go of the GIL (I/O) has them run side by side.
+//! - A thread wakes the loop only when it sleeps and the connection needs it now (to close
+//!   it, or to answer a pipelined request, or the loop let a readiness event pass while the
+//!   thread had it); otherwise the loop takes the finished request on its next turn (the
+//!   client's next request is such a turn).
+//! - While requests wait for a thread, the loop has no reason to read more at once: it
+//!   sleeps on the threads alone ([`Sleep::Saturated`]), letting readiness events gather,
+//!   and the thread that takes the last waiting request wakes it to refill the queue. One
+//!   wake-up then brings in a batch of requests instead of one each.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -47,6 +59,9 @@ pub struct Done {
     pub outcome: Outcome,
     /// The connection's bytes not consumed by the request.
     pub buf: Vec<u8>,
+    /// The loop let a readiness event of the connection pass while the thread had it:
+    /// read it again (see `Transport::note_ready_while_away`).
+    pub read_again: bool,
 }
 
 /// A closed connection whose `gunicorn.socket` must let go of the descriptor (which needs
@@ -64,11 +79,16 @@ impl Buried {
 }
 
 /// Work waiting for a thread.
+#[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
     buried: Vec<Buried>,
-    /// Threads waiting for work: only then does new work need a wake-up (a system call).
+    /// Threads waiting for work.
     parked: usize,
+    /// Wake-ups sent that no parked thread has taken yet.
+    wakeups: usize,
+    /// Threads woken that have not looked at the queue yet (they wait for the GIL first).
+    waking: usize,
     stopping: bool,
 }
 
@@ -78,11 +98,36 @@ struct Work {
     buried: Vec<Buried>,
 }
 
+/// How the loop goes to sleep (see the module's comment).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Sleep {
+    /// Not at all: finished requests wait for it.
+    No,
+    /// Until a socket is ready (or a thread needs it).
+    Polling,
+    /// Until a thread takes the last waiting request (or needs it), sockets aside.
+    Saturated,
+}
+
+/// A thread that leaves this many requests waiting, or fewer, wakes a loop sleeping
+/// [`Sleep::Saturated`].
+const REFILL_AT: usize = 1;
+
+/// [`Shared::loop_state`]: the loop is awake and looks at the finished list before it
+/// sleeps; or how it sleeps.
+const LOOP_AWAKE: u8 = 0;
+const LOOP_POLLING: u8 = 1;
+const LOOP_SATURATED: u8 = 2;
+
 /// What the loop and the threads share.
 struct Shared {
     queue: Mutex<Queue>,
     job_ready: Condvar,
     done: Mutex<Vec<Done>>,
+    /// `done` has requests for the loop (read without the lock, each turn).
+    any_done: AtomicBool,
+    /// Whether and how the loop sleeps (`LOOP_*`); a thread that wakes it sets it awake.
+    loop_state: AtomicU8,
     /// One byte per finished request wakes the loop (it polls the read end).
     done_write: OwnedFd,
     /// Bumped by USR1: each thread reopens its access log before its next request.
@@ -99,14 +144,11 @@ impl Shared {
         let (done_read, done_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
-                buried: Vec::new(),
-                parked: 0,
-                stopping: false,
-            }),
+            queue: Mutex::new(Queue::default()),
             job_ready: Condvar::new(),
             done: Mutex::new(Vec::new()),
+            any_done: AtomicBool::new(false),
+            loop_state: AtomicU8::new(LOOP_AWAKE),
             done_write,
             reopen: AtomicU64::new(0),
             started: (0..threads).map(|_| AtomicU64::new(0)).collect(),
@@ -136,6 +178,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Queue {
+    /// Whether new work should wake a parked thread: none is on its way already.
+    fn should_wake(&mut self) -> bool {
+        let wake = self.parked > self.wakeups && self.wakeups + self.waking == 0;
+        if wake {
+            self.wakeups += 1;
+        }
+        wake
+    }
+
     fn take(&mut self) -> Option<Work> {
         let job = self.jobs.pop_front();
         if job.is_none() && self.buried.is_empty() {
@@ -149,16 +200,23 @@ impl Queue {
 }
 
 impl Shared {
-    /// The next work, waiting (GIL released by the caller) until there is some; None when
-    /// the pool stops.
-    fn next_work(&self) -> Option<Work> {
+    /// Waits (GIL released by the caller) until there may be work: true to go and look
+    /// (the thread is then counted as on its way, until [`Shared::try_next_work`]), false
+    /// when the pool stops.
+    fn park(&self) -> bool {
         let mut queue = lock(&self.queue);
         loop {
-            if let Some(work) = queue.take() {
-                return Some(work);
+            if queue.wakeups > 0 {
+                queue.wakeups -= 1;
+                queue.waking += 1;
+                return true;
+            }
+            if !queue.jobs.is_empty() || !queue.buried.is_empty() {
+                queue.waking += 1;
+                return true;
             }
             if queue.stopping {
-                return None;
+                return false;
             }
             queue.parked += 1;
             queue = self
@@ -169,32 +227,70 @@ impl Shared {
         }
     }
 
-    /// Work waiting now, without waiting for it.
-    fn try_next_work(&self) -> Option<Work> {
-        lock(&self.queue).take()
+    /// Work waiting now, without waiting for it; `woken`: the caller comes from
+    /// [`Shared::park`]. Taking a job while more wait wakes one more thread, unless one is
+    /// on its way.
+    fn try_next_work(&self, woken: bool) -> Option<Work> {
+        let mut queue = lock(&self.queue);
+        if woken {
+            queue.waking -= 1;
+        }
+        let work = queue.take();
+        let took_job = work.as_ref().is_some_and(|w| w.job.is_some());
+        let left = queue.jobs.len();
+        let wake = took_job && left > 0 && queue.should_wake();
+        drop(queue);
+        if wake {
+            self.job_ready.notify_one();
+        }
+        if took_job && left <= REFILL_AT {
+            // The queue runs low: the loop refills it while this job (and the one left)
+            // run, so that the thread does not find it empty and park.
+            self.wake_loop(|state| state == LOOP_SATURATED);
+        }
+        work
     }
 
-    /// Adds work with `add`, waking a thread only if one is parked.
+    /// Wakes the loop if it sleeps as `asleep` accepts (only one thread writes the byte).
+    fn wake_loop(&self, asleep: impl Fn(u8) -> bool) {
+        let state = self.loop_state.load(Ordering::SeqCst);
+        if asleep(state)
+            && self
+                .loop_state
+                .compare_exchange(state, LOOP_AWAKE, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            // Non-blocking: a full pipe already means "wake up".
+            let _ = nix::unistd::write(self.done_write.as_fd(), &[0u8]);
+        }
+    }
+
+    /// Adds work with `add`, waking a parked thread unless one is on its way.
     fn push(&self, add: impl FnOnce(&mut Queue)) {
         let mut queue = lock(&self.queue);
         add(&mut queue);
-        let wake = queue.parked > 0;
+        let wake = queue.should_wake();
         drop(queue);
         if wake {
             self.job_ready.notify_one();
         }
     }
 
-    fn finish(&self, done: Done) {
-        let first = {
-            let mut finished = lock(&self.done);
-            finished.push(done);
-            finished.len() == 1
-        };
-        // One wake-up per batch: the loop takes the whole list when it wakes. (Non-blocking:
-        // a full pipe already means "look at the finished list".)
-        if first {
-            let _ = nix::unistd::write(self.done_write.as_fd(), &[0u8]);
+    /// Gives a finished request back to the loop. `io` is its connection: the loop is
+    /// woken when the connection needs it now (see the module's comment).
+    fn finish(&self, mut done: Done, io: &Transport) {
+        let urgent = !matches!(done.outcome, Outcome::KeepAlive) || !done.buf.is_empty();
+        let mut finished = lock(&self.done);
+        // Published before the connection's flag and the loop's state are read; the loop
+        // sets those before it reads this (see `Pool::going_to_sleep`): one of the two
+        // sides sees the other.
+        self.any_done.store(true, Ordering::SeqCst);
+        done.read_again = io.take_ready_while_away();
+        let wake = urgent || done.read_again;
+        finished.push(done);
+        drop(finished);
+        if wake {
+            self.wake_loop(|state| state != LOOP_AWAKE);
         }
     }
 }
@@ -276,11 +372,77 @@ impl Pool {
         lock(&self.shared.queue).jobs.drain(..).collect()
     }
 
+    /// Empties the wake-up pipe (the loop polled it readable).
+    pub fn drain_wakeups(&self) {
+        let mut sink = [0u8; 256];
+        // A short read emptied it: no second read to see EAGAIN.
+        while nix::unistd::read(&self.done_read, &mut sink).is_ok_and(|n| n == sink.len()) {}
+    }
+
+    /// Whether finished requests wait for the loop.
+    pub fn has_done(&self) -> bool {
+        self.shared.any_done.load(Ordering::SeqCst)
+    }
+
     /// The requests finished since the last call.
     pub fn take_done(&self) -> Vec<Done> {
-        let mut sink = [0u8; 256];
-        while nix::unistd::read(&self.done_read, &mut sink).is_ok_and(|n| n > 0) {}
-        std::mem::take(&mut *lock(&self.shared.done))
+        if !self.has_done() {
+            return Vec::new();
+        }
+        let mut finished = lock(&self.shared.done);
+        self.shared.any_done.store(false, Ordering::SeqCst);
+        std::mem::take(&mut *finished)
+    }
+
+    /// The loop is about to sleep: how (see [`Sleep`]). It says so first, then looks at
+    /// what threads publish; a thread publishes first, then looks at what the loop said.
+    pub fn going_to_sleep(&self) -> Sleep {
+        let shared = &self.shared;
+        let saturated = lock(&shared.queue).jobs.len() > REFILL_AT;
+        let state = if saturated {
+            LOOP_SATURATED
+        } else {
+            LOOP_POLLING
+        };
+        shared.loop_state.store(state, Ordering::SeqCst);
+        if shared.any_done.load(Ordering::SeqCst) {
+            shared.loop_state.store(LOOP_AWAKE, Ordering::SeqCst);
+            return Sleep::No;
+        }
+        if saturated && lock(&shared.queue).jobs.len() <= REFILL_AT {
+            // Ran low meanwhile, maybe without a wake-up (the state was not set yet).
+            shared.loop_state.store(LOOP_POLLING, Ordering::SeqCst);
+            return Sleep::Polling;
+        }
+        if saturated {
+            Sleep::Saturated
+        } else {
+            Sleep::Polling
+        }
+    }
+
+    /// The loop woke up.
+    pub fn woke_up(&self) {
+        self.shared.loop_state.store(LOOP_AWAKE, Ordering::SeqCst);
+    }
+
+    /// Sleeps as [`Sleep::Saturated`]: until the wake-up pipe, or `signals` (the worker's
+    /// signal pipe), is readable, at most `limit`.
+    pub fn wait_saturated(&self, signals: RawFd, limit: std::time::Duration) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        // SAFETY: both pipes stay open for the worker's life.
+        let (done, signals) = unsafe {
+            (
+                std::os::fd::BorrowedFd::borrow_raw(self.done_read.as_raw_fd()),
+                std::os::fd::BorrowedFd::borrow_raw(signals),
+            )
+        };
+        let mut fds = [
+            PollFd::new(done, PollFlags::POLLIN),
+            PollFd::new(signals, PollFlags::POLLIN),
+        ];
+        let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
+        let _ = poll(&mut fds, PollTimeout::from(ms));
     }
 
     /// How long since the last sign of progress when every thread is inside a request: the
@@ -328,18 +490,24 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
             crate::python::hooks::set_worker_object(worker);
         }
         let mut reopened = 0;
-        // Under load the next job is taken at once, keeping the GIL (no switch per request);
-        // only an idle thread lets go of it to wait.
-        while let Some(work) = shared.try_next_work().or_else(|| {
-            let (work, taken_at) = py.detach(|| {
-                let work = shared.next_work();
-                (work, crate::log::meters::enabled().then(Instant::now))
-            });
-            if let Some(at) = taken_at {
-                crate::log::meters::gil_waited(at.elapsed());
-            }
-            work
-        }) {
+        let mut woken = false;
+        loop {
+            // Under load the next job is taken at once, keeping the GIL (no switch per
+            // request); only an idle thread lets go of it, to wait.
+            let Some(work) = shared.try_next_work(std::mem::take(&mut woken)) else {
+                let (go, woke_at) = py.detach(|| {
+                    let go = shared.park();
+                    (go, crate::log::meters::enabled().then(Instant::now))
+                });
+                if let Some(at) = woke_at {
+                    crate::log::meters::gil_waited(at.elapsed());
+                }
+                if !go {
+                    break;
+                }
+                woken = true;
+                continue;
+            };
             for buried in work.buried {
                 buried.release(py);
             }
@@ -360,7 +528,7 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
                 may_keep_alive,
             } = job;
             let mut exchange = Exchange {
-                io,
+                io: io.clone(),
                 buf: &mut buf,
                 head_len: head.head_len,
                 conn: &env,
@@ -374,7 +542,13 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
             shared.mark(thread, false);
             // Our share of the environment goes before the loop gets the connection back.
             drop(env);
-            shared.finish(Done { idx, outcome, buf });
+            let done = Done {
+                idx,
+                outcome,
+                buf,
+                read_again: false,
+            };
+            shared.finish(done, &io);
         }
     });
 }
@@ -396,11 +570,13 @@ mod tests {
         }
     }
 
-    fn done(idx: usize) -> Done {
+    /// A request finished keeping its connection open, with `buf` left over.
+    fn done(idx: usize, buf: &[u8]) -> Done {
         Done {
             idx,
             outcome: Outcome::KeepAlive,
-            buf: vec![u8::try_from(idx).unwrap()],
+            buf: buf.to_vec(),
+            read_again: false,
         }
     }
 
@@ -409,23 +585,119 @@ mod tests {
         nix::unistd::read(&pool.done_read, &mut sink).unwrap_or(0)
     }
 
-    #[test]
-    fn finished_requests_wake_the_loop_once_per_batch_and_come_back_in_order() {
-        let pool = pool(2);
-        assert!(pool.take_done().is_empty());
-        pool.shared.finish(done(3));
-        pool.shared.finish(done(5));
-        assert_eq!(wake_bytes(&pool), 1, "one wake-up for the batch");
-        pool.shared.finish(done(7));
-        let back: Vec<(usize, Vec<u8>)> = pool
-            .take_done()
+    fn taken(pool: &Pool) -> Vec<(usize, bool)> {
+        pool.take_done()
             .into_iter()
-            .map(|d| (d.idx, d.buf))
-            .collect();
-        assert_eq!(back, vec![(3, vec![3]), (5, vec![5]), (7, vec![7])]);
-        assert_eq!(wake_bytes(&pool), 0, "taken with the batch");
-        pool.shared.finish(done(1));
+            .map(|d| (d.idx, d.read_again))
+            .collect()
+    }
+
+    fn job(idx: usize) -> Job {
+        let (io, _client) = crate::transport::testing::pair();
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let Ok(Some(head)) =
+            crate::http::request::parse_head(raw, &crate::http::request::Limits::default())
+        else {
+            panic!("a request head");
+        };
+        Job {
+            idx,
+            env: Arc::new(ConnEnv::for_tests(io.raw_fd())),
+            io,
+            buf: raw.to_vec(),
+            head,
+            may_keep_alive: true,
+        }
+    }
+
+    fn taken_jobs(work: Option<Work>) -> Option<usize> {
+        work.and_then(|w| w.job).map(|j| j.idx)
+    }
+
+    #[test]
+    fn a_kept_alive_connection_comes_back_without_waking_the_loop() {
+        let pool = pool(2);
+        let (io, _client) = crate::transport::testing::pair();
+        assert!(!pool.has_done() && pool.take_done().is_empty());
+        assert_eq!(pool.going_to_sleep(), Sleep::Polling);
+        pool.shared.finish(done(3, b""), &io);
+        pool.shared.finish(done(5, b""), &io);
+        assert_eq!(wake_bytes(&pool), 0, "its next request wakes the loop");
+        assert!(pool.has_done(), "taken on the loop's next turn");
+        assert_eq!(
+            pool.going_to_sleep(),
+            Sleep::No,
+            "it looks before it sleeps"
+        );
+        assert_eq!(taken(&pool), vec![(3, false), (5, false)]);
+        assert!(!pool.has_done());
+    }
+
+    #[test]
+    fn a_connection_that_needs_the_loop_now_wakes_it_if_it_sleeps() {
+        let pool = pool(2);
+        let (io, _client) = crate::transport::testing::pair();
+        // Awake, the loop looks at the list before it sleeps: no wake-up.
+        let mut closing = done(1, b"");
+        closing.outcome = Outcome::Close;
+        pool.shared.finish(closing, &io);
+        assert_eq!(wake_bytes(&pool), 0);
+        assert_eq!(taken(&pool), vec![(1, false)]);
+        assert_eq!(pool.going_to_sleep(), Sleep::Polling);
+        // A pipelined request waits in its buffer: one wake-up for the batch.
+        pool.shared.finish(done(2, b"GET"), &io);
+        io.note_ready_while_away();
+        pool.shared.finish(done(4, b""), &io);
+        assert_eq!(wake_bytes(&pool), 1, "one wake-up for the batch");
+        pool.woke_up();
+        assert_eq!(taken(&pool), vec![(2, false), (4, true)]);
+        assert!(!io.take_ready_while_away(), "taken by the thread");
+        // The loop let an event pass while the thread had the connection.
+        assert_eq!(pool.going_to_sleep(), Sleep::Polling);
+        io.note_ready_while_away();
+        pool.shared.finish(done(6, b""), &io);
         assert_eq!(wake_bytes(&pool), 1, "the next batch wakes it again");
+    }
+
+    #[test]
+    fn with_requests_waiting_the_loop_sleeps_until_the_last_is_taken() {
+        let pool = pool(2);
+        pool.submit(job(1));
+        assert_eq!(
+            pool.going_to_sleep(),
+            Sleep::Polling,
+            "one request is not many"
+        );
+        pool.woke_up();
+        pool.submit(job(2));
+        pool.submit(job(3));
+        assert_eq!(pool.going_to_sleep(), Sleep::Saturated);
+        assert_eq!(taken_jobs(pool.shared.try_next_work(false)), Some(1));
+        assert_eq!(wake_bytes(&pool), 0, "two still wait");
+        assert_eq!(taken_jobs(pool.shared.try_next_work(false)), Some(2));
+        assert_eq!(wake_bytes(&pool), 1, "the queue runs low: refill it");
+        pool.woke_up();
+        assert_eq!(pool.going_to_sleep(), Sleep::Polling);
+    }
+
+    #[test]
+    fn new_work_wakes_a_parked_thread_only_when_none_is_on_its_way() {
+        let mut queue = Queue::default();
+        assert!(!queue.should_wake(), "nobody parked");
+        queue.parked = 3;
+        assert!(queue.should_wake());
+        assert_eq!(queue.wakeups, 1);
+        assert!(!queue.should_wake(), "one wake-up not yet taken");
+        // Taken (see `park`): that thread now waits for the GIL before it looks.
+        queue.wakeups = 0;
+        queue.waking = 1;
+        queue.parked = 2;
+        assert!(!queue.should_wake(), "one thread on its way");
+        queue.waking = 0;
+        assert!(
+            queue.should_wake(),
+            "it took a job: the next one wakes another"
+        );
     }
 
     #[test]
@@ -465,10 +737,10 @@ mod tests {
     fn idle_threads_leave_when_the_pool_stops() {
         let pool = pool(1);
         let shared = Arc::clone(&pool.shared);
-        assert!(shared.try_next_work().is_none());
+        assert!(shared.try_next_work(false).is_none());
         assert!(pool.take_queued().is_empty());
         drop(pool);
-        assert!(shared.next_work().is_none(), "stopping, nothing queued");
+        assert!(!shared.park(), "stopping, nothing queued");
     }
 
     #[test]

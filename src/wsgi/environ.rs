@@ -55,6 +55,24 @@ pub struct ConnEnv {
 }
 
 impl ConnEnv {
+    /// A plain TCP connection from 127.0.0.1 on descriptor `fd`, for unit tests.
+    #[cfg(test)]
+    pub fn for_tests(fd: RawFd) -> ConnEnv {
+        ConnEnv {
+            remote_ip: "127.0.0.1".to_string(),
+            remote_port: Some(40000),
+            server: None,
+            unix_path: String::new(),
+            fd,
+            socket: std::sync::OnceLock::new(),
+            template: std::sync::OnceLock::new(),
+            trusted: false,
+            https: false,
+            proxy: None,
+            requests: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
     /// The connection is over: `gunicorn.socket` lets go of the descriptor, so an app that
     /// kept the object can no longer reach whatever reuses that number (it raises instead).
     pub fn release(&self, py: Python<'_>) {

@@ -141,6 +141,41 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(bodies, ["slept", "b", "c"]);
 }
 
+/// A thread gives a kept-alive connection back without waking the loop; a request that
+/// arrives before it does (the client is quick: it has its answer) must still be seen at
+/// once, not when the loop next wakes for something else (up to a second later). A client
+/// alone (no other client's bytes wake the loop) requests back to back: no request waits
+/// anywhere near that long.
+#[test]
+fn back_to_back_requests_never_wait_for_the_loop_to_wake() {
+    let s = Server::start(
+        "gthread-back-to-back",
+        &["-w", "1", "--threads", "2", "app"],
+    );
+    let port = s.port;
+    let clients: Vec<_> = (0..1)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Conn::tcp(port);
+                let mut slowest = Duration::ZERO;
+                for _ in 0..300 {
+                    let began = Instant::now();
+                    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+                    assert_eq!(c.read_response().status, 200);
+                    slowest = slowest.max(began.elapsed());
+                }
+                slowest
+            })
+        })
+        .collect();
+    for client in clients {
+        let slowest = client.join().unwrap();
+        // A missed wake-up costs up to the loop's one-second poll; a loaded machine's
+        // hiccup is far shorter.
+        assert!(slowest < Duration::from_millis(700), "{slowest:?}");
+    }
+}
+
 /// TERM while requests run in threads: each is answered before the worker exits, and
 /// `--max-requests` recycles a threaded worker without losing keep-alive requests.
 #[test]
