@@ -345,10 +345,26 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
+def same_memory(a: int, b: int) -> bool:
+    """Whether processes a and b share one address space (`kcmp(KCMP_VM)`): rgunicorn's
+    keeper is cloned with CLONE_VM, so its smaps are its worker's, not memory of its own."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        kcmp, kcmp_vm = 312, 1  # x86_64 syscall number; KCMP_VM
+        return platform.machine() == "x86_64" and libc.syscall(kcmp, a, b, kcmp_vm, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def tree_pss(root: int) -> tuple[int, int]:
-    """(PSS in KiB summed over the tree, number of processes)."""
-    tree = process_tree(root)
-    return sum(pss_kib(pid) for pid in tree), len(tree)
+    """(PSS in KiB summed over the tree, number of processes). A process that shares
+    another's address space counts once (and is left out of the process count)."""
+    counted: list[int] = []
+    for pid in sorted(process_tree(root)):
+        if not any(same_memory(pid, other) for other in counted):
+            counted.append(pid)
+    return sum(pss_kib(pid) for pid in counted), len(counted)
 
 
 # --------------------------------------------------------------------------- servers
