@@ -230,17 +230,24 @@ impl Transport {
     /// sockets; a TLS connection reads through [`Transport::read_nonblocking`]): no copy
     /// through a scratch buffer.
     pub fn read_spare(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        self.read_spare_at_most(buf, usize::MAX)
+    }
+
+    /// [`Transport::read_spare`], at most `max` bytes.
+    fn read_spare_at_most(&self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
         let fd = self
             .socket()
             .map_err(|_| std::io::Error::from(Errno::EBADF))?;
         let spare = buf.spare_capacity_mut();
-        // SAFETY: the kernel writes at most `spare.len()` bytes into the vector's
-        // allocation past its length; no reference to the uninitialised bytes is made.
+        let len = spare.len().min(max);
+        // SAFETY: the kernel writes at most `len` (no more than `spare.len()`) bytes into
+        // the vector's allocation past its length; no reference to the uninitialised bytes
+        // is made.
         let n = unsafe {
             nix::libc::recv(
                 fd.as_raw_fd(),
                 spare.as_mut_ptr().cast(),
-                spare.len(),
+                len,
                 nix::libc::MSG_DONTWAIT,
             )
         };
@@ -264,9 +271,20 @@ impl Transport {
             self.flush_nonblocking()?;
         }
         let start = buf.len();
-        buf.resize(start + max, 0);
+        // A plain socket reads into spare capacity; TLS decrypts into initialised bytes.
+        let plain = self.0.tls.is_none();
+        if plain {
+            buf.reserve(max);
+        } else {
+            buf.resize(start + max, 0);
+        }
         let result = loop {
-            match self.read_nonblocking(&mut buf[start..], timeout) {
+            let read = if plain {
+                self.read_spare_at_most(buf, max)
+            } else {
+                self.read_nonblocking(&mut buf[start..], timeout)
+            };
+            match read {
                 Ok(n) => break Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if let Err(e) = wait_ready(self.raw_fd(), false, deadline) {
@@ -277,7 +295,9 @@ impl Transport {
                 Err(e) => break Err(IoError::Closed(e)),
             }
         };
-        buf.truncate(start + *result.as_ref().unwrap_or(&0));
+        if !plain {
+            buf.truncate(start + *result.as_ref().unwrap_or(&0));
+        }
         result
     }
 
