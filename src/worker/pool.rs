@@ -4,8 +4,8 @@
 //! The loop keeps every socket: accepting, reading heads, keep-alive, slow readers. When a
 //! head is complete it passes a [`Job`] (the connection's transport, its buffered bytes, its
 //! environment and the parsed head) and marks the connection `InApp`; a thread runs the app
-//! and writes the response through the same transport, then returns a [`Done`] and wakes
-//! the loop through a pipe. Ownership is the rule that makes this safe without the GIL: while
+//! and writes the response through the same transport, then returns a [`Done`] (waking the
+//! loop through a pipe when it must, below). Ownership is the rule that makes this safe without the GIL: while
 //! a connection is in a thread, the loop does not touch it.
 //!
 //! The loop runs without the GIL (see `EventLoop::run`), so the few things that need it are
@@ -23,7 +23,7 @@
 //!   client's next request is such a turn).
 //! - While requests wait for a thread, the loop has no reason to read more at once: it
 //!   sleeps on the threads alone ([`Sleep::Saturated`]), letting readiness events gather,
-//!   and the thread that takes the last waiting request wakes it to refill the queue. One
+//!   and the thread that leaves the queue low ([`REFILL_AT`]) wakes it to refill it. One
 //!   wake-up then brings in a batch of requests instead of one each.
 
 use std::collections::VecDeque;
@@ -128,7 +128,7 @@ struct Shared {
     any_done: AtomicBool,
     /// Whether and how the loop sleeps (`LOOP_*`); a thread that wakes it sets it awake.
     loop_state: AtomicU8,
-    /// One byte per finished request wakes the loop (it polls the read end).
+    /// A byte wakes the loop (it polls the read end; see [`Shared::wake_loop`]).
     done_write: OwnedFd,
     /// Bumped by USR1: each thread reopens its access log before its next request.
     reopen: AtomicU64,
