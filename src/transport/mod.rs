@@ -177,9 +177,10 @@ impl Transport {
     fn socket(&self) -> Result<BorrowedFd<'_>, IoError> {
         match self.0.fd.load(Ordering::Acquire) {
             -1 => Err(closed(Errno::EBADF)),
-            // SAFETY: the descriptor is open: only `close` closes it, from the event loop,
-            // once the request's objects are done with it (a request's end waits for their
-            // borrows), and it sets the number to -1 first.
+            // SAFETY: the descriptor is open: only `close` closes it (from the event loop, or
+            // a pool thread for a connection the loop closed, see `Pool::bury`), once the
+            // request's objects are done with it (a request's end waits for their borrows),
+            // and it sets the number to -1 first.
             fd => Ok(unsafe { BorrowedFd::borrow_raw(fd) }),
         }
     }
@@ -252,7 +253,7 @@ impl Transport {
             )
         };
         let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
-        // SAFETY: `read` initialised exactly `n` bytes after the old length.
+        // SAFETY: `recv` initialised exactly `n` bytes after the old length.
         unsafe { buf.set_len(buf.len() + n) };
         Ok(n)
     }

@@ -357,8 +357,8 @@ impl<'a> EventLoop<'a> {
                     }
                 }
             }
-            // Before the connections' events: a connection given back by its thread is read
-            // again (its event may be among them).
+            // Before the connections' events are served: a connection given back by its
+            // thread is read again (its event may be among them).
             if let Some(code) = self.take_finished(&mut ready) {
                 return code;
             }

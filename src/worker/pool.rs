@@ -18,8 +18,9 @@
 //!   requests back to back keeps taking them); a thread that takes a job while more wait
 //!   wakes the next, so an app that lets go of the GIL (I/O) has them run side by side.
 //! - A thread wakes the loop only when it sleeps and the connection needs it now (to close
-//!   it, or to answer a pipelined request, or the loop let a readiness event pass while the
-//!   thread had it); otherwise the loop takes the finished request on its next turn (the
+//!   it, to send what the client has not taken yet, to answer a pipelined request, or the
+//!   loop let a readiness event pass while the thread had it; or the worker is stopping);
+//!   otherwise the loop takes the finished request on its next turn (the
 //!   client's next request is such a turn).
 //! - While requests wait for a thread, the loop has no reason to read more at once: it
 //!   sleeps on the threads alone ([`Sleep::Saturated`]), letting readiness events gather,
@@ -279,7 +280,12 @@ impl Shared {
     /// Gives a finished request back to the loop. `io` is its connection: the loop is
     /// woken when the connection needs it now (see the module's comment).
     fn finish(&self, mut done: Done, io: &Transport) {
-        let urgent = !matches!(done.outcome, Outcome::KeepAlive) || !done.buf.is_empty();
+        // Only the loop sends what the client has not taken yet; a stopping worker counts
+        // its requests to know when to leave.
+        let urgent = !matches!(done.outcome, Outcome::KeepAlive)
+            || !done.buf.is_empty()
+            || io.has_pending_output()
+            || !super::signals::is_alive();
         let mut finished = lock(&self.done);
         // Published before the connection's flag and the loop's state are read; the loop
         // sets those before it reads this (see `Pool::going_to_sleep`): one of the two
@@ -295,11 +301,24 @@ impl Shared {
     }
 }
 
+/// `/dev/null`, for [`Pool::bury`]; without it a buried socket stays connected until a
+/// thread closes it.
+fn open_devnull() -> Option<OwnedFd> {
+    nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()
+}
+
 /// The threads, from the loop's side.
 pub struct Pool {
     shared: Arc<Shared>,
     done_read: OwnedFd,
     threads: usize,
+    /// Takes the number of a buried connection's socket (see [`Pool::bury`]).
+    devnull: Option<OwnedFd>,
 }
 
 impl Pool {
@@ -333,6 +352,7 @@ impl Pool {
             shared,
             done_read,
             threads: config.threads,
+            devnull: open_devnull(),
         })
     }
 
@@ -351,10 +371,18 @@ impl Pool {
         self.shared.push(|q| q.jobs.push_back(job));
     }
 
-    /// Closes a connection that served a request: the next thread to take work lets its
-    /// `gunicorn.socket` go and closes the descriptor (the loop, without the GIL, cannot).
-    /// Until then the descriptor stays open, so its number cannot be reused.
+    /// Closes a connection that served a request. The socket goes at once (the client
+    /// sees the close now): `/dev/null` takes its descriptor's number. A thread, when one
+    /// is free, lets the connection's `gunicorn.socket` go (the loop, without the GIL,
+    /// cannot) and then closes the number; until then it cannot be reused, so an object the
+    /// app kept cannot reach a later connection.
     pub fn bury(&self, buried: Buried) {
+        if let Some(null) = &self.devnull {
+            // SAFETY: `raw_fd` is the connection's socket, still owned by `buried.io` and
+            // used by no thread (the loop closed the connection; no thread has it); dup2
+            // replaces it atomically.
+            unsafe { nix::libc::dup2(null.as_raw_fd(), buried.io.raw_fd()) };
+        }
         self.shared.push(|q| q.buried.push(buried));
     }
 
@@ -567,6 +595,7 @@ mod tests {
             shared,
             done_read,
             threads,
+            devnull: open_devnull(),
         }
     }
 
@@ -725,6 +754,7 @@ mod tests {
             shared,
             done_read,
             threads: 2,
+            devnull: None,
         };
         let age = pool.busy_for().unwrap();
         assert!(

@@ -176,6 +176,65 @@ fn back_to_back_requests_never_wait_for_the_loop_to_wake() {
     }
 }
 
+/// A thread whose response the client has not taken yet (here a file's rest, left for the
+/// loop to send) wakes the loop to send it: the client, waiting for those bytes, has
+/// nothing to send that would wake the loop itself.
+#[test]
+fn what_a_slow_client_has_not_taken_goes_out_without_waiting_for_the_loop() {
+    let files = TempDir::new("gthread-rest");
+    let path = files.join("big.bin");
+    let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let s = Server::builder("gthread-rest")
+        .args(["-w", "1", "--threads", "2", "--access-logfile", "-"])
+        .arg("app")
+        .start();
+    let mut c = s.connect();
+    c.send(format!(
+        "GET /file?path={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        path.display()
+    ));
+    // The thread is done (its line is logged) long before this client reads the rest.
+    s.wait_for_stdout("GET /file", LOG_DEADLINE);
+    let began = Instant::now();
+    let r = c.read_response();
+    let took = began.elapsed();
+    assert_eq!((r.status, r.body.len()), (200, data.len()));
+    assert!(r.body == data, "the body is the file");
+    // Without the wake-up the rest waits for the loop's next poll, up to a second.
+    assert!(took < Duration::from_millis(700), "{took:?}");
+}
+
+/// A kept-alive connection the loop closes (its keep-alive is up) is closed at once, also
+/// while every thread is busy: the client sees the end now, not once a thread is free to
+/// let its `gunicorn.socket` go.
+#[test]
+fn an_expired_connection_closes_while_every_thread_is_busy() {
+    let s = Server::start(
+        "gthread-expire-busy",
+        &[
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            "1",
+            "--keep-alive",
+            "1",
+            "app",
+        ],
+    );
+    let mut idle = s.connect();
+    idle.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(idle.read_response().status, 200);
+    // The only thread sleeps for 6 s.
+    let _busy = s.slow_request(6);
+    let began = Instant::now();
+    assert!(idle.read_to_end().is_empty(), "closed without a word");
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+}
+
 /// TERM while requests run in threads: each is answered before the worker exits, and
 /// `--max-requests` recycles a threaded worker without losing keep-alive requests.
 #[test]
