@@ -104,9 +104,10 @@ impl Drop for Nginx {
     }
 }
 
-fn instance(tag: &str, port: u16, pidfile: &std::path::Path) -> Server {
+fn instance(tag: &str, port: u16, pidfile: &std::path::Path, extra: &[&str]) -> Server {
     Server::builder(tag)
         .args(["-b", &format!("127.0.0.1:{port}"), "-w", "2"])
+        .args(extra)
         .args(["-p", &pidfile.display().to_string(), "app:application"])
         .wait_port(port)
         .start()
@@ -118,12 +119,23 @@ fn instance(tag: &str, port: u16, pidfile: &std::path::Path) -> Server {
 /// on the same port. Not one request fails.
 #[test]
 fn a_rolling_restart_behind_nginx_loses_no_request() {
-    let tmp = TempDir::new("rolling");
+    rolling_restart("rolling", &[]);
+}
+
+/// The same with threaded workers (`--threads 4`), whose loop hands connections to threads
+/// and takes them back without a wake-up, and closes them through a thread.
+#[test]
+fn a_rolling_restart_of_threaded_workers_behind_nginx_loses_no_request() {
+    rolling_restart("rolling-threads", &["--threads", "4"]);
+}
+
+fn rolling_restart(tag: &str, extra: &[&str]) {
+    let tmp = TempDir::new(tag);
     let (port_a, port_b, port_nginx) = (free_port(), free_port(), free_port());
     let pid_a = tmp.join("a.pid");
     let pid_b = tmp.join("b.pid");
-    let mut a = instance("rolling-a", port_a, &pid_a);
-    let mut b = instance("rolling-b", port_b, &pid_b);
+    let mut a = instance(&format!("{tag}-a"), port_a, &pid_a, extra);
+    let mut b = instance(&format!("{tag}-b"), port_b, &pid_b, extra);
     a.wait_workers(2, DEADLINE);
     b.wait_workers(2, DEADLINE);
     let _nginx = Nginx::start(port_nginx, &[port_a, port_b]);
@@ -158,7 +170,7 @@ fn a_rolling_restart_behind_nginx_loses_no_request() {
     b.send_signal("TERM");
     assert!(b.wait_exit(DEADLINE).success(), "{}", b.stderr());
     posts.wait_for_more(500);
-    let b2 = instance("rolling-b2", port_b, &pid_b);
+    let b2 = instance(&format!("{tag}-b2"), port_b, &pid_b, extra);
     posts.wait_for_more(500);
     gets.wait_for_more(20);
 
