@@ -268,12 +268,11 @@ impl EventLoop<'_> {
     /// on like a sync worker's after its app call, and are read again (what arrived
     /// meanwhile found them in a thread).
     pub(super) fn take_finished(&mut self, ready: &mut Vec<usize>) -> Option<i32> {
-        let finished = self
-            .pool
-            .as_ref()
-            .map(|p| p.take_done())
-            .unwrap_or_default();
-        for done in finished {
+        let pool = self.pool.as_ref()?;
+        let mut finished = std::mem::take(&mut self.finished);
+        pool.take_done(&mut finished);
+        let mut exit = None;
+        for done in finished.drain(..) {
             self.in_app.retain(|(idx, _)| *idx != done.idx);
             // Read again only if bytes may wait unseen: a pipelined request, or an event
             // the loop let pass while the thread had the connection (noted on either side
@@ -284,14 +283,18 @@ impl EventLoop<'_> {
                 read_again |= conn.io.take_ready_while_away();
             }
             match self.request_done(done.idx, done.outcome) {
-                Served::Exit(code) => return Some(code),
+                Served::Exit(code) => {
+                    exit = Some(code);
+                    break;
+                }
                 Served::Request if read_again && !ready.contains(&done.idx) => {
                     ready.push(done.idx);
                 }
                 _ => {}
             }
         }
-        None
+        self.finished = finished;
+        exit
     }
     /// Sends more of a finished response to a client that was slow to take it; when all is
     /// out, the connection goes on (and is read again: requests may have arrived meanwhile).

@@ -92,6 +92,9 @@ pub struct EventLoop<'a> {
     pub(super) handed: Vec<usize>,
     /// The gthread worker's threads; None in the sync worker (requests run in the loop).
     pub(super) pool: Option<super::pool::Pool>,
+    /// Requests the threads finished, being gone through (kept for its capacity: it and
+    /// the threads' list trade places each turn, see `Pool::take_done`).
+    pub(super) finished: Vec<super::pool::Done>,
     /// When each request now in a thread was handed to it (the watchdog's view).
     pub(super) in_app: Vec<(usize, Instant)>,
     /// Since when the threads have all been busy with a connection possibly waiting to
@@ -195,6 +198,7 @@ impl<'a> EventLoop<'a> {
             handoff_ready: true,
             handed: Vec::new(),
             pool,
+            finished: Vec::new(),
             in_app: Vec::new(),
             saturated_since: None,
             leaving: None,
@@ -290,26 +294,7 @@ impl<'a> EventLoop<'a> {
                     return code;
                 }
             }
-            let timeout = self.poll_timeout();
-            let poll = &mut self.poll;
-            let polled = match &self.pool {
-                None => Python::attach(|py| py.detach(|| poll.poll(&mut events, Some(timeout)))),
-                Some(_) if timeout.is_zero() => poll.poll(&mut events, Some(timeout)),
-                Some(pool) => {
-                    let polled = match pool.going_to_sleep() {
-                        Sleep::No => poll.poll(&mut events, Some(Duration::ZERO)),
-                        Sleep::Polling => poll.poll(&mut events, Some(timeout)),
-                        Sleep::Saturated => {
-                            // Then take whatever gathered meanwhile, without waiting.
-                            pool.wait_saturated(self.signal_fd, timeout.min(SATURATED_NAP));
-                            poll.poll(&mut events, Some(Duration::ZERO))
-                        }
-                    };
-                    pool.woke_up();
-                    polled
-                }
-            };
-            if let Err(e) = polled {
+            if let Err(e) = self.wait_for_events(&mut events) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     error!("poll failed: {e}");
                     return 1;
@@ -493,6 +478,31 @@ impl<'a> EventLoop<'a> {
             None => heartbeat.beat(self.seed.slot),
             Some(age) => heartbeat.beat_aged(self.seed.slot, age),
         }
+    }
+
+    /// Polls, for at most [`EventLoop::poll_timeout`]. The sync worker lets go of the GIL
+    /// meanwhile; the threaded worker's loop, which does not hold it, sleeps as the pool
+    /// says (see `pool::Sleep`).
+    fn wait_for_events(&mut self, events: &mut Events) -> std::io::Result<()> {
+        let timeout = self.poll_timeout();
+        let poll = &mut self.poll;
+        let Some(pool) = &self.pool else {
+            return Python::attach(|py| py.detach(|| poll.poll(events, Some(timeout))));
+        };
+        if timeout.is_zero() {
+            return poll.poll(events, Some(timeout));
+        }
+        let polled = match pool.going_to_sleep() {
+            Sleep::No => poll.poll(events, Some(Duration::ZERO)),
+            Sleep::Polling => poll.poll(events, Some(timeout)),
+            Sleep::Saturated => {
+                // Then take whatever gathered meanwhile, without waiting.
+                pool.wait_saturated(self.signal_fd, timeout.min(SATURATED_NAP));
+                poll.poll(events, Some(Duration::ZERO))
+            }
+        };
+        pool.woke_up();
+        polled
     }
 
     fn poll_timeout(&self) -> Duration {
