@@ -35,10 +35,11 @@ const DONE: Token = Token(usize::MAX - 2);
 const RELOAD: Token = Token(usize::MAX - 3);
 /// Connection tokens start here; listener tokens are their index below it.
 pub(super) const CONN_BASE: usize = 1 << 16;
-/// How long the threaded worker's loop sleeps at most while requests wait for a thread
-/// (see `pool::Sleep::Saturated`): what it answers itself (static files, refusals,
-/// accepts, hand-offs) waits at most this long behind a saturated pool.
-const SATURATED_NAP: Duration = Duration::from_millis(5);
+/// How often the threaded worker's main thread takes a turn of the loop while every
+/// thread is inside a request and none polls (see `serve_threaded`): what the loop
+/// answers itself (static files, refusals, accepts, hand-offs, deadlines) waits at most
+/// this long behind a busy pool.
+const BUSY_NAP: Duration = Duration::from_millis(5);
 /// How long a threaded worker told to abort (a timeout's ABRT) lets its threads finish.
 /// It keeps beating meanwhile, so the master does not kill it first.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
@@ -105,6 +106,9 @@ pub struct EventLoop<'a> {
     pub(super) leaving: Option<(Instant, i32)>,
     /// When this worker started stopping (its first `wind_down`).
     pub(super) stopping_since: Option<Instant>,
+    /// A turn's events and ready connections (kept for their capacity).
+    events: Events,
+    ready: Vec<usize>,
 }
 
 fn ip_and_port(addr: &ListenAddr) -> Option<(String, String)> {
@@ -123,8 +127,11 @@ impl<'a> EventLoop<'a> {
         statics: Option<super::statics::Statics>,
     ) -> std::io::Result<EventLoop<'a>> {
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut SourceFd(&wake), WAKE, Interest::READABLE)?;
+        if pool.is_none() {
+            // The threaded worker's main thread polls it (see `serve_threaded`).
+            poll.registry()
+                .register(&mut SourceFd(&wake), WAKE, Interest::READABLE)?;
+        }
         poll.registry().register(
             &mut SourceFd(&seed.handoff.recv_fd()),
             HANDOFF,
@@ -203,6 +210,8 @@ impl<'a> EventLoop<'a> {
             saturated_since: None,
             leaving: None,
             stopping_since: None,
+            events: Events::with_capacity(256),
+            ready: Vec::with_capacity(64),
         };
         for i in 0..lp.listeners.len() {
             lp.set_listening(i, true)?;
@@ -222,166 +231,161 @@ impl<'a> EventLoop<'a> {
         now.checked_sub(self.busy).unwrap_or(now)
     }
 
-    /// Serves until told to stop; returns the worker's exit status.
-    ///
-    /// The sync worker's loop holds the GIL but while it polls: it runs the app itself.
-    /// The threaded worker's loop lets go of it for good: reading, parsing and handing
-    /// requests to threads need no Python, so the loop runs beside the threads instead of
-    /// queueing for the GIL behind them (and them behind it) several times a request. It
-    /// takes the GIL only for what needs it (signal handlers, hooks, an access-log line
-    /// of its own, a wait for a slow client); a connection's Python side is made and
-    /// released by the threads (see `pool`).
-    pub fn run(&mut self, py: Python<'_>) -> i32 {
-        if self.pool.is_none() {
-            return self.serve();
-        }
-        py.detach(|| self.serve())
+    /// One turn of the loop: housekeeping, a poll (`wait`: for at most
+    /// [`EventLoop::poll_timeout`], else not at all), then the connections that are ready,
+    /// accepts and deadlines. Some(status) when the worker must leave.
+    pub(super) fn turn(&mut self, wait: bool) -> Option<i32> {
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let mut ready = std::mem::take(&mut self.ready);
+        let code = self.turn_with(wait, &mut events, &mut ready);
+        self.events = events;
+        self.ready = ready;
+        code
     }
 
-    fn serve(&mut self) -> i32 {
-        let mut events = Events::with_capacity(256);
-        let mut ready: Vec<usize> = Vec::with_capacity(64);
-        // The listeners are registered: a recycled predecessor may now stop accepting.
-        debug!("Worker serving (pid: {})", std::process::id());
-        super::signals::announce_serving();
-        loop {
-            self.beat();
-            if super::signals::take_reopen_request() {
-                crate::log::reopen();
-                self.runtime.reopen_logs();
-                if let Some(pool) = &self.pool {
-                    // Each thread reopens its own before its next request; the file is
-                    // recreated now, as log rotation (and shippers waiting for the new
-                    // file) expect.
-                    pool.reopen_logs();
-                    if let Some(path) = self.seed.config.accesslog.as_deref() {
-                        let _ = crate::log::Sink::open(path, crate::log::Sink::Stdout);
-                    }
+    fn turn_with(
+        &mut self,
+        wait: bool,
+        events: &mut Events,
+        ready: &mut Vec<usize>,
+    ) -> Option<i32> {
+        self.beat();
+        if super::signals::take_reopen_request() {
+            crate::log::reopen();
+            self.runtime.reopen_logs();
+            if let Some(pool) = &self.pool {
+                // Each thread reopens its own before its next request; the file is
+                // recreated now, as log rotation (and shippers waiting for the new
+                // file) expect.
+                pool.reopen_logs();
+                if let Some(path) = self.seed.config.accesslog.as_deref() {
+                    let _ = crate::log::Sink::open(path, crate::log::Sink::Stdout);
                 }
             }
-            self.check_parent();
-            if super::signals::is_alive() && super::signals::asked_to_retire() {
-                // The master recycles us (memory, age) now that our successor serves.
-                debug!("Worker asked to retire by the master");
-                super::signals::retire(super::heartbeat::Leaving::Other);
-            }
-            let changed = self
-                .reloader
-                .as_mut()
-                .and_then(|r| Python::attach(|py| r.changed(py)));
-            if let Some(path) = changed {
-                info!("Worker reloading: {} modified", path.display());
-                // Leave like a recycled worker: what was accepted is answered; the sockets
-                // stay open in the master for the next worker.
-                if let Some(fd) = self.reloader.as_ref().and_then(|r| r.fd()) {
-                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-                }
-                self.reloader = None;
-                super::signals::retire(super::heartbeat::Leaving::Other);
-                Python::attach(|py| crate::python::hooks::call_worker_hook(py, "worker_int", &[]));
-            }
-            if !super::signals::is_alive() {
-                self.wind_down();
-                // Stopping on TERM, connections passed on by siblings (or by this worker's
-                // own watcher) are served before leaving: nobody else may be left to.
-                if self.open == 0 && !self.may_still_get_handoffs() {
-                    return self.leaving.map_or(0, |(_, code)| code);
-                }
-            }
-            if let Some((deadline, code)) = self.leaving {
-                if Instant::now() >= deadline {
-                    self.answer_for_threads();
-                    return code;
-                }
-            }
-            if let Err(e) = self.wait_for_events(&mut events) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    error!("poll failed: {e}");
-                    return 1;
-                }
-            }
-            let mut woke = false;
-            ready.clear();
-            // Last turn's leftovers go first, then the connections that became readable.
-            for idx in std::mem::take(&mut self.pending) {
-                if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
-                    conn.queued = false;
-                    ready.push(idx);
-                }
-            }
-            let leftovers = ready.len();
-            for event in events.iter() {
-                match event.token() {
-                    WAKE => woke = true,
-                    // Read by the reloader at the top of the loop.
-                    RELOAD => {}
-                    HANDOFF => self.handoff_ready = true,
-                    // Taken below, with the requests finished without a wake-up.
-                    DONE => {
-                        if let Some(pool) = &self.pool {
-                            pool.drain_wakeups();
-                        }
-                    }
-                    Token(i) if i < CONN_BASE => {
-                        if let Some(l) = self.listeners.get_mut(i) {
-                            l.ready = true;
-                        }
-                    }
-                    Token(t) => {
-                        let idx = t - CONN_BASE;
-                        if event.is_read_closed() {
-                            // The client's FIN came (maybe with its last bytes): read to
-                            // the end rather than stop at a short read.
-                            if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
-                                conn.peer_closed = true;
-                            }
-                        }
-                        if !ready[..leftovers].contains(&idx) {
-                            ready.push(idx);
-                        }
-                    }
-                }
-            }
-            // Before the connections' events are served: a connection given back by its
-            // thread is read again (its event may be among them).
-            if let Some(code) = self.take_finished(&mut ready) {
-                return code;
-            }
-            if woke {
-                crate::transport::drain_wake_fd();
-                let signalled =
-                    Python::attach(|py| py.check_signals().err().map(|e| exit_status(py, &e)));
-                if let Some(code) = signalled {
-                    if self.pool.is_none() {
-                        return code;
-                    }
-                    self.leave_threaded(code);
-                }
-            }
-            let mut next = 0;
-            while let Some(&idx) = ready.get(next) {
-                next += 1;
-                let served = self.served;
-                if let Some(code) = self.on_ready(idx) {
-                    return code;
-                }
-                // A sync worker that ran a request takes a connection waiting in the listen
-                // backlog and serves it next: under saturation a turn lasts one request per
-                // connection, and one accept per turn kept new connections waiting for
-                // seconds (p99 1 s against Gunicorn's 0.28 s for a 10 ms app with 32
-                // clients on 2 workers). Workers sharing a listener still take turns: each
-                // takes one per request it serves.
-                if self.pool.is_none() && self.served != served {
-                    if let Some(fresh) = self.accept_next_in_line() {
-                        if !ready.contains(&fresh) {
-                            ready.insert(next, fresh);
-                        }
-                    }
-                }
-            }
-            self.accept();
-            self.expire();
         }
+        self.check_parent();
+        if super::signals::is_alive() && super::signals::asked_to_retire() {
+            // The master recycles us (memory, age) now that our successor serves.
+            debug!("Worker asked to retire by the master");
+            super::signals::retire(super::heartbeat::Leaving::Other);
+        }
+        let changed = self
+            .reloader
+            .as_mut()
+            .and_then(|r| Python::attach(|py| r.changed(py)));
+        if let Some(path) = changed {
+            info!("Worker reloading: {} modified", path.display());
+            // Leave like a recycled worker: what was accepted is answered; the sockets
+            // stay open in the master for the next worker.
+            if let Some(fd) = self.reloader.as_ref().and_then(|r| r.fd()) {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            self.reloader = None;
+            super::signals::retire(super::heartbeat::Leaving::Other);
+            Python::attach(|py| crate::python::hooks::call_worker_hook(py, "worker_int", &[]));
+        }
+        if !super::signals::is_alive() {
+            self.wind_down();
+            // Stopping on TERM, connections passed on by siblings (or by this worker's
+            // own watcher) are served before leaving: nobody else may be left to.
+            if self.open == 0 && !self.may_still_get_handoffs() {
+                return Some(self.leaving.map_or(0, |(_, code)| code));
+            }
+        }
+        if let Some((deadline, code)) = self.leaving {
+            if Instant::now() >= deadline {
+                self.answer_for_threads();
+                return Some(code);
+            }
+        }
+        if let Err(e) = self.wait_for_events(events, wait) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                error!("poll failed: {e}");
+                return Some(1);
+            }
+        }
+        let mut woke = false;
+        ready.clear();
+        // Last turn's leftovers go first, then the connections that became readable.
+        for idx in std::mem::take(&mut self.pending) {
+            if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                conn.queued = false;
+                ready.push(idx);
+            }
+        }
+        let leftovers = ready.len();
+        for event in events.iter() {
+            match event.token() {
+                WAKE => woke = true,
+                // Read by the reloader at the top of the loop.
+                RELOAD => {}
+                HANDOFF => self.handoff_ready = true,
+                // Taken below, with the requests finished without a wake-up.
+                DONE => {
+                    if let Some(pool) = &self.pool {
+                        pool.drain_wakeups();
+                    }
+                }
+                Token(i) if i < CONN_BASE => {
+                    if let Some(l) = self.listeners.get_mut(i) {
+                        l.ready = true;
+                    }
+                }
+                Token(t) => {
+                    let idx = t - CONN_BASE;
+                    if event.is_read_closed() {
+                        // The client's FIN came (maybe with its last bytes): read to
+                        // the end rather than stop at a short read.
+                        if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                            conn.peer_closed = true;
+                        }
+                    }
+                    if !ready[..leftovers].contains(&idx) {
+                        ready.push(idx);
+                    }
+                }
+            }
+        }
+        // Before the connections' events are served: a connection given back by its
+        // thread is read again (its event may be among them).
+        if let Some(code) = self.take_finished(ready) {
+            return Some(code);
+        }
+        if woke {
+            crate::transport::drain_wake_fd();
+            let signalled =
+                Python::attach(|py| py.check_signals().err().map(|e| exit_status(py, &e)));
+            if let Some(code) = signalled {
+                if self.pool.is_none() {
+                    return Some(code);
+                }
+                self.leave_threaded(code);
+            }
+        }
+        let mut next = 0;
+        while let Some(&idx) = ready.get(next) {
+            next += 1;
+            let served = self.served;
+            if let Some(code) = self.on_ready(idx) {
+                return Some(code);
+            }
+            // A sync worker that ran a request takes a connection waiting in the listen
+            // backlog and serves it next: under saturation a turn lasts one request per
+            // connection, and one accept per turn kept new connections waiting for
+            // seconds (p99 1 s against Gunicorn's 0.28 s for a 10 ms app with 32
+            // clients on 2 workers). Workers sharing a listener still take turns: each
+            // takes one per request it serves.
+            if self.pool.is_none() && self.served != served {
+                if let Some(fresh) = self.accept_next_in_line() {
+                    if !ready.contains(&fresh) {
+                        ready.insert(next, fresh);
+                    }
+                }
+            }
+        }
+        self.accept();
+        self.expire();
+        None
     }
 
     /// The threaded worker was told to quit (QUIT/INT: status 0) or abort (ABRT, a
@@ -480,11 +484,15 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    /// Polls, for at most [`EventLoop::poll_timeout`]. The sync worker lets go of the GIL
-    /// meanwhile; the threaded worker's loop, which does not hold it, sleeps as the pool
-    /// says (see `pool::Sleep`).
-    fn wait_for_events(&mut self, events: &mut Events) -> std::io::Result<()> {
-        let timeout = self.poll_timeout();
+    /// Polls: for at most [`EventLoop::poll_timeout`] if `wait`, else not at all. The sync
+    /// worker lets go of the GIL meanwhile; in the threaded worker the thread running the
+    /// turn has already let go of it when it may wait (see `pool::Shared::lead`).
+    fn wait_for_events(&mut self, events: &mut Events, wait: bool) -> std::io::Result<()> {
+        let timeout = if wait {
+            self.poll_timeout()
+        } else {
+            Duration::ZERO
+        };
         let poll = &mut self.poll;
         let Some(pool) = &self.pool else {
             return Python::attach(|py| py.detach(|| poll.poll(events, Some(timeout))));
@@ -495,11 +503,6 @@ impl<'a> EventLoop<'a> {
         let polled = match pool.going_to_sleep() {
             Sleep::No => poll.poll(events, Some(Duration::ZERO)),
             Sleep::Polling => poll.poll(events, Some(timeout)),
-            Sleep::Saturated => {
-                // Then take whatever gathered meanwhile, without waiting.
-                pool.wait_saturated(self.signal_fd, timeout.min(SATURATED_NAP));
-                poll.poll(events, Some(Duration::ZERO))
-            }
         };
         pool.woke_up();
         polled
@@ -592,6 +595,83 @@ impl<'a> EventLoop<'a> {
         for conn in self.conns.iter_mut().flatten() {
             conn.state.last_call(!conn.buf.is_empty(), now);
         }
+    }
+}
+
+impl EventLoop<'static> {
+    /// Serves until told to stop; returns the worker's exit status.
+    ///
+    /// The sync worker's loop holds the GIL but while it polls: it runs the app itself.
+    /// The threaded worker's loop is run by its threads, in turns (see `pool`): reading,
+    /// parsing and handing requests over need no Python, so whichever thread is free runs
+    /// the next turn, and under load the thread that just ran a request reads the next
+    /// one, as a sync worker does, instead of waking another. The main thread keeps the
+    /// signals (Python runs their handlers there) and takes a turn itself when every
+    /// thread is inside a request ([`EventLoop::serve_threaded`]).
+    pub fn run(self, py: Python<'_>) -> i32 {
+        if self.pool.is_none() {
+            let mut lp = self;
+            debug!("Worker serving (pid: {})", std::process::id());
+            super::signals::announce_serving();
+            loop {
+                if let Some(code) = lp.turn(true) {
+                    return code;
+                }
+            }
+        }
+        self.serve_threaded(py)
+    }
+
+    /// The threaded worker's main thread: lends the loop to the threads, then waits for
+    /// signals (running their Python handlers, which only the main thread can), and every
+    /// [`BUSY_NAP`] while every thread is inside a request and none polls, takes a turn
+    /// itself. Returns when a turn says the worker must leave.
+    fn serve_threaded(self, py: Python<'_>) -> i32 {
+        let Some(lender) = self.pool.as_ref().map(super::pool::Pool::lender) else {
+            return 1;
+        };
+        let signals = self.signal_fd;
+        debug!("Worker serving (pid: {})", std::process::id());
+        super::signals::announce_serving();
+        lender.lend(Box::new(self));
+        let (code, the_loop) = py.detach(|| loop {
+            if let Some(code) = lender.exit() {
+                break (code, lender.take_back());
+            }
+            let nap = if lender.unattended() {
+                BUSY_NAP
+            } else {
+                Duration::from_secs(1)
+            };
+            if lender.wait(signals, nap) {
+                crate::transport::drain_wake_fd();
+                let raised =
+                    Python::attach(|py| py.check_signals().err().map(|e| exit_status(py, &e)));
+                match raised {
+                    Some(code) => lender.with_loop(|lp| {
+                        if let Some(lp) = lp {
+                            lp.leave(code);
+                        }
+                    }),
+                    // TERM, USR1 and the like only set flags: the next turn acts on them.
+                    None => lender.wake_loop(),
+                }
+            }
+            lender.try_turn();
+        });
+        // Its connections are closed here, with the GIL (see `Drop`).
+        drop(the_loop);
+        code
+    }
+}
+
+impl super::pool::Turns for EventLoop<'static> {
+    fn turn(&mut self, wait: bool) -> Option<i32> {
+        EventLoop::turn(self, wait)
+    }
+
+    fn leave(&mut self, code: i32) {
+        self.leave_threaded(code);
     }
 }
 

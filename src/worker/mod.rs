@@ -58,11 +58,19 @@ fn run_server_worker_hook(py: Python<'_>, name: &str, seed: &WorkerSeed<'_>) {
 
 /// The worker's life after fork; never returns.
 pub fn run(seed: WorkerSeed<'_>) -> ! {
+    let seed: *const WorkerSeed<'_> = Box::leak(Box::new(seed));
+    // SAFETY: this function never returns: the process ends in `_exit` below, so neither
+    // the leaked seed nor the master's stack frames it borrows from are ever dropped or
+    // unwound in this process (a release build aborts on panic). The seed is thus valid
+    // for the process's life, which is what the threaded worker's threads need: they run
+    // the event loop, which holds it (see `EventLoop::serve_threaded`), and may still be
+    // inside a request when the process exits.
+    let seed: &'static WorkerSeed<'static> = unsafe { &*seed.cast::<WorkerSeed<'static>>() };
     let code = Python::attach(|py| {
-        let code = boot_and_serve(py, &seed);
+        let code = boot_and_serve(py, seed);
         ignore_stop_signals(py);
         info!("Worker exiting (pid: {})", std::process::id());
-        run_server_worker_hook(py, "worker_exit", &seed);
+        run_server_worker_hook(py, "worker_exit", seed);
         crate::python::run_exit_handlers(py);
         code
     });
@@ -72,7 +80,7 @@ pub fn run(seed: WorkerSeed<'_>) -> ! {
     unsafe { nix::libc::_exit(code) }
 }
 
-fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
+fn boot_and_serve(py: Python<'_>, seed: &'static WorkerSeed<'static>) -> i32 {
     crate::unix::proctitle::set(&format!("rgunicorn: worker [{}]", seed.config.proc_name));
     info!("Booting worker with pid: {}", std::process::id());
     let _ = LEAVING_NOTICE.set(LeavingNotice {
@@ -235,7 +243,7 @@ fn boot_and_serve(py: Python<'_>, seed: &WorkerSeed<'_>) -> i32 {
         keeper::start(table);
     }
     let code = match event_loop::EventLoop::new(seed, runtime, wake, pool, statics) {
-        Ok(mut lp) => lp.run(py),
+        Ok(lp) => lp.run(py),
         Err(e) => {
             crate::log::error_log(
                 crate::log::LogLevel::Error,

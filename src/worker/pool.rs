@@ -1,35 +1,44 @@
-//! The gthread worker's threads: `--threads N` Python threads that run requests the event
-//! loop hands them.
+//! The gthread worker's threads: `--threads N` Python threads that run the event loop in
+//! turns and the requests it hands them.
 //!
 //! The loop keeps every socket: accepting, reading heads, keep-alive, slow readers. When a
-//! head is complete it passes a [`Job`] (the connection's transport, its buffered bytes, its
-//! environment and the parsed head) and marks the connection `InApp`; a thread runs the app
-//! and writes the response through the same transport, then returns a [`Done`] (waking the
-//! loop through a pipe when it must, below). Ownership is the rule that makes this safe without the GIL: while
-//! a connection is in a thread, the loop does not touch it.
+//! head is complete it queues a [`Job`] (the connection's transport, its buffered bytes,
+//! its environment and the parsed head) and marks the connection `InApp`; a thread runs the
+//! app and writes the response through the same transport, then returns a [`Done`].
+//! Ownership is the rule that makes this safe: while a connection is in a thread, the
+//! loop does not touch it.
 //!
-//! The loop runs without the GIL (see `EventLoop::run`), so the few things that need it are
-//! done by the threads, which hold it anyway: a connection that served a request is closed
-//! by the next thread to take work ([`Pool::bury`]), after its `gunicorn.socket` let go of
-//! the descriptor. Threads go from one request to the next without parking while there is
-//! work. Wake-ups, each a system call and a context switch, are kept for when they matter:
-//! - A parked thread is woken only when no other is already on its way to the queue (a
-//!   woken thread waits for the GIL before it takes a job, so that a thread running
-//!   requests back to back keeps taking them); a thread that takes a job while more wait
-//!   wakes the next, so an app that lets go of the GIL (I/O) has them run side by side.
-//! - A thread wakes the loop only when it sleeps and the connection needs it now (to close
-//!   it, to send what the client has not taken yet, to answer a pipelined request, or the
-//!   loop let a readiness event pass while the thread had it; or the worker is stopping);
-//!   otherwise the loop takes the finished request on its next turn (the
-//!   client's next request is such a turn).
-//! - While requests wait for a thread, the loop has no reason to read more at once: it
-//!   sleeps on the threads alone ([`Sleep::Saturated`]), letting readiness events gather,
-//!   and the thread that leaves the queue low ([`REFILL_AT`]) wakes it to refill it. One
-//!   wake-up then brings in a batch of requests instead of one each.
+//! The loop is not a thread of its own: the main thread lends it ([`Lent`]) and whichever
+//! thread has no request runs its next turn ([`Shared::lead`]), as in a leader/follower
+//! server. So under load one thread reads a batch of requests, runs them, and reads the
+//! next batch, as a sync worker does, keeping the GIL throughout: no switch and no
+//! wake-up per request (with a loop thread beside the threads, two threads per process
+//! ran at once, each request crossed between them, and on a machine whose cores every
+//! worker keeps busy that cost 1.3 to 1.6 times a sync worker's CPU per response).
+//! Wake-ups, each a system call and a context switch, are kept for when they matter:
+//! - A thread that takes a job wakes one more, unless one is on its way, if more jobs
+//!   wait or no thread polls. The woken one waits for the GIL, so it goes on only when
+//!   the first lets go of it (an app doing I/O, or Python's switch interval): then it
+//!   takes the next job, or the loop. An app that waits on I/O thus has its requests run
+//!   side by side, and a CPU-bound one runs on one thread.
+//! - A thread with nothing to do sleeps in the loop's poll, without the GIL; one that
+//!   finds the loop taken parks.
+//! - A finished request goes back to the loop without a wake-up, unless the connection
+//!   needs it now (to close it, to send what the client has not taken yet, to answer a
+//!   pipelined request, or the loop let a readiness event pass while the thread had it;
+//!   or the worker is stopping): then the thread takes a turn itself, or wakes the thread
+//!   sleeping in the poll.
+//! - The main thread keeps the signals, and takes a turn every few milliseconds while
+//!   every thread is inside a request and none polls, so that what the loop answers
+//!   itself (static files, accepts, deadlines, the heartbeat) does not wait for the app.
+//!
+//! The turns that need the GIL take it; a connection that served a request is closed by
+//! the next thread to take work ([`Pool::bury`]), after its `gunicorn.socket` let go of
+//! the descriptor.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -99,26 +108,31 @@ struct Work {
     buried: Vec<Buried>,
 }
 
-/// How the loop goes to sleep (see the module's comment).
+/// How the loop goes to sleep.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Sleep {
     /// Not at all: finished requests wait for it.
     No,
     /// Until a socket is ready (or a thread needs it).
     Polling,
-    /// Until a thread takes the last waiting request (or needs it), sockets aside.
-    Saturated,
 }
 
-/// A thread that leaves this many requests waiting, or fewer, wakes a loop sleeping
-/// [`Sleep::Saturated`].
-const REFILL_AT: usize = 1;
-
-/// [`Shared::loop_state`]: the loop is awake and looks at the finished list before it
-/// sleeps; or how it sleeps.
+/// [`Shared::loop_state`]: no thread sleeps in the loop's poll (one may be running a turn,
+/// and looks at the finished list before it sleeps); or one does.
 const LOOP_AWAKE: u8 = 0;
 const LOOP_POLLING: u8 = 1;
-const LOOP_SATURATED: u8 = 2;
+
+/// [`Shared::exit`] before any turn said the worker must leave.
+const NO_EXIT: i64 = i64::MIN;
+
+/// The event loop as the threads see it: whoever holds it runs its next turn.
+pub trait Turns: Send {
+    /// One turn; `wait`: it may sleep in its poll until something happens. Some(status)
+    /// when the worker must leave (see `EventLoop::turn`).
+    fn turn(&mut self, wait: bool) -> Option<i32>;
+    /// The worker was told to quit or abort (see `EventLoop::leave_threaded`).
+    fn leave(&mut self, code: i32);
+}
 
 /// What the loop and the threads share.
 struct Shared {
@@ -127,10 +141,25 @@ struct Shared {
     done: Mutex<Vec<Done>>,
     /// `done` has requests for the loop (read without the lock, each turn).
     any_done: AtomicBool,
-    /// Whether and how the loop sleeps (`LOOP_*`); a thread that wakes it sets it awake.
+    /// Whether a thread sleeps in the loop's poll (`LOOP_*`); a thread that wakes it sets
+    /// it awake.
     loop_state: AtomicU8,
-    /// A byte wakes the loop (it polls the read end; see [`Shared::wake_loop`]).
+    /// A byte wakes a thread sleeping in the loop's poll (it polls the read end; see
+    /// [`Shared::wake_loop`]).
     done_write: OwnedFd,
+    /// The loop, lent by the main thread (None before and after). Threads holding the GIL
+    /// only ever `try_lock` it; the main thread, which may wait for it, does so without
+    /// the GIL; a holder may take the GIL. So the two locks cannot deadlock.
+    the_loop: Mutex<Option<Box<dyn Turns>>>,
+    /// The main thread waits for the loop: threads do not start a turn that sleeps.
+    main_wants: AtomicBool,
+    /// A thread found the loop taken when it needed a turn: the holder takes another.
+    wanted: AtomicBool,
+    /// The status a turn said the worker leaves with ([`NO_EXIT`] until then).
+    exit: AtomicI64,
+    /// A byte wakes the main thread (it polls the read end beside the signal pipe).
+    main_read: OwnedFd,
+    main_write: OwnedFd,
     /// Bumped by USR1: each thread reopens its access log before its next request.
     reopen: AtomicU64,
     /// Per thread: when its current request started (nanoseconds after `epoch`, plus one),
@@ -142,8 +171,9 @@ struct Shared {
 impl Shared {
     /// The state for `threads` threads, and the read end of the wake-up pipe.
     fn new(threads: usize) -> std::io::Result<(Arc<Shared>, OwnedFd)> {
-        let (done_read, done_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
+        let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC;
+        let (done_read, done_write) = nix::unistd::pipe2(flags)?;
+        let (main_read, main_write) = nix::unistd::pipe2(flags)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             job_ready: Condvar::new(),
@@ -151,6 +181,12 @@ impl Shared {
             any_done: AtomicBool::new(false),
             loop_state: AtomicU8::new(LOOP_AWAKE),
             done_write,
+            the_loop: Mutex::new(None),
+            main_wants: AtomicBool::new(false),
+            wanted: AtomicBool::new(false),
+            exit: AtomicI64::new(NO_EXIT),
+            main_read,
+            main_write,
             reopen: AtomicU64::new(0),
             started: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
@@ -229,8 +265,11 @@ impl Shared {
     }
 
     /// Work waiting now, without waiting for it; `woken`: the caller comes from
-    /// [`Shared::park`]. Taking a job while more wait wakes one more thread, unless one is
-    /// on its way.
+    /// [`Shared::park`]. A thread that takes a job wakes one more, unless one is on its
+    /// way, if more jobs wait or no thread polls: the woken one waits for the GIL, and
+    /// takes over (a job, or the loop) when this one lets go of it, as an app does
+    /// around I/O. Under a CPU-bound load it waits, and this one runs request after
+    /// request without a switch.
     fn try_next_work(&self, woken: bool) -> Option<Work> {
         let mut queue = lock(&self.queue);
         if woken {
@@ -238,16 +277,11 @@ impl Shared {
         }
         let work = queue.take();
         let took_job = work.as_ref().is_some_and(|w| w.job.is_some());
-        let left = queue.jobs.len();
-        let wake = took_job && left > 0 && queue.should_wake();
+        let unattended = self.loop_state.load(Ordering::SeqCst) != LOOP_POLLING;
+        let wake = took_job && (!queue.jobs.is_empty() || unattended) && queue.should_wake();
         drop(queue);
         if wake {
             self.job_ready.notify_one();
-        }
-        if took_job && left <= REFILL_AT {
-            // The queue runs low: the loop refills it while this job (and the one left)
-            // run, so that the thread does not find it empty and park.
-            self.wake_loop(|state| state == LOOP_SATURATED);
         }
         work
     }
@@ -266,20 +300,10 @@ impl Shared {
         }
     }
 
-    /// Adds work with `add`, waking a parked thread unless one is on its way.
-    fn push(&self, add: impl FnOnce(&mut Queue)) {
-        let mut queue = lock(&self.queue);
-        add(&mut queue);
-        let wake = queue.should_wake();
-        drop(queue);
-        if wake {
-            self.job_ready.notify_one();
-        }
-    }
-
-    /// Gives a finished request back to the loop. `io` is its connection: the loop is
-    /// woken when the connection needs it now (see the module's comment).
-    fn finish(&self, mut done: Done, io: &Transport) {
+    /// Gives a finished request back to the loop. `io` is its connection. True when the
+    /// connection needs the loop now (see the module's comment): a thread sleeping in the
+    /// loop's poll is woken; otherwise the caller takes a turn (see [`Shared::lead`]).
+    fn finish(&self, mut done: Done, io: &Transport) -> bool {
         // Only the loop sends what the client has not taken yet; a stopping worker counts
         // its requests to know when to leave.
         let urgent = !matches!(done.outcome, Outcome::KeepAlive)
@@ -296,7 +320,81 @@ impl Shared {
         finished.push(done);
         drop(finished);
         if wake {
-            self.wake_loop(|state| state != LOOP_AWAKE);
+            self.wake_loop(|state| state == LOOP_POLLING);
+        }
+        wake
+    }
+
+    /// Takes a turn of the loop if no other thread has it (true if it did). First
+    /// without sleeping, keeping the GIL: under load there is work at once. If that made
+    /// no work for the threads, and `may_sleep`, a turn that sleeps in the poll follows,
+    /// without the GIL, so that another thread may run the app meanwhile.
+    fn lead(&self, py: Python<'_>, may_sleep: bool) -> bool {
+        if self.main_wants.load(Ordering::SeqCst) || self.exit.load(Ordering::SeqCst) != NO_EXIT {
+            return false;
+        }
+        let idle = loop {
+            let Some(mut the_loop) = self.try_lock_loop() else {
+                self.wanted.store(true, Ordering::SeqCst);
+                return false;
+            };
+            let Some(lp) = the_loop.as_mut() else {
+                return false;
+            };
+            self.wanted.store(false, Ordering::SeqCst);
+            if let Some(code) = lp.turn(false) {
+                self.leave_with(code);
+                return true;
+            }
+            drop(the_loop);
+            // Another thread needed a turn while this one had it.
+            if !self.wanted.load(Ordering::SeqCst) {
+                break self.nothing_to_do();
+            }
+        };
+        if idle && may_sleep && !self.main_wants.load(Ordering::SeqCst) {
+            py.detach(|| {
+                let Some(mut the_loop) = self.try_lock_loop() else {
+                    return;
+                };
+                if let Some(code) = the_loop.as_mut().and_then(|lp| lp.turn(true)) {
+                    self.leave_with(code);
+                }
+            });
+        }
+        true
+    }
+
+    fn try_lock_loop(&self) -> Option<MutexGuard<'_, Option<Box<dyn Turns>>>> {
+        match self.the_loop.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Nothing for the threads: no job, nothing to close, no finished request.
+    fn nothing_to_do(&self) -> bool {
+        let queue = lock(&self.queue);
+        queue.jobs.is_empty() && queue.buried.is_empty() && !self.any_done.load(Ordering::SeqCst)
+    }
+
+    /// A turn said the worker leaves with `code`: the main thread is told.
+    fn leave_with(&self, code: i32) {
+        let _ = self.exit.compare_exchange(
+            NO_EXIT,
+            i64::from(code),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        let _ = nix::unistd::write(self.main_write.as_fd(), &[0u8]);
+    }
+
+    /// Wakes a parked thread if none is on its way (it takes work, or the loop).
+    fn wake_one(&self) {
+        let wake = lock(&self.queue).should_wake();
+        if wake {
+            self.job_ready.notify_one();
         }
     }
 }
@@ -367,8 +465,12 @@ impl Pool {
     }
 
     /// Queues a request for the next free thread.
+    ///
+    /// No thread is woken here: the thread running the turn takes a job itself after it,
+    /// and wakes another if more wait (see [`Shared::try_next_work`]); after a turn of
+    /// the main thread's, [`Lent::try_turn`] does.
     pub fn submit(&self, job: Job) {
-        self.shared.push(|q| q.jobs.push_back(job));
+        lock(&self.shared.queue).jobs.push_back(job);
     }
 
     /// Closes a connection that served a request. The socket goes at once (the client
@@ -383,7 +485,8 @@ impl Pool {
             // replaces it atomically.
             unsafe { nix::libc::dup2(null.as_raw_fd(), buried.io.raw_fd()) };
         }
-        self.shared.push(|q| q.buried.push(buried));
+        // Closed by the next thread to take work (none is woken for it: see `submit`).
+        lock(&self.shared.queue).buried.push(buried);
     }
 
     /// Closes what is buried now, in the caller's thread (the worker is leaving).
@@ -427,27 +530,12 @@ impl Pool {
     /// what threads publish; a thread publishes first, then looks at what the loop said.
     pub fn going_to_sleep(&self) -> Sleep {
         let shared = &self.shared;
-        let saturated = lock(&shared.queue).jobs.len() > REFILL_AT;
-        let state = if saturated {
-            LOOP_SATURATED
-        } else {
-            LOOP_POLLING
-        };
-        shared.loop_state.store(state, Ordering::SeqCst);
-        if shared.any_done.load(Ordering::SeqCst) {
+        shared.loop_state.store(LOOP_POLLING, Ordering::SeqCst);
+        if shared.any_done.load(Ordering::SeqCst) || shared.main_wants.load(Ordering::SeqCst) {
             shared.loop_state.store(LOOP_AWAKE, Ordering::SeqCst);
             return Sleep::No;
         }
-        if saturated && lock(&shared.queue).jobs.len() <= REFILL_AT {
-            // Ran low meanwhile, maybe without a wake-up (the state was not set yet).
-            shared.loop_state.store(LOOP_POLLING, Ordering::SeqCst);
-            return Sleep::Polling;
-        }
-        if saturated {
-            Sleep::Saturated
-        } else {
-            Sleep::Polling
-        }
+        Sleep::Polling
     }
 
     /// The loop woke up.
@@ -455,23 +543,11 @@ impl Pool {
         self.shared.loop_state.store(LOOP_AWAKE, Ordering::SeqCst);
     }
 
-    /// Sleeps as [`Sleep::Saturated`]: until the wake-up pipe, or `signals` (the worker's
-    /// signal pipe), is readable, at most `limit`.
-    pub fn wait_saturated(&self, signals: RawFd, limit: std::time::Duration) {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        // SAFETY: both pipes stay open for the worker's life.
-        let (done, signals) = unsafe {
-            (
-                std::os::fd::BorrowedFd::borrow_raw(self.done_read.as_raw_fd()),
-                std::os::fd::BorrowedFd::borrow_raw(signals),
-            )
-        };
-        let mut fds = [
-            PollFd::new(done, PollFlags::POLLIN),
-            PollFd::new(signals, PollFlags::POLLIN),
-        ];
-        let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
-        let _ = poll(&mut fds, PollTimeout::from(ms));
+    /// The main thread's side of the loop (see [`Lent`]).
+    pub fn lender(&self) -> Lent {
+        Lent {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// How long since the last sign of progress when every thread is inside a request: the
@@ -500,6 +576,100 @@ impl Pool {
     }
 }
 
+/// The loop lent to the threads, from the main thread's side (see
+/// `EventLoop::serve_threaded`).
+pub struct Lent {
+    shared: Arc<Shared>,
+}
+
+impl Lent {
+    /// Lends the loop, and wakes a thread to run it.
+    pub fn lend(&self, the_loop: Box<dyn Turns>) {
+        *lock(&self.shared.the_loop) = Some(the_loop);
+        self.shared.wake_one();
+    }
+
+    /// Takes the loop back (the worker leaves), waiting for the thread that has it.
+    pub fn take_back(&self) -> Option<Box<dyn Turns>> {
+        self.with_loop(Option::take)
+    }
+
+    /// Runs `f` on the loop, waiting for the thread that has it (woken if it sleeps in the
+    /// poll). The caller must not hold the GIL (see [`Shared::the_loop`]).
+    pub fn with_loop<T>(&self, f: impl FnOnce(&mut Option<Box<dyn Turns>>) -> T) -> T {
+        let shared = &self.shared;
+        shared.main_wants.store(true, Ordering::SeqCst);
+        // Unconditionally: a thread about to sleep in the poll finds the byte there.
+        let _ = nix::unistd::write(shared.done_write.as_fd(), &[0u8]);
+        let mut the_loop = lock(&shared.the_loop);
+        shared.main_wants.store(false, Ordering::SeqCst);
+        let result = f(&mut the_loop);
+        drop(the_loop);
+        // The thread that slept in the poll went off: another takes the loop.
+        shared.wake_one();
+        result
+    }
+
+    /// Takes a turn (without sleeping) if no thread has the loop; then wakes a parked
+    /// thread if work waits or none polls.
+    pub fn try_turn(&self) {
+        let shared = &self.shared;
+        if shared.exit.load(Ordering::SeqCst) != NO_EXIT {
+            return;
+        }
+        let Some(mut the_loop) = shared.try_lock_loop() else {
+            return;
+        };
+        if let Some(code) = the_loop.as_mut().and_then(|lp| lp.turn(false)) {
+            shared.leave_with(code);
+        }
+        drop(the_loop);
+        if self.unattended() || !shared.nothing_to_do() {
+            shared.wake_one();
+        }
+    }
+
+    /// Wakes a thread sleeping in the loop's poll, to act on what a signal set.
+    pub fn wake_loop(&self) {
+        self.shared.wake_loop(|state| state == LOOP_POLLING);
+    }
+
+    /// The status a turn said the worker leaves with.
+    pub fn exit(&self) -> Option<i32> {
+        let code = self.shared.exit.load(Ordering::SeqCst);
+        (code != NO_EXIT).then(|| i32::try_from(code).unwrap_or(1))
+    }
+
+    /// No thread polls while some are inside requests: the loop may go untended.
+    pub fn unattended(&self) -> bool {
+        let shared = &self.shared;
+        shared.loop_state.load(Ordering::SeqCst) != LOOP_POLLING
+            && shared
+                .started
+                .iter()
+                .any(|s| s.load(Ordering::Relaxed) != 0)
+    }
+
+    /// Sleeps until `signals` (the worker's signal pipe) is readable, a turn says the
+    /// worker leaves, or `nap` passes. True if a signal came.
+    pub fn wait(&self, signals: RawFd, nap: std::time::Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        // SAFETY: the signal pipe stays open for the worker's life.
+        let signals = unsafe { std::os::fd::BorrowedFd::borrow_raw(signals) };
+        let mut fds = [
+            PollFd::new(signals, PollFlags::POLLIN),
+            PollFd::new(self.shared.main_read.as_fd(), PollFlags::POLLIN),
+        ];
+        let ms = u16::try_from(nap.as_millis()).unwrap_or(u16::MAX);
+        if poll(&mut fds, PollTimeout::from(ms)).is_err() {
+            return false;
+        }
+        let mut sink = [0u8; 64];
+        while nix::unistd::read(&self.shared.main_read, &mut sink).is_ok_and(|n| n > 0) {}
+        fds[0].revents().is_some_and(|r| !r.is_empty())
+    }
+}
+
 impl Drop for Pool {
     /// Idle threads leave; one still inside the app ends with the process.
     fn drop(&mut self) {
@@ -524,6 +694,10 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
             // Under load the next job is taken at once, keeping the GIL (no switch per
             // request); only an idle thread lets go of it, to wait.
             let Some(work) = shared.try_next_work(std::mem::take(&mut woken)) else {
+                // No request: run the loop, unless another thread does.
+                if shared.lead(py, true) {
+                    continue;
+                }
                 let (go, woke_at) = py.detach(|| {
                     let go = shared.park();
                     (go, crate::log::meters::enabled().then(Instant::now))
@@ -577,7 +751,9 @@ fn serve(shared: &Shared, thread: usize, mut runtime: Runtime, worker: Option<Py
                 buf,
                 read_again: false,
             };
-            shared.finish(done, &io);
+            if shared.finish(done, &io) {
+                shared.lead(py, false);
+            }
         }
     });
 }
@@ -688,25 +864,145 @@ mod tests {
         assert_eq!(wake_bytes(&pool), 1, "the next batch wakes it again");
     }
 
+    /// A loop that records its turns (whether each could sleep), queues `jobs` requests on
+    /// its first, and says the worker leaves on turn `exit_on`.
+    struct FakeLoop {
+        shared: Arc<Shared>,
+        turns: Arc<Mutex<Vec<bool>>>,
+        jobs: Vec<Job>,
+        exit_on: Option<usize>,
+    }
+
+    impl Turns for FakeLoop {
+        fn turn(&mut self, wait: bool) -> Option<i32> {
+            let mut turns = lock(&self.turns);
+            turns.push(wait);
+            lock(&self.shared.queue).jobs.extend(self.jobs.drain(..));
+            (Some(turns.len()) == self.exit_on).then_some(3)
+        }
+
+        fn leave(&mut self, _code: i32) {}
+    }
+
+    fn lend(pool: &Pool, jobs: Vec<Job>, exit_on: Option<usize>) -> Arc<Mutex<Vec<bool>>> {
+        let turns = Arc::new(Mutex::new(Vec::new()));
+        pool.lender().lend(Box::new(FakeLoop {
+            shared: Arc::clone(&pool.shared),
+            turns: Arc::clone(&turns),
+            jobs,
+            exit_on,
+        }));
+        turns
+    }
+
     #[test]
-    fn with_requests_waiting_the_loop_sleeps_until_the_last_is_taken() {
+    fn a_free_thread_runs_the_loop_and_sleeps_in_it_only_with_nothing_to_do() {
+        crate::transport::testing::with_python(|py| {
+            let pool = pool(2);
+            let shared = &pool.shared;
+            assert!(!shared.lead(py, true), "nothing lent yet");
+            let turns = lend(&pool, vec![job(1), job(2)], None);
+            assert!(shared.lead(py, true));
+            assert_eq!(
+                *lock(&turns),
+                vec![false],
+                "it made work: no sleeping turn, the thread takes a job"
+            );
+            assert_eq!(taken_jobs(shared.try_next_work(false)), Some(1));
+            assert_eq!(taken_jobs(shared.try_next_work(false)), Some(2));
+            assert!(shared.lead(py, true));
+            assert_eq!(
+                *lock(&turns),
+                vec![false, false, true],
+                "nothing came at once: then a turn that may sleep"
+            );
+            // A finished request the loop needs now: a turn at once, never a sleeping one.
+            assert!(shared.lead(py, false));
+            assert_eq!(lock(&turns).len(), 4);
+            assert!(!lock(&turns)[3]);
+        });
+    }
+
+    #[test]
+    fn a_thread_finding_the_loop_taken_has_its_holder_take_another_turn() {
+        crate::transport::testing::with_python(|py| {
+            let pool = pool(2);
+            let turns = lend(&pool, Vec::new(), None);
+            let held = lock(&pool.shared.the_loop);
+            assert!(!pool.shared.lead(py, true), "taken: the caller parks");
+            assert!(pool.shared.wanted.load(Ordering::SeqCst));
+            drop(held);
+            assert!(pool.shared.lead(py, false));
+            assert!(!pool.shared.wanted.load(Ordering::SeqCst));
+            assert_eq!(*lock(&turns), vec![false]);
+        });
+    }
+
+    #[test]
+    fn a_turn_that_says_leave_tells_the_main_thread_and_stops_the_turns() {
+        crate::transport::testing::with_python(|py| {
+            let pool = pool(2);
+            let lender = pool.lender();
+            let turns = lend(&pool, Vec::new(), Some(1));
+            assert_eq!(lender.exit(), None);
+            assert!(pool.shared.lead(py, true));
+            assert_eq!(lender.exit(), Some(3));
+            assert!(
+                !lender.wait(pool.done_fd(), Duration::from_secs(5)),
+                "woken by the turn, not by a signal"
+            );
+            assert!(!pool.shared.lead(py, true), "no turn after the last");
+            lender.try_turn();
+            assert_eq!(lock(&turns).len(), 1);
+            assert!(lender.take_back().is_some());
+            assert!(lender.take_back().is_none());
+        });
+    }
+
+    #[test]
+    fn the_main_thread_waiting_for_the_loop_keeps_threads_from_it() {
+        crate::transport::testing::with_python(|py| {
+            let pool = pool(2);
+            let turns = lend(&pool, Vec::new(), None);
+            pool.shared.main_wants.store(true, Ordering::SeqCst);
+            assert!(!pool.shared.lead(py, true));
+            assert_eq!(
+                pool.going_to_sleep(),
+                Sleep::No,
+                "a turn under way does not sleep in the poll"
+            );
+            pool.shared.main_wants.store(false, Ordering::SeqCst);
+            pool.lender().with_loop(|lp| assert!(lp.is_some()));
+            assert_eq!(wake_bytes(&pool), 1, "a thread in the poll is woken for it");
+            assert!(lock(&turns).is_empty());
+        });
+    }
+
+    #[test]
+    fn taking_a_job_while_no_thread_polls_keeps_one_thread_on_its_way() {
         let pool = pool(2);
+        lock(&pool.shared.queue).parked = 1;
         pool.submit(job(1));
         assert_eq!(
-            pool.going_to_sleep(),
-            Sleep::Polling,
-            "one request is not many"
+            lock(&pool.shared.queue).wakeups,
+            0,
+            "queued without a wake-up"
         );
-        pool.woke_up();
-        pool.submit(job(2));
-        pool.submit(job(3));
-        assert_eq!(pool.going_to_sleep(), Sleep::Saturated);
         assert_eq!(taken_jobs(pool.shared.try_next_work(false)), Some(1));
-        assert_eq!(wake_bytes(&pool), 0, "two still wait");
-        assert_eq!(taken_jobs(pool.shared.try_next_work(false)), Some(2));
-        assert_eq!(wake_bytes(&pool), 1, "the queue runs low: refill it");
-        pool.woke_up();
+        assert_eq!(
+            lock(&pool.shared.queue).wakeups,
+            1,
+            "nobody polls: one waits for the GIL, to take over"
+        );
+        lock(&pool.shared.queue).wakeups = 0;
+        pool.submit(job(2));
         assert_eq!(pool.going_to_sleep(), Sleep::Polling);
+        assert_eq!(taken_jobs(pool.shared.try_next_work(false)), Some(2));
+        assert_eq!(
+            lock(&pool.shared.queue).wakeups,
+            0,
+            "a thread polls and no job waits: nobody is woken"
+        );
     }
 
     #[test]
