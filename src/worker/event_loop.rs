@@ -35,8 +35,8 @@ const DONE: Token = Token(usize::MAX - 2);
 const RELOAD: Token = Token(usize::MAX - 3);
 /// Connection tokens start here; listener tokens are their index below it.
 pub(super) const CONN_BASE: usize = 1 << 16;
-/// How often the threaded worker's main thread takes a turn of the loop while every
-/// thread is inside a request and none polls (see `serve_threaded`): what the loop
+/// How often the threaded worker's main thread takes a turn of the loop, if no thread
+/// has it, while threads are inside requests (see `serve_threaded`): what the loop
 /// answers itself (static files, refusals, accepts, hand-offs, deadlines) waits at most
 /// this long behind a busy pool.
 const BUSY_NAP: Duration = Duration::from_millis(5);
@@ -249,6 +249,11 @@ impl<'a> EventLoop<'a> {
         events: &mut Events,
         ready: &mut Vec<usize>,
     ) -> Option<i32> {
+        // Quits and aborts the threaded worker's main thread received.
+        let leaves = self.pool.as_ref().map(super::pool::Pool::take_leaves);
+        for code in leaves.unwrap_or_default() {
+            self.leave_threaded(code);
+        }
         self.beat();
         if super::signals::take_reopen_request() {
             crate::log::reopen();
@@ -624,8 +629,8 @@ impl EventLoop<'static> {
 
     /// The threaded worker's main thread: lends the loop to the threads, then waits for
     /// signals (running their Python handlers, which only the main thread can), and every
-    /// [`BUSY_NAP`] while every thread is inside a request and none polls, takes a turn
-    /// itself. Returns when a turn says the worker must leave.
+    /// [`BUSY_NAP`] while a thread is inside a request, takes a turn itself if no thread
+    /// has the loop (every thread may be inside a request). Returns when a turn says the worker must leave.
     fn serve_threaded(self, py: Python<'_>) -> i32 {
         let Some(lender) = self.pool.as_ref().map(super::pool::Pool::lender) else {
             return 1;
@@ -634,25 +639,26 @@ impl EventLoop<'static> {
         debug!("Worker serving (pid: {})", std::process::id());
         super::signals::announce_serving();
         lender.lend(Box::new(self));
+        let mut poked = false;
         let (code, the_loop) = py.detach(|| loop {
             if let Some(code) = lender.exit() {
                 break (code, lender.take_back());
             }
-            let nap = if lender.unattended() {
+            // A thread that wakes it has just taken a request (it may not show as busy
+            // yet), or a turn said the worker leaves.
+            let nap = if lender.busy() || poked {
                 BUSY_NAP
             } else {
                 Duration::from_secs(1)
             };
-            if lender.wait(signals, nap) {
+            let woken = lender.wait(signals, nap);
+            poked = woken.thread;
+            if woken.signal {
                 crate::transport::drain_wake_fd();
                 let raised =
                     Python::attach(|py| py.check_signals().err().map(|e| exit_status(py, &e)));
                 match raised {
-                    Some(code) => lender.with_loop(|lp| {
-                        if let Some(lp) = lp {
-                            lp.leave(code);
-                        }
-                    }),
+                    Some(code) => lender.leave(code),
                     // TERM, USR1 and the like only set flags: the next turn acts on them.
                     None => lender.wake_loop(),
                 }
@@ -668,10 +674,6 @@ impl EventLoop<'static> {
 impl super::pool::Turns for EventLoop<'static> {
     fn turn(&mut self, wait: bool) -> Option<i32> {
         EventLoop::turn(self, wait)
-    }
-
-    fn leave(&mut self, code: i32) {
-        self.leave_threaded(code);
     }
 }
 

@@ -61,19 +61,24 @@ pub fn run(seed: WorkerSeed<'_>) -> ! {
     let seed: *const WorkerSeed<'_> = Box::leak(Box::new(seed));
     // SAFETY: this function never returns: the process ends in `_exit` below, so neither
     // the leaked seed nor the master's stack frames it borrows from are ever dropped or
-    // unwound in this process (a release build aborts on panic). The seed is thus valid
+    // unwound in this process (a panic aborts, below). The seed is thus valid
     // for the process's life, which is what the threaded worker's threads need: they run
     // the event loop, which holds it (see `EventLoop::serve_threaded`), and may still be
     // inside a request when the process exits.
     let seed: &'static WorkerSeed<'static> = unsafe { &*seed.cast::<WorkerSeed<'static>>() };
-    let code = Python::attach(|py| {
-        let code = boot_and_serve(py, seed);
-        ignore_stop_signals(py);
-        info!("Worker exiting (pid: {})", std::process::id());
-        run_server_worker_hook(py, "worker_exit", seed);
-        crate::python::run_exit_handlers(py);
-        code
-    });
+    let serve = || {
+        Python::attach(|py| {
+            let code = boot_and_serve(py, seed);
+            ignore_stop_signals(py);
+            info!("Worker exiting (pid: {})", std::process::id());
+            run_server_worker_hook(py, "worker_exit", seed);
+            crate::python::run_exit_handlers(py);
+            code
+        })
+    };
+    // A panic must not unwind past here (see above); release builds abort on it anyway.
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(serve))
+        .unwrap_or_else(|_| std::process::abort());
     die_of_a_foreign_term(code);
     // SAFETY: _exit skips Rust and C atexit machinery inherited from the master (its
     // listeners and heartbeat map are the master's to clean up); Python's atexit ran above.

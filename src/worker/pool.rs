@@ -28,8 +28,8 @@
 //!   pipelined request, or the loop let a readiness event pass while the thread had it;
 //!   or the worker is stopping): then the thread takes a turn itself, or wakes the thread
 //!   sleeping in the poll.
-//! - The main thread keeps the signals, and takes a turn every few milliseconds while
-//!   every thread is inside a request and none polls, so that what the loop answers
+//! - The main thread keeps the signals, and while threads are inside requests it takes a
+//!   turn every few milliseconds if no thread has the loop, so that what the loop answers
 //!   itself (static files, accepts, deadlines, the heartbeat) does not wait for the app.
 //!
 //! The turns that need the GIL take it; a connection that served a request is closed by
@@ -130,8 +130,6 @@ pub trait Turns: Send {
     /// One turn; `wait`: it may sleep in its poll until something happens. Some(status)
     /// when the worker must leave (see `EventLoop::turn`).
     fn turn(&mut self, wait: bool) -> Option<i32>;
-    /// The worker was told to quit or abort (see `EventLoop::leave_threaded`).
-    fn leave(&mut self, code: i32);
 }
 
 /// What the loop and the threads share.
@@ -160,6 +158,12 @@ struct Shared {
     /// A byte wakes the main thread (it polls the read end beside the signal pipe).
     main_read: OwnedFd,
     main_write: OwnedFd,
+    /// The main thread sleeps long (nothing was in a thread): a thread taking a job while
+    /// none polls wakes it, to look after the loop (see `EventLoop::serve_threaded`).
+    main_napping: AtomicBool,
+    /// Quit and abort statuses from signals, for the next turn (see `EventLoop::leave_threaded`).
+    leaves: Mutex<Vec<i32>>,
+    any_leave: AtomicBool,
     /// Bumped by USR1: each thread reopens its access log before its next request.
     reopen: AtomicU64,
     /// Per thread: when its current request started (nanoseconds after `epoch`, plus one),
@@ -187,6 +191,9 @@ impl Shared {
             exit: AtomicI64::new(NO_EXIT),
             main_read,
             main_write,
+            main_napping: AtomicBool::new(false),
+            leaves: Mutex::new(Vec::new()),
+            any_leave: AtomicBool::new(false),
             reopen: AtomicU64::new(0),
             started: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
@@ -283,6 +290,13 @@ impl Shared {
         if wake {
             self.job_ready.notify_one();
         }
+        if took_job
+            && unattended
+            && self.main_napping.load(Ordering::Relaxed)
+            && self.main_napping.swap(false, Ordering::SeqCst)
+        {
+            let _ = nix::unistd::write(self.main_write.as_fd(), &[0u8]);
+        }
         work
     }
 
@@ -333,36 +347,49 @@ impl Shared {
         if self.main_wants.load(Ordering::SeqCst) || self.exit.load(Ordering::SeqCst) != NO_EXIT {
             return false;
         }
-        let idle = loop {
-            let Some(mut the_loop) = self.try_lock_loop() else {
-                self.wanted.store(true, Ordering::SeqCst);
-                return false;
-            };
-            let Some(lp) = the_loop.as_mut() else {
-                return false;
-            };
-            self.wanted.store(false, Ordering::SeqCst);
-            if let Some(code) = lp.turn(false) {
-                self.leave_with(code);
-                return true;
-            }
-            drop(the_loop);
-            // Another thread needed a turn while this one had it.
-            if !self.wanted.load(Ordering::SeqCst) {
-                break self.nothing_to_do();
-            }
+        let Some(mut the_loop) = self.lock_or_flag() else {
+            return false;
         };
-        if idle && may_sleep && !self.main_wants.load(Ordering::SeqCst) {
-            py.detach(|| {
-                let Some(mut the_loop) = self.try_lock_loop() else {
-                    return;
-                };
-                if let Some(code) = the_loop.as_mut().and_then(|lp| lp.turn(true)) {
-                    self.leave_with(code);
-                }
-            });
+        let Some(lp) = the_loop.as_mut() else {
+            return false;
+        };
+        if let Some(code) = lp.turn(false) {
+            drop(the_loop);
+            self.leave_with(code);
+            return true;
         }
+        drop(the_loop);
+        let sleep = may_sleep && self.nothing_to_do() && !self.main_wants.load(Ordering::SeqCst);
+        if !sleep {
+            self.hand_over();
+            return true;
+        }
+        // The turn that sleeps serves whoever wanted one meanwhile (it does not sleep
+        // while a finished request waits).
+        self.wanted.store(false, Ordering::SeqCst);
+        py.detach(|| {
+            let Some(mut the_loop) = self.lock_or_flag() else {
+                return;
+            };
+            let code = the_loop.as_mut().and_then(|lp| lp.turn(true));
+            drop(the_loop);
+            if let Some(code) = code {
+                self.leave_with(code);
+            }
+            self.hand_over();
+        });
         true
+    }
+
+    /// The loop, unless another thread has it: then that thread is told (`wanted`) that
+    /// this one needed it, and looks at that once it lets go (see [`Shared::hand_over`]).
+    fn lock_or_flag(&self) -> Option<MutexGuard<'_, Option<Box<dyn Turns>>>> {
+        if let Some(the_loop) = self.try_lock_loop() {
+            return Some(the_loop);
+        }
+        self.wanted.store(true, Ordering::SeqCst);
+        // It may have let go before it could see the flag.
+        self.try_lock_loop()
     }
 
     fn try_lock_loop(&self) -> Option<MutexGuard<'_, Option<Box<dyn Turns>>>> {
@@ -371,6 +398,25 @@ impl Shared {
             Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => None,
         }
+    }
+
+    /// After letting go of the loop: a thread that found it taken meanwhile (and parked,
+    /// or is about to) is sent to look again (it takes a turn, or the work it wanted done).
+    fn hand_over(&self) {
+        if self.wanted.swap(false, Ordering::SeqCst) {
+            self.wake_surely();
+        }
+    }
+
+    /// Wakes a parked thread, or has the next thread to park go on at once: someone must
+    /// look at the loop now.
+    fn wake_surely(&self) {
+        let mut queue = lock(&self.queue);
+        if queue.wakeups == 0 {
+            queue.wakeups = 1;
+        }
+        drop(queue);
+        self.job_ready.notify_one();
     }
 
     /// Nothing for the threads: no job, nothing to close, no finished request.
@@ -510,6 +556,14 @@ impl Pool {
         while nix::unistd::read(&self.done_read, &mut sink).is_ok_and(|n| n == sink.len()) {}
     }
 
+    /// The quit and abort statuses signals brought since the last call (see [`Lent::leave`]).
+    pub fn take_leaves(&self) -> Vec<i32> {
+        if !self.shared.any_leave.swap(false, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *lock(&self.shared.leaves))
+    }
+
     /// Whether finished requests wait for the loop.
     pub fn has_done(&self) -> bool {
         self.shared.any_done.load(Ordering::SeqCst)
@@ -576,6 +630,15 @@ impl Pool {
     }
 }
 
+/// What woke the main thread (see [`Lent::wait`]).
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Woken {
+    /// A signal came.
+    pub signal: bool,
+    /// A thread wrote to it.
+    pub thread: bool,
+}
+
 /// The loop lent to the threads, from the main thread's side (see
 /// `EventLoop::serve_threaded`).
 pub struct Lent {
@@ -586,7 +649,7 @@ impl Lent {
     /// Lends the loop, and wakes a thread to run it.
     pub fn lend(&self, the_loop: Box<dyn Turns>) {
         *lock(&self.shared.the_loop) = Some(the_loop);
-        self.shared.wake_one();
+        self.shared.wake_surely();
     }
 
     /// Takes the loop back (the worker leaves), waiting for the thread that has it.
@@ -605,8 +668,7 @@ impl Lent {
         shared.main_wants.store(false, Ordering::SeqCst);
         let result = f(&mut the_loop);
         drop(the_loop);
-        // The thread that slept in the poll went off: another takes the loop.
-        shared.wake_one();
+        shared.hand_over();
         result
     }
 
@@ -624,14 +686,27 @@ impl Lent {
             shared.leave_with(code);
         }
         drop(the_loop);
-        if self.unattended() || !shared.nothing_to_do() {
+        shared.hand_over();
+        // Work this turn made, or no thread polls while some are parked: one takes over.
+        if shared.loop_state.load(Ordering::SeqCst) != LOOP_POLLING || !shared.nothing_to_do() {
             shared.wake_one();
         }
     }
 
     /// Wakes a thread sleeping in the loop's poll, to act on what a signal set.
     pub fn wake_loop(&self) {
-        self.shared.wake_loop(|state| state == LOOP_POLLING);
+        // Unconditionally: a thread about to sleep in the poll, past the flags, finds the
+        // byte there.
+        let _ = nix::unistd::write(self.shared.done_write.as_fd(), &[0u8]);
+    }
+
+    /// A quit or abort (`code`): the next turn, in whichever thread, starts leaving (see
+    /// `EventLoop::leave_threaded`). The main thread does not wait for the loop for it: a
+    /// thread may have it in a write to a slow client.
+    pub fn leave(&self, code: i32) {
+        lock(&self.shared.leaves).push(code);
+        self.shared.any_leave.store(true, Ordering::SeqCst);
+        self.wake_loop();
     }
 
     /// The status a turn said the worker leaves with.
@@ -640,19 +715,19 @@ impl Lent {
         (code != NO_EXIT).then(|| i32::try_from(code).unwrap_or(1))
     }
 
-    /// No thread polls while some are inside requests: the loop may go untended.
-    pub fn unattended(&self) -> bool {
-        let shared = &self.shared;
-        shared.loop_state.load(Ordering::SeqCst) != LOOP_POLLING
-            && shared
-                .started
-                .iter()
-                .any(|s| s.load(Ordering::Relaxed) != 0)
+    /// Some thread is inside a request: the loop may go untended (every thread may be),
+    /// so the main thread looks after it.
+    pub fn busy(&self) -> bool {
+        self.shared
+            .started
+            .iter()
+            .any(|s| s.load(Ordering::Relaxed) != 0)
     }
 
-    /// Sleeps until `signals` (the worker's signal pipe) is readable, a turn says the
-    /// worker leaves, or `nap` passes. True if a signal came.
-    pub fn wait(&self, signals: RawFd, nap: std::time::Duration) -> bool {
+    /// Sleeps until `signals` (the worker's signal pipe) is readable, a thread wakes it (a
+    /// turn says the worker leaves, or a thread took a request while none polls), or `nap`
+    /// passes. Says which.
+    pub fn wait(&self, signals: RawFd, nap: std::time::Duration) -> Woken {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         // SAFETY: the signal pipe stays open for the worker's life.
         let signals = unsafe { std::os::fd::BorrowedFd::borrow_raw(signals) };
@@ -661,12 +736,20 @@ impl Lent {
             PollFd::new(self.shared.main_read.as_fd(), PollFlags::POLLIN),
         ];
         let ms = u16::try_from(nap.as_millis()).unwrap_or(u16::MAX);
-        if poll(&mut fds, PollTimeout::from(ms)).is_err() {
-            return false;
+        let long = nap > std::time::Duration::from_millis(100);
+        self.shared.main_napping.store(long, Ordering::SeqCst);
+        let polled = poll(&mut fds, PollTimeout::from(ms));
+        self.shared.main_napping.store(false, Ordering::SeqCst);
+        if polled.is_err() {
+            return Woken::default();
         }
+        let woken = Woken {
+            signal: fds[0].revents().is_some_and(|r| !r.is_empty()),
+            thread: fds[1].revents().is_some_and(|r| !r.is_empty()),
+        };
         let mut sink = [0u8; 64];
         while nix::unistd::read(&self.shared.main_read, &mut sink).is_ok_and(|n| n > 0) {}
-        fds[0].revents().is_some_and(|r| !r.is_empty())
+        woken
     }
 }
 
@@ -880,8 +963,6 @@ mod tests {
             lock(&self.shared.queue).jobs.extend(self.jobs.drain(..));
             (Some(turns.len()) == self.exit_on).then_some(3)
         }
-
-        fn leave(&mut self, _code: i32) {}
     }
 
     fn lend(pool: &Pool, jobs: Vec<Job>, exit_on: Option<usize>) -> Arc<Mutex<Vec<bool>>> {
@@ -924,7 +1005,7 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_finding_the_loop_taken_has_its_holder_take_another_turn() {
+    fn a_thread_finding_the_loop_taken_flags_it_for_its_holder() {
         crate::transport::testing::with_python(|py| {
             let pool = pool(2);
             let turns = lend(&pool, Vec::new(), None);
@@ -947,8 +1028,9 @@ mod tests {
             assert_eq!(lender.exit(), None);
             assert!(pool.shared.lead(py, true));
             assert_eq!(lender.exit(), Some(3));
+            let woken = lender.wait(pool.done_fd(), Duration::from_secs(5));
             assert!(
-                !lender.wait(pool.done_fd(), Duration::from_secs(5)),
+                woken.thread && !woken.signal,
                 "woken by the turn, not by a signal"
             );
             assert!(!pool.shared.lead(py, true), "no turn after the last");
@@ -976,6 +1058,42 @@ mod tests {
             assert_eq!(wake_bytes(&pool), 1, "a thread in the poll is woken for it");
             assert!(lock(&turns).is_empty());
         });
+    }
+
+    #[test]
+    fn a_thread_that_found_the_loop_taken_is_sent_to_look_again() {
+        crate::transport::testing::with_python(|py| {
+            let pool = pool(2);
+            let _turns = lend(&pool, Vec::new(), None);
+            // `lend` made sure a thread looks: taken as a parked thread would take it.
+            assert_eq!(std::mem::take(&mut lock(&pool.shared.queue).wakeups), 1);
+            // The main thread's turn has the loop when a thread comes for it; that thread
+            // parks (not yet counted as parked: it may not be waiting yet).
+            let main_turn = lock(&pool.shared.the_loop);
+            assert!(!pool.shared.lead(py, true));
+            drop(main_turn);
+            pool.shared.hand_over();
+            assert_eq!(
+                lock(&pool.shared.queue).wakeups,
+                1,
+                "its park returns at once, and it takes the loop"
+            );
+        });
+    }
+
+    #[test]
+    fn a_job_taken_while_none_polls_wakes_a_main_thread_that_naps_long() {
+        let pool = pool(2);
+        let lender = pool.lender();
+        pool.shared.main_napping.store(true, Ordering::SeqCst);
+        pool.submit(job(1));
+        assert_eq!(taken_jobs(pool.shared.try_next_work(false)), Some(1));
+        let woken = lender.wait(pool.done_fd(), Duration::from_secs(5));
+        assert!(woken.thread, "woken to look after the loop meanwhile");
+        // Napping briefly, it is not woken.
+        pool.submit(job(2));
+        assert_eq!(taken_jobs(pool.shared.try_next_work(false)), Some(2));
+        assert!(!lender.wait(pool.done_fd(), Duration::ZERO).thread);
     }
 
     #[test]
