@@ -20,7 +20,7 @@ use tracing::{debug, error, info};
 
 use super::conn::{Conn, Phase, State, Timeouts};
 use super::handoff::Watcher;
-use super::pool::Sleep;
+use super::pool::{Sleep, Wait};
 use super::seed::WorkerSeed;
 use crate::http::request::Limits;
 use crate::sock::ListenAddr;
@@ -234,7 +234,7 @@ impl<'a> EventLoop<'a> {
     /// One turn of the loop: housekeeping, a poll (`wait`: for at most
     /// [`EventLoop::poll_timeout`], else not at all), then the connections that are ready,
     /// accepts and deadlines. Some(status) when the worker must leave.
-    pub(super) fn turn(&mut self, wait: bool) -> Option<i32> {
+    pub(super) fn turn(&mut self, wait: Wait) -> Option<i32> {
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let mut ready = std::mem::take(&mut self.ready);
         let code = self.turn_with(wait, &mut events, &mut ready);
@@ -245,7 +245,7 @@ impl<'a> EventLoop<'a> {
 
     fn turn_with(
         &mut self,
-        wait: bool,
+        wait: Wait,
         events: &mut Events,
         ready: &mut Vec<usize>,
     ) -> Option<i32> {
@@ -489,14 +489,14 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    /// Polls: for at most [`EventLoop::poll_timeout`] if `wait`, else not at all. The sync
-    /// worker lets go of the GIL meanwhile; in the threaded worker the thread running the
-    /// turn has already let go of it when it may wait (see `pool::Shared::lead`).
-    fn wait_for_events(&mut self, events: &mut Events, wait: bool) -> std::io::Result<()> {
-        let timeout = if wait {
-            self.poll_timeout()
-        } else {
-            Duration::ZERO
+    /// Polls, for at most [`EventLoop::poll_timeout`] or as `wait` says. The sync worker
+    /// lets go of the GIL meanwhile; in the threaded worker the thread running the turn
+    /// has already let go of it when it may wait long (see `pool::Shared::lead`).
+    fn wait_for_events(&mut self, events: &mut Events, wait: Wait) -> std::io::Result<()> {
+        let timeout = match wait {
+            Wait::No => Duration::ZERO,
+            Wait::Briefly => self.poll_timeout().min(super::pool::BRIEFLY),
+            Wait::Long => self.poll_timeout(),
         };
         let poll = &mut self.poll;
         let Some(pool) = &self.pool else {
@@ -619,7 +619,7 @@ impl EventLoop<'static> {
             debug!("Worker serving (pid: {})", std::process::id());
             super::signals::announce_serving();
             loop {
-                if let Some(code) = lp.turn(true) {
+                if let Some(code) = lp.turn(Wait::Long) {
                     return code;
                 }
             }
@@ -672,7 +672,7 @@ impl EventLoop<'static> {
 }
 
 impl super::pool::Turns for EventLoop<'static> {
-    fn turn(&mut self, wait: bool) -> Option<i32> {
+    fn turn(&mut self, wait: Wait) -> Option<i32> {
         EventLoop::turn(self, wait)
     }
 }

@@ -21,8 +21,10 @@
 //!   the first lets go of it (an app doing I/O, or Python's switch interval): then it
 //!   takes the next job, or the loop. An app that waits on I/O thus has its requests run
 //!   side by side, and a CPU-bound one runs on one thread.
-//! - A thread with nothing to do sleeps in the loop's poll, without the GIL; one that
-//!   finds the loop taken parks.
+//! - A thread with nothing to do sleeps in the loop's poll: up to 1 ms keeping the GIL if
+//!   no thread is inside a request (under load the next request comes within it, and the
+//!   thread on its way is not handed a GIL only to find nothing and park), then without
+//!   it. A thread that finds the loop taken parks.
 //! - A finished request goes back to the loop without a wake-up, unless the connection
 //!   needs it now (to close it, to send what the client has not taken yet, to answer a
 //!   pipelined request, or the loop let a readiness event pass while the thread had it;
@@ -125,11 +127,24 @@ const LOOP_POLLING: u8 = 1;
 /// [`Shared::exit`] before any turn said the worker must leave.
 const NO_EXIT: i64 = i64::MIN;
 
+/// How long a turn of the loop may sleep in its poll.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wait {
+    /// Not at all.
+    No,
+    /// At most [`BRIEFLY`].
+    Briefly,
+    /// Until something happens (or a deadline of the loop's own).
+    Long,
+}
+
+/// A turn that keeps the GIL sleeps at most this long (see [`Shared::lead`]).
+pub const BRIEFLY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// The event loop as the threads see it: whoever holds it runs its next turn.
 pub trait Turns: Send {
-    /// One turn; `wait`: it may sleep in its poll until something happens. Some(status)
-    /// when the worker must leave (see `EventLoop::turn`).
-    fn turn(&mut self, wait: bool) -> Option<i32>;
+    /// One turn. Some(status) when the worker must leave (see `EventLoop::turn`).
+    fn turn(&mut self, wait: Wait) -> Option<i32>;
 }
 
 /// What the loop and the threads share.
@@ -353,16 +368,33 @@ impl Shared {
         let Some(lp) = the_loop.as_mut() else {
             return false;
         };
-        if let Some(code) = lp.turn(false) {
+        if let Some(code) = lp.turn(Wait::No) {
             drop(the_loop);
             self.leave_with(code);
             return true;
         }
         drop(the_loop);
-        let sleep = may_sleep && self.nothing_to_do() && !self.main_wants.load(Ordering::SeqCst);
-        if !sleep {
+        if !may_sleep || !self.may_sleep() {
             self.hand_over();
             return true;
+        }
+        // While no thread is inside a request, none needs the GIL: a short sleep keeping
+        // it (under load the next request comes within it) spares handing the GIL to the
+        // thread on its way (see `try_next_work`), which would find nothing and park.
+        if !self.busy() {
+            let Some(mut the_loop) = self.lock_or_flag() else {
+                return true;
+            };
+            let code = the_loop.as_mut().and_then(|lp| lp.turn(Wait::Briefly));
+            drop(the_loop);
+            if let Some(code) = code {
+                self.leave_with(code);
+                return true;
+            }
+            if !self.may_sleep() {
+                self.hand_over();
+                return true;
+            }
         }
         // The turn that sleeps serves whoever wanted one meanwhile (it does not sleep
         // while a finished request waits).
@@ -371,7 +403,7 @@ impl Shared {
             let Some(mut the_loop) = self.lock_or_flag() else {
                 return;
             };
-            let code = the_loop.as_mut().and_then(|lp| lp.turn(true));
+            let code = the_loop.as_mut().and_then(|lp| lp.turn(Wait::Long));
             drop(the_loop);
             if let Some(code) = code {
                 self.leave_with(code);
@@ -417,6 +449,17 @@ impl Shared {
         }
         drop(queue);
         self.job_ready.notify_one();
+    }
+
+    /// Whether the loop may sleep: nothing for the threads, and the main thread does not
+    /// wait for it.
+    fn may_sleep(&self) -> bool {
+        self.nothing_to_do() && !self.main_wants.load(Ordering::SeqCst)
+    }
+
+    /// Some thread is inside a request.
+    fn busy(&self) -> bool {
+        self.started.iter().any(|s| s.load(Ordering::Relaxed) != 0)
     }
 
     /// Nothing for the threads: no job, nothing to close, no finished request.
@@ -682,7 +725,7 @@ impl Lent {
         let Some(mut the_loop) = shared.try_lock_loop() else {
             return;
         };
-        if let Some(code) = the_loop.as_mut().and_then(|lp| lp.turn(false)) {
+        if let Some(code) = the_loop.as_mut().and_then(|lp| lp.turn(Wait::No)) {
             shared.leave_with(code);
         }
         drop(the_loop);
@@ -718,10 +761,7 @@ impl Lent {
     /// Some thread is inside a request: the loop may go untended (every thread may be),
     /// so the main thread looks after it.
     pub fn busy(&self) -> bool {
-        self.shared
-            .started
-            .iter()
-            .any(|s| s.load(Ordering::Relaxed) != 0)
+        self.shared.busy()
     }
 
     /// Sleeps until `signals` (the worker's signal pipe) is readable, a thread wakes it (a
@@ -951,13 +991,13 @@ mod tests {
     /// its first, and says the worker leaves on turn `exit_on`.
     struct FakeLoop {
         shared: Arc<Shared>,
-        turns: Arc<Mutex<Vec<bool>>>,
+        turns: Arc<Mutex<Vec<Wait>>>,
         jobs: Vec<Job>,
         exit_on: Option<usize>,
     }
 
     impl Turns for FakeLoop {
-        fn turn(&mut self, wait: bool) -> Option<i32> {
+        fn turn(&mut self, wait: Wait) -> Option<i32> {
             let mut turns = lock(&self.turns);
             turns.push(wait);
             lock(&self.shared.queue).jobs.extend(self.jobs.drain(..));
@@ -965,7 +1005,7 @@ mod tests {
         }
     }
 
-    fn lend(pool: &Pool, jobs: Vec<Job>, exit_on: Option<usize>) -> Arc<Mutex<Vec<bool>>> {
+    fn lend(pool: &Pool, jobs: Vec<Job>, exit_on: Option<usize>) -> Arc<Mutex<Vec<Wait>>> {
         let turns = Arc::new(Mutex::new(Vec::new()));
         pool.lender().lend(Box::new(FakeLoop {
             shared: Arc::clone(&pool.shared),
@@ -986,7 +1026,7 @@ mod tests {
             assert!(shared.lead(py, true));
             assert_eq!(
                 *lock(&turns),
-                vec![false],
+                vec![Wait::No],
                 "it made work: no sleeping turn, the thread takes a job"
             );
             assert_eq!(taken_jobs(shared.try_next_work(false)), Some(1));
@@ -994,13 +1034,18 @@ mod tests {
             assert!(shared.lead(py, true));
             assert_eq!(
                 *lock(&turns),
-                vec![false, false, true],
-                "nothing came at once: then a turn that may sleep"
+                vec![Wait::No, Wait::No, Wait::Briefly, Wait::Long],
+                "nothing came at once: a short sleep keeping the GIL (no thread is inside \
+                 a request), then a long one without it"
             );
+            // With a thread inside a request (which may want the GIL back), no short sleep.
+            shared.mark(1, true);
+            assert!(shared.lead(py, true));
+            assert_eq!(lock(&turns)[4..], [Wait::No, Wait::Long]);
+            shared.mark(1, false);
             // A finished request the loop needs now: a turn at once, never a sleeping one.
             assert!(shared.lead(py, false));
-            assert_eq!(lock(&turns).len(), 4);
-            assert!(!lock(&turns)[3]);
+            assert_eq!(lock(&turns)[6..], [Wait::No]);
         });
     }
 
@@ -1015,7 +1060,7 @@ mod tests {
             drop(held);
             assert!(pool.shared.lead(py, false));
             assert!(!pool.shared.wanted.load(Ordering::SeqCst));
-            assert_eq!(*lock(&turns), vec![false]);
+            assert_eq!(*lock(&turns), vec![Wait::No]);
         });
     }
 
