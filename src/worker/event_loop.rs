@@ -356,15 +356,10 @@ impl<'a> EventLoop<'a> {
         if let Some(code) = self.take_finished(ready) {
             return Some(code);
         }
+        // Only the sync worker polls the signal pipe here (see `serve_threaded`).
         if woke {
-            crate::transport::drain_wake_fd();
-            let signalled =
-                Python::attach(|py| py.check_signals().err().map(|e| exit_status(py, &e)));
-            if let Some(code) = signalled {
-                if self.pool.is_none() {
-                    return Some(code);
-                }
-                self.leave_threaded(code);
+            if let Some(code) = run_signal_handlers() {
+                return Some(code);
             }
         }
         let mut next = 0;
@@ -613,31 +608,25 @@ impl EventLoop<'static> {
     /// one, as a sync worker does, instead of waking another. The main thread keeps the
     /// signals (Python runs their handlers there) and takes a turn itself when every
     /// thread is inside a request ([`EventLoop::serve_threaded`]).
-    pub fn run(self, py: Python<'_>) -> i32 {
-        if self.pool.is_none() {
-            let mut lp = self;
-            debug!("Worker serving (pid: {})", std::process::id());
-            super::signals::announce_serving();
-            loop {
-                if let Some(code) = lp.turn(Wait::Long) {
-                    return code;
-                }
+    pub fn run(mut self, py: Python<'_>) -> i32 {
+        debug!("Worker serving (pid: {})", std::process::id());
+        super::signals::announce_serving();
+        if let Some(lender) = self.pool.as_ref().map(super::pool::Pool::lender) {
+            return self.serve_threaded(py, &lender);
+        }
+        loop {
+            if let Some(code) = self.turn(Wait::Long) {
+                return code;
             }
         }
-        self.serve_threaded(py)
     }
 
     /// The threaded worker's main thread: lends the loop to the threads, then waits for
     /// signals (running their Python handlers, which only the main thread can), and every
     /// [`BUSY_NAP`] while a thread is inside a request, takes a turn itself if no thread
     /// has the loop (every thread may be inside a request). Returns when a turn says the worker must leave.
-    fn serve_threaded(self, py: Python<'_>) -> i32 {
-        let Some(lender) = self.pool.as_ref().map(super::pool::Pool::lender) else {
-            return 1;
-        };
+    fn serve_threaded(self, py: Python<'_>, lender: &super::pool::Lent) -> i32 {
         let signals = self.signal_fd;
-        debug!("Worker serving (pid: {})", std::process::id());
-        super::signals::announce_serving();
         lender.lend(Box::new(self));
         let mut poked = false;
         let (code, the_loop) = py.detach(|| loop {
@@ -654,10 +643,7 @@ impl EventLoop<'static> {
             let woken = lender.wait(signals, nap);
             poked = woken.thread;
             if woken.signal {
-                crate::transport::drain_wake_fd();
-                let raised =
-                    Python::attach(|py| py.check_signals().err().map(|e| exit_status(py, &e)));
-                match raised {
+                match run_signal_handlers() {
                     Some(code) => lender.leave(code),
                     // TERM, USR1 and the like only set flags: the next turn acts on them.
                     None => lender.wake_loop(),
@@ -698,6 +684,13 @@ impl Drop for EventLoop<'_> {
             Python::attach(|py| pool.release_buried(py));
         }
     }
+}
+
+/// Runs Python's signal handlers (the worker's main thread); the exit status if one raised
+/// (QUIT, INT, ABRT).
+fn run_signal_handlers() -> Option<i32> {
+    crate::transport::drain_wake_fd();
+    Python::attach(|py| py.check_signals().err().map(|e| exit_status(py, &e)))
 }
 
 pub(super) fn exit_status(py: Python<'_>, e: &PyErr) -> i32 {

@@ -166,7 +166,8 @@ struct Shared {
     the_loop: Mutex<Option<Box<dyn Turns>>>,
     /// The main thread waits for the loop: threads do not start a turn that sleeps.
     main_wants: AtomicBool,
-    /// A thread found the loop taken when it needed a turn: the holder takes another.
+    /// A thread found the loop taken when it needed a turn: the holder, once it lets go,
+    /// sends one to look again (see [`Shared::hand_over`]).
     wanted: AtomicBool,
     /// The status a turn said the worker leaves with ([`NO_EXIT`] until then).
     exit: AtomicI64,
@@ -362,18 +363,11 @@ impl Shared {
         if self.main_wants.load(Ordering::SeqCst) || self.exit.load(Ordering::SeqCst) != NO_EXIT {
             return false;
         }
-        let Some(mut the_loop) = self.lock_or_flag() else {
-            return false;
-        };
-        let Some(lp) = the_loop.as_mut() else {
-            return false;
-        };
-        if let Some(code) = lp.turn(Wait::No) {
-            drop(the_loop);
-            self.leave_with(code);
-            return true;
+        match self.turn_once(self.lock_or_flag(), Wait::No) {
+            None => return false,
+            Some(true) => return true,
+            Some(false) => {}
         }
-        drop(the_loop);
         if !may_sleep || !self.may_sleep() {
             self.hand_over();
             return true;
@@ -382,13 +376,7 @@ impl Shared {
         // it (under load the next request comes within it) spares handing the GIL to the
         // thread on its way (see `try_next_work`), which would find nothing and park.
         if !self.busy() {
-            let Some(mut the_loop) = self.lock_or_flag() else {
-                return true;
-            };
-            let code = the_loop.as_mut().and_then(|lp| lp.turn(Wait::Briefly));
-            drop(the_loop);
-            if let Some(code) = code {
-                self.leave_with(code);
+            if self.turn_once(self.lock_or_flag(), Wait::Briefly) != Some(false) {
                 return true;
             }
             if !self.may_sleep() {
@@ -400,17 +388,27 @@ impl Shared {
         // while a finished request waits).
         self.wanted.store(false, Ordering::SeqCst);
         py.detach(|| {
-            let Some(mut the_loop) = self.lock_or_flag() else {
-                return;
-            };
-            let code = the_loop.as_mut().and_then(|lp| lp.turn(Wait::Long));
-            drop(the_loop);
-            if let Some(code) = code {
-                self.leave_with(code);
+            if self.turn_once(self.lock_or_flag(), Wait::Long).is_some() {
+                self.hand_over();
             }
-            self.hand_over();
         });
         true
+    }
+
+    /// Runs one turn with `the_loop` if this thread got it and it is lent: None if not;
+    /// else whether the turn said the worker leaves (the main thread is then told).
+    fn turn_once(
+        &self,
+        the_loop: Option<MutexGuard<'_, Option<Box<dyn Turns>>>>,
+        wait: Wait,
+    ) -> Option<bool> {
+        let mut the_loop = the_loop?;
+        let code = the_loop.as_mut()?.turn(wait);
+        drop(the_loop);
+        if let Some(code) = code {
+            self.leave_with(code);
+        }
+        Some(code.is_some())
     }
 
     /// The loop, unless another thread has it: then that thread is told (`wanted`) that
@@ -722,13 +720,9 @@ impl Lent {
         if shared.exit.load(Ordering::SeqCst) != NO_EXIT {
             return;
         }
-        let Some(mut the_loop) = shared.try_lock_loop() else {
+        if shared.turn_once(shared.try_lock_loop(), Wait::No).is_none() {
             return;
-        };
-        if let Some(code) = the_loop.as_mut().and_then(|lp| lp.turn(Wait::No)) {
-            shared.leave_with(code);
         }
-        drop(the_loop);
         shared.hand_over();
         // Work this turn made, or no thread polls while some are parked: one takes over.
         if shared.loop_state.load(Ordering::SeqCst) != LOOP_POLLING || !shared.nothing_to_do() {

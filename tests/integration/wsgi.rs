@@ -933,7 +933,18 @@ fn one_kept_object_keeps_its_request_objects_out_of_reuse() {
 /// may see some calls refused with an exception, and the worker serves on.
 #[test]
 fn request_objects_work_from_the_apps_threads() {
-    let s = Server::start("threads", &["-w", "1", "app:application"]);
+    // The sync worker, and the threaded one (whose threads also run the loop, keeping the
+    // GIL while they can).
+    for args in [&["-w", "1"][..], &["-w", "1", "--threads", "4"][..]] {
+        apps_threads_use_request_objects(args);
+    }
+}
+
+fn apps_threads_use_request_objects(args: &[&str]) {
+    let s = Server::builder("threads")
+        .args(args)
+        .arg("app:application")
+        .start();
     let pid = s.get("/pid").body_str();
     let r = s.request(crate::support::post("/threaded", b"hello", ""));
     assert_eq!(r.status, 200, "{}", s.stderr());
